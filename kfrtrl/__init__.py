@@ -1,0 +1,17 @@
+"""kfrtrl: online training of recurrent networks with the real-time recurrent learning family.
+
+Cells (:class:`Elman`) describe the model; estimators (:class:`RTRL`,
+:class:`UORO`, :class:`KFRTRL`, :class:`OK`, :class:`NoBackTrack`,
+:class:`TBPTT`) carry the influence forward and turn ∂L_t/∂h_t into a
+parameter gradient; :func:`bptt` is the exact sequence-level gradient.
+"""
+from .backends import available_backends
+from .cells import Elman
+from .estimators import KFRTRL, OK, RTRL, TBPTT, UORO, NoBackTrack, bptt
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Elman", "RTRL", "UORO", "KFRTRL", "OK", "NoBackTrack", "TBPTT", "bptt",
+    "available_backends", "__version__",
+]

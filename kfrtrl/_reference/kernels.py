@@ -1,0 +1,144 @@
+"""Reference kernels in plain numpy.
+
+Kernels know nothing of cells or estimators: pure functions on arrays,
+outputs allocated by the caller, the same names and argument order in every
+backend (``kfrtrl._numba``, ``kfrtrl._cy``). Inputs are assumed valid.
+"""
+import numpy as np
+
+# Singular values below this fraction of the largest are exact zeros in the
+# OK reduction (otherwise the √σ split turns round-off into ~1e-9 errors).
+SVD_ZERO = 1e-13
+
+
+def jvp_blocks(V, Vr, Wt, lam, dz, out):
+    """Apply one Jacobian layer ``J = Λ + D R`` to a stack of tangents.
+
+    V : (B, K, N) tangents, N = S*n;  Vr : (B, K, n_rec) their recurrent part
+    Wt : (n_rec, Z*n) = Rᵀ (shared);  lam : (B, S, S, n);  dz : (B, S, Z, n)
+    out : (B, K, N), written:  out = Λ V + D (Vr @ Wt).
+    Cost: one GEMM of 2·B·K·n_rec·Z·n flops plus O(B K N (S + Z)).
+    """
+    B, K, N = V.shape
+    _, S, Z, n = dz.shape
+    Y = np.matmul(Vr, Wt).reshape(B, K, Z, n)
+    Vb = V.reshape(B, K, S, n)
+    ob = out.reshape(B, K, S, n)
+    for i in range(S):
+        acc = dz[:, None, i, 0] * Y[:, :, 0]
+        for z in range(1, Z):
+            acc += dz[:, None, i, z] * Y[:, :, z]
+        for j in range(S):
+            acc += lam[:, None, i, j] * Vb[:, :, j]
+        ob[:, :, i] = acc
+
+
+def outer_add(G, Dt, a):
+    """Exact RTRL immediate term: ``G[b, i, j, :] += Dt[b, i, :] * a[b, j]``.
+
+    G : (B, p, m, N) in place;  Dt : (B, p, N);  a : (B, m).
+    """
+    G += Dt[:, :, None, :] * a[:, None, :, None]
+
+
+def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out):
+    """KF-RTRL's unbiased merge of (H A, u) and (D, a) into one Kronecker term.
+
+    HA : (B, C, p, N) propagated factors of C independent chains;  u : (B, C, m)
+    Dt : (B, p, N), a : (B, m): the immediate term;  c1, c2 : (B, C) signs ±1
+    A_out : (B, C, p, N), u_out : (B, C, m), written:
+        A' = c1 HA / p1 + c2 D / p2,  u' = c1 p1 u + c2 p2 a,
+        p1 = sqrt(|HA| / |u|),  p2 = sqrt(|D| / |a|)   (p = 1 where a norm is 0).
+    """
+    n_ha = np.sqrt(np.einsum("bcpn,bcpn->bc", HA, HA))
+    n_u = np.sqrt(np.einsum("bcm,bcm->bc", u, u))
+    n_d = np.sqrt(np.einsum("bpn,bpn->b", Dt, Dt))
+    n_a = np.sqrt(np.einsum("bm,bm->b", a, a))
+    p1 = _balance(n_ha, n_u)
+    p2 = _balance(n_d, n_a)[:, None]
+    A_out[...] = (c1 / p1)[:, :, None, None] * HA + (c2 / p2)[:, :, None, None] * Dt[:, None]
+    u_out[...] = (c1 * p1)[:, :, None] * u + (c2 * p2)[:, :, None] * a[:, None]
+
+
+def _balance(n_left, n_right):
+    """sqrt(n_left / n_right), and 1 where either norm is zero."""
+    ok = (n_left > 0) & (n_right > 0)
+    return np.where(ok, np.sqrt(np.where(ok, n_left, 1.0) / np.where(ok, n_right, 1.0)), 1.0)
+
+
+def ok_reduce(V, U, signs, V_out, U_out):
+    """OK's optimal unbiased reduction of r+1 Kronecker terms to r, per sample.
+
+    V : (B, r+1, P) vectorised A-factors (P = p*N);  U : (B, r+1, m) u-factors;
+    signs : (B, r+1) of ±1, the mixing signs E;
+    V_out : (B, r, P), U_out : (B, r, m), written. Small factors in float64.
+    Cost per sample: O(P (r+1)²) for the QR plus O((r+1)³).
+    """
+    for b in range(V.shape[0]):
+        vb, ub = ok_reduce_one(V[b], U[b], signs[b])
+        V_out[b] = vb
+        U_out[b] = ub
+
+
+def ok_reduce_one(V, U, eps):
+    """One sample of :func:`ok_reduce`: (k, P), (k, m), (k,) -> (k-1, P), (k-1, m)."""
+    k = V.shape[0]
+    r = k - 1
+    Qv, Rv = np.linalg.qr(V.T.astype(np.float64))
+    Qu, Ru = np.linalg.qr(U.T.astype(np.float64))
+    Pm, sigma, QmT = np.linalg.svd(Ru @ Rv.T)
+    left = Qu @ Pm                              # (m, q) unit u-directions
+    right = Qv @ QmT.T                          # (P, q) unit A-directions
+    _fix_signs(left, right)
+    if sigma.size == 0 or sigma[0] == 0.0:
+        return np.zeros((r, V.shape[1]), V.dtype), np.zeros((r, U.shape[1]), U.dtype)
+    sigma = np.where(sigma < SVD_ZERO * sigma[0], 0.0, sigma)
+    q = sigma.size
+    V_new = np.zeros((r, V.shape[1]))
+    U_new = np.zeros((r, U.shape[1]))
+    if q <= r:                                  # rank ≤ r: keep everything exactly
+        root = np.sqrt(sigma)
+        U_new[:q] = (left * root).T
+        V_new[:q] = (right * root).T
+        return V_new.astype(V.dtype), U_new.astype(U.dtype)
+    m_star = _n_kept(sigma, r)
+    root = np.sqrt(sigma[:m_star])
+    U_new[:m_star] = (left[:, :m_star] * root).T
+    V_new[:m_star] = (right[:, :m_star] * root).T
+    S = sigma[m_star:].sum()
+    if S > 0.0:
+        kk = k - m_star
+        M = eps[:kk, None] * _orth_complement(sigma[m_star:], S)  # (kk, kk-1) = E B
+        scale = np.sqrt(S / (kk - 1))
+        U_new[m_star:] = scale * (left[:, m_star:] @ M).T
+        V_new[m_star:] = scale * (right[:, m_star:] @ M).T
+    return V_new.astype(V.dtype), U_new.astype(U.dtype)
+
+
+def _fix_signs(left, right):
+    """Make each singular pair's sign deterministic: largest |entry| of left > 0."""
+    idx = np.argmax(np.abs(left), axis=0)
+    flip = np.sign(left[idx, np.arange(left.shape[1])])
+    flip[flip == 0] = 1.0
+    left *= flip
+    right *= flip
+
+
+def _n_kept(sigma, r):
+    """Smallest m with (r - m) σ_{m+1} ≤ Σ_{i>m} σ_i (σ descending, length r+1)."""
+    tail = np.cumsum(sigma[::-1])[::-1]         # tail[m] = Σ_{i≥m} σ_i (0-based)
+    for m in range(r + 1):
+        if (r - m) * sigma[m] <= tail[m]:
+            return m
+    return r
+
+
+def _orth_complement(sigma_mix, S):
+    """Orthonormal basis B (k, k-1) of v0⊥, v0 = sqrt(1 - (k-1) σ / S), by a Householder reflection."""
+    kk = sigma_mix.size
+    s_tilde = np.clip((kk - 1) * sigma_mix / S, 0.0, 1.0)
+    w = np.sqrt(1.0 - s_tilde)
+    w /= np.linalg.norm(w)                      # v0 is a unit vector up to round-off
+    w[0] += 1.0 if w[0] >= 0.0 else -1.0
+    H = np.eye(kk) - (2.0 / (w @ w)) * np.outer(w, w)
+    return H[:, 1:]

@@ -1,0 +1,58 @@
+"""The registry of kernel backends.
+
+A backend is a module exposing the kernels of :mod:`kfrtrl._reference.kernels`
+under the same names and signatures. ``"numpy"`` is the reference and always
+present; compiled backends register here and are tested against it.
+"""
+import importlib
+import warnings
+
+# name -> module path; the order is the preference of "auto" when nothing better is known.
+_MODULES = {
+    "numpy": "kfrtrl._reference",
+}
+# estimator name -> backend chosen by "auto" (filled as compiled backends are measured)
+_AUTO = {}
+
+
+def known_backends():
+    """All backend names, available or not, plus "auto"."""
+    return sorted(_MODULES) + ["auto"]
+
+
+def available_backends():
+    """Names of the backends that import on this machine."""
+    names = []
+    for name in _MODULES:
+        try:
+            _load(name)
+        except ImportError:
+            continue
+        names.append(name)
+    return names
+
+
+def _load(name):
+    return importlib.import_module(_MODULES[name])
+
+
+def get_backend(backend, estimator):
+    """Resolve ``backend`` for ``estimator`` -> (name, kernel module).
+
+    "auto" picks the measured best for the estimator and falls back to numpy
+    with a warning when that backend is missing. An explicitly named backend
+    that is missing raises ImportError; an unknown name raises ValueError.
+    """
+    if backend not in _MODULES and backend != "auto":
+        raise ValueError(f"backend: expected one of {known_backends()}, got {backend!r}")
+    if backend == "auto":
+        wanted = _AUTO.get(estimator, "numpy")
+        try:
+            return wanted, _load(wanted)
+        except ImportError as exc:
+            warnings.warn(f"kfrtrl: backend {wanted!r} unavailable ({exc}); using 'numpy'", stacklevel=3)
+            return "numpy", _load("numpy")
+    try:
+        return backend, _load(backend)
+    except ImportError as exc:
+        raise ImportError(f"backend: {backend!r} is not available here ({exc})") from exc

@@ -1,0 +1,94 @@
+"""What every estimator shares: validation, state, reset, the step/gradient loop."""
+import numpy as np
+
+from .._validation import as_generator, check_array, check_int, check_mask
+from ..backends import get_backend
+from ..cells import Cell
+
+
+class Estimator:
+    """Base class of the online gradient estimators.
+
+    Subclasses implement ``_reset_influence(mask)``, ``_propagate(cache)``
+    and ``_gradient(c)``; this class validates, keeps the state and calls them.
+
+    Parameters
+    ----------
+    cell : kfrtrl.cells.Cell
+    batch_size : int >= 1, samples carried in parallel (each its own influence)
+    rng : None, int or numpy.random.Generator; all random draws come from it
+    backend : "auto", "numpy", ... (see :func:`kfrtrl.backends.known_backends`)
+    """
+
+    name = None
+
+    def __init__(self, cell, batch_size=1, rng=None, backend="auto"):
+        if not isinstance(cell, Cell):
+            raise TypeError(f"cell: expected a kfrtrl cell (e.g. kfrtrl.Elman), got {type(cell).__name__}")
+        self.cell = cell
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.rng = as_generator(rng)
+        self.backend, self.ops = get_backend(backend, self.name)
+        self.dtype = cell.dtype
+        self._shapes = cell.param_shapes()
+        self._s = cell.initial_state(self.batch_size)
+        self._cache = None
+        self._allocate()
+
+    def _allocate(self):
+        """Allocate the influence state (called once; zero = freshly reset)."""
+        raise NotImplementedError
+
+    @property
+    def state(self):
+        """Current cell state (batch, n_state); for the Elman cell that is h."""
+        return self._s
+
+    @state.setter
+    def state(self, value):
+        self._s = check_array("state", value, self._s.shape, self.dtype).copy()
+
+    def reset(self, mask=None):
+        """Zero the state and influence of all samples, or of those where ``mask`` (batch,) is True."""
+        mask = check_mask("mask", mask, self.batch_size)
+        self._s[mask] = 0.0
+        self._reset_influence(mask)
+        if mask.all():
+            self._cache = None
+
+    def step(self, x):
+        """Advance one step. x (batch, n_in) of the cell's dtype -> h_t (batch, n_hidden)."""
+        check_array("x", x, (self.batch_size, self.cell.n_in), self.dtype)
+        s_new, cache = self.cell.forward(self._s, x)
+        if not np.isfinite(s_new).all():
+            raise FloatingPointError("step: the new state is not finite (weights or inputs too large?)")
+        self._propagate(cache)
+        self._s = s_new
+        self._cache = cache
+        return s_new[:, self.cell.out]
+
+    def gradient(self, dl_dh):
+        """Estimate ∂L_t/∂θ summed over the batch, from dl_dh = ∂L_t/∂h_t (batch, n_hidden).
+
+        Returns {name: array of the parameter's shape}.
+        """
+        if self._cache is None:
+            raise RuntimeError("gradient: call step(x) first (no step since construction or reset)")
+        check_array("dl_dh", dl_dh, (self.batch_size, self.cell.n_hidden), self.dtype)
+        c = np.zeros((self.batch_size, self.cell.n_state), dtype=self.dtype)
+        c[:, self.cell.out] = dl_dh
+        grads = self._gradient(c)
+        for name, g in grads.items():
+            if not np.isfinite(g).all():
+                raise FloatingPointError(f"gradient: the {self.name} estimate of {name!r} is not finite")
+        return grads
+
+    def _draw_signs(self, shape):
+        """Independent ±1 draws of the cell's dtype (per sample, per step, per term)."""
+        return (2 * self.rng.integers(0, 2, size=shape, dtype=np.int8) - 1).astype(self.dtype)
+
+    def _check_factors(self, *arrays):
+        """Raise FloatingPointError if an influence factor stopped being finite."""
+        for arr in arrays:
+            if not np.isfinite(arr).all():
+                raise FloatingPointError(f"{self.name}: influence factors became non-finite")

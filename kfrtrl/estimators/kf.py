@@ -1,0 +1,62 @@
+"""KF-RTRL (Mujika, Meier & Steger 2018): one Kronecker factor per weight matrix.
+
+``G ≈ A ⊗ u`` with A (p, n_state) in tangent layout and u (m,). Per step,
+with independent signs c1, c2 (per sample, chain, matrix and step)::
+
+    A' = c1 H A / p1 + c2 D / p2,     u' = c1 p1 u + c2 p2 a,
+    p1 = sqrt(|H A| / |u|),           p2 = sqrt(|D| / |a|)
+
+Unbiased: E[A' ⊗ u'] = H (A ⊗ u) + D ⊗ a. At reset the factors are zero, so
+the first step gives A ⊗ u = D ⊗ a exactly. ``n_chains = r`` averages r
+independent chains (variance / r): the baseline OK is compared with.
+Cost O(N²·p) per sample and chain (n³ for the Elman cell), memory O(N·p).
+"""
+import numpy as np
+
+from .._validation import check_int
+from ._base import Estimator
+
+
+class KFRTRL(Estimator):
+    """KF-RTRL; ``n_chains`` independent chains averaged (default 1)."""
+
+    name = "kf"
+
+    def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_chains=1):
+        self.n_chains = check_int("n_chains", n_chains, 1)
+        super().__init__(cell, batch_size, rng, backend)
+
+    def _allocate(self):
+        B, C, N = self.batch_size, self.n_chains, self.cell.n_state
+        self._A = {k: np.zeros((B, C, p, N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+        self._u = {k: np.zeros((B, C, m), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+
+    def _reset_influence(self, mask):
+        for name in self._A:
+            self._A[name][mask] = 0.0
+            self._u[name][mask] = 0.0
+
+    def _propagate(self, cache):
+        imm = self.cell.immediate(cache, self.ops)
+        B, C, N = self.batch_size, self.n_chains, self.cell.n_state
+        for name, A in self._A.items():
+            p = A.shape[2]
+            HA = self.cell.jvp(cache, A.reshape(B, C * p, N), self.ops).reshape(B, C, p, N)
+            c1 = self._draw_signs((B, C))
+            c2 = self._draw_signs((B, C))
+            Dt, a = imm[name]
+            u_new = np.empty_like(self._u[name])
+            self.ops.kf_combine(HA, self._u[name], Dt, a, c1, c2, HA, u_new)
+            self._A[name] = HA
+            self._u[name] = u_new
+            self._check_factors(u_new)
+
+    def _gradient(self, c):
+        return {
+            name: np.einsum("bcp,bcm->pm", np.einsum("bcpn,bn->bcp", A, c), self._u[name]) / self.n_chains
+            for name, A in self._A.items()
+        }
+
+    def influence(self, name):
+        """The estimate of G for weight ``name`` as (batch, n_state, p, m) (materialised: tests only)."""
+        return np.einsum("bcpn,bcm->bnpm", self._A[name], self._u[name]) / self.n_chains

@@ -1,0 +1,55 @@
+"""NoBackTrack (Ollivier, Tallec & Charpiat 2015), without the Kalman-like preconditioner.
+
+Rank one, ``G ≈ v ⊗ w`` (w one array per weight matrix), like UORO, but the
+immediate term is split per state unit, ``F = Σ_i e_i ⊗ F_i`` with F_i the
+influence of z on unit i (for the Elman cell: row i of W gets D_ii a), each
+with its own sign ε_i and scale ρ_i::
+
+    v' = ε0 ρ0 H v + Σ_i ε_i ρ_i e_i,     w' = ε0 w / ρ0 + Σ_i ε_i F_i / ρ_i
+    ρ0² = |w| / |H v|,                     ρ_i² = |F_i| / |e_i| = |F_i|
+
+Σ_i (ε_i / ρ_i) F_i is ``(D (ε / ρ)) ⊗ a`` per matrix, so a step costs O(N·m)
+per sample, like UORO. The paper's optional Kalman-like preconditioning of
+the gradient is not implemented (see the README).
+"""
+import numpy as np
+
+from ._base import Estimator
+from .uoro import _norm_over, _ratio_root, _safe_div
+
+
+class NoBackTrack(Estimator):
+    """NoBackTrack estimator (per-unit signs; batch-aware)."""
+
+    name = "nobacktrack"
+
+    def _allocate(self):
+        B, N = self.batch_size, self.cell.n_state
+        self._v = np.zeros((B, N), dtype=self.dtype)
+        self._w = {k: np.zeros((B, p, m), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+
+    def _reset_influence(self, mask):
+        self._v[mask] = 0.0
+        for w in self._w.values():
+            w[mask] = 0.0
+
+    def _propagate(self, cache):
+        B, N = self.batch_size, self.cell.n_state
+        imm = self.cell.immediate(cache, self.ops)
+        Hv = self.cell.jvp(cache, self._v[:, None, :], self.ops)[:, 0]
+        eps0 = self._draw_signs((B,))
+        eps = self._draw_signs((B, N))
+        # |F_i|² = Σ_matrices |D[:, i]|² |a|²  (column i of D = row... of Dt: Dt[:, :, i])
+        f2 = sum(np.sum(Dt * Dt, axis=1) * np.sum(a * a, axis=1)[:, None] for Dt, a in imm.values())
+        rho = np.sqrt(np.sqrt(f2))
+        coef = np.where(rho > 0, eps / np.where(rho > 0, rho, 1.0), 0.0).astype(self.dtype)
+        rho0 = _ratio_root(_norm_over(self._w.values()), np.linalg.norm(Hv, axis=1))
+        self._v = (eps0 * rho0)[:, None] * Hv + eps * rho
+        for k, (Dt, a) in imm.items():
+            d = np.einsum("bpn,bn->bp", Dt, coef)
+            self._w[k] = _safe_div(self._w[k], rho0) * eps0[:, None, None] + d[:, :, None] * a[:, None, :]
+        self._check_factors(self._v)
+
+    def _gradient(self, c):
+        coef = np.einsum("bn,bn->b", self._v, c)
+        return {k: np.einsum("b,bpm->pm", coef, w) for k, w in self._w.items()}

@@ -1,0 +1,40 @@
+"""Exact real-time recurrent learning (Williams & Zipser 1989).
+
+Carries the full influence ``G_t = ∂s_t/∂W`` for each weight matrix:
+``G_t = H_t G_{t-1} + F_t``, ``F_t = D_t ⊗ a_t``.
+Per sample O(N·p·m) memory and O(N²·p·m) time (n³ and n⁴ for the Elman cell).
+"""
+import numpy as np
+
+from ._base import Estimator
+
+
+class RTRL(Estimator):
+    """Exact RTRL. Influence per weight matrix: G (batch, p, m, n_state) in tangent layout."""
+
+    name = "rtrl"
+
+    def _allocate(self):
+        B, N = self.batch_size, self.cell.n_state
+        self._G = {k: np.zeros((B, p, m, N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+
+    def _reset_influence(self, mask):
+        for G in self._G.values():
+            G[mask] = 0.0
+
+    def _propagate(self, cache):
+        imm = self.cell.immediate(cache, self.ops)
+        B, N = self.batch_size, self.cell.n_state
+        for name, G in self._G.items():
+            _, p, m, _ = G.shape
+            G = self.cell.jvp(cache, G.reshape(B, p * m, N), self.ops).reshape(B, p, m, N)
+            Dt, a = imm[name]
+            self.ops.outer_add(G, Dt, a)
+            self._G[name] = G
+
+    def _gradient(self, c):
+        return {name: np.einsum("bpmn,bn->pm", G, c) for name, G in self._G.items()}
+
+    def influence(self, name):
+        """Exact G for weight ``name`` as (batch, n_state, p, m): G[b, k, i, j] = ∂s_k/∂W_ij."""
+        return np.moveaxis(self._G[name], 3, 1).copy()

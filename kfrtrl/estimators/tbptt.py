@@ -1,0 +1,84 @@
+"""Back-propagation through time: the sequence-level ground truth and truncated BPTT.
+
+``bptt`` back-propagates a whole sequence exactly. ``TBPTT(truncation=T)``
+is the online baseline: at each step it back-propagates ∂L_t/∂s_t through
+the last T steps only, so it is blind to dependencies longer than T.
+Cost O(T·N·m) per step per sample, memory O(T·(N + m)).
+"""
+from collections import deque
+
+import numpy as np
+
+from .. import _reference
+from .._validation import check_array, check_int
+from ..cells import Cell
+from ._base import Estimator
+
+
+def _accumulate(cell, cache, c, grads):
+    """Add step t's weight gradient for state cotangent c (B, N) into ``grads``."""
+    for name, (Dt, a) in cell.immediate(cache, _reference).items():
+        grads[name] += np.einsum("bp,bm->pm", np.einsum("bpn,bn->bp", Dt, c), a)
+
+
+def bptt(cell, xs, dl_dhs, h0=None):
+    """Exact gradient of Σ_t Σ_b L_t for a whole sequence.
+
+    Parameters
+    ----------
+    cell : Cell
+    xs : (T, batch, n_in) inputs of the cell's dtype
+    dl_dhs : (T, batch, n_hidden), ∂L_t/∂h_t (the direct loss signal of each step)
+    h0 : (batch, n_state) initial state, zeros if None
+
+    Returns {name: gradient (p, m)}. O(T·N·m) time, O(T·(N + m)) memory per sample.
+    """
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell: expected a kfrtrl cell, got {type(cell).__name__}")
+    if not isinstance(xs, np.ndarray) or xs.ndim != 3:
+        raise ValueError(f"xs: expected an array (T, batch, {cell.n_in}), got {getattr(xs, 'shape', type(xs))}")
+    T, B, _ = xs.shape
+    check_array("xs", xs, (T, B, cell.n_in), cell.dtype)
+    check_array("dl_dhs", dl_dhs, (T, B, cell.n_hidden), cell.dtype)
+    s = cell.initial_state(B) if h0 is None else check_array("h0", h0, (B, cell.n_state), cell.dtype)
+    caches = []
+    for t in range(T):
+        s, cache = cell.forward(s, xs[t])
+        caches.append(cache)
+    grads = {k: np.zeros(shape, dtype=cell.dtype) for k, shape in cell.param_shapes().items()}
+    c = np.zeros((B, cell.n_state), dtype=cell.dtype)
+    for t in reversed(range(T)):
+        c[:, cell.out] += dl_dhs[t]
+        _accumulate(cell, caches[t], c, grads)
+        c = cell.vjp(caches[t], c)
+    return grads
+
+
+class TBPTT(Estimator):
+    """Truncated BPTT: each ``gradient`` back-propagates through the last ``truncation`` steps."""
+
+    name = "tbptt"
+
+    def __init__(self, cell, truncation=25, batch_size=1, rng=None, backend="auto"):
+        self.truncation = check_int("truncation", truncation, 1)
+        super().__init__(cell, batch_size, rng, backend)
+
+    def _allocate(self):
+        # (cache, cut) pairs; cut (B,) marks samples reset just before that step
+        self._window = deque(maxlen=self.truncation)
+        self._cut = np.zeros(self.batch_size, dtype=bool)
+
+    def _reset_influence(self, mask):
+        self._cut |= mask
+
+    def _propagate(self, cache):
+        self._window.append((cache, self._cut))
+        self._cut = np.zeros(self.batch_size, dtype=bool)
+
+    def _gradient(self, c):
+        grads = {k: np.zeros(shape, dtype=self.dtype) for k, shape in self._shapes.items()}
+        for cache, cut in reversed(self._window):
+            _accumulate(self.cell, cache, c, grads)
+            c = self.cell.vjp(cache, c)
+            c[cut] = 0.0
+        return grads

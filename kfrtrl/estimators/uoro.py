@@ -1,0 +1,66 @@
+"""UORO: unbiased online recurrent optimisation (Tallec & Ollivier 2017).
+
+Rank one over all parameters: ``G ≈ s ⊗ θ`` with s (n_state,) and θ holding
+one array per weight matrix (shape of W). Per step, ν ∈ {±1}^N::
+
+    s' = ρ0 H s + ρ1 ν,        θ' = θ / ρ0 + νᵀF / ρ1,   νᵀF = (Dᵀ ν) ⊗ a per matrix
+    ρ0 = sqrt(|θ| / |H s|),    ρ1 = sqrt(|νᵀF| / |ν|)
+
+The first term is dropped where |θ| |H s| = 0 (after a reset). Cost O(N·m)
+per sample beyond the cell's own forward pass; no N×N×N work.
+"""
+import numpy as np
+
+from ._base import Estimator
+
+
+class UORO(Estimator):
+    """UORO estimator (batch-aware: each sample its own s, θ and signs)."""
+
+    name = "uoro"
+
+    def _allocate(self):
+        B, N = self.batch_size, self.cell.n_state
+        self._v = np.zeros((B, N), dtype=self.dtype)
+        self._w = {k: np.zeros((B, p, m), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+
+    def _reset_influence(self, mask):
+        self._v[mask] = 0.0
+        for w in self._w.values():
+            w[mask] = 0.0
+
+    def _propagate(self, cache):
+        B, N = self.batch_size, self.cell.n_state
+        imm = self.cell.immediate(cache, self.ops)
+        Hv = self.cell.jvp(cache, self._v[:, None, :], self.ops)[:, 0]
+        nu = self._draw_signs((B, N))
+        nuF = {k: (np.einsum("bpn,bn->bp", Dt, nu), a) for k, (Dt, a) in imm.items()}
+        n_w = _norm_over(self._w.values())
+        n_f = np.sqrt(sum(np.sum(d * d, 1) * np.sum(a * a, 1) for d, a in nuF.values()))
+        rho0 = _ratio_root(n_w, np.linalg.norm(Hv, axis=1))
+        rho1 = _ratio_root(n_f, np.full(B, np.sqrt(N), dtype=self.dtype))
+        self._v = rho0[:, None] * Hv + rho1[:, None] * nu
+        for k, (d, a) in nuF.items():
+            self._w[k] = _safe_div(self._w[k], rho0) + _safe_div(d[:, :, None] * a[:, None, :], rho1)
+        self._check_factors(self._v)
+
+    def _gradient(self, c):
+        coef = np.einsum("bn,bn->b", self._v, c)
+        return {k: np.einsum("b,bpm->pm", coef, w) for k, w in self._w.items()}
+
+
+def _norm_over(arrays):
+    """Per-sample Frobenius norm over several (B, ...) arrays -> (B,)."""
+    return np.sqrt(sum(np.sum(x.reshape(x.shape[0], -1) ** 2, 1) for x in arrays))
+
+
+def _ratio_root(num, den):
+    """sqrt(num / den) where both are > 0, else 0 (meaning: drop that term)."""
+    ok = (num > 0) & (den > 0)
+    return np.where(ok, np.sqrt(np.where(ok, num, 1.0) / np.where(ok, den, 1.0)), 0.0)
+
+
+def _safe_div(x, rho):
+    """x / rho per sample (rho (B,)), and 0 where rho is 0 (the dropped term)."""
+    inv = np.where(rho > 0, 1.0 / np.where(rho > 0, rho, 1.0), 0.0).astype(x.dtype)
+    return x * inv.reshape((-1,) + (1,) * (x.ndim - 1))
