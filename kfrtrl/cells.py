@@ -21,10 +21,10 @@ From that description the base class :class:`Cell` derives everything the
 estimators need, so no estimator special-cases a cell:
 
 - ``forward(s, x) -> (s_new, cache)``
-- ``jvp(cache, V, ops) -> H_t V`` for a stack of state tangents V (batch, K, N)
+- ``jvp(cache, V, ops, n_threads) -> H_t V`` for a stack of state tangents V (batch, K, N)
   (one shared GEMM per layer for the whole batch and all K tangents)
 - ``vjp(cache, c) -> H_tᵀ c`` for c (batch, N)
-- ``immediate(cache) -> {name: (Dt, a)}``: the immediate term of each weight
+- ``immediate(cache, ops, n_threads) -> {name: (Dt, a)}``: the immediate term of each weight
   matrix as one Kronecker term, ``Dt`` (batch, p, N) holding the tangents
   ``∂s_t/∂z_i`` as rows, and ``a`` (batch, m).
 
@@ -85,17 +85,17 @@ class Cell:
         s_new, layers = self._layers(s, x)
         return s_new, layers
 
-    def jvp(self, cache, V, ops):
-        """H_t V for V (batch, K, n_state); ``ops`` is a backend's kernel namespace."""
+    def jvp(self, cache, V, ops, n_threads=1):
+        """H_t V for V (batch, K, n_state); ``ops`` is a backend's kernel module."""
         for layer in cache:
-            V = self._layer_jvp(layer, V, ops)
+            V = self._layer_jvp(layer, V, ops, n_threads)
         return V
 
-    def _layer_jvp(self, layer, V, ops):
+    def _layer_jvp(self, layer, V, ops, n_threads):
         W = self._params[layer.name]
         n_rec = layer.rec.stop - layer.rec.start
         out = np.empty_like(V)
-        ops.jvp_blocks(V, V[:, :, layer.rec], W[:, :n_rec].T, layer.lam, layer.dz, out)
+        ops.jvp_blocks(V, V[:, :, layer.rec], W[:, :n_rec].T, layer.lam, layer.dz, out, n_threads)
         return out
 
     def vjp(self, cache, c):
@@ -114,13 +114,13 @@ class Cell:
         out[:, layer.rec] += gz @ W[:, :n_rec]
         return out
 
-    def immediate(self, cache, ops):
+    def immediate(self, cache, ops, n_threads=1):
         """{name: (Dt (batch, p, n_state), a (batch, m))}: ∂s_t/∂z rows and inputs."""
         result = {}
         for idx, layer in enumerate(cache):
             Dt = _dense_blocks(layer.dz)
             for later in cache[idx + 1:]:
-                Dt = self._layer_jvp(later, Dt, ops)
+                Dt = self._layer_jvp(later, Dt, ops, n_threads)
             result[layer.name] = (Dt, layer.a)
         return result
 

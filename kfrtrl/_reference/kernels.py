@@ -2,7 +2,9 @@
 
 Kernels know nothing of cells or estimators: pure functions on arrays,
 outputs allocated by the caller, the same names and argument order in every
-backend (``kfrtrl._numba``, ``kfrtrl._cy``). Inputs are assumed valid.
+backend (``kfrtrl._numba``, ``kfrtrl._cy``). Inputs are assumed valid. The last
+argument of every kernel is ``n_threads``, the number of threads it may use
+(the reference ignores it).
 """
 import numpy as np
 
@@ -11,7 +13,7 @@ import numpy as np
 SVD_ZERO = 1e-13
 
 
-def jvp_blocks(V, Vr, Wt, lam, dz, out):
+def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     """Apply one Jacobian layer ``J = Λ + D R`` to a stack of tangents.
 
     V : (B, K, N) tangents, N = S*n;  Vr : (B, K, n_rec) their recurrent part
@@ -33,7 +35,7 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out):
         ob[:, :, i] = acc
 
 
-def outer_add(G, Dt, a):
+def outer_add(G, Dt, a, n_threads):
     """Exact RTRL immediate term: ``G[b, i, j, :] += Dt[b, i, :] * a[b, j]``.
 
     G : (B, p, m, N) in place;  Dt : (B, p, N);  a : (B, m).
@@ -41,7 +43,7 @@ def outer_add(G, Dt, a):
     G += Dt[:, :, None, :] * a[:, None, :, None]
 
 
-def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out):
+def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
     """KF-RTRL's unbiased merge of (H A, u) and (D, a) into one Kronecker term.
 
     HA : (B, C, p, N) propagated factors of C independent chains;  u : (B, C, m)
@@ -66,7 +68,7 @@ def _balance(n_left, n_right):
     return np.where(ok, np.sqrt(np.where(ok, n_left, 1.0) / np.where(ok, n_right, 1.0)), 1.0)
 
 
-def ok_reduce(V, U, signs, V_out, U_out):
+def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     """OK's optimal unbiased reduction of r+1 Kronecker terms to r, per sample.
 
     V : (B, r+1, P) vectorised A-factors (P = p*N);  U : (B, r+1, m) u-factors;

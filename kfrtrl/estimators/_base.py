@@ -1,9 +1,12 @@
 """What every estimator shares: validation, state, reset, the step/gradient loop."""
+import os
+
 import numpy as np
 
 from .._validation import as_generator, check_array, check_int, check_mask
 from ..backends import get_backend
 from ..cells import Cell
+from ..threads import limit
 
 
 class Estimator:
@@ -18,17 +21,22 @@ class Estimator:
     batch_size : int >= 1, samples carried in parallel (each its own influence)
     rng : None, int or numpy.random.Generator; all random draws come from it
     backend : "auto", "numpy", ... (see :func:`kfrtrl.backends.known_backends`)
+    n_threads : int >= 1 or None (all cores): threads the kernels and BLAS may
+        use during ``step``; applied with :func:`kfrtrl.threads.limit` and
+        restored afterwards.
     """
 
     name = None
 
-    def __init__(self, cell, batch_size=1, rng=None, backend="auto"):
+    def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_threads=None):
         if not isinstance(cell, Cell):
             raise TypeError(f"cell: expected a kfrtrl cell (e.g. kfrtrl.Elman), got {type(cell).__name__}")
         self.cell = cell
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.rng = as_generator(rng)
         self.backend, self.ops = get_backend(backend, self.name)
+        self._limit = n_threads is not None
+        self.n_threads = (os.cpu_count() or 1) if n_threads is None else check_int("n_threads", n_threads, 1)
         self.dtype = cell.dtype
         self._shapes = cell.param_shapes()
         self._s = cell.initial_state(self.batch_size)
@@ -62,7 +70,11 @@ class Estimator:
         s_new, cache = self.cell.forward(self._s, x)
         if not np.isfinite(s_new).all():
             raise FloatingPointError("step: the new state is not finite (weights or inputs too large?)")
-        self._propagate(cache)
+        if self._limit:
+            with limit(self.n_threads):
+                self._propagate(cache)
+        else:
+            self._propagate(cache)
         self._s = s_new
         self._cache = cache
         return s_new[:, self.cell.out]

@@ -22,9 +22,9 @@ class KFRTRL(Estimator):
 
     name = "kf"
 
-    def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_chains=1):
+    def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_threads=None, n_chains=1):
         self.n_chains = check_int("n_chains", n_chains, 1)
-        super().__init__(cell, batch_size, rng, backend)
+        super().__init__(cell, batch_size, rng, backend, n_threads)
 
     def _allocate(self):
         B, C, N = self.batch_size, self.n_chains, self.cell.n_state
@@ -37,16 +37,16 @@ class KFRTRL(Estimator):
             self._u[name][mask] = 0.0
 
     def _propagate(self, cache):
-        imm = self.cell.immediate(cache, self.ops)
+        imm = self.cell.immediate(cache, self.ops, self.n_threads)
         B, C, N = self.batch_size, self.n_chains, self.cell.n_state
         for name, A in self._A.items():
             p = A.shape[2]
-            HA = self.cell.jvp(cache, A.reshape(B, C * p, N), self.ops).reshape(B, C, p, N)
+            HA = self.cell.jvp(cache, A.reshape(B, C * p, N), self.ops, self.n_threads).reshape(B, C, p, N)
             c1 = self._draw_signs((B, C))
             c2 = self._draw_signs((B, C))
             Dt, a = imm[name]
             u_new = np.empty_like(self._u[name])
-            self.ops.kf_combine(HA, self._u[name], Dt, a, c1, c2, HA, u_new)
+            self.ops.kf_combine(HA, self._u[name], Dt, a, c1, c2, HA, u_new, self.n_threads)
             self._A[name] = HA
             self._u[name] = u_new
             self._check_factors(u_new)

@@ -35,8 +35,8 @@ class NoBackTrack(Estimator):
 
     def _propagate(self, cache):
         B, N = self.batch_size, self.cell.n_state
-        imm = self.cell.immediate(cache, self.ops)
-        Hv = self.cell.jvp(cache, self._v[:, None, :], self.ops)[:, 0]
+        imm = self.cell.immediate(cache, self.ops, self.n_threads)
+        Hv = self.cell.jvp(cache, self._v[:, None, :], self.ops, self.n_threads)[:, 0]
         eps0 = self._draw_signs((B,))
         eps = self._draw_signs((B, N))
         # |F_i|² = Σ_matrices |D[:, i]|² |a|²  (column i of D = row... of Dt: Dt[:, :, i])

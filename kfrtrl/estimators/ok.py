@@ -18,9 +18,9 @@ class OK(Estimator):
 
     name = "ok"
 
-    def __init__(self, cell, rank=1, batch_size=1, rng=None, backend="auto"):
+    def __init__(self, cell, rank=1, batch_size=1, rng=None, backend="auto", n_threads=None):
         self.rank = check_int("rank", rank, 1)
-        super().__init__(cell, batch_size, rng, backend)
+        super().__init__(cell, batch_size, rng, backend, n_threads)
 
     def _allocate(self):
         B, r, N = self.batch_size, self.rank, self.cell.n_state
@@ -33,17 +33,17 @@ class OK(Estimator):
             self._u[name][mask] = 0.0
 
     def _propagate(self, cache):
-        imm = self.cell.immediate(cache, self.ops)
+        imm = self.cell.immediate(cache, self.ops, self.n_threads)
         B, r, N = self.batch_size, self.rank, self.cell.n_state
         for name, A in self._A.items():
             p = A.shape[2]
             Dt, a = imm[name]
             V = np.empty((B, r + 1, p * N), dtype=self.dtype)
-            V[:, :r] = self.cell.jvp(cache, A.reshape(B, r * p, N), self.ops).reshape(B, r, p * N)
+            V[:, :r] = self.cell.jvp(cache, A.reshape(B, r * p, N), self.ops, self.n_threads).reshape(B, r, p * N)
             V[:, r] = Dt.reshape(B, p * N)
             U = np.concatenate([self._u[name], a[:, None]], axis=1)
             signs = self._draw_signs((B, r + 1))
-            self.ops.ok_reduce(V, U, signs, A.reshape(B, r, p * N), self._u[name])
+            self.ops.ok_reduce(V, U, signs, A.reshape(B, r, p * N), self._u[name], self.n_threads)
             self._check_factors(self._u[name])
 
     def _gradient(self, c):

@@ -23,13 +23,13 @@ class RTRL(Estimator):
             G[mask] = 0.0
 
     def _propagate(self, cache):
-        imm = self.cell.immediate(cache, self.ops)
+        imm = self.cell.immediate(cache, self.ops, self.n_threads)
         B, N = self.batch_size, self.cell.n_state
         for name, G in self._G.items():
             _, p, m, _ = G.shape
-            G = self.cell.jvp(cache, G.reshape(B, p * m, N), self.ops).reshape(B, p, m, N)
+            G = self.cell.jvp(cache, G.reshape(B, p * m, N), self.ops, self.n_threads).reshape(B, p, m, N)
             Dt, a = imm[name]
-            self.ops.outer_add(G, Dt, a)
+            self.ops.outer_add(G, Dt, a, self.n_threads)
             self._G[name] = G
 
     def _gradient(self, c):

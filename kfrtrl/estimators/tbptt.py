@@ -59,9 +59,9 @@ class TBPTT(Estimator):
 
     name = "tbptt"
 
-    def __init__(self, cell, truncation=25, batch_size=1, rng=None, backend="auto"):
+    def __init__(self, cell, truncation=25, batch_size=1, rng=None, backend="auto", n_threads=None):
         self.truncation = check_int("truncation", truncation, 1)
-        super().__init__(cell, batch_size, rng, backend)
+        super().__init__(cell, batch_size, rng, backend, n_threads)
 
     def _allocate(self):
         # (cache, cut) pairs; cut (B,) marks samples reset just before that step

@@ -31,8 +31,8 @@ class UORO(Estimator):
 
     def _propagate(self, cache):
         B, N = self.batch_size, self.cell.n_state
-        imm = self.cell.immediate(cache, self.ops)
-        Hv = self.cell.jvp(cache, self._v[:, None, :], self.ops)[:, 0]
+        imm = self.cell.immediate(cache, self.ops, self.n_threads)
+        Hv = self.cell.jvp(cache, self._v[:, None, :], self.ops, self.n_threads)[:, 0]
         nu = self._draw_signs((B, N))
         nuF = {k: (np.einsum("bpn,bn->bp", Dt, nu), a) for k, (Dt, a) in imm.items()}
         n_w = _norm_over(self._w.values())
