@@ -5,7 +5,7 @@ Cells (:class:`Elman`) describe the model; estimators (:class:`RTRL`,
 :class:`TBPTT`) carry the influence forward and turn ∂L_t/∂h_t into a
 parameter gradient; :func:`bptt` is the exact sequence-level gradient.
 """
-from .backends import available_backends
+from .backends import available_backends, show_config
 from .cells import Elman
 from .estimators import KFRTRL, OK, RTRL, TBPTT, UORO, NoBackTrack, bptt
 
@@ -13,5 +13,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Elman", "RTRL", "UORO", "KFRTRL", "OK", "NoBackTrack", "TBPTT", "bptt",
-    "available_backends", "__version__",
+    "available_backends", "show_config", "__version__",
 ]

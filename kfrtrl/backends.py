@@ -56,3 +56,43 @@ def get_backend(backend, estimator):
         return backend, _load(backend)
     except ImportError as exc:
         raise ImportError(f"backend: {backend!r} is not available here ({exc})") from exc
+
+
+def show_config(file=None):
+    """Print version, backends, OpenMP, BLAS and thread counts (what a bug report needs)."""
+    import os
+    import platform
+
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from . import __version__
+
+    lines = [
+        f"kfrtrl {__version__}  python {platform.python_version()}  numpy {np.__version__}",
+        f"cores: {os.cpu_count()}",
+        f"backends available: {', '.join(available_backends())} (known: {', '.join(known_backends())})",
+        f"auto picks: {dict(sorted(_AUTO.items())) or 'numpy for every estimator'}",
+    ]
+    try:
+        from . import _cy
+
+        lines.append(f"cython OpenMP: {'on' if _cy.openmp_enabled() else 'off'}")
+    except ImportError:
+        lines.append("cython: not built")
+    for pool in threadpool_info():
+        lines.append(
+            f"{pool['user_api']}: {pool['internal_api']} {pool.get('version')} "
+            f"({pool['num_threads']} threads, {pool.get('architecture', '?')})"
+        )
+    try:
+        import numba
+
+        try:
+            layer = numba.threading_layer()
+        except ValueError:
+            layer = "threading layer chosen at the first parallel call"
+        lines.append(f"numba {numba.__version__}: {numba.get_num_threads()} threads, {layer}")
+    except ImportError:
+        lines.append("numba: not installed")
+    print("\n".join(lines), file=file)
