@@ -1,0 +1,203 @@
+"""The exact methods against each other: finite differences -> bptt -> RTRL, TBPTT, resets, float32."""
+import numpy as np
+import pytest
+
+import kfrtrl
+
+N_IN, N_HIDDEN = 2, 4
+
+
+def _loss(cell, xs, dl_dhs):
+    """Σ_t Σ_b <dl_dh_t, h_t> from a zero state (the loss whose gradient bptt returns)."""
+    s = cell.initial_state(xs.shape[1])
+    total = 0.0
+    for x, dl in zip(xs, dl_dhs):
+        s, _ = cell.forward(s, x)
+        total += float(np.sum(dl * s[:, cell.out]))
+    return total
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_bptt_matches_central_differences(alpha, batch, sequence):
+    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=alpha, rng=10)
+    xs, dl_dhs = sequence(30, batch, N_IN, N_HIDDEN, seed=11)
+    g = kfrtrl.bptt(cell, xs, dl_dhs)["W"]
+    eps = 1e-6
+    fd = np.zeros_like(cell.W)
+    for idx in np.ndindex(cell.W.shape):
+        w0 = cell.W[idx]
+        cell.W[idx] = w0 + eps
+        plus = _loss(cell, xs, dl_dhs)
+        cell.W[idx] = w0 - eps
+        minus = _loss(cell, xs, dl_dhs)
+        cell.W[idx] = w0
+        fd[idx] = (plus - minus) / (2 * eps)
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7 * np.abs(fd).max())
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_rtrl_summed_equals_bptt(alpha, batch, sequence, run_online, relative_error):
+    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=alpha, rng=1)
+    xs, dl_dhs = sequence(35, batch, N_IN, N_HIDDEN, seed=2)
+    est = kfrtrl.RTRL(cell, batch_size=batch, backend="numpy")
+    online = run_online(est, xs, dl_dhs)["W"]
+    exact = kfrtrl.bptt(cell, xs, dl_dhs)["W"]
+    assert relative_error(online, exact) <= 1e-10
+
+
+def test_rtrl_influence_matches_finite_differences_of_state():
+    """G_t[b, k, i, j] = ∂h_t[b, k]/∂W_ij, checked directly for the final step."""
+    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=0.7, rng=3)
+    xs = np.random.default_rng(4).standard_normal((12, 2, N_IN))
+    est = kfrtrl.RTRL(cell, batch_size=2, backend="numpy")
+    for x in xs:
+        est.step(x)
+    G = est.influence("W")
+
+    def final_state():
+        s = cell.initial_state(2)
+        for x in xs:
+            s, _ = cell.forward(s, x)
+        return s
+
+    eps = 1e-6
+    for idx in np.ndindex(cell.W.shape):
+        w0 = cell.W[idx]
+        cell.W[idx] = w0 + eps
+        plus = final_state()
+        cell.W[idx] = w0 - eps
+        minus = final_state()
+        cell.W[idx] = w0
+        np.testing.assert_allclose(G[:, :, idx[0], idx[1]], (plus - minus) / (2 * eps), atol=1e-8)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_tbptt_with_full_window_equals_bptt(batch, sequence, run_online, relative_error):
+    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=0.8, rng=5)
+    xs, dl_dhs = sequence(30, batch, N_IN, N_HIDDEN, seed=6)
+    exact = kfrtrl.bptt(cell, xs, dl_dhs)["W"]
+    for truncation in (30, 45):
+        est = kfrtrl.TBPTT(cell, truncation=truncation, batch_size=batch, backend="numpy")
+        assert relative_error(run_online(est, xs, dl_dhs)["W"], exact) <= 1e-10
+
+
+def test_tbptt_short_window_is_visibly_biased(sequence, run_online, relative_error):
+    """Truncation 2 drops the long dependencies: the error is large and shrinks as T grows."""
+    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=1.0, rng=5)
+    cell.W[:, :N_HIDDEN] *= 1.5                      # long memory, so truncation matters
+    xs, dl_dhs = sequence(30, 2, N_IN, N_HIDDEN, seed=6)
+    exact = kfrtrl.bptt(cell, xs, dl_dhs)["W"]
+    errors = []
+    for truncation in (1, 2, 5, 30):
+        est = kfrtrl.TBPTT(cell, truncation=truncation, batch_size=2, backend="numpy")
+        errors.append(relative_error(run_online(est, xs, dl_dhs)["W"], exact))
+    print(f"\nTBPTT relative error, truncation 1, 2, 5, 30: {errors}")
+    assert errors[1] > 0.1
+    assert errors[0] > errors[1] > errors[2] > errors[3]
+    assert errors[3] <= 1e-10
+
+
+@pytest.mark.parametrize("make", [
+    lambda cell, B: kfrtrl.RTRL(cell, batch_size=B, backend="numpy"),
+    lambda cell, B: kfrtrl.TBPTT(cell, truncation=100, batch_size=B, backend="numpy"),
+], ids=["rtrl", "tbptt"])
+def test_partial_reset_cuts_history(make, sequence, relative_error):
+    """After reset(mask), reset samples learn as if started from zero; the others keep their history."""
+    B, T1, T2 = 4, 9, 14
+    mask = np.array([True, False, True, False])
+    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=0.6, rng=7)
+    xs, dl_dhs = sequence(T1 + T2, B, N_IN, N_HIDDEN, seed=8)
+    est = make(cell, B)
+    pre = {"W": 0.0}
+    for t in range(T1):
+        est.step(xs[t])
+        pre["W"] = pre["W"] + est.gradient(dl_dhs[t])["W"]
+    est.reset(mask)
+    assert np.all(est.state[mask] == 0.0)
+    post = 0.0
+    for t in range(T1, T1 + T2):
+        est.step(xs[t])
+        post = post + est.gradient(dl_dhs[t])["W"]
+    assert relative_error(pre["W"], kfrtrl.bptt(cell, xs[:T1], dl_dhs[:T1])["W"]) <= 1e-10
+    fresh = kfrtrl.bptt(cell, xs[T1:, mask], dl_dhs[T1:, mask])["W"]
+    kept_dl = dl_dhs[:, ~mask].copy()
+    kept_dl[:T1] = 0.0                               # only the post-reset losses, full history
+    kept = kfrtrl.bptt(cell, xs[:, ~mask], kept_dl)["W"]
+    assert relative_error(post, fresh + kept) <= 1e-10
+    # the cut is real: back-propagating the reset samples through the old history differs
+    uncut_dl = dl_dhs[:, mask].copy()
+    uncut_dl[:T1] = 0.0
+    assert relative_error(post, kfrtrl.bptt(cell, xs[:, mask], uncut_dl)["W"] + kept) > 1e-2
+
+
+def test_full_reset_restarts_from_zero(sequence, run_online, relative_error):
+    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=0.9, rng=9)
+    xs, dl_dhs = sequence(20, 2, N_IN, N_HIDDEN, seed=10)
+    for est in (kfrtrl.RTRL(cell, batch_size=2, backend="numpy"),
+                kfrtrl.TBPTT(cell, truncation=50, batch_size=2, backend="numpy")):
+        run_online(est, xs[:7], dl_dhs[:7])
+        est.reset()
+        with pytest.raises(RuntimeError, match="gradient"):
+            est.gradient(dl_dhs[0])
+        after = run_online(est, xs[7:], dl_dhs[7:])["W"]
+        assert relative_error(after, kfrtrl.bptt(cell, xs[7:], dl_dhs[7:])["W"]) <= 1e-10
+
+
+def _twin_cells(alpha, rng):
+    """A float32 cell and a float64 cell holding exactly the same (float32-representable) weights."""
+    c32 = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=alpha, dtype=np.float32, rng=rng)
+    c64 = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=alpha, dtype=np.float64, rng=rng)
+    c64.W[...] = c32.W
+    return c32, c64
+
+
+def test_float32_rtrl_and_bptt_match_float64(sequence, run_online, relative_error):
+    c32, c64 = _twin_cells(0.7, 12)
+    xs32, dl32 = sequence(30, 3, N_IN, N_HIDDEN, seed=13, dtype=np.float32)
+    xs64, dl64 = xs32.astype(np.float64), dl32.astype(np.float64)
+    exact = kfrtrl.bptt(c64, xs64, dl64)["W"]
+    online32 = run_online(kfrtrl.RTRL(c32, batch_size=3, backend="numpy"), xs32, dl32)["W"]
+    bptt32 = kfrtrl.bptt(c32, xs32, dl32)["W"]
+    assert online32.dtype == np.float32 and bptt32.dtype == np.float32
+    assert relative_error(online32.astype(np.float64), exact) <= 1e-4
+    assert relative_error(bptt32.astype(np.float64), exact) <= 1e-4
+
+
+@pytest.mark.parametrize("make", [
+    lambda cell: kfrtrl.KFRTRL(cell, batch_size=3, rng=21, backend="numpy"),
+    lambda cell: kfrtrl.KFRTRL(cell, batch_size=3, rng=21, backend="numpy", n_chains=2),
+    lambda cell: kfrtrl.OK(cell, rank=2, batch_size=3, rng=21, backend="numpy"),
+    lambda cell: kfrtrl.OK(cell, rank=3, batch_size=3, rng=21, backend="numpy"),
+], ids=["kf", "kf2", "ok2", "ok3"])
+def test_float32_estimators_follow_float64_twin(make, sequence, relative_error):
+    """Same seed, same signs: the float32 run tracks the float64 run to float32 accuracy."""
+    c32, c64 = _twin_cells(0.8, 14)
+    xs32, dl32 = sequence(6, 3, N_IN, N_HIDDEN, seed=15, dtype=np.float32)
+    e32, e64 = make(c32), make(c64)
+    for x, dl in zip(xs32, dl32):
+        e32.step(x)
+        e64.step(x.astype(np.float64))
+        G32, G64 = e32.influence("W"), e64.influence("W")
+        assert G32.dtype == np.float32
+        np.testing.assert_allclose(G32, G64, rtol=1e-4, atol=1e-4 * np.abs(G64).max())
+        g32 = e32.gradient(dl)["W"]
+        assert g32.dtype == np.float32
+        assert relative_error(g32.astype(np.float64), e64.gradient(dl.astype(np.float64))["W"]) <= 1e-4
+
+
+@pytest.mark.parametrize("make", [
+    lambda cell: kfrtrl.UORO(cell, batch_size=3, rng=21, backend="numpy"),
+    lambda cell: kfrtrl.NoBackTrack(cell, batch_size=3, rng=21, backend="numpy"),
+], ids=["uoro", "nobacktrack"])
+def test_float32_rank_one_estimators_follow_float64_twin(make, sequence, relative_error):
+    c32, c64 = _twin_cells(0.8, 14)
+    xs32, dl32 = sequence(6, 3, N_IN, N_HIDDEN, seed=15, dtype=np.float32)
+    e32, e64 = make(c32), make(c64)
+    for x, dl in zip(xs32, dl32):
+        e32.step(x)
+        e64.step(x.astype(np.float64))
+        g32 = e32.gradient(dl)["W"]
+        assert g32.dtype == np.float32
+        assert relative_error(g32.astype(np.float64), e64.gradient(dl.astype(np.float64))["W"]) <= 1e-4
