@@ -6,12 +6,12 @@ Cells (:class:`Elman`) describe the model; estimators (:class:`RTRL`,
 parameter gradient; :func:`bptt` is the exact sequence-level gradient.
 """
 from .backends import available_backends, show_config
-from .cells import Elman
+from .cells import GRU, LSTM, RHN, Elman
 from .estimators import KFRTRL, OK, RTRL, TBPTT, UORO, NoBackTrack, bptt
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Elman", "RTRL", "UORO", "KFRTRL", "OK", "NoBackTrack", "TBPTT", "bptt",
+    "Elman", "RHN", "LSTM", "GRU", "RTRL", "UORO", "KFRTRL", "OK", "NoBackTrack", "TBPTT", "bptt",
     "available_backends", "show_config", "__version__",
 ]

@@ -11,11 +11,20 @@ layers*: ``s_t = L_K(... L_1(s_{t-1}, x_t))``. Layer ``l`` computes
 
     J_l = Λ_l + D_l R_l,     R_l = W_l[:, :n_rec] acting on s_{l-1}[rec]
 
-where ``Λ_l`` (batch, S, S, n) and ``D_l = ∂s_l/∂z_l`` (batch, S, Z, n) are
-*block-diagonal*: the state is S blocks of n units, z is Z blocks of n
-units, and block (I, J) is ``diag(lam[b, I, J])``. So the Elman cell is one
-layer with S = Z = 1, an LSTM one layer with S = 2, Z = 4, an RHN of depth L
-L layers with S = 1, Z = 2. ``H_t = J_K ⋯ J_1``.
+where ``Λ_l`` (batch, S, S_in, n) and ``D_l = ∂s_l/∂z_l`` (batch, S, Z, n) are
+*block-diagonal*: the layer's input state is S_in blocks of n units, its
+output state S blocks, z is Z blocks of n units, and block (I, J) is
+``diag(lam[b, I, J])``. So the Elman cell is one layer with S = S_in = Z = 1,
+an LSTM one layer with S = S_in = 2, Z = 4, an RHN of depth L L layers with
+S = S_in = 1, Z = 2, and a GRU two layers, n -> 3n (S_in = 1, S = 3, Z = 2)
+then 3n -> n (S_in = 3, S = 1, Z = 1): the intermediate "state" carries what
+the second layer needs. ``H_t = J_K ⋯ J_1``; the first layer's input and the
+last layer's output are the cell state (n_state = N).
+
+Parameter names: one weight matrix per layer, ``"W"`` for single-matrix
+cells (Elman, LSTM, RHN of depth 1), ``"W0"`` … ``"W{L-1}"`` for the micro-
+layers of a deeper RHN, ``"W"`` and ``"Wc"`` for the GRU's gates and
+candidate.
 
 From that description the base class :class:`Cell` derives everything the
 estimators need, so no estimator special-cases a cell:
@@ -47,7 +56,7 @@ _ACTIVATIONS = {
 class Layer:
     """One Jacobian layer of a step (see the module docstring).
 
-    name: parameter name of W_l; a: (batch, m) input vector; lam: (batch, S, S, n);
+    name: parameter name of W_l; a: (batch, m) input vector; lam: (batch, S, S_in, n);
     dz: (batch, S, Z, n); rec: slice of the layer's input state that W_l[:, :n_rec] reads.
     """
 
@@ -94,7 +103,8 @@ class Cell:
     def _layer_jvp(self, layer, V, ops, n_threads):
         W = self._params[layer.name]
         n_rec = layer.rec.stop - layer.rec.start
-        out = np.empty_like(V)
+        B, S, _, n = layer.dz.shape
+        out = np.empty((B, V.shape[1], S * n), dtype=V.dtype)
         ops.jvp_blocks(V, V[:, :, layer.rec], W[:, :n_rec].T, layer.lam, layer.dz, out, n_threads)
         return out
 
@@ -109,7 +119,7 @@ class Cell:
         W = self._params[layer.name]
         n_rec = layer.rec.stop - layer.rec.start
         cb = c.reshape(B, S, n)
-        out = np.einsum("bijn,bin->bjn", layer.lam, cb).reshape(B, S * n)
+        out = np.einsum("bijn,bin->bjn", layer.lam, cb).reshape(B, layer.lam.shape[2] * n)
         gz = np.einsum("bizn,bin->bzn", layer.dz, cb).reshape(B, Z * n)
         out[:, layer.rec] += gz @ W[:, :n_rec]
         return out
@@ -123,6 +133,46 @@ class Cell:
                 Dt = self._layer_jvp(later, Dt, ops, n_threads)
             result[layer.name] = (Dt, layer.a)
         return result
+
+
+def _init_weight(gen, p, n_rec, n_x, dtype):
+    """A (p, n_rec + n_x + 1) matrix [W_rec | W_x | b]: N(0, 1/n_rec), N(0, 1/n_x), zero bias."""
+    W = np.zeros((p, n_rec + n_x + 1), dtype=dtype)
+    W[:, :n_rec] = gen.standard_normal((p, n_rec)) / np.sqrt(n_rec)
+    if n_x:
+        W[:, n_rec:n_rec + n_x] = gen.standard_normal((p, n_x)) / np.sqrt(n_x)
+    return W
+
+
+def _weight_property(name):
+    """Attribute for weight ``name``: reads the live array, assignment writes into it.
+
+    In place, so that ``cell.W -= lr * g`` works and estimators keep seeing the live array.
+    """
+
+    def get(cell):
+        if name not in cell._params:
+            raise AttributeError(f"{name}: this cell has no weight {name!r}; it has {list(cell._params)}")
+        return cell._params[name]
+
+    def put(cell, value):
+        W = get(cell)
+        if np.shape(value) != W.shape:
+            raise ValueError(f"{name}: expected shape {W.shape}, got {np.shape(value)}")
+        W[...] = value
+
+    return property(get, put, doc=f"Weight matrix {name!r} (live; assignment writes in place).")
+
+
+def _check_sizes(cell, n_in, n_hidden, dtype):
+    """Validate and set n_in, n_hidden and dtype on ``cell``."""
+    cell.n_in = check_int("n_in", n_in, 1)
+    cell.n_hidden = check_int("n_hidden", n_hidden, 1)
+    cell.dtype = check_dtype("dtype", dtype)
+
+
+def _sigmoid(z):
+    return _ACTIVATIONS["sigmoid"][0](z)
 
 
 def _dense_blocks(dz):
@@ -162,16 +212,9 @@ class Elman(Cell):
         self.activation = check_choice("activation", activation, _ACTIVATIONS)
         self.dtype = check_dtype("dtype", dtype)
         self.out = slice(0, self.n_hidden)
-        gen = as_generator(rng)
-        n, d = self.n_hidden, self.n_in
-        W = np.zeros((n, n + d + 1), dtype=self.dtype)
-        W[:, :n] = gen.standard_normal((n, n)) / np.sqrt(n)
-        W[:, n:n + d] = gen.standard_normal((n, d)) / np.sqrt(d)
-        self._params = {"W": W}
+        self._params = {"W": _init_weight(as_generator(rng), n_hidden, n_hidden, n_in, self.dtype)}
 
-    @property
-    def W(self):
-        return self._params["W"]
+    W = _weight_property("W")
 
     def _layers(self, s, x):
         B, n = s.shape
@@ -182,3 +225,190 @@ class Elman(Cell):
         lam = np.full((B, 1, 1, n), 1.0 - self.alpha, dtype=self.dtype)
         dz = (self.alpha * fprime(y)).reshape(B, 1, 1, n)
         return s_new, [Layer("W", a, lam, dz, slice(0, n))]
+
+
+class RHN(Cell):
+    """Recurrent highway network with a coupled carry gate, ``depth`` micro-layers per step.
+
+    The cell of the OK authors' code at depth 1. Micro-layer l = 0 … L-1 maps
+    s_l to s_{l+1}, with s_0 = h_{t-1} and h_t = s_L::
+
+        a_0 = [s_0; x_t; 1],   a_l = [s_l; 1]  (l ≥ 1: the input enters layer 0 only)
+        [z_c; z_g] = W_l a_l,  c̃ = tanh(z_c),  g = σ(z_g)
+        s_{l+1} = g ⊙ s_l + (1 − g) ⊙ c̃
+
+    One Jacobian layer per micro-layer (S = S_in = 1, Z = 2): Λ = diag(g),
+    ∂s_{l+1}/∂z_c = (1 − g)(1 − c̃²), ∂s_{l+1}/∂z_g = (s_l − c̃) g (1 − g).
+
+    Parameters
+    ----------
+    n_in, n_hidden : int >= 1
+    depth : int >= 1, the number L of micro-layers
+    dtype : float32 or float64
+    rng : None, int or numpy.random.Generator, for the initialisation
+
+    Parameter names (``params()``): depth 1: ``"W"`` (2n, n + n_in + 1) on
+    [h; x; 1]; depth L > 1: ``"W0"`` (2n, n + n_in + 1) and ``"W1"`` …
+    ``"W{L-1}"`` (2n, n + 1) on [s_l; 1]. Rows [:n] give z_c, rows [n:] z_g.
+    Initialisation: recurrent columns N(0, 1/n), input columns N(0, 1/n_in),
+    biases 0 (g = 1/2 at the start).
+
+    Attributes
+    ----------
+    W : at depth 1, ``params()["W"]``, writable in place (deeper: use ``params()``).
+    """
+
+    W = _weight_property("W")
+
+    def __init__(self, n_in, n_hidden, depth=1, dtype=np.float64, rng=None):
+        _check_sizes(self, n_in, n_hidden, dtype)
+        self.depth = check_int("depth", depth, 1)
+        self.n_state = self.n_hidden
+        self.out = slice(0, self.n_hidden)
+        gen = as_generator(rng)
+        n = self.n_hidden
+        names = ["W"] if self.depth == 1 else [f"W{l}" for l in range(self.depth)]
+        self._params = {
+            name: _init_weight(gen, 2 * n, n, self.n_in if l == 0 else 0, self.dtype)
+            for l, name in enumerate(names)
+        }
+
+    def _layers(self, s, x):
+        B, n = s.shape
+        one = np.ones((B, 1), dtype=self.dtype)
+        layers = []
+        for l, (name, W) in enumerate(self._params.items()):
+            a = np.concatenate([s, x, one] if l == 0 else [s, one], axis=1)
+            z = a @ W.T
+            c = np.tanh(z[:, :n])
+            g = _sigmoid(z[:, n:])
+            dz = np.stack([(1.0 - g) * (1.0 - c * c), (s - c) * g * (1.0 - g)], axis=1)
+            layers.append(Layer(name, a, g.reshape(B, 1, 1, n), dz.reshape(B, 1, 2, n), slice(0, n)))
+            s = g * s + (1.0 - g) * c
+        return s, layers
+
+
+class LSTM(Cell):
+    """LSTM without peepholes; the state is s = [c; h] (2n), the output h.
+
+    With a = [h_{t-1}; x_t; 1] and one weight matrix W (4n, n + n_in + 1)
+    whose row blocks give the input, forget and output gates and the
+    candidate::
+
+        [z_i; z_f; z_o; z_g] = W a
+        i, f, o = σ(z_i), σ(z_f), σ(z_o),   g̃ = tanh(z_g)
+        c_t = f ⊙ c_{t-1} + i ⊙ g̃,          h_t = o ⊙ tanh(c_t)
+
+    One Jacobian layer with S = S_in = 2, Z = 4, reading h (rec = [n, 2n)):
+    Λ has ∂c_t/∂c_{t-1} = f and ∂h_t/∂c_{t-1} = o (1 − tanh² c_t) f.
+
+    Parameters
+    ----------
+    n_in, n_hidden : int >= 1
+    forget_bias : float in [-100, 100], initial bias of the forget gate
+        (default 1: the cell starts by remembering)
+    dtype : float32 or float64
+    rng : None, int or numpy.random.Generator, for the initialisation
+
+    Initialisation: recurrent columns N(0, 1/n), input columns N(0, 1/n_in),
+    biases 0 except the forget gate's, ``forget_bias``.
+
+    Attributes
+    ----------
+    W : (4 n_hidden, n_hidden + n_in + 1), ``params()["W"]``, writable in place.
+    """
+
+    def __init__(self, n_in, n_hidden, forget_bias=1.0, dtype=np.float64, rng=None):
+        _check_sizes(self, n_in, n_hidden, dtype)
+        self.forget_bias = check_float("forget_bias", forget_bias, -100.0, 100.0)
+        n = self.n_hidden
+        self.n_state = 2 * n
+        self.out = slice(n, 2 * n)
+        W = _init_weight(as_generator(rng), 4 * n, n, self.n_in, self.dtype)
+        W[n:2 * n, -1] = self.forget_bias
+        self._params = {"W": W}
+
+    W = _weight_property("W")
+
+    def _layers(self, s, x):
+        B = s.shape[0]
+        n = self.n_hidden
+        c, h = s[:, :n], s[:, n:]
+        a = np.concatenate([h, x, np.ones((B, 1), dtype=self.dtype)], axis=1)
+        z = a @ self.W.T
+        i, f, o = (_sigmoid(z[:, k * n:(k + 1) * n]) for k in range(3))
+        g = np.tanh(z[:, 3 * n:])
+        c_new = f * c + i * g
+        tc = np.tanh(c_new)
+        k = o * (1.0 - tc * tc)                   # ∂h_t/∂c_t
+        dc = [g * i * (1.0 - i), c * f * (1.0 - f), np.zeros_like(c), i * (1.0 - g * g)]
+        dh = [k * dc[0], k * dc[1], tc * o * (1.0 - o), k * dc[3]]
+        dz = np.stack([np.stack(dc, axis=1), np.stack(dh, axis=1)], axis=1)
+        zero = np.zeros_like(c)
+        lam = np.stack([np.stack([f, zero], axis=1), np.stack([k * f, zero], axis=1)], axis=1)
+        s_new = np.concatenate([c_new, o * tc], axis=1)
+        return s_new, [Layer("W", a, lam, dz, slice(n, 2 * n))]
+
+
+class GRU(Cell):
+    """Gated recurrent unit (Cho et al. 2014: the reset gate acts before the product).
+
+    With a = [h_{t-1}; x_t; 1], gate weights W (2n, n + n_in + 1) and
+    candidate weights Wc (n, n + n_in + 1)::
+
+        [z_r; z_u] = W a,   r = σ(z_r),  u = σ(z_u)
+        c̃ = tanh(Wc [r ⊙ h_{t-1}; x_t; 1])
+        h_t = (1 − u) ⊙ h_{t-1} + u ⊙ c̃
+
+    Two Jacobian layers, since the candidate sees r ⊙ h: layer 1 (W) maps h
+    to q = [h; r ⊙ h; u] (3n; Λ blocks 1, r, 0; ∂(r ⊙ h)/∂z_r = h r (1 − r),
+    ∂u/∂z_u = u (1 − u)); layer 2 (Wc) reads q[n:2n] and maps q to h_t
+    (Λ blocks 1 − u, 0, c̃ − h; ∂h_t/∂z_c = u (1 − c̃²)).
+
+    Parameters
+    ----------
+    n_in, n_hidden : int >= 1
+    dtype : float32 or float64
+    rng : None, int or numpy.random.Generator, for the initialisation
+
+    Initialisation: recurrent columns N(0, 1/n), input columns N(0, 1/n_in), biases 0.
+
+    Attributes
+    ----------
+    W : (2 n_hidden, n_hidden + n_in + 1), rows [:n] reset gate, [n:] update gate.
+    Wc : (n_hidden, n_hidden + n_in + 1), the candidate. Both writable in place.
+    """
+
+    def __init__(self, n_in, n_hidden, dtype=np.float64, rng=None):
+        _check_sizes(self, n_in, n_hidden, dtype)
+        n = self.n_state = self.n_hidden
+        self.out = slice(0, n)
+        gen = as_generator(rng)
+        self._params = {
+            "W": _init_weight(gen, 2 * n, n, self.n_in, self.dtype),
+            "Wc": _init_weight(gen, n, n, self.n_in, self.dtype),
+        }
+
+    W = _weight_property("W")
+
+    Wc = _weight_property("Wc")
+
+    def _layers(self, h, x):
+        B, n = h.shape
+        one = np.ones((B, 1), dtype=self.dtype)
+        zero = np.zeros_like(h)
+        a1 = np.concatenate([h, x, one], axis=1)
+        z = a1 @ self.W.T
+        r, u = _sigmoid(z[:, :n]), _sigmoid(z[:, n:])
+        rh = r * h
+        lam1 = np.stack([np.ones_like(h), r, zero], axis=1).reshape(B, 3, 1, n)
+        dz1 = np.stack([zero, zero, h * r * (1.0 - r), zero, zero, u * (1.0 - u)], axis=1)
+        a2 = np.concatenate([rh, x, one], axis=1)
+        c = np.tanh(a2 @ self.Wc.T)
+        lam2 = np.stack([1.0 - u, zero, c - h], axis=1).reshape(B, 1, 3, n)
+        dz2 = (u * (1.0 - c * c)).reshape(B, 1, 1, n)
+        layers = [
+            Layer("W", a1, lam1, dz1.reshape(B, 3, 2, n), slice(0, n)),
+            Layer("Wc", a2, lam2, dz2, slice(n, 2 * n)),
+        ]
+        return (1.0 - u) * h + u * c, layers

@@ -16,21 +16,23 @@ SVD_ZERO = 1e-13
 def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     """Apply one Jacobian layer ``J = Λ + D R`` to a stack of tangents.
 
-    V : (B, K, N) tangents, N = S*n;  Vr : (B, K, n_rec) their recurrent part
-    Wt : (n_rec, Z*n) = Rᵀ (shared);  lam : (B, S, S, n);  dz : (B, S, Z, n)
-    out : (B, K, N), written:  out = Λ V + D (Vr @ Wt).
-    Cost: one GEMM of 2·B·K·n_rec·Z·n flops plus O(B K N (S + Z)).
+    V : (B, K, S_in*n) tangents;  Vr : (B, K, n_rec) their recurrent part
+    Wt : (n_rec, Z*n) = Rᵀ (shared);  lam : (B, S, S_in, n);  dz : (B, S, Z, n)
+    out : (B, K, S*n), written:  out = Λ V + D (Vr @ Wt).  S_in = S except in
+    layers whose input and output state sizes differ (the GRU's).
+    Cost: one GEMM of 2·B·K·n_rec·Z·n flops plus O(B K n S (S_in + Z)).
     """
-    B, K, N = V.shape
+    B, K, _ = V.shape
     _, S, Z, n = dz.shape
+    S_in = lam.shape[2]
     Y = np.matmul(Vr, Wt).reshape(B, K, Z, n)
-    Vb = V.reshape(B, K, S, n)
+    Vb = V.reshape(B, K, S_in, n)
     ob = out.reshape(B, K, S, n)
     for i in range(S):
         acc = dz[:, None, i, 0] * Y[:, :, 0]
         for z in range(1, Z):
             acc += dz[:, None, i, z] * Y[:, :, z]
-        for j in range(S):
+        for j in range(S_in):
             acc += lam[:, None, i, j] * Vb[:, :, j]
         ob[:, :, i] = acc
 
