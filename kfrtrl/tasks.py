@@ -1,0 +1,292 @@
+"""The papers' tasks as streams of per-step batches for online training.
+
+A task hands the trainer one step at a time: :meth:`next` returns
+``(x, y, reset)`` with ``x`` (batch, n_in) one-hot inputs of the requested
+dtype, ``y`` (batch,) int64 target classes and ``reset`` (batch,) bool, True
+for the samples whose state must be zeroed *before* this step (a new
+sequence starts). :meth:`observe` feeds the per-sample loss of that step
+back (the copy task's curriculum uses it). ``state_dict`` /
+``load_state_dict`` make a stopped run resumable bit for bit.
+
+- :class:`CopyTask`: string memorisation with the KF-RTRL / OK papers'
+  curriculum (:class:`Curriculum`).
+- :class:`CharLM`: character-level language modelling on any text file
+  (:func:`load_corpus` builds the vocabulary and the train/validation split).
+"""
+import copy
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import as_generator, check_dtype, check_float, check_int
+
+MARKER, BLANK = 2, 3
+"""Copy-task symbols: bits are 0 and 1, then the start marker and the blank."""
+
+
+def one_hot(ids, n_classes, dtype=np.float64):
+    """ids (batch,) int -> (batch, n_classes) one-hot array of ``dtype``."""
+    out = np.zeros((len(ids), n_classes), dtype=dtype)
+    out[np.arange(len(ids)), ids] = 1.0
+    return out
+
+
+def copy_sequence(bits):
+    """The copy task's (input, target) symbol sequences for one string.
+
+    Parameters
+    ----------
+    bits : (T,) int array of 0/1
+
+    Returns
+    -------
+    inputs, targets : (2T + 2,) int64 arrays:
+        inputs  = [MARKER, b_1..b_T, BLANK × (T+1)],
+        targets = [BLANK × (T+1), MARKER, b_1..b_T].
+    """
+    bits = np.asarray(bits, dtype=np.int64)
+    T = len(bits)
+    blanks = np.full(T + 1, BLANK, dtype=np.int64)
+    inputs = np.concatenate([[MARKER], bits, blanks])
+    targets = np.concatenate([blanks, [MARKER], bits])
+    return inputs, targets
+
+
+class Curriculum:
+    """The copy task's curriculum on the running loss.
+
+    The running loss is an exponential moving average (``decay``) of the
+    per-step cross-entropy in bits. When it falls below ``threshold``,
+    ``T_cur`` grows by one and the average is set back to ``reset_value``.
+    It also starts at ``reset_value`` (the papers leave the start unsaid).
+
+    Parameters
+    ----------
+    T_start : int >= 1
+    decay : float in [0, 1)
+    threshold, reset_value : float >= 0
+    """
+
+    def __init__(self, T_start=1, decay=0.999, threshold=0.15, reset_value=0.3):
+        self.T_cur = check_int("T_start", T_start, 1)
+        self.decay = check_float("decay", decay, 0.0, 1.0)
+        if self.decay == 1.0:
+            raise ValueError("decay: expected a real number in [0, 1), got 1.0")
+        self.threshold = check_float("threshold", threshold, 0.0, np.inf)
+        self.reset_value = check_float("reset_value", reset_value, 0.0, np.inf)
+        self.running_loss = self.reset_value
+
+    def update(self, loss_bits):
+        """Fold one step's loss (float, bits) in; return True if T_cur advanced."""
+        self.running_loss = self.decay * self.running_loss + (1.0 - self.decay) * float(loss_bits)
+        if self.running_loss < self.threshold:
+            self.T_cur += 1
+            self.running_loss = self.reset_value
+            return True
+        return False
+
+    def state_dict(self):
+        return {"T_cur": self.T_cur, "running_loss": self.running_loss}
+
+    def load_state_dict(self, state):
+        self.T_cur = int(state["T_cur"])
+        self.running_loss = float(state["running_loss"])
+
+
+class CopyTask:
+    """String memorisation with the papers' curriculum, ``batch_size`` streams.
+
+    Alphabet {0, 1} plus a start marker and a blank (4 symbols, one-hot in,
+    4 classes out). Each stream plays sequences back to back; every new
+    sequence has length ``T = max(1, T_cur − U{0..4})``, fresh random bits
+    and starts from a zero state (``reset`` is True on its first step). The
+    loss fed to :meth:`observe` is averaged over the batch and drives the
+    :class:`Curriculum`. Figure of merit: ``T_cur`` after a number of steps.
+
+    Parameters
+    ----------
+    batch_size : int >= 1
+    curriculum : Curriculum or None (a default one)
+    rng : None, int or numpy.random.Generator
+    dtype : float32 or float64, of the inputs
+    """
+
+    n_in = n_out = 4
+
+    def __init__(self, batch_size=1, curriculum=None, rng=None, dtype=np.float64):
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        if curriculum is not None and not isinstance(curriculum, Curriculum):
+            raise TypeError(f"curriculum: expected a kfrtrl.tasks.Curriculum or None, got {type(curriculum).__name__}")
+        self.curriculum = Curriculum() if curriculum is None else curriculum
+        self.rng = as_generator(rng)
+        self.dtype = check_dtype("dtype", dtype)
+        self._inputs = [np.zeros(0, dtype=np.int64)] * self.batch_size
+        self._targets = [np.zeros(0, dtype=np.int64)] * self.batch_size
+        self._pos = np.zeros(self.batch_size, dtype=np.int64)
+
+    @property
+    def T_cur(self):
+        return self.curriculum.T_cur
+
+    def _new_sequence(self, b):
+        T = max(1, self.curriculum.T_cur - int(self.rng.integers(0, 5)))
+        bits = self.rng.integers(0, 2, size=T)
+        self._inputs[b], self._targets[b] = copy_sequence(bits)
+        self._pos[b] = 0
+
+    def next(self):
+        """-> x (batch, 4) one-hot, y (batch,) int64, reset (batch,) bool."""
+        reset = np.zeros(self.batch_size, dtype=bool)
+        for b in range(self.batch_size):
+            if self._pos[b] >= len(self._inputs[b]):
+                self._new_sequence(b)
+                reset[b] = True
+        x_ids = np.array([self._inputs[b][self._pos[b]] for b in range(self.batch_size)])
+        y = np.array([self._targets[b][self._pos[b]] for b in range(self.batch_size)], dtype=np.int64)
+        self._pos += 1
+        return one_hot(x_ids, self.n_in, self.dtype), y, reset
+
+    def observe(self, loss_bits):
+        """Per-sample losses (batch,) in bits of the last step -> curriculum; True if T_cur advanced."""
+        return self.curriculum.update(np.mean(loss_bits))
+
+    def state_dict(self):
+        return {
+            "rng": copy.deepcopy(self.rng.bit_generator.state),
+            "curriculum": self.curriculum.state_dict(),
+            "inputs": [a.copy() for a in self._inputs],
+            "targets": [a.copy() for a in self._targets],
+            "pos": self._pos.copy(),
+        }
+
+    def load_state_dict(self, state):
+        if len(state["inputs"]) != self.batch_size:
+            raise ValueError(
+                f"state: expected a CopyTask state with batch_size {self.batch_size}, got {len(state['inputs'])}"
+            )
+        self.rng.bit_generator.state = copy.deepcopy(state["rng"])
+        self.curriculum.load_state_dict(state["curriculum"])
+        self._inputs = [np.array(a, dtype=np.int64) for a in state["inputs"]]
+        self._targets = [np.array(a, dtype=np.int64) for a in state["targets"]]
+        self._pos = np.array(state["pos"], dtype=np.int64)
+
+
+@dataclass
+class Corpus:
+    """A text as class ids: ``vocab`` (sorted characters), ``train`` and ``valid`` int64 arrays."""
+
+    vocab: str
+    train: np.ndarray
+    valid: np.ndarray
+
+
+def load_corpus(path, valid_fraction=0.1):
+    """Read a UTF-8 text file; vocabulary from the whole file; last ``valid_fraction`` is validation.
+
+    Raises FileNotFoundError if ``path`` is missing and ValueError if the
+    text is empty or too short to give at least 2 characters to each part.
+    """
+    valid_fraction = check_float("valid_fraction", valid_fraction, 0.0, 1.0)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"path: expected an existing text file, got {str(path)!r} (not found)")
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    if not text:
+        raise ValueError(f"path: expected a non-empty text file, got {str(path)!r} (empty)")
+    codes, ids = np.unique(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32), return_inverse=True)
+    vocab = "".join(chr(c) for c in codes)
+    ids = ids.astype(np.int64)
+    n_valid = int(round(len(ids) * valid_fraction))
+    if n_valid < 2 or len(ids) - n_valid < 2:
+        raise ValueError(
+            f"path: expected a text long enough for >= 2 training and >= 2 validation characters "
+            f"(valid_fraction={valid_fraction}), got {len(ids)} characters in {str(path)!r}"
+        )
+    return Corpus(vocab, ids[: len(ids) - n_valid], ids[len(ids) - n_valid:])
+
+
+class CharLM:
+    """Character-level language modelling: ``batch_size`` streams over the training text.
+
+    Stream b starts at ``b·L/B + offset`` (offset drawn once from ``rng``),
+    reads one character per step (input: that character one-hot, target:
+    the next one) and wraps round at the end of the text (with a state
+    reset). With ``reset_every = K`` all states are reset every K steps.
+
+    Parameters
+    ----------
+    corpus : Corpus (see :func:`load_corpus`)
+    batch_size : int >= 1
+    reset_every : int >= 1 or None (never)
+    rng : None, int or numpy.random.Generator
+    dtype : float32 or float64, of the inputs
+    """
+
+    def __init__(self, corpus, batch_size=1, reset_every=None, rng=None, dtype=np.float64):
+        if not isinstance(corpus, Corpus):
+            raise TypeError(f"corpus: expected a kfrtrl.tasks.Corpus (see load_corpus), got {type(corpus).__name__}")
+        self.corpus = corpus
+        self.n_in = self.n_out = len(corpus.vocab)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.reset_every = None if reset_every is None else check_int("reset_every", reset_every, 1)
+        self.dtype = check_dtype("dtype", dtype)
+        L = len(corpus.train) - 1
+        offset = int(as_generator(rng).integers(0, L))
+        self._pos = (np.arange(self.batch_size) * L // self.batch_size + offset) % L
+        self._steps = 0
+        self._wrapped = np.ones(self.batch_size, dtype=bool)
+
+    def next(self):
+        """-> x (batch, vocab) one-hot, y (batch,) int64, reset (batch,) bool."""
+        reset = self._wrapped.copy()
+        if self.reset_every is not None and self._steps % self.reset_every == 0:
+            reset[:] = True
+        text = self.corpus.train
+        x = one_hot(text[self._pos], self.n_in, self.dtype)
+        y = text[self._pos + 1].copy()
+        self._pos += 1
+        self._wrapped = self._pos >= len(text) - 1
+        self._pos[self._wrapped] = 0
+        self._steps += 1
+        return x, y, reset
+
+    def observe(self, loss_bits):
+        """No feedback needed (kept for the task interface); returns False."""
+        return False
+
+    def state_dict(self):
+        return {"pos": self._pos.copy(), "steps": self._steps, "wrapped": self._wrapped.copy()}
+
+    def load_state_dict(self, state):
+        if len(state["pos"]) != self.batch_size:
+            raise ValueError(f"state: expected a CharLM state with batch_size {self.batch_size}, got {len(state['pos'])}")
+        self._pos = np.array(state["pos"], dtype=np.int64)
+        self._steps = int(state["steps"])
+        self._wrapped = np.array(state["wrapped"], dtype=bool)
+
+
+def validation_bpc(trainer, corpus, batch_size=16, reset_every=None, max_chars=None):
+    """Bits per character of ``trainer``'s model on ``corpus.valid`` (no learning).
+
+    The validation text (its first ``max_chars`` characters if given) is cut
+    into ``batch_size`` contiguous chunks read in parallel from a zero state
+    (reset every ``reset_every`` characters if given); every next-character
+    prediction counts once. Cost: one forward pass per character.
+
+    Returns float, the mean cross-entropy in bits.
+    """
+    batch_size = check_int("batch_size", batch_size, 1)
+    ids = corpus.valid if max_chars is None else corpus.valid[: check_int("max_chars", max_chars, 2)]
+    batch_size = min(batch_size, len(ids) - 1)
+    T = (len(ids) - 1) // batch_size
+    starts = np.arange(batch_size) * T
+    total = 0.0
+    s = trainer.cell.initial_state(batch_size)
+    for t in range(T):
+        if reset_every is not None and t % reset_every == 0:
+            s[:] = 0.0
+        x = one_hot(ids[starts + t], len(corpus.vocab), trainer.cell.dtype)
+        s, _ = trainer.cell.forward(s, x)
+        total += float(np.sum(trainer.readout.loss_bits(s[:, trainer.cell.out], ids[starts + t + 1])))
+    return total / (T * batch_size)

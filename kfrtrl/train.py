@@ -1,0 +1,417 @@
+"""Online training around any cell + estimator, with checkpoint and resume.
+
+One step of :class:`Trainer` (per sample b of the batch)::
+
+    reset the state/influence of samples starting a new sequence
+    h_t = estimator.step(x_t)                  cell state and influence forward
+    logits = W_out [h_t; 1]                    linear readout (exact gradient)
+    L_t = softmax cross-entropy (or ½|y - logits|²)
+    ∂L/∂W_out exact;  ∂L/∂θ_cell = estimator.gradient(∂L_t/∂h_t)
+
+Gradients are means over the batch; with ``update_every = k`` the mean of
+k steps' gradients is clipped to global norm ``clip`` (all parameters
+together; the OK authors clip to 1) and applied by Adam or SGD.
+
+:func:`make_estimator` builds an estimator from a spec string such as
+``"ok:4"``; :func:`run` drives a trainer on a task (:mod:`kfrtrl.tasks`);
+:func:`save_checkpoint` / :func:`load_checkpoint` store and restore cell,
+readout, optimizer, estimator (factors, RNG state) and task so that a
+stopped run continues bit-identically.
+"""
+import copy
+import pickle
+
+import numpy as np
+
+from . import estimators
+from ._validation import as_generator, check_array, check_choice, check_float, check_int
+from .cells import Cell
+
+LN2 = float(np.log(2.0))
+
+_ESTIMATORS = {
+    "rtrl": estimators.RTRL,
+    "uoro": estimators.UORO,
+    "nobacktrack": estimators.NoBackTrack,
+    "kf": estimators.KFRTRL,
+    "ok": estimators.OK,
+    "tbptt": estimators.TBPTT,
+}
+_SUFFIX = {"ok": "rank", "kf": "n_chains", "tbptt": "truncation"}
+ESTIMATOR_NAMES = tuple(_ESTIMATORS)
+
+
+def make_estimator(spec, cell, batch_size=1, rng=None, backend="auto", n_threads=None, rank=1):
+    """Build an estimator from a spec string.
+
+    Parameters
+    ----------
+    spec : str, one of ``rtrl, uoro, nobacktrack, kf, ok, tbptt``, optionally
+        ``name:k`` with k the OK rank, the number of averaged KF chains or the
+        TBPTT truncation (default 25)
+    cell : Cell
+    batch_size, rng, backend, n_threads : passed to the estimator
+    rank : int >= 1, OK's rank when the spec has no ``:k``
+
+    Returns an :class:`kfrtrl.estimators._base.Estimator`.
+    """
+    name, k = parse_spec(spec)
+    kwargs = {"batch_size": batch_size, "rng": rng, "backend": backend, "n_threads": n_threads}
+    if name == "ok":
+        kwargs["rank"] = check_int("rank", rank, 1) if k is None else k
+    elif name in _SUFFIX and k is not None:
+        kwargs[_SUFFIX[name]] = k
+    return _ESTIMATORS[name](cell, **kwargs)
+
+
+def parse_spec(spec):
+    """``"ok:4"`` -> ("ok", 4); ``"uoro"`` -> ("uoro", None). ValueError on a bad spec."""
+    if not isinstance(spec, str):
+        raise TypeError(f"spec: expected a string such as 'ok:4', got {type(spec).__name__}")
+    name, _, k = spec.partition(":")
+    check_choice("estimator", name, _ESTIMATORS)
+    if not k:
+        return name, None
+    if name not in _SUFFIX:
+        raise ValueError(f"estimator: {name!r} takes no ':k' suffix, got {spec!r}")
+    if not k.isdigit() or int(k) < 1:
+        raise ValueError(f"estimator: expected {name}:k with an integer k >= 1, got {spec!r}")
+    return name, int(k)
+
+
+def softmax_xent(logits, y):
+    """Softmax cross-entropy. logits (B, C), y (B,) int -> (loss in nats (B,), ∂loss/∂logits (B, C))."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    rows = np.arange(len(y))
+    grad = np.exp(logp)
+    grad[rows, y] -= 1.0
+    return -logp[rows, y], grad
+
+
+def squared_error(out, y):
+    """½|y − out|² per sample. out, y (B, C) -> (loss (B,), ∂loss/∂out (B, C))."""
+    diff = out - y
+    return 0.5 * np.sum(diff * diff, axis=1), diff
+
+
+class Readout:
+    """Linear readout ``logits = W [h; 1]``, W (n_out, n_hidden + 1), init N(0, 1/n_hidden), bias 0."""
+
+    def __init__(self, n_hidden, n_out, dtype=np.float64, rng=None):
+        n_hidden = check_int("n_hidden", n_hidden, 1)
+        n_out = check_int("n_out", n_out, 1)
+        self.W = np.zeros((n_out, n_hidden + 1), dtype=dtype)
+        self.W[:, :n_hidden] = as_generator(rng).standard_normal((n_out, n_hidden)) / np.sqrt(n_hidden)
+
+    def __call__(self, h):
+        """h (B, n_hidden) -> logits (B, n_out)."""
+        return h @ self.W[:, :-1].T + self.W[:, -1]
+
+    def loss_bits(self, h, y):
+        """Cross-entropy in bits (B,) of the readout of h (B, n_hidden) against classes y (B,)."""
+        return softmax_xent(self(h), y)[0] / LN2
+
+    def backward(self, h, dlogits):
+        """-> (∂L/∂W summed over the batch, ∂L/∂h (B, n_hidden))."""
+        gW = np.concatenate([dlogits.T @ h, dlogits.sum(axis=0)[:, None]], axis=1)
+        return gW, dlogits @ self.W[:, :-1]
+
+
+class SGD:
+    """Plain gradient descent ``θ -= lr · g``."""
+
+    def __init__(self, lr=0.1):
+        self.lr = check_float("lr", lr, 0.0, np.inf)
+
+    def update(self, params, grads):
+        """Update the arrays of ``params`` in place from ``grads`` (same keys and shapes)."""
+        for k, p in params.items():
+            p -= (self.lr * grads[k]).astype(p.dtype)
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) with bias correction; moments in the parameters' dtype."""
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.lr = check_float("lr", lr, 0.0, np.inf)
+        self.beta1 = check_float("beta1", beta1, 0.0, 1.0)
+        self.beta2 = check_float("beta2", beta2, 0.0, 1.0)
+        self.eps = check_float("eps", eps, 0.0, np.inf)
+        self.t = 0
+        self.m, self.v = {}, {}
+
+    def update(self, params, grads):
+        """Update the arrays of ``params`` in place from ``grads`` (same keys and shapes)."""
+        self.t += 1
+        c1 = 1.0 - self.beta1 ** self.t
+        c2 = 1.0 - self.beta2 ** self.t
+        for k, p in params.items():
+            g = grads[k]
+            m = self.m.setdefault(k, np.zeros_like(p))
+            v = self.v.setdefault(k, np.zeros_like(p))
+            m *= self.beta1
+            m += (1.0 - self.beta1) * g
+            v *= self.beta2
+            v += (1.0 - self.beta2) * g * g
+            p -= (self.lr * (m / c1) / (np.sqrt(v / c2) + self.eps)).astype(p.dtype)
+
+    def state_dict(self):
+        return {"t": self.t, "m": copy.deepcopy(self.m), "v": copy.deepcopy(self.v)}
+
+    def load_state_dict(self, state):
+        self.t = int(state["t"])
+        self.m = copy.deepcopy(state["m"])
+        self.v = copy.deepcopy(state["v"])
+
+
+_OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+
+
+def clip_global_norm(grads, max_norm):
+    """Scale all of ``grads`` (dict) together so their joint norm is <= max_norm; returns the norm before."""
+    norm = float(np.sqrt(sum(float(np.sum(g * g)) for g in grads.values())))
+    if max_norm is not None and norm > max_norm:
+        for g in grads.values():
+            g *= max_norm / norm
+    return norm
+
+
+class Trainer:
+    """Online training of ``estimator.cell`` plus a linear readout.
+
+    Parameters
+    ----------
+    estimator : an estimator (``kfrtrl.OK(cell, ...)`` etc.); its cell is trained
+    n_out : int >= 1, readout size (classes for "xent")
+    loss : "xent" (softmax cross-entropy, integer targets (B,)) or "mse"
+        (½|y − logits|², float targets (B, n_out))
+    optimizer : "adam" or "sgd";  lr : float > 0
+    clip : float > 0 or None, global gradient-norm clip
+    update_every : int >= 1, apply the mean gradient every k steps
+    rng : None, int or Generator, for the readout's initialisation
+
+    Metrics (running averages since the last ``metrics(reset=True)``):
+    ``loss`` (bits for "xent"), ``bpc`` and ``accuracy`` for "xent".
+    """
+
+    def __init__(self, estimator, n_out, loss="xent", optimizer="adam", lr=1e-3, clip=1.0, update_every=1,
+                 rng=None):
+        if not isinstance(getattr(estimator, "cell", None), Cell):
+            raise TypeError(f"estimator: expected a kfrtrl estimator, got {type(estimator).__name__}")
+        self.estimator = estimator
+        self.cell = estimator.cell
+        self.loss = check_choice("loss", loss, ("xent", "mse"))
+        self.optimizer = _OPTIMIZERS[check_choice("optimizer", optimizer, _OPTIMIZERS)](lr)
+        self.clip = None if clip is None else check_float("clip", clip, 0.0, np.inf)
+        self.update_every = check_int("update_every", update_every, 1)
+        self.readout = Readout(self.cell.n_hidden, n_out, self.cell.dtype, rng)
+        self.n_out = n_out
+        self.steps = 0
+        self._accum = {k: np.zeros_like(v) for k, v in self._params().items()}
+        self._sums = {"loss": 0.0, "correct": 0.0, "count": 0}
+
+    def _params(self):
+        params = {f"cell.{k}": v for k, v in self.cell.params().items()}
+        params["readout.W"] = self.readout.W
+        return params
+
+    def step(self, x, y, reset=None):
+        """One online step: reset, forward, loss, gradient, maybe update.
+
+        Parameters
+        ----------
+        x : (B, n_in) of the cell's dtype
+        y : (B,) int classes ("xent") or (B, n_out) floats ("mse")
+        reset : (B,) bool or None, samples whose state is zeroed before the step
+
+        Returns the per-sample loss (B,) float64 (bits for "xent").
+        """
+        B = self.estimator.batch_size
+        if reset is not None and np.any(reset):
+            self.estimator.reset(reset)
+        h = self.estimator.step(x)
+        loss, dlogits, correct = self._loss(h, y)
+        gW, dl_dh = self.readout.backward(h, dlogits / B)
+        grads = self.estimator.gradient(dl_dh.astype(self.cell.dtype))
+        self._accum["readout.W"] += gW
+        for k, g in grads.items():
+            self._accum[f"cell.{k}"] += g
+        self.steps += 1
+        if self.steps % self.update_every == 0:
+            self._apply()
+        self._sums["loss"] += float(np.sum(loss))
+        self._sums["correct"] += float(np.sum(correct))
+        self._sums["count"] += B
+        return loss
+
+    def _loss(self, h, y):
+        logits = self.readout(h)
+        if self.loss == "mse":
+            y = check_array("y", y, logits.shape, self.cell.dtype)
+            loss, dlogits = squared_error(logits, y)
+            return loss.astype(np.float64), dlogits, np.zeros(len(y))
+        y = np.asarray(y)
+        if y.shape != (len(h),) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= self.n_out:
+            raise ValueError(
+                f"y: expected integer classes in [0, {self.n_out}) of shape ({len(h)},), "
+                f"got dtype {y.dtype} and shape {y.shape}"
+            )
+        loss, dlogits = softmax_xent(logits, y)
+        return loss.astype(np.float64) / LN2, dlogits, logits.argmax(axis=1) == y
+
+    def _apply(self):
+        grads = {k: g / self.update_every for k, g in self._accum.items()}
+        clip_global_norm(grads, self.clip)
+        self.optimizer.update(self._params(), grads)
+        for g in self._accum.values():
+            g[...] = 0.0
+
+    def metrics(self, reset=False):
+        """Running averages since the last reset: {"loss", "bpc", "accuracy"} ("mse": {"loss"})."""
+        n = max(self._sums["count"], 1)
+        out = {"loss": self._sums["loss"] / n}
+        if self.loss == "xent":
+            out["bpc"] = out["loss"]
+            out["accuracy"] = self._sums["correct"] / n
+        if reset:
+            self._sums = {"loss": 0.0, "correct": 0.0, "count": 0}
+        return out
+
+    def state_dict(self):
+        """Everything a bit-identical resume needs (a dict of arrays, numbers and dicts)."""
+        return {
+            "cell": _cell_state(self.cell),
+            "estimator": _estimator_state(self.estimator),
+            "readout": self.readout.W.copy(),
+            "optimizer": (type(self.optimizer).__name__, self.optimizer.state_dict()),
+            "accum": copy.deepcopy(self._accum),
+            "steps": self.steps,
+            "sums": dict(self._sums),
+            "config": {"loss": self.loss, "update_every": self.update_every, "n_out": self.n_out},
+        }
+
+    def load_state_dict(self, state):
+        """Restore from :meth:`state_dict`; the trainer must have the same configuration."""
+        config = {"loss": self.loss, "update_every": self.update_every, "n_out": self.n_out}
+        _require_equal("trainer", state["config"], config)
+        _require_equal("optimizer", state["optimizer"][0], type(self.optimizer).__name__)
+        _load_cell_state(self.cell, state["cell"])
+        _load_estimator_state(self.estimator, state["estimator"])
+        self.readout.W[...] = state["readout"]
+        self.optimizer.load_state_dict(state["optimizer"][1])
+        self._accum = copy.deepcopy(state["accum"])
+        self.steps = int(state["steps"])
+        self._sums = dict(state["sums"])
+
+
+def _require_equal(what, saved, current):
+    if saved != current:
+        raise ValueError(f"checkpoint: expected {what} {current!r} (this run), got {saved!r} in the checkpoint")
+
+
+def _cell_state(cell):
+    plain = {k: v for k, v in vars(cell).items() if isinstance(v, (int, float, str))}
+    return {"class": type(cell).__name__, "config": plain,
+            "params": {k: v.copy() for k, v in cell.params().items()}}
+
+
+def _load_cell_state(cell, state):
+    _require_equal("cell class", state["class"], type(cell).__name__)
+    _require_equal("cell configuration", state["config"],
+                   {k: v for k, v in vars(cell).items() if isinstance(v, (int, float, str))})
+    for k, p in cell.params().items():
+        _require_equal(f"shape of parameter {k!r}", state["params"][k].shape, p.shape)
+        p[...] = state["params"][k]
+
+
+# Estimator attributes that are objects or machine settings, not run state.
+_NOT_STATE = ("cell", "ops", "rng", "backend", "n_threads", "_limit")
+# Construction parameters that must agree between the checkpoint and the resuming estimator.
+_CONFIG = ("name", "batch_size", "rank", "n_chains", "truncation", "dtype", "_shapes")
+
+
+def _estimator_state(est):
+    """All of the estimator's run state (factors, state, caches) plus its RNG state, deep-copied."""
+    attrs = {k: copy.deepcopy(v) for k, v in vars(est).items() if k not in _NOT_STATE}
+    return {"class": type(est).__name__, "attrs": attrs, "rng": copy.deepcopy(est.rng.bit_generator.state)}
+
+
+def _load_estimator_state(est, state):
+    _require_equal("estimator class", state["class"], type(est).__name__)
+    current = {k: v for k, v in vars(est).items() if k not in _NOT_STATE}
+    _require_equal("estimator attributes", sorted(state["attrs"]), sorted(current))
+    for k in _CONFIG:
+        if k in current:
+            _require_equal(f"estimator {k}", state["attrs"][k], current[k])
+    for k, v in state["attrs"].items():
+        setattr(est, k, copy.deepcopy(v))
+    est.rng.bit_generator.state = copy.deepcopy(state["rng"])
+
+
+_FORMAT = "kfrtrl-checkpoint-1"
+
+
+def save_checkpoint(path, trainer, task=None):
+    """Write trainer (and task) state to ``path`` (a pickle readable by :func:`load_checkpoint`)."""
+    payload = {"format": _FORMAT, "trainer": trainer.state_dict(),
+               "task": None if task is None else (type(task).__name__, task.state_dict())}
+    with open(path, "wb") as fh:
+        pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _Unpickler(pickle.Unpickler):
+    """Only numpy arrays, dtypes, plain containers and kfrtrl's cache records may be loaded."""
+
+    _ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
+        ("collections", "deque"), ("builtins", "slice"), ("kfrtrl.cells", "Layer"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED or (module == "numpy.dtypes" and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"checkpoint: refusing to load {module}.{name} (not a kfrtrl checkpoint?)")
+
+
+def load_checkpoint(path, trainer, task=None):
+    """Restore ``trainer`` (and ``task``) from :func:`save_checkpoint`'s file at ``path``.
+
+    The objects must be built with the same configuration as the saved
+    ones (a mismatch raises ValueError naming it). Returns None.
+    """
+    with open(path, "rb") as fh:
+        payload = _Unpickler(fh).load()
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ValueError(f"path: expected a {_FORMAT} file, got {str(path)!r}")
+    if (task is None) != (payload["task"] is None):
+        raise ValueError("task: expected a task exactly when the checkpoint holds one")
+    trainer.load_state_dict(payload["trainer"])
+    if task is not None:
+        _require_equal("task class", payload["task"][0], type(task).__name__)
+        task.load_state_dict(payload["task"][1])
+
+
+def run(trainer, task, steps, callback=None):
+    """Train online for ``steps`` steps of ``task`` (see :mod:`kfrtrl.tasks`).
+
+    ``callback(step)`` is called after every step (1-based). Returns the
+    trainer's metrics (running averages since its last ``metrics(reset=True)``).
+    """
+    steps = check_int("steps", steps, 0)
+    for i in range(steps):
+        x, y, reset = task.next()
+        loss = trainer.step(x, y, reset)
+        task.observe(loss)
+        if callback is not None:
+            callback(i + 1)
+    return trainer.metrics()
