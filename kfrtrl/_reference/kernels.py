@@ -90,7 +90,7 @@ def ok_reduce_one(V, U, eps):
     r = k - 1
     Qv, Rv = np.linalg.qr(V.T.astype(np.float64))
     Qu, Ru = np.linalg.qr(U.T.astype(np.float64))
-    Pm, sigma, QmT = np.linalg.svd(Ru @ Rv.T)
+    Pm, sigma, QmT = np.linalg.svd(Ru @ Rv.T, full_matrices=False)
     left = Qu @ Pm                              # (m, q) unit u-directions
     right = Qv @ QmT.T                          # (P, q) unit A-directions
     _fix_signs(left, right)
