@@ -1,0 +1,8 @@
+"""Numba kernels: the same names and signatures as :mod:`kfrtrl._reference`.
+
+Imported only when the ``"numba"`` backend is requested (this imports numba;
+the kernels compile at their first call, cached on disk).
+"""
+from .kernels import jvp_blocks, kf_combine, ok_reduce, outer_add
+
+__all__ = ["jvp_blocks", "kf_combine", "ok_reduce", "outer_add"]

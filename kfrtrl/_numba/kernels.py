@@ -1,0 +1,453 @@
+"""Numba kernels: the functions of :mod:`kfrtrl._reference.kernels`, same names and arguments.
+
+Each public kernel is a small Python function that issues the one large
+GEMM through numpy (a single BLAS call, never inside a ``prange``) and hands
+the remaining elementwise and per-sample work to compiled loops, fused into
+as few passes over memory as possible. A loop runs in parallel (``prange``
+over rows or samples, thread count set by :func:`kfrtrl.threads.limit`)
+only when ``n_threads > 1`` and the work is at least :data:`PARALLEL_MIN_WORK`
+elements; below that one thread is faster than opening a parallel region.
+
+The OK reduction uses BLAS-3-friendly Gram matrices instead of Householder
+QR (see :func:`ok_reduce`), and falls back to the reference for a sample
+whose Gram matrices are rank deficient or too ill-conditioned.
+"""
+import numpy as np
+from numba import prange
+
+from .._jit import kernel
+from .._reference.kernels import SVD_ZERO, ok_reduce_one
+
+# Elements of work below which a kernel runs on one thread.
+PARALLEL_MIN_WORK = 1 << 16
+# Smallest Cholesky pivot of a unit-diagonal Gram matrix accepted by the OK
+# reduction's Gram route; below it (condition number of the row-normalised
+# factors above ~1e3) the sample goes through Householder QR instead, which
+# keeps the result within ~1e-12 relative of the reference.
+MIN_PIVOT = 1e-6
+# Columns per block when accumulating a Gram matrix (rows of a block stay in L1).
+_GRAM_BLOCK = 512
+
+
+def _parallel(n_threads, work):
+    return n_threads > 1 and work >= PARALLEL_MIN_WORK
+
+
+# ---------------------------------------------------------------- jvp_blocks
+
+
+def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
+    """Apply one Jacobian layer ``J = Λ + D R`` to a stack of tangents (see the reference).
+
+    V : (B, K, S_in*n);  Vr : (B, K, n_rec);  Wt : (n_rec, Z*n);
+    lam : (B, S, S_in, n);  dz : (B, S, Z, n);  out : (B, K, S*n), written.
+    One GEMM (B*K, n_rec) @ (n_rec, Z*n) through BLAS, written straight into
+    ``out`` when S = Z = 1, then one fused pass applying Λ and D.
+    """
+    B, K, _ = V.shape
+    _, S, Z, n = dz.shape
+    if S == 1 and Z == 1 and out.flags.c_contiguous:
+        Y = out
+    else:
+        Y = np.empty((B, K, Z * n), dtype=out.dtype)
+    np.matmul(Vr.reshape(B * K, Vr.shape[2]), Wt, out=Y.reshape(B * K, Z * n))
+    if _parallel(n_threads, B * K * n * S):
+        _jvp_scale_par(V, Y, lam, dz, out)
+    else:
+        _jvp_scale(V, Y, lam, dz, out)
+
+
+@kernel()
+def _jvp_row(v, y, lam, dz, o):
+    """o = Λ v + D y for one tangent: v (S_in*n,), y (Z*n,), lam (S, S_in, n), dz (S, Z, n), o (S*n,).
+
+    ``y`` may be ``o`` itself when S = Z = 1 (each entry is read before it is written).
+    """
+    S, Z, n = dz.shape
+    S_in = lam.shape[1]
+    for i in range(S):
+        base = i * n
+        for t in range(n):
+            o[base + t] = dz[i, 0, t] * y[t]
+        for z in range(1, Z):
+            for t in range(n):
+                o[base + t] += dz[i, z, t] * y[z * n + t]
+        for j in range(S_in):
+            for t in range(n):
+                o[base + t] += lam[i, j, t] * v[j * n + t]
+
+
+@kernel()
+def _jvp_scale(V, Y, lam, dz, out):
+    B, K = V.shape[0], V.shape[1]
+    for row in range(B * K):
+        b, k = row // K, row % K
+        _jvp_row(V[b, k], Y[b, k], lam[b], dz[b], out[b, k])
+
+
+@kernel(parallel=True)
+def _jvp_scale_par(V, Y, lam, dz, out):
+    B, K = V.shape[0], V.shape[1]
+    for row in prange(B * K):
+        b, k = row // K, row % K
+        _jvp_row(V[b, k], Y[b, k], lam[b], dz[b], out[b, k])
+
+
+# ---------------------------------------------------------------- outer_add
+
+
+def outer_add(G, Dt, a, n_threads):
+    """Exact RTRL immediate term ``G[b, i, j, :] += Dt[b, i, :] * a[b, j]`` (see the reference).
+
+    G : (B, p, m, N) in place;  Dt : (B, p, N);  a : (B, m). One pass over G.
+    """
+    if _parallel(n_threads, G.size):
+        _outer_add_par(G, Dt, a)
+    else:
+        _outer_add(G, Dt, a)
+
+
+@kernel()
+def _outer_row(g, d, a):
+    """g[j, :] += d * a[j] for g (m, N), d (N,), a (m,)."""
+    m, N = g.shape
+    for j in range(m):
+        aj = a[j]
+        for t in range(N):
+            g[j, t] += d[t] * aj
+
+
+@kernel()
+def _outer_add(G, Dt, a):
+    B, p = G.shape[0], G.shape[1]
+    for row in range(B * p):
+        b, i = row // p, row % p
+        _outer_row(G[b, i], Dt[b, i], a[b])
+
+
+@kernel(parallel=True)
+def _outer_add_par(G, Dt, a):
+    B, p = G.shape[0], G.shape[1]
+    for row in prange(B * p):
+        b, i = row // p, row % p
+        _outer_row(G[b, i], Dt[b, i], a[b])
+
+
+# ---------------------------------------------------------------- kf_combine
+
+
+def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
+    """KF-RTRL's unbiased merge of (H A, u) and (D, a) into one Kronecker term (see the reference).
+
+    HA : (B, C, p, N);  u : (B, C, m);  Dt : (B, p, N);  a : (B, m);  c1, c2 : (B, C);
+    A_out : (B, C, p, N) (may be HA itself), u_out : (B, C, m), written.
+    Per (sample, chain): one pass for the norms, one fused pass for the merge.
+    """
+    if _parallel(n_threads, HA.size):
+        _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out)
+    else:
+        _kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out)
+
+
+@kernel()
+def _sq_norm(x):
+    """Σ x² of a 2-d array, accumulated in float64."""
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += _sq_norm1(x[i])
+    return s
+
+
+@kernel()
+def _sq_norm1(x):
+    """Σ x² of a 1-d array, accumulated in float64."""
+    s = 0.0
+    for t in range(x.size):
+        s += np.float64(x[t]) * np.float64(x[t])
+    return s
+
+
+@kernel()
+def _balance(sq_left, sq_right):
+    """sqrt(|left| / |right|) from squared norms, 1 where either is zero."""
+    if sq_left > 0.0 and sq_right > 0.0:
+        return np.sqrt(np.sqrt(sq_left) / np.sqrt(sq_right))
+    return 1.0
+
+
+@kernel()
+def _kf_one(HA, u, Dt, a, c1, c2, A_out, u_out):
+    """One (sample, chain): HA, Dt, A_out (p, N); u, a, u_out (m,); c1, c2 scalars."""
+    p1 = _balance(_sq_norm(HA), _sq_norm1(u))
+    p2 = _balance(_sq_norm(Dt), _sq_norm1(a))
+    s1 = c1 / p1
+    s2 = c2 / p2
+    for i in range(HA.shape[0]):
+        for t in range(HA.shape[1]):
+            A_out[i, t] = s1 * HA[i, t] + s2 * Dt[i, t]
+    w1 = c1 * p1
+    w2 = c2 * p2
+    for j in range(u.size):
+        u_out[j] = w1 * u[j] + w2 * a[j]
+
+
+@kernel()
+def _kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out):
+    B, C = HA.shape[0], HA.shape[1]
+    for row in range(B * C):
+        b, c = row // C, row % C
+        _kf_one(HA[b, c], u[b, c], Dt[b], a[b], c1[b, c], c2[b, c], A_out[b, c], u_out[b, c])
+
+
+@kernel(parallel=True)
+def _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out):
+    B, C = HA.shape[0], HA.shape[1]
+    for row in prange(B * C):
+        b, c = row // C, row % C
+        _kf_one(HA[b, c], u[b, c], Dt[b], a[b], c1[b, c], c2[b, c], A_out[b, c], u_out[b, c])
+
+
+# ---------------------------------------------------------------- ok_reduce
+
+
+def ok_reduce(V, U, signs, V_out, U_out, n_threads):
+    """OK's optimal unbiased reduction of r+1 Kronecker terms to r, per sample (see the reference).
+
+    V : (B, r+1, P);  U : (B, r+1, m);  signs : (B, r+1) of ±1;
+    V_out : (B, r, P), U_out : (B, r, m), written (must not overlap V, U).
+
+    Same result as the reference (Householder QR of both factor stacks, SVD
+    of the core, the same sign convention, SVD_ZERO threshold, m* and mixing),
+    computed without touching the long A-side more than twice: the Gram
+    matrices ``V Vᵀ``, ``U Uᵀ`` (one pass, float64) give the triangular
+    factors by Cholesky of their unit-diagonal scalings (so only the
+    conditioning of the row-normalised factors matters), the (r+1)² core is
+    decomposed as in the reference, and the new A's are one batched GEMM
+    ``V_out = C V`` with C (B, r, r+1). Terms whose A or u factor is exactly
+    zero are dropped first. A sample whose active terms exceed m or P, or
+    whose Gram matrices have a Cholesky pivot below :data:`MIN_PIVOT`, is
+    reduced by the reference's Householder route instead.
+    Cost per sample: ~(r+1)² P multiply-adds for the Gram matrix, r (r+1) P
+    for the recombination (BLAS), O((r+1)³) for the rest.
+    """
+    B, k, _ = V.shape
+    coef = np.empty((B, k - 1, k))
+    done = np.empty(B, dtype=np.bool_)
+    if B > 1 and _parallel(n_threads, V.size):
+        _ok_coefficients_par(V, U, signs, coef, U_out, done)
+    else:
+        _ok_coefficients(V, U, signs, coef, U_out, done)
+    coef = coef.astype(V.dtype, copy=False)
+    if done.all():
+        np.matmul(coef, V, out=V_out)
+        return
+    for b in range(B):
+        if done[b]:
+            np.matmul(coef[b], V[b], out=V_out[b])
+        else:
+            V_out[b], U_out[b] = ok_reduce_one(V[b], U[b], signs[b])
+
+
+@kernel()
+def _ok_coefficients(V, U, signs, coef, U_out, done):
+    for b in range(V.shape[0]):
+        done[b] = _ok_gram_route(V[b], U[b], signs[b], coef[b], U_out[b])
+
+
+@kernel(parallel=True)
+def _ok_coefficients_par(V, U, signs, coef, U_out, done):
+    for b in prange(V.shape[0]):
+        done[b] = _ok_gram_route(V[b], U[b], signs[b], coef[b], U_out[b])
+
+
+@kernel()
+def _ok_gram_route(V, U, eps, coef, U_out):
+    """One sample: coef (r, k) with V_out = coef @ V, and U_out (r, m); False = use Householder.
+
+    V (k, P), U (k, m), eps (k,). Follows :func:`kfrtrl._reference.kernels.ok_reduce_one`
+    step by step, with the QR factors R from Cholesky and Q never formed:
+    left = Uᵀ R_u⁻¹ P_m, right = Vᵀ R_v⁻¹ Q_mᵀ.
+    """
+    k, P = V.shape
+    m = U.shape[1]
+    r = k - 1
+    coef[:, :] = 0.0
+    U_out[:, :] = 0.0
+    Gv = _gram(V)
+    Gu = _gram(U)
+    idx = _active_terms(Gv, Gu)
+    ka = idx.size
+    if ka == 0:
+        return True
+    if ka > m or ka > P:
+        return False
+    Ru = _scaled_cholesky_r(Gu, idx)
+    Rv = _scaled_cholesky_r(Gv, idx)
+    if Ru[0, 0] < 0.0 or Rv[0, 0] < 0.0:
+        return False
+    Pm, sigma, QmT = np.linalg.svd(Ru @ Rv.T)
+    Cr = _solve_upper(Rv, np.ascontiguousarray(QmT.T))          # right = V[idx]ᵀ Cr
+    left = _rows_t_times(U, idx, _solve_upper(Ru, Pm))          # (m, ka)
+    _fix_signs(left, Cr)
+    if sigma[0] == 0.0:
+        return True
+    q = min(k, m, P)
+    sig = np.zeros(q)
+    for j in range(ka):
+        sig[j] = sigma[j] if sigma[j] >= SVD_ZERO * sigma[0] else 0.0
+    m_star = q if q <= r else _n_kept(sig, r)
+    for j in range(min(m_star, ka)):
+        root = np.sqrt(sig[j])
+        for t in range(m):
+            U_out[j, t] = left[t, j] * root
+        for i in range(ka):
+            coef[j, idx[i]] = Cr[i, j] * root
+    S = sig[m_star:].sum()
+    if m_star < q and S > 0.0:
+        kk = k - m_star
+        scale = np.sqrt(S / (kk - 1))
+        M = _orth_complement(sig[m_star:], S)
+        for j in range(kk):
+            M[j, :] *= eps[j] * scale
+        for jj in range(kk):
+            j = m_star + jj
+            if j >= ka:                                          # zero direction: no weight
+                continue
+            for ll in range(kk - 1):
+                for t in range(m):
+                    U_out[m_star + ll, t] += left[t, j] * M[jj, ll]
+                for i in range(ka):
+                    coef[m_star + ll, idx[i]] += Cr[i, j] * M[jj, ll]
+    return True
+
+
+@kernel()
+def _active_terms(Gv, Gu):
+    """Indices of the terms whose A and u factors are both nonzero."""
+    keep = np.zeros(Gv.shape[0], dtype=np.bool_)
+    for i in range(Gv.shape[0]):
+        keep[i] = Gv[i, i] > 0.0 and Gu[i, i] > 0.0
+    return np.flatnonzero(keep)
+
+
+@kernel()
+def _gram(X):
+    """X Xᵀ in float64 for X (k, L), accumulated over column blocks that stay in cache."""
+    k, L = X.shape
+    G = np.zeros((k, k))
+    for start in range(0, L, _GRAM_BLOCK):
+        stop = min(start + _GRAM_BLOCK, L)
+        for i in range(k):
+            for j in range(i + 1):
+                s = 0.0
+                for t in range(start, stop):
+                    s += np.float64(X[i, t]) * np.float64(X[j, t])
+                G[i, j] += s
+    for i in range(k):
+        for j in range(i):
+            G[j, i] = G[i, j]
+    return G
+
+
+@kernel()
+def _scaled_cholesky_r(G, idx):
+    """Upper R with RᵀR = G[idx][:, idx], from Cholesky of its unit-diagonal scaling.
+
+    Returns R with R[0, 0] = -1 if a pivot of the scaled matrix is below MIN_PIVOT.
+    """
+    ka = idx.size
+    d = np.empty(ka)
+    for j in range(ka):
+        d[j] = np.sqrt(G[idx[j], idx[j]])
+    L = np.zeros((ka, ka))
+    for j in range(ka):
+        s = 1.0
+        for l in range(j):
+            s -= L[j, l] * L[j, l]
+        if s < MIN_PIVOT:
+            L[0, 0] = -1.0
+            return L
+        L[j, j] = np.sqrt(s)
+        for i in range(j + 1, ka):
+            s = G[idx[i], idx[j]] / (d[i] * d[j])
+            for l in range(j):
+                s -= L[i, l] * L[j, l]
+            L[i, j] = s / L[j, j]
+    R = np.zeros((ka, ka))
+    for i in range(ka):
+        for j in range(i, ka):
+            R[i, j] = L[j, i] * d[j]
+    return R
+
+
+@kernel()
+def _solve_upper(R, Y):
+    """X = R⁻¹ Y for upper-triangular R (n, n) and Y (n, c), by back substitution."""
+    n, c = Y.shape
+    X = np.empty((n, c))
+    for col in range(c):
+        for i in range(n - 1, -1, -1):
+            s = Y[i, col]
+            for l in range(i + 1, n):
+                s -= R[i, l] * X[l, col]
+            X[i, col] = s / R[i, i]
+    return X
+
+
+@kernel()
+def _rows_t_times(U, idx, C):
+    """U[idx]ᵀ @ C in float64: U (k, m), idx (ka,), C (ka, c) -> (m, c)."""
+    m = U.shape[1]
+    c = C.shape[1]
+    out = np.zeros((m, c))
+    for i in range(idx.size):
+        for t in range(m):
+            ut = np.float64(U[idx[i], t])
+            for j in range(c):
+                out[t, j] += ut * C[i, j]
+    return out
+
+
+@kernel()
+def _fix_signs(left, right):
+    """Flip each column pair so that the largest |entry| of left's column is positive."""
+    for j in range(left.shape[1]):
+        best = 0
+        for t in range(1, left.shape[0]):
+            if abs(left[t, j]) > abs(left[best, j]):
+                best = t
+        if left[best, j] < 0.0:
+            left[:, j] *= -1.0
+            right[:, j] *= -1.0
+
+
+@kernel()
+def _n_kept(sigma, r):
+    """Smallest m with (r - m) σ_m <= Σ_{i>=m} σ_i (σ descending, length r+1)."""
+    tail = np.empty(sigma.size)
+    acc = 0.0
+    for i in range(sigma.size - 1, -1, -1):
+        acc += sigma[i]
+        tail[i] = acc
+    for m in range(r + 1):
+        if (r - m) * sigma[m] <= tail[m]:
+            return m
+    return r
+
+
+@kernel()
+def _orth_complement(sigma_mix, S):
+    """Orthonormal basis (k, k-1) of v0⊥, v0 = sqrt(1 - (k-1) σ / S), by a Householder reflection."""
+    kk = sigma_mix.size
+    w = np.empty(kk)
+    for j in range(kk):
+        s_tilde = min(max((kk - 1) * sigma_mix[j] / S, 0.0), 1.0)
+        w[j] = np.sqrt(1.0 - s_tilde)
+    w /= np.sqrt(np.sum(w * w))
+    w[0] += 1.0 if w[0] >= 0.0 else -1.0
+    beta = 2.0 / np.sum(w * w)
+    H = np.empty((kk, kk - 1))
+    for i in range(kk):
+        for j in range(1, kk):
+            H[i, j - 1] = (1.0 if i == j else 0.0) - beta * w[i] * w[j]
+    return H
