@@ -10,6 +10,7 @@ import warnings
 # name -> module path; the order is the preference of "auto" when nothing better is known.
 _MODULES = {
     "numpy": "kfrtrl._reference",
+    "numba": "kfrtrl._numba",
 }
 # estimator name -> backend chosen by "auto" (filled as compiled backends are measured)
 _AUTO = {}
