@@ -174,3 +174,28 @@ def test_gradient_is_the_contraction_of_the_influence(name):
     c = gen.standard_normal((3, N_HIDDEN))
     G = _estimate(est).reshape(3, N_HIDDEN, *cell.W.shape)
     np.testing.assert_allclose(est.gradient(c)["W"], np.einsum("bkij,bk->ij", G, c), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", [
+    lambda cell: kfrtrl.KFRTRL(cell, rng=201, backend="numpy"),
+    lambda cell: kfrtrl.OK(cell, rank=2, rng=202, backend="numpy"),
+], ids=["kf", "ok2"])
+def test_long_run_stays_finite(make):
+    """20,000 steps on a random stream: factors stay bounded (the p / √σ splits rebalance them)."""
+    T = 20_000
+    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=1.0, rng=200)
+    gen = np.random.default_rng(203)
+    xs = gen.standard_normal((T, 1, N_IN))
+    dls = gen.standard_normal((T, 1, N_HIDDEN))
+    est = make(cell)
+    largest_factor = largest_grad = 0.0
+    for x, dl in zip(xs, dls):
+        est.step(x)
+        g = est.gradient(dl)["W"]
+        largest_grad = max(largest_grad, float(np.abs(g).max()))
+        largest_factor = max(largest_factor, float(np.abs(est._A["W"]).max()), float(np.abs(est._u["W"]).max()))
+    print(f"\n[long run] {type(est).__name__}: max |factor entry| {largest_factor:.3g}, "
+          f"max |gradient entry| {largest_grad:.3g}", end="")
+    assert np.isfinite(g).all() and np.isfinite(est.state).all()
+    assert largest_factor < 100.0
+    assert largest_grad < 1e3
