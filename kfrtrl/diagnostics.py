@@ -1,0 +1,167 @@
+"""Gradient-noise diagnostics: N independent chains of an estimator against exact RTRL.
+
+On one fixed trajectory (an Elman cell, random one-hot inputs, a fixed
+random readout with random target classes giving the loss signal
+``c_t = ∂L_t/∂h_t``), ``N`` chains run as one estimator of batch size N with
+the same input in every sample, so only their random draws differ. Exact
+RTRL (batch 1) on the same inputs gives the true influence ``G_t`` and
+per-step gradient ``g_t``. At each measured step, with ``ĝ_b`` chain b's
+gradient estimate:
+
+- relative gradient variance ``mean_b |ĝ_b − g|² / |g|²``;
+- relative variance of G, ``mean_b |Ĝ_b − G|²_F / |G|²_F``, the numerator
+  estimated without materialising Ĝ through Gaussian probes q ~ N(0, I):
+  ``E_q |Σ_k q_k (Ĝ_b − G)[k]|² = |Ĝ_b − G|²_F``;
+- the bias statistic ``z = |mean_b ĝ_b − g|² · N / tr Cov(ĝ)``: ≈ 1 for an
+  unbiased estimator, growing like ``1 + N |bias|² / tr Cov`` otherwise.
+
+Per-sample gradients come from the public ``gradient`` with the loss signal
+masked to one sample, so a measured step costs N (1 + n_probes) gradient
+calls. :func:`noise_vs_size` repeats the measurement over hidden sizes.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import as_generator, check_int
+from .cells import Elman
+from .estimators import RTRL
+from .train import Readout, make_estimator, softmax_xent
+
+
+@dataclass
+class NoiseResult:
+    """Per measured step (arrays of shape (K,)) and the run's settings.
+
+    ``summary()`` gives the pooled relative variances (sums over the measured
+    steps of numerator and denominator, robust to a step with a tiny |g|)
+    and the mean of z.
+    """
+
+    estimator: str
+    n_hidden: int
+    n_chains: int
+    steps: np.ndarray
+    grad_err: np.ndarray
+    grad_norm2: np.ndarray
+    G_err: np.ndarray
+    G_norm2: np.ndarray
+    z: np.ndarray
+
+    @property
+    def rel_var_grad(self):
+        return self.grad_err / self.grad_norm2
+
+    @property
+    def rel_var_G(self):
+        return self.G_err / self.G_norm2
+
+    def summary(self):
+        """{"rel_var_grad", "rel_var_G", "z"} pooled over the measured steps (floats)."""
+        return {
+            "rel_var_grad": float(self.grad_err.sum() / self.grad_norm2.sum()),
+            "rel_var_G": float(self.G_err.sum() / self.G_norm2.sum()),
+            "z": float(np.mean(self.z)),
+        }
+
+
+def per_sample_gradients(est, dl_dh):
+    """Each sample's gradient estimate, flattened: (batch, P) float64.
+
+    est : an estimator after ``step``;  dl_dh : (batch, n_hidden) loss signals.
+    Cost: ``batch`` calls of ``est.gradient`` with the signal masked to one sample.
+    """
+    masked = np.zeros_like(dl_dh)
+    rows = []
+    for b in range(est.batch_size):
+        masked[:] = 0.0
+        masked[b] = dl_dh[b]
+        grads = est.gradient(masked)
+        rows.append(np.concatenate([grads[k].ravel() for k in sorted(grads)]))
+    return np.array(rows, dtype=np.float64)
+
+
+def z_statistic(samples, exact):
+    """|mean − exact|² · N / tr Cov for samples (N, P) of an estimate of exact (P,).
+
+    inf for a deterministic but wrong estimate, nan for a deterministic exact one.
+    """
+    N = samples.shape[0]
+    bias2 = float(np.sum((samples.mean(axis=0) - exact) ** 2))
+    tr_cov = float(samples.var(axis=0, ddof=1).sum())
+    if tr_cov == 0.0:
+        return np.inf if bias2 > 0.0 else np.nan
+    return bias2 * N / tr_cov
+
+
+def gradient_noise(estimator, n_hidden=16, n_chains=100, steps=60, burn_in=20, every=2, n_in=4, n_probes=2,
+                   rank=1, alpha=1.0, rng=0, backend="auto"):
+    """Measure an estimator's gradient noise and bias on one fixed trajectory.
+
+    Parameters
+    ----------
+    estimator : spec string (see :func:`kfrtrl.train.make_estimator`, e.g. "ok:2")
+        or a callable ``(cell, batch_size, rng) -> estimator``
+    n_hidden, n_in : int, Elman cell sizes;  alpha : its leak
+    n_chains : int >= 2, independent chains N
+    steps : int, trajectory length;  burn_in : steps before the first measurement
+    every : int, measure every this many steps after ``burn_in``
+    n_probes : int >= 1, Gaussian probes per measured step for the G variance
+    rank : OK rank when the spec has none;  rng : seed or Generator (one
+        seed gives the same cell and trajectory for every estimator)
+    backend : kernel backend of the estimator
+
+    Returns a :class:`NoiseResult`. Cost: the estimator's N-batch steps plus
+    exact RTRL (O(n⁴) per step) plus N (1 + n_probes) gradient calls per
+    measured step.
+    """
+    n_chains = check_int("n_chains", n_chains, 2)
+    steps = check_int("steps", steps, 1)
+    burn_in = check_int("burn_in", burn_in, 0)
+    every = check_int("every", every, 1)
+    n_probes = check_int("n_probes", n_probes, 1)
+    if burn_in + every > steps:
+        raise ValueError(f"steps: expected at least burn_in + every = {burn_in + every} steps, got {steps}")
+    cell_rng, data_rng, est_rng, probe_rng = as_generator(rng).spawn(4)
+    cell = Elman(n_in, n_hidden, alpha=alpha, rng=cell_rng)
+    if callable(estimator):
+        est, name = estimator(cell, n_chains, est_rng), getattr(estimator, "__name__", "custom")
+    else:
+        est, name = make_estimator(estimator, cell, n_chains, est_rng, backend, rank=rank), estimator
+    exact = RTRL(cell, batch_size=1, backend="numpy")
+    readout = Readout(n_hidden, n_in, rng=data_rng)
+    xs = np.eye(n_in)[data_rng.integers(0, n_in, size=steps)][:, None, :]
+    ys = data_rng.integers(0, n_in, size=(steps, 1))
+    rows = []
+    for t in range(1, steps + 1):
+        h = exact.step(xs[t - 1])
+        est.step(np.repeat(xs[t - 1], n_chains, axis=0))
+        if t > burn_in and (t - burn_in) % every == 0:
+            c = readout.backward(h, softmax_xent(readout(h), ys[t - 1])[1])[1]
+            rows.append((t,) + _measure(est, exact, c, probe_rng.standard_normal((n_probes, n_hidden))))
+    cols = [np.array(col) for col in zip(*rows)]
+    return NoiseResult(name, n_hidden, n_chains, *cols)
+
+
+def _measure(est, exact, c, probes):
+    """-> (grad_err, grad_norm2, G_err, G_norm2, z) at one step; c (1, n), probes (K, n)."""
+    N = est.batch_size
+    g = per_sample_gradients(exact, c)[0]
+    S = per_sample_gradients(est, np.repeat(c, N, axis=0))
+    grad_err = float(np.mean(np.sum((S - g) ** 2, axis=1)))
+    G_err = 0.0
+    for q in probes:
+        gq = per_sample_gradients(exact, q[None, :])[0]
+        Sq = per_sample_gradients(est, np.repeat(q[None, :], N, axis=0))
+        G_err += float(np.mean(np.sum((Sq - gq) ** 2, axis=1))) / len(probes)
+    G_norm2 = float(sum(np.sum(exact.influence(k) ** 2) for k in exact.cell.params()))
+    return grad_err, float(np.sum(g * g)), G_err, G_norm2, z_statistic(S, g)
+
+
+def noise_vs_size(estimators, sizes, **kwargs):
+    """{(estimator, n_hidden): NoiseResult} for every spec in ``estimators`` and size in ``sizes``.
+
+    ``kwargs`` go to :func:`gradient_noise`; with a fixed ``rng`` seed all
+    estimators of one size see the same cell and trajectory.
+    """
+    return {(spec, n): gradient_noise(spec, n_hidden=n, **kwargs) for n in sizes for spec in estimators}

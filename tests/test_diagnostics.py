@@ -1,0 +1,99 @@
+"""Gradient-noise diagnostics: per-sample gradients, the G-variance probes, z ≈ 1 iff unbiased."""
+import numpy as np
+import pytest
+
+import kfrtrl
+from kfrtrl import diagnostics
+
+
+class FrozenSignsKF(kfrtrl.KFRTRL):
+    """Biased on purpose: the generator is re-seeded every step, so each chain repeats its signs."""
+
+    def step(self, x):
+        self.rng = np.random.default_rng(7)
+        return super().step(x)
+
+
+def _frozen(cell, batch_size, rng):
+    return FrozenSignsKF(cell, batch_size=batch_size, rng=rng, backend="numpy")
+
+
+def _stepped(est, exact, steps=6, seed=0):
+    xs = np.random.default_rng(seed).standard_normal((steps, 1, est.cell.n_in))
+    for x in xs:
+        exact.step(x)
+        est.step(np.repeat(x, est.batch_size, axis=0))
+
+
+def test_per_sample_gradients_are_the_contractions_of_each_chains_influence():
+    cell = kfrtrl.Elman(2, 3, rng=0)
+    est = kfrtrl.OK(cell, rank=2, batch_size=4, rng=1, backend="numpy")
+    _stepped(est, kfrtrl.RTRL(cell, backend="numpy"))
+    c = np.random.default_rng(2).standard_normal((4, 3))
+    S = diagnostics.per_sample_gradients(est, c)
+    expected = np.einsum("bkij,bk->bij", est.influence("W"), c).reshape(4, -1)
+    np.testing.assert_allclose(S, expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(S.sum(0), est.gradient(c)["W"].ravel(), rtol=1e-12, atol=1e-14)
+
+
+def test_probe_estimate_of_the_influence_error_matches_the_materialised_one():
+    cell = kfrtrl.Elman(2, 4, rng=3)
+    est = kfrtrl.KFRTRL(cell, batch_size=6, rng=4, backend="numpy")
+    exact = kfrtrl.RTRL(cell, backend="numpy")
+    _stepped(est, exact, seed=5)
+    probes = np.random.default_rng(6).standard_normal((2000, 4))
+    c = np.ones((1, 4))
+    grad_err, grad_norm2, G_err, G_norm2, _ = diagnostics._measure(est, exact, c, probes)
+    G = exact.influence("W")
+    G_hat = est.influence("W")
+    assert G_norm2 == pytest.approx(float(np.sum(G ** 2)), rel=1e-12)
+    assert G_err == pytest.approx(float(np.mean(np.sum((G_hat - G) ** 2, axis=(1, 2, 3)))), rel=0.1)
+    g = np.einsum("bkij,bk->bij", G, c)
+    g_hat = np.einsum("bkij,bk->bij", G_hat, np.repeat(c, 6, axis=0))
+    assert grad_err == pytest.approx(float(np.mean(np.sum((g_hat - g) ** 2, axis=(1, 2)))), rel=1e-10)
+    assert grad_norm2 == pytest.approx(float(np.sum(g ** 2)), rel=1e-12)
+
+
+def test_z_statistic_edge_cases():
+    assert np.isinf(diagnostics.z_statistic(np.ones((3, 2)), np.zeros(2)))
+    assert np.isnan(diagnostics.z_statistic(np.ones((3, 2)), np.ones(2)))
+    S = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    assert diagnostics.z_statistic(S, np.array([0.0, 1.0])) == pytest.approx(1.0 * 2 / 2.0)
+
+
+KW = dict(n_hidden=5, n_in=3, n_chains=200, steps=30, burn_in=10, every=2, backend="numpy")
+
+
+@pytest.mark.parametrize("spec", ["uoro", "nobacktrack", "kf", "ok:2"])
+def test_z_is_about_one_for_unbiased_estimators(spec):
+    result = diagnostics.gradient_noise(spec, rng=11, **KW)
+    assert len(result.steps) == 10 and result.steps[0] == 12 and result.steps[-1] == 30
+    assert 0.5 < result.summary()["z"] < 2.0
+    assert result.summary()["rel_var_grad"] > 1e-3  # genuinely random: z is not 0/0
+
+
+def test_z_is_large_for_a_biased_estimator_and_grows_with_n():
+    big = diagnostics.gradient_noise(_frozen, rng=11, **KW).summary()["z"]
+    small = diagnostics.gradient_noise(_frozen, rng=11, **{**KW, "n_chains": 20}).summary()["z"]
+    assert big > 10.0 and big > 4.0 * small
+    tbptt = diagnostics.gradient_noise("tbptt:2", rng=11, **KW).summary()
+    assert tbptt["z"] > 1e6 and tbptt["rel_var_grad"] > 1e-3
+
+
+def test_variance_ordering_and_exact_rtrl():
+    table = diagnostics.noise_vs_size(["rtrl", "uoro", "kf", "ok:1", "ok:3"], [4], rng=12,
+                                      **{k: v for k, v in KW.items() if k != "n_hidden"})
+    rv = {spec: table[(spec, 4)].summary()["rel_var_grad"] for spec in ["rtrl", "uoro", "kf", "ok:1", "ok:3"]}
+    assert rv["rtrl"] < 1e-20
+    assert rv["ok:3"] < rv["ok:1"] < rv["kf"] < rv["uoro"]
+    G = {spec: table[(spec, 4)].summary()["rel_var_G"] for spec in rv}
+    assert G["ok:3"] < G["kf"] < G["uoro"]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="n_chains"):
+        diagnostics.gradient_noise("kf", n_chains=1)
+    with pytest.raises(ValueError, match="steps"):
+        diagnostics.gradient_noise("kf", steps=5, burn_in=5, every=1)
+    with pytest.raises(ValueError, match="estimator"):
+        diagnostics.gradient_noise("lstm")
