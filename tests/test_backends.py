@@ -1,0 +1,280 @@
+"""Every compiled backend against the numpy reference: whole estimators, then each kernel.
+
+Parametrised over ``kfrtrl.available_backends()`` minus "numpy", so a backend
+is covered as soon as it registers. Same seed -> same random signs, so the
+estimates must agree to round-off: float64 <= 1e-10 relative, float32 <= 1e-4.
+"""
+import importlib
+
+import numpy as np
+import pytest
+
+import kfrtrl
+from kfrtrl import backends
+from kfrtrl._reference import kernels as ref
+
+COMPILED = [b for b in kfrtrl.available_backends() if b != "numpy"]
+TOL = {np.float64: 1e-10, np.float32: 1e-4}
+N_IN = 2
+
+ESTIMATORS = {
+    "rtrl": lambda cell, **kw: kfrtrl.RTRL(cell, **kw),
+    "uoro": lambda cell, **kw: kfrtrl.UORO(cell, **kw),
+    "kf": lambda cell, **kw: kfrtrl.KFRTRL(cell, **kw),
+    "kf3": lambda cell, **kw: kfrtrl.KFRTRL(cell, n_chains=3, **kw),
+    "ok1": lambda cell, **kw: kfrtrl.OK(cell, rank=1, **kw),
+    "ok2": lambda cell, **kw: kfrtrl.OK(cell, rank=2, **kw),
+    "ok3": lambda cell, **kw: kfrtrl.OK(cell, rank=3, **kw),
+    "ok4": lambda cell, **kw: kfrtrl.OK(cell, rank=4, **kw),
+    "nobacktrack": lambda cell, **kw: kfrtrl.NoBackTrack(cell, **kw),
+    "tbptt": lambda cell, **kw: kfrtrl.TBPTT(cell, truncation=4, **kw),
+}
+
+
+def rel(a, b):
+    """max |a - b| / max |b| (0 when both are zero)."""
+    scale = np.abs(b).max() if b.size else 0.0
+    diff = np.abs(a - b).max() if b.size else 0.0
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def _signs(gen, shape, dtype):
+    return (2 * gen.integers(0, 2, size=shape) - 1).astype(dtype)
+
+
+# ---- whole estimators ----
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("n", [1, 3, 7])
+@pytest.mark.parametrize("est_name", ESTIMATORS)
+@pytest.mark.parametrize("backend", COMPILED)
+def test_estimator_matches_numpy(backend, est_name, n, batch, dtype, sequence):
+    """Same h and gradients as backend="numpy" over 9 steps with a full and a masked reset."""
+    cell = kfrtrl.Elman(N_IN, n, alpha=0.8, dtype=dtype, rng=3)
+    xs, dl_dhs = sequence(9, batch, N_IN, n, seed=4, dtype=dtype)
+    ests = [ESTIMATORS[est_name](cell, batch_size=batch, rng=5, backend=b, n_threads=2)
+            for b in ("numpy", backend)]
+    assert ests[1].backend == backend
+    for t, (x, dl) in enumerate(zip(xs, dl_dhs)):
+        if t == 3:
+            for est in ests:
+                est.reset()
+        if t == 6:
+            for est in ests:
+                est.reset(np.arange(batch) % 2 == 0)
+        h_ref, h = (est.step(x) for est in ests)
+        np.testing.assert_array_equal(h, h_ref)
+        g_ref, g = (est.gradient(dl) for est in ests)
+        assert g.keys() == g_ref.keys()
+        for name in g_ref:
+            assert g[name].dtype == dtype
+            assert rel(g[name], g_ref[name]) <= TOL[dtype], (t, name)
+
+
+# ---- kernels ----
+
+
+def _ops(backend):
+    return importlib.import_module(backends._MODULES[backend])
+
+
+# (S, S_in, Z): Elman, LSTM, RHN, GRU's first and second layer
+LAYERS = [(1, 1, 1), (2, 2, 4), (1, 1, 2), (3, 1, 2), (1, 3, 1)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B, K", [(1, 1), (4, 5)])
+@pytest.mark.parametrize("S, S_in, Z", LAYERS)
+@pytest.mark.parametrize("backend", COMPILED)
+def test_jvp_blocks(backend, S, S_in, Z, B, K, dtype):
+    gen = np.random.default_rng(10)
+    n = 7
+    n_rec = n if S_in == 1 else 2 * n                   # reads a part of the input state
+    V = gen.standard_normal((B, K, S_in * n)).astype(dtype)
+    W = gen.standard_normal((Z * n, n_rec + 3)).astype(dtype)
+    lam = gen.standard_normal((B, S, S_in, n)).astype(dtype)
+    dz = gen.standard_normal((B, S, Z, n)).astype(dtype)
+    rec = slice(0, n_rec)
+    outs = []
+    for ops in (ref, _ops(backend)):
+        out = np.full((B, K, S * n), np.nan, dtype=dtype)
+        ops.jvp_blocks(V, V[:, :, rec], W[:, :n_rec].T, lam, dz, out, 2)
+        outs.append(out)
+    assert rel(outs[1], outs[0]) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("backend", COMPILED)
+def test_outer_add(backend, B, dtype):
+    gen = np.random.default_rng(11)
+    p, m, N = 5, 9, 7
+    G = gen.standard_normal((B, p, m, N)).astype(dtype)
+    Dt = gen.standard_normal((B, p, N)).astype(dtype)
+    a = gen.standard_normal((B, m)).astype(dtype)
+    want, got = G.copy(), G.copy()
+    ref.outer_add(want, Dt, a, 1)
+    _ops(backend).outer_add(got, Dt, a, 2)
+    assert rel(got, want) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B, C", [(1, 1), (4, 3)])
+@pytest.mark.parametrize("backend", COMPILED)
+def test_kf_combine(backend, B, C, dtype, in_place):
+    """Random factors with zero norms mixed in (the reset guard); A_out may be HA itself."""
+    gen = np.random.default_rng(12)
+    p, N, m = 5, 7, 9
+    HA = gen.standard_normal((B, C, p, N)).astype(dtype)
+    u = gen.standard_normal((B, C, m)).astype(dtype)
+    Dt = gen.standard_normal((B, p, N)).astype(dtype)
+    a = gen.standard_normal((B, m)).astype(dtype)
+    HA[0, 0] = 0.0
+    u[-1, -1] = 0.0
+    a[-1] = 0.0
+    c1, c2 = _signs(gen, (B, C), dtype), _signs(gen, (B, C), dtype)
+    results = []
+    for ops in (ref, _ops(backend)):
+        HA_in = HA.copy()
+        A_out = HA_in if in_place else np.empty_like(HA)
+        u_out = np.empty_like(u)
+        ops.kf_combine(HA_in, u, Dt, a, c1, c2, A_out, u_out, 2)
+        results.append((A_out, u_out))
+    for got, want in zip(results[1], results[0]):
+        assert rel(got, want) <= TOL[dtype]
+
+
+def _ok_inputs(gen, B, r, P, m, dtype, zero_frac=0.3):
+    """Random (V, U, signs) with terms of very different scales and some factors exactly zero."""
+    k = r + 1
+    V = gen.standard_normal((B, k, P)) * np.exp(2 * gen.standard_normal((B, k, 1)))
+    U = gen.standard_normal((B, k, m)) * np.exp(gen.standard_normal((B, k, 1)))
+    zero = gen.random((B, k)) < zero_frac
+    V[zero] = 0.0
+    U[zero & (gen.random((B, k)) < 0.5)] = 0.0
+    return V.astype(dtype), U.astype(dtype), _signs(gen, (B, k), dtype)
+
+
+def _ok_both(backend, V, U, signs):
+    B, k, P = V.shape
+    results = []
+    for ops in (ref, _ops(backend)):
+        V_out = np.full((B, k - 1, P), np.nan, dtype=V.dtype)
+        U_out = np.full((B, k - 1, U.shape[2]), np.nan, dtype=V.dtype)
+        ops.ok_reduce(V, U, signs, V_out, U_out, 2)
+        results.append((V_out, U_out))
+    return results
+
+
+def _assert_ok_equal(results, tol):
+    (V_ref, U_ref), (V_got, U_got) = results
+    assert rel(V_got, V_ref) <= tol
+    assert rel(U_got, U_ref) <= tol
+    whole = [np.einsum("brp,brm->bpm", Vo, Uo) for Vo, Uo in ((V_ref, U_ref), (V_got, U_got))]
+    assert rel(whole[1], whole[0]) <= tol
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("P, m", [(35, 9), (49, 13), (3, 11), (30, 2), (1, 1)])
+@pytest.mark.parametrize("r", [1, 2, 3, 4])
+@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("backend", COMPILED)
+def test_ok_reduce(backend, B, r, P, m, dtype):
+    """Factors and reconstructed Σ A_i ⊗ u_i equal, including zero terms, P or m < r + 1."""
+    gen = np.random.default_rng(100 * r + P + m + B)
+    for _ in range(4):
+        _assert_ok_equal(_ok_both(backend, *_ok_inputs(gen, B, r, P, m, dtype)), TOL[dtype])
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_ok_reduce_rank_deficient(backend):
+    """Linearly dependent terms (rank < r + 1 without zero factors) and all-zero samples."""
+    gen = np.random.default_rng(13)
+    B, r, P, m = 4, 3, 40, 10
+    V, U, signs = _ok_inputs(gen, B, r, P, m, np.float64, zero_frac=0.0)
+    V[0, 2] = 2.0 * V[0, 0] - V[0, 1]                    # A-side rank 3 of 4
+    U[1, 3] = U[1, 0]                                    # u-side rank 3 of 4
+    V[2, 1] = -V[2, 0]
+    U[2, 1] = U[2, 0]                                    # two terms cancel exactly
+    V[3] = 0.0                                           # nothing at all
+    _assert_ok_equal(_ok_both(backend, V, U, signs), 1e-10)
+
+
+# ---- numba specifics: the fast paths are the ones tested ----
+
+needs_numba = pytest.mark.skipif("numba" not in COMPILED, reason="numba backend unavailable")
+
+
+@needs_numba
+def test_numba_ok_gram_route_used_on_well_conditioned_input(monkeypatch):
+    """Zero terms and ordinary inputs never reach the Householder fallback."""
+    nb = importlib.import_module("kfrtrl._numba.kernels")
+
+    def fail(*args):
+        raise AssertionError("fallback used")
+
+    monkeypatch.setattr(nb, "ok_reduce_one", fail)
+    gen = np.random.default_rng(14)
+    for r in (1, 3):
+        _assert_ok_equal(_ok_both("numba", *_ok_inputs(gen, 5, r, 49, 11, np.float64)), 1e-10)
+
+
+@needs_numba
+def test_numba_ok_fallback_on_ill_conditioned_input(monkeypatch):
+    """Nearly dependent A-factors go through Householder QR and still match the reference."""
+    nb = importlib.import_module("kfrtrl._numba.kernels")
+    calls = []
+    real = nb.ok_reduce_one
+    monkeypatch.setattr(nb, "ok_reduce_one", lambda *a: calls.append(1) or real(*a))
+    gen = np.random.default_rng(15)
+    V, U, signs = _ok_inputs(gen, 3, 2, 30, 8, np.float64, zero_frac=0.0)
+    V[1, 2] = V[1, 0] + 1e-6 * V[1, 1]
+    _assert_ok_equal(_ok_both("numba", V, U, signs), 1e-10)
+    assert calls == [1]
+
+
+@needs_numba
+@pytest.mark.parametrize("est_name", ["rtrl", "kf3", "ok3", "uoro"])
+def test_numba_parallel_loops_match(monkeypatch, est_name, sequence):
+    """With the parallel threshold at 0 the prange variants run, and match the reference."""
+    monkeypatch.setattr(importlib.import_module("kfrtrl._numba.kernels"), "PARALLEL_MIN_WORK", 0)
+    cell = kfrtrl.Elman(N_IN, 5, rng=16)
+    xs, dl_dhs = sequence(5, 4, N_IN, 5, seed=17)
+    ests = [ESTIMATORS[est_name](cell, batch_size=4, rng=18, backend=b, n_threads=2)
+            for b in ("numpy", "numba")]
+    for x, dl in zip(xs, dl_dhs):
+        for est in ests:
+            est.step(x)
+        g_ref, g = (est.gradient(dl) for est in ests)
+        assert rel(g["W"], g_ref["W"]) <= 1e-10
+
+
+# ---- "auto" ----
+
+
+@pytest.mark.parametrize("est_name", ESTIMATORS)
+def test_auto_resolves_to_an_available_backend(est_name, sequence):
+    cell = kfrtrl.Elman(N_IN, 4, rng=19)
+    est = ESTIMATORS[est_name](cell, batch_size=2, rng=20, backend="auto")
+    ref_est = ESTIMATORS[est_name](cell, batch_size=2, rng=20, backend="numpy")
+    assert est.backend in kfrtrl.available_backends()
+    xs, dl_dhs = sequence(3, 2, N_IN, 4, seed=21)
+    for x, dl in zip(xs, dl_dhs):
+        est.step(x)
+        ref_est.step(x)
+    assert rel(est.gradient(dl)["W"], ref_est.gradient(dl)["W"]) <= 1e-10
+
+
+def test_auto_falls_back_to_numpy_with_a_warning(monkeypatch):
+    monkeypatch.setitem(backends._MODULES, "fast", "kfrtrl._no_such_module")
+    monkeypatch.setitem(backends._AUTO, "ok", "fast")
+    cell = kfrtrl.Elman(N_IN, 3, rng=22)
+    with pytest.warns(UserWarning, match="backend 'fast' unavailable"):
+        est = kfrtrl.OK(cell, rank=2, backend="auto")
+    assert est.backend == "numpy"
+    with pytest.raises(ImportError, match="backend: 'fast' is not available"):
+        kfrtrl.OK(cell, rank=2, backend="fast")
+    assert "fast" not in kfrtrl.available_backends()
