@@ -83,7 +83,7 @@ def test_exact_expectation_and_variance_over_all_signs(sigma, m_star, m, P):
 @pytest.mark.parametrize("sigma", [[1.0, 0.9, 0.8, 0.7], [10.0, 5.0, 1.0, 0.5]])
 def test_monte_carlo_mean_and_variance(sigma):
     """Random signs from a Generator: sample mean and variance agree with theory within MC error."""
-    N, k = 20000, len(sigma)
+    N, k = 10000, len(sigma)
     U, V = _terms(sigma, 7, 16, seed=7)
     M = U.T @ V
     _, added = _theory(M, k - 1)
