@@ -1,0 +1,531 @@
+"""The ``kfrtrl`` command: ``kfrtrl info``, ``kfrtrl bench``, ``kfrtrl --version``.
+
+Each subcommand is a ``_add_<name>(subparsers)`` function that adds its
+parser and sets ``func`` (called with the parsed arguments, returns the exit
+code); :data:`COMMANDS` lists them. Flags several commands share are added by
+the ``add_*_arg`` helpers so they read the same everywhere. Bad arguments end
+in one line ``kfrtrl <command>: error: ...`` and exit code 2 (no traceback).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+import kfrtrl
+
+from . import diagnostics, scaling, tasks, train
+from .backends import available_backends, known_backends
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (and a pointer to --help), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ---------------------------------------------------------------- argument types and shared flags
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def estimator_spec(text):
+    """argparse type: an estimator configuration such as ``ok-8`` (see :func:`kfrtrl.scaling.parse_estimator`)."""
+    try:
+        return scaling.parse_estimator(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown estimator {text!r}; expected one of {scaling.estimator_names()} (integer parameters >= 1)"
+        ) from None
+
+
+def backend_name(text):
+    """argparse type: a backend that imports here, or "auto"."""
+    if text not in known_backends():
+        raise argparse.ArgumentTypeError(f"unknown backend {text!r}; expected one of {known_backends()}")
+    if text != "auto" and text not in available_backends():
+        raise argparse.ArgumentTypeError(
+            f"backend {text!r} is not available here; available: {available_backends() + ['auto']}"
+        )
+    return text
+
+
+def writable_path(text):
+    """argparse type: a file path that can be written (checked now, not after a long run)."""
+    existed = os.path.exists(text)
+    try:
+        with open(text, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {exc.strerror}") from None
+    if not existed:
+        os.remove(text)
+    return text
+
+
+def readable_path(text):
+    """argparse type: an existing readable file."""
+    if not os.path.isfile(text) or not os.access(text, os.R_OK):
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: no such readable file")
+    return text
+
+
+def add_backend_arg(parser):
+    """--backend NAME (default "auto")."""
+    parser.add_argument("--backend", type=backend_name, default="auto", metavar="NAME",
+                        help=f"kernel backend, one of {known_backends()} (default: auto)")
+
+
+def add_threads_arg(parser):
+    """--threads N (default: all cores)."""
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="threads for kernels and BLAS (default: all cores)")
+
+
+def add_json_arg(parser, what):
+    """--json PATH: write ``what`` as JSON."""
+    parser.add_argument("--json", type=writable_path, default=None, metavar="PATH", help=f"write {what} as JSON to PATH")
+
+
+def add_plot_arg(parser, what):
+    """--plot PATH: write ``what`` as a PNG (needs matplotlib)."""
+    parser.add_argument("--plot", type=writable_path, default=None, metavar="PATH",
+                        help=f"write {what} as a PNG to PATH (needs matplotlib)")
+
+
+# ---------------------------------------------------------------- kfrtrl info
+
+
+def _add_info(sub):
+    p = sub.add_parser("info", help="versions, backends, BLAS and thread counts (kfrtrl.show_config())",
+                       description="Show kfrtrl's version, the available backends, BLAS and thread counts.")
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args):
+    kfrtrl.show_config()
+    return 0
+
+
+# ---------------------------------------------------------------- kfrtrl bench
+
+
+def _add_bench(sub):
+    p = sub.add_parser(
+        "bench", help="time every estimator against n and fit the scaling exponents",
+        description=(
+            "Time one online step (step + gradient) of each estimator for each n, directly (median of "
+            "repeats, warm-up excluded), and print time, ratio to exact RTRL, ratio to the GEMM lower "
+            "bound, memory per sample and the log-log exponent fitted on the upper half of the sizes. "
+            "Sizes predicted to take over 2 s per step or 2 GiB of state are skipped. "
+            "Default grid: float32 and float64, batch 1 and 16; --quick: float64, batch 1."
+        ),
+    )
+    p.add_argument("--quick", action="store_true", help="float64, batch 1 only, 3 repeats (about a minute)")
+    p.add_argument("--sizes", type=positive_int, nargs="+", metavar="N",
+                   help=f"hidden sizes (default: {' '.join(map(str, scaling.SIZES))})")
+    p.add_argument("--estimators", type=estimator_spec, nargs="+", metavar="NAME",
+                   help=f"{scaling.estimator_names()} (default: {' '.join(scaling.DEFAULT_ESTIMATORS)})")
+    p.add_argument("--batch", type=positive_int, nargs="+", metavar="B", help="batch sizes (default: by grid)")
+    p.add_argument("--dtype", choices=("float32", "float64"), nargs="+", help="dtypes (default: by grid)")
+    p.add_argument("--repeats", type=positive_int, default=None, metavar="R",
+                   help="timed repeats per point, the median is reported (default: 3 with --quick, else 5)")
+    add_backend_arg(p)
+    add_threads_arg(p)
+    add_json_arg(p, "the measurements (pytest-benchmark layout)")
+    add_plot_arg(p, "a log-log plot of time against n with the fitted lines")
+    p.add_argument("--from", dest="source", type=readable_path, default=None, metavar="JSON",
+                   help="do not measure (the options above are ignored): report a pytest-benchmark JSON of "
+                        "bench/test_scaling.py or a file written by --json")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args):
+    if args.source:
+        records, skipped = scaling.load_records(args.source), []
+    else:
+        g = scaling.grid(full=not args.quick)
+        records, skipped = scaling.run(
+            args.estimators or [scaling.parse_estimator(e) for e in g["estimators"]],
+            args.sizes or g["sizes"], args.batch or g["batches"], args.dtype or g["dtypes"],
+            backend=args.backend, n_threads=args.threads,
+            repeats=args.repeats or (3 if args.quick else 5), progress=_progress_bar(sys.stderr),
+        )
+    print(scaling.format_table(records, skipped), end="")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(scaling.to_json(records, skipped), fh, indent=1)
+        print(f"wrote {args.json}")
+    if args.plot:
+        _write_plot(records, args.plot)
+    return 0
+
+
+def _write_plot(records, path):
+    try:
+        import matplotlib  # noqa: F401  (only to know whether plotting is possible)
+    except ImportError:
+        print(f"kfrtrl bench: matplotlib is not installed; no plot written to {path} "
+              "(pip install 'kfrtrl[plot]')", file=sys.stderr)
+        return
+    scaling.plot(records, path)
+    print(f"wrote {path}")
+
+
+def _progress_bar(stream, width=30):
+    """A progress(done, total, text) callback drawing a bar on ``stream`` (one line per point if not a tty)."""
+    tty = stream.isatty()
+
+    def progress(done, total, text):
+        filled = width * done // max(total, 1)
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text}"
+        if tty:
+            stream.write(f"\r{line:<78.78}" + ("\n" if done == total else ""))
+        else:
+            stream.write(line + "\n")
+        stream.flush()
+
+    return progress
+
+
+# ---------------------------------------------------------------- kfrtrl copy / charlm / noise / compare
+
+
+def train_spec(text):
+    """argparse type: an estimator of :func:`kfrtrl.train.make_estimator` (``ok``, ``ok:4``, ``tbptt:25``, ...)."""
+    try:
+        train.parse_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def train_specs(text):
+    """argparse type: a comma-separated list of estimator specs."""
+    return [train_spec(item) for item in text.split(",")]
+
+
+def size_list(text):
+    """argparse type: a comma-separated list of integers >= 1."""
+    return [positive_int(item) for item in text.split(",")]
+
+
+def positive_float(text):
+    """argparse type: a real number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def text_corpus(text):
+    """argparse type: a UTF-8 text file, loaded as a :class:`kfrtrl.tasks.Corpus` (90 % train, 10 % validation)."""
+    try:
+        return tasks.load_corpus(text)
+    except (OSError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_training_args(parser, steps, lr):
+    """The flags every training command shares (model, estimator, optimiser, run, output)."""
+    parser.add_argument("--estimator", type=train_spec, default="ok", metavar="NAME",
+                        help=f"one of {', '.join(train.ESTIMATOR_NAMES)}, optionally NAME:k "
+                             "(OK rank, KF chains, TBPTT truncation; default: ok)")
+    _add_model_args(parser, steps, lr)
+    parser.add_argument("--save", type=writable_path, default=None, metavar="PATH", help="write a checkpoint at the end")
+    parser.add_argument("--resume", type=readable_path, default=None, metavar="PATH",
+                        help="continue from a checkpoint of the same configuration (then run --steps more)")
+
+
+def _add_model_args(parser, steps, lr):
+    parser.add_argument("--rank", type=positive_int, default=1, metavar="R", help="OK rank when NAME has no :k (default: 1)")
+    parser.add_argument("--hidden", type=positive_int, default=32, metavar="N", help="hidden units (default: 32)")
+    parser.add_argument("--batch", type=positive_int, default=16, metavar="B", help="parallel streams (default: 16)")
+    parser.add_argument("--steps", type=positive_int, default=steps, metavar="S", help=f"online steps (default: {steps})")
+    parser.add_argument("--lr", type=positive_float, default=lr, metavar="LR", help=f"Adam learning rate (default: {lr})")
+    parser.add_argument("--clip", type=positive_float, default=1.0, metavar="C", help="gradient-norm clip (default: 1)")
+    parser.add_argument("--update-every", type=positive_int, default=1, metavar="K",
+                        help="apply the mean gradient every K steps (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of cell, readout, estimator and data")
+    add_backend_arg(parser)
+    add_threads_arg(parser)
+
+
+def _add_copy(sub):
+    p = sub.add_parser("copy", help="copy task with the papers' curriculum; prints the T_cur reached",
+                       description="Train online on the copy (string memorisation) task with the KF-RTRL/OK "
+                                   "curriculum and print the sequence length T_cur reached.")
+    add_training_args(p, steps=20000, lr=1e-3)
+    add_plot_arg(p, "T_cur against steps")
+    p.set_defaults(func=_cmd_copy)
+
+
+def _add_charlm(sub):
+    p = sub.add_parser("charlm", help="character-level language model on a text file; prints 'bpc <value>'",
+                       description="Train online on a text file (last 10%% held out) and print the validation "
+                                   "bits per character as 'bpc <value>'.")
+    p.add_argument("file", type=text_corpus, metavar="FILE", help="a UTF-8 text file")
+    add_training_args(p, steps=5000, lr=3e-3)
+    _add_charlm_args(p)
+    add_plot_arg(p, "the running training bits per character against steps")
+    p.set_defaults(func=_cmd_charlm)
+
+
+def _add_charlm_args(parser):
+    parser.add_argument("--reset-every", type=positive_int, default=None, metavar="K",
+                        help="zero the state every K characters (training and validation; default: never)")
+    parser.add_argument("--valid-chars", type=positive_int, default=None, metavar="C",
+                        help="evaluate on the first C validation characters only (default: all)")
+
+
+def _add_noise(sub):
+    p = sub.add_parser("noise", help="gradient noise and bias of estimators against exact RTRL, against n",
+                       description="On one fixed trajectory, run --chains independent chains of each estimator "
+                                   "against exact RTRL and print the relative variance of the gradient and of G "
+                                   "and the bias statistic z (about 1 when unbiased).")
+    p.add_argument("--sizes", type=size_list, default=[8, 16, 32, 64], metavar="N,N,...",
+                   help="hidden sizes (default: 8,16,32,64)")
+    p.add_argument("--estimators", type=train_specs, default=["uoro", "nobacktrack", "kf", "ok:2", "ok:8"],
+                   metavar="E,E,...", help="estimators (default: uoro,nobacktrack,kf,ok:2,ok:8)")
+    p.add_argument("--chains", type=positive_int, default=100, metavar="N", help="independent chains (default: 100)")
+    p.add_argument("--steps", type=positive_int, default=60, metavar="S", help="trajectory length (default: 60)")
+    p.add_argument("--burn-in", type=int, default=20, metavar="T", help="first measured step - 1 (default: 20)")
+    p.add_argument("--every", type=positive_int, default=2, metavar="K", help="measure every K steps (default: 2)")
+    p.add_argument("--probes", type=positive_int, default=2, metavar="P",
+                   help="Gaussian probes per measurement for the variance of G (default: 2)")
+    p.add_argument("--rank", type=positive_int, default=1, metavar="R", help="OK rank when no :k is given")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the cell and trajectory")
+    add_backend_arg(p)
+    add_plot_arg(p, "the relative gradient variance against n (log-log)")
+    p.set_defaults(func=_cmd_noise)
+
+
+def _add_compare(sub):
+    p = sub.add_parser("compare", help="several estimators on the same task and seed, one table",
+                       description="Run each estimator on the same task, cell initialisation and seed; print "
+                                   "T_cur (copy) or validation bits per character (charlm).")
+    p.add_argument("--task", choices=("copy", "charlm"), default="copy", help="task (default: copy)")
+    p.add_argument("--file", type=text_corpus, default=None, metavar="FILE", help="text file for --task charlm")
+    p.add_argument("--estimators", type=train_specs, default=["ok:2", "kf", "uoro", "tbptt:25"], metavar="E,E,...",
+                   help="estimators (default: ok:2,kf,uoro,tbptt:25)")
+    _add_model_args(p, steps=5000, lr=1e-3)
+    _add_charlm_args(p)
+    add_plot_arg(p, "every run's curve against steps")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _missing_matplotlib(args):
+    """Print a one-line error and return True if --plot was asked for without matplotlib."""
+    if args.plot is None:
+        return False
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(f"kfrtrl {args.command}: error: --plot needs matplotlib (pip install 'kfrtrl[plot]')", file=sys.stderr)
+        return True
+    return False
+
+
+def _build_trainer(args, spec, n_io):
+    """Cell, estimator and trainer for ``spec`` from the shared flags; same seeds for every spec."""
+    cell_rng, est_rng, readout_rng, _ = np.random.default_rng(args.seed).spawn(4)
+    cell = kfrtrl.Elman(n_io, args.hidden, rng=cell_rng)
+    est = train.make_estimator(spec, cell, args.batch, est_rng, args.backend, args.threads, rank=args.rank)
+    return train.Trainer(est, n_io, lr=args.lr, clip=args.clip, update_every=args.update_every, rng=readout_rng)
+
+
+def _task_rng(args):
+    return np.random.default_rng(args.seed).spawn(4)[3]
+
+
+def _train(args, spec, task, label, observe):
+    """Run ``args.steps`` steps with a progress bar; ``observe(trainer, task)`` -> (value, text) every log step.
+
+    Returns (trainer, history steps, history values, seconds).
+    """
+    trainer = _build_trainer(args, spec, task.n_in)
+    if getattr(args, "resume", None):
+        train.load_checkpoint(args.resume, trainer, task)
+    bar = _progress_bar(sys.stderr)
+    log_every = max(1, args.steps // 100)
+    steps, values = [], []
+
+    def callback(step):
+        if step % log_every == 0 or step == args.steps:
+            value, text = observe(trainer, task)
+            steps.append(trainer.steps)
+            values.append(value)
+            bar(step, args.steps, f"{label} {text}")
+
+    start = time.perf_counter()
+    train.run(trainer, task, args.steps, callback)
+    seconds = time.perf_counter() - start
+    if getattr(args, "save", None):
+        train.save_checkpoint(args.save, trainer, task)
+    return trainer, np.array(steps), np.array(values), seconds
+
+
+def _run_copy(args, spec):
+    task = tasks.CopyTask(args.batch, rng=_task_rng(args))
+    _, steps, values, seconds = _train(
+        args, spec, task, spec, lambda tr, tk: (tk.T_cur, f"T_cur {tk.T_cur} loss {tk.curriculum.running_loss:.3f}"))
+    return {"estimator": spec, "T_cur": task.T_cur, "running loss": task.curriculum.running_loss,
+            "seconds": seconds, "curve": (steps, values)}
+
+
+def _run_charlm(args, spec, corpus):
+    task = tasks.CharLM(corpus, args.batch, reset_every=args.reset_every, rng=_task_rng(args))
+
+    def observe(trainer, _):
+        bpc = trainer.metrics(reset=True)["bpc"]
+        return bpc, f"train bpc {bpc:.3f}"
+
+    trainer, steps, values, seconds = _train(args, spec, task, spec, observe)
+    bpc = tasks.validation_bpc(trainer, corpus, reset_every=args.reset_every, max_chars=args.valid_chars)
+    return {"estimator": spec, "train bpc": float(values[-1]), "valid bpc": bpc, "seconds": seconds,
+            "curve": (steps, values)}
+
+
+def _print_rows(rows, columns):
+    """A fixed-width table of ``rows`` (dicts) over ``columns``."""
+    print("  ".join(f"{c:>14}" for c in columns))
+    for row in rows:
+        print("  ".join(f"{row[c]:>14.4g}" if isinstance(row[c], float) else f"{row[c]!s:>14}" for c in columns))
+
+
+def _cmd_copy(args):
+    if _missing_matplotlib(args):
+        return 2
+    row = _run_copy(args, args.estimator)
+    print(f"copy task, hidden {args.hidden}, batch {args.batch}, seed {args.seed}")
+    _print_rows([row], ["estimator", "T_cur", "running loss", "seconds"])
+    print(f"T_cur {row['T_cur']}")
+    _plot_curves(args.plot, {row["estimator"]: row["curve"]}, "T_cur")
+    return 0
+
+
+def _cmd_charlm(args):
+    if _missing_matplotlib(args):
+        return 2
+    row = _run_charlm(args, args.estimator, args.file)
+    print(f"charlm, vocabulary {len(args.file.vocab)}, hidden {args.hidden}, batch {args.batch}, seed {args.seed}")
+    _print_rows([row], ["estimator", "train bpc", "valid bpc", "seconds"])
+    print(f"bpc {row['valid bpc']:.4f}")
+    _plot_curves(args.plot, {row["estimator"]: row["curve"]}, "training bits per character")
+    return 0
+
+
+def _cmd_compare(args):
+    if _missing_matplotlib(args):
+        return 2
+    if args.task == "charlm" and args.file is None:
+        print("kfrtrl compare: error: --task charlm needs --file FILE", file=sys.stderr)
+        return 2
+    if args.task == "copy":
+        rows = [_run_copy(args, spec) for spec in args.estimators]
+        columns, ylabel = ["estimator", "T_cur", "running loss", "seconds"], "T_cur"
+    else:
+        rows = [_run_charlm(args, spec, args.file) for spec in args.estimators]
+        columns, ylabel = ["estimator", "train bpc", "valid bpc", "seconds"], "training bits per character"
+    print(f"{args.task}, hidden {args.hidden}, batch {args.batch}, {args.steps} steps, seed {args.seed}")
+    _print_rows(rows, columns)
+    _plot_curves(args.plot, {row["estimator"]: row["curve"] for row in rows}, ylabel)
+    return 0
+
+
+def _cmd_noise(args):
+    if _missing_matplotlib(args):
+        return 2
+    bar = _progress_bar(sys.stderr)
+    items = [(spec, n) for n in args.sizes for spec in args.estimators]
+    rows = []
+    for i, (spec, n) in enumerate(items):
+        bar(i, len(items), f"{spec} n={n}")
+        start = time.perf_counter()
+        result = diagnostics.gradient_noise(spec, n_hidden=n, n_chains=args.chains, steps=args.steps,
+                                            burn_in=args.burn_in, every=args.every, n_probes=args.probes,
+                                            rank=args.rank, rng=args.seed, backend=args.backend)
+        summary = result.summary()
+        rows.append({"estimator": spec, "n": n, "rel var grad": summary["rel_var_grad"],
+                     "rel var G": summary["rel_var_G"], "z": summary["z"], "seconds": time.perf_counter() - start})
+    bar(len(items), len(items), "done")
+    print(f"gradient noise: {args.chains} chains, steps {args.burn_in + args.every}..{args.steps} "
+          f"every {args.every}, seed {args.seed}")
+    _print_rows(rows, ["estimator", "n", "rel var grad", "rel var G", "z", "seconds"])
+    curves = {spec: (np.array(args.sizes), np.array([r["rel var grad"] for r in rows if r["estimator"] == spec]))
+              for spec in args.estimators}
+    _plot_curves(args.plot, curves, "relative gradient variance", xlabel="hidden units n", log=True)
+    return 0
+
+
+def _plot_curves(path, curves, ylabel, xlabel="step", log=False):
+    """Write {label: (x, y)} as lines to the PNG ``path`` (nothing if path is None)."""
+    if path is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (x, y) in curves.items():
+        ax.plot(x, y, marker="o" if log else None, label=label)
+    if log:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------- main
+
+#: subcommand registrars, in the order ``kfrtrl --help`` lists them
+COMMANDS = [_add_info, _add_bench, _add_copy, _add_charlm, _add_noise, _add_compare]
+
+
+def build_parser():
+    """The ``kfrtrl`` parser with every registered subcommand."""
+    parser = _Parser(prog="kfrtrl", description="Online training of recurrent networks with the RTRL family.")
+    parser.add_argument("--version", action="version", version=f"kfrtrl {kfrtrl.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in COMMANDS:
+        register(sub)
+    return parser
+
+
+def main(argv=None):
+    """Run ``kfrtrl`` with ``argv`` (default: sys.argv[1:]); returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as exc:
+        print(f"kfrtrl {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"kfrtrl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

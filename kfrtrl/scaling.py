@@ -1,0 +1,479 @@
+"""Scaling measurements: time and memory per step of every estimator against n.
+
+One place for the whole pipeline, shared by ``bench/test_scaling.py``
+(pytest-benchmark) and the ``kfrtrl bench`` command:
+
+- :func:`parse_estimator` names a configuration (``"ok-8"``, ``"tbptt-25"``);
+- :class:`Workload` builds an Elman cell and an estimator and runs one online
+  step (``step`` then ``gradient``), the unit that is timed;
+- :func:`measure` / :func:`run` time workloads directly (median of repeats,
+  warm-up excluded so compilation is outside the timing), skipping sizes a
+  :class:`Budget` predicts to be too slow or too large;
+- :func:`load_records` reads a pytest-benchmark JSON (or the one ``kfrtrl
+  bench --json`` writes: same layout); :func:`fit_exponent` fits the log-log
+  slope of time against n on the upper half of the sizes; :func:`format_table`
+  prints time, ratio to exact RTRL, ratio to the GEMM lower bound, memory and
+  the fitted exponents; :func:`plot` draws them (needs matplotlib).
+
+The GEMM lower bound of a step is the product every estimator cannot avoid:
+its K propagated tangents per sample through ``W_h``, one
+(batch·K, n) @ (n, n) GEMM in the cell's dtype, timed in the same run.
+"""
+import contextlib
+import dataclasses
+import json
+import math
+import re
+import statistics
+import time
+import tracemalloc
+from collections import defaultdict, deque
+
+import numpy as np
+
+from . import estimators
+from ._validation import check_dtype, check_int
+from .cells import Elman
+from .threads import limit
+
+#: the sizes of the scaling grid; the exponent is fitted on the upper half
+SIZES = (16, 32, 64, 128, 256, 512)
+#: the estimators compared by default
+DEFAULT_ESTIMATORS = ("rtrl", "uoro", "kf", "ok-2", "ok-8", "nobacktrack", "tbptt-25")
+#: inputs of the benchmark cell (m = n + N_IN + 1)
+N_IN = 8
+#: marks this suite's entries in a benchmark JSON (other suites may share the file)
+SUITE = "kfrtrl-scaling"
+#: a size is skipped when one step is predicted to take longer than this ...
+MAX_STEP_SECONDS = 2.0
+#: ... or its estimator state (whole batch) to take more bytes than this
+MAX_STATE_BYTES = 2 * 2**30
+
+_PLAIN = {"rtrl": "RTRL", "uoro": "UORO", "kf": "KFRTRL", "nobacktrack": "NoBackTrack"}
+_WITH_PARAM = {"ok": ("OK", "rank"), "tbptt": ("TBPTT", "truncation")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One estimator configuration: ``kind`` ("rtrl", "ok", ...) and its integer parameter, if any."""
+
+    kind: str
+    param: int = None
+
+    @property
+    def label(self):
+        return self.kind if self.param is None else f"{self.kind}-{self.param}"
+
+    def build(self, cell, batch_size, rng, backend, n_threads):
+        """The estimator on ``cell``."""
+        if self.kind in _PLAIN:
+            cls = getattr(estimators, _PLAIN[self.kind])
+            return cls(cell, batch_size=batch_size, rng=rng, backend=backend, n_threads=n_threads)
+        cls_name, keyword = _WITH_PARAM[self.kind]
+        return getattr(estimators, cls_name)(
+            cell, batch_size=batch_size, rng=rng, backend=backend, n_threads=n_threads, **{keyword: self.param}
+        )
+
+    def tangents(self, n, m):
+        """K: state tangents per sample pushed through W_h in one step (step + gradient)."""
+        return {"rtrl": n * m, "kf": n, "ok": n * (self.param or 0), "tbptt": self.param or 0}.get(self.kind, 1)
+
+
+def estimator_names():
+    """The accepted spellings, for messages: ``rtrl, uoro, kf, nobacktrack, ok-<rank>, tbptt-<truncation>``."""
+    return ", ".join(list(_PLAIN) + [f"{k}-<{kw}>" for k, (_, kw) in _WITH_PARAM.items()])
+
+
+def parse_estimator(text):
+    """``"ok-8"`` -> Spec("ok", 8); ValueError naming the accepted spellings otherwise."""
+    match = re.fullmatch(r"([a-z]+)(?:-([0-9]+))?", text.strip().lower()) if isinstance(text, str) else None
+    kind, param = (match.group(1), match.group(2)) if match else (None, None)
+    if kind in _PLAIN and param is None:
+        return Spec(kind)
+    if kind in _WITH_PARAM and param is not None and int(param) >= 1:
+        return Spec(kind, int(param))
+    raise ValueError(f"estimator: expected one of {estimator_names()} (parameters >= 1), got {text!r}")
+
+
+def grid(full=False):
+    """The measured grid: {"sizes", "batches", "dtypes", "estimators"}.
+
+    Quick (default): float64, batch 1, all sizes: what the fitted exponents
+    are read from. Full: also batch 16 and float32.
+    """
+    return {
+        "sizes": SIZES,
+        "batches": (1, 16) if full else (1,),
+        "dtypes": ("float32", "float64") if full else ("float64",),
+        "estimators": DEFAULT_ESTIMATORS,
+    }
+
+
+class Workload:
+    """An Elman cell (n_in = :data:`N_IN`) and an estimator, ready to be stepped.
+
+    Parameters
+    ----------
+    spec : Spec
+    n : int >= 1, hidden units
+    batch_size : int >= 1
+    dtype : "float32" or "float64" (or a numpy dtype)
+    backend : str, passed to the estimator ("auto", "numpy", ...)
+    n_threads : int >= 1 or None (all cores), for the estimator and the GEMM
+    seed : int, seeds the cell, the estimator and the inputs
+    """
+
+    def __init__(self, spec, n, batch_size=1, dtype="float64", backend="auto", n_threads=None, seed=0):
+        self.spec = spec
+        self.n = check_int("n", n, 1)
+        self.dtype = check_dtype("dtype", dtype)
+        self.n_threads = n_threads
+        self.cell = Elman(n_in=N_IN, n_hidden=self.n, dtype=self.dtype, rng=seed)
+        self.est = spec.build(self.cell, check_int("batch_size", batch_size, 1), seed + 1, backend, n_threads)
+        gen = np.random.default_rng(seed + 2)
+        self._xs = gen.standard_normal((8, batch_size, N_IN)).astype(self.dtype)
+        self._dl = gen.standard_normal((batch_size, self.n)).astype(self.dtype)
+        self._t = 0
+
+    def step(self):
+        """One online step: ``step(x)`` then ``gradient(dl_dh)`` (inputs cycle through 8 draws)."""
+        self.est.step(self._xs[self._t % len(self._xs)])
+        self.est.gradient(self._dl)
+        self._t += 1
+
+    def state_bytes(self):
+        """Bytes of the estimator's state (influence, cell state, kept caches) per sample."""
+        return _nbytes(vars(self.est), set(), skip=(self.est.cell, self.est.rng, self.est.ops)) / self.est.batch_size
+
+    def peak_bytes(self):
+        """Peak bytes per sample during one step: the state plus the step's temporaries (tracemalloc)."""
+        held = self.state_bytes()
+        tracemalloc.start()
+        try:
+            self.step()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        return held + peak / self.est.batch_size
+
+    def gemm_rows(self):
+        """Rows of the step's GEMM lower bound: batch · K."""
+        return self.est.batch_size * self.spec.tangents(self.n, self.cell.W.shape[1])
+
+    def gemm_time(self, repeats=5):
+        """Median seconds of the (batch·K, n) @ (n, n) GEMM in this dtype and thread count."""
+        gen = np.random.default_rng(0)
+        a = gen.standard_normal((self.gemm_rows(), self.n)).astype(self.dtype)
+        b = np.ascontiguousarray(self.cell.W[:, :self.n].T)
+        out = np.empty_like(a)
+        with _threads(self.n_threads):
+            return statistics.median(time_per_call(lambda: np.matmul(a, b, out=out), repeats, warmup=1))
+
+    def info(self, gemm_repeats=5):
+        """What a benchmark records besides its timing (the extra_info of the JSON)."""
+        return {
+            "suite": SUITE,
+            "estimator": self.spec.label,
+            "n": self.n,
+            "batch": self.est.batch_size,
+            "dtype": self.dtype.name,
+            "backend": self.est.backend,
+            "n_threads": self.n_threads,
+            "state_bytes_per_sample": self.state_bytes(),
+            "peak_bytes_per_sample": self.peak_bytes(),
+            "gemm_rows": self.gemm_rows(),
+            "gemm_median": self.gemm_time(gemm_repeats),
+        }
+
+
+def _nbytes(obj, seen, skip):
+    """Bytes of the distinct numpy arrays reachable through dicts, sequences and dataclasses."""
+    if id(obj) in seen or any(obj is s for s in skip):
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, dict):
+        items = obj.values()
+    elif isinstance(obj, (list, tuple, deque)):
+        items = obj
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        items = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    else:
+        return 0
+    return sum(_nbytes(item, seen, skip) for item in items)
+
+
+def _threads(n_threads):
+    """The thread limit of a workload, or no change when n_threads is None."""
+    return limit(n_threads) if n_threads is not None else contextlib.nullcontext()
+
+
+def calls_per_round(fn, min_time=0.02):
+    """Calls of ``fn`` per timed round so that a round lasts about ``min_time`` s (one call timed to decide)."""
+    start = time.perf_counter()
+    fn()
+    once = time.perf_counter() - start
+    return max(1, min(1000, math.ceil(min_time / max(once, 1e-9))))
+
+
+def time_per_call(fn, repeats=5, warmup=2, min_time=0.02):
+    """Seconds per call of ``fn``, one value per repeat.
+
+    ``warmup`` untimed calls first (compilation, caches), then each repeat
+    times enough calls to last about ``min_time`` seconds.
+    """
+    for _ in range(warmup):
+        fn()
+    k = calls_per_round(fn, min_time)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(k):
+            fn()
+        times.append((time.perf_counter() - start) / k)
+    return times
+
+
+class Budget:
+    """Skips sizes predicted to be too slow or too large, from the sizes measured so far.
+
+    Each key (e.g. estimator, batch, dtype) keeps its measured (n, seconds,
+    bytes); the next size is predicted by extending the log-log line through
+    the last two points (slope clipped to [1, 5]; one point: no prediction).
+    """
+
+    def __init__(self, max_seconds=MAX_STEP_SECONDS, max_bytes=MAX_STATE_BYTES):
+        self.max_seconds = max_seconds
+        self.max_bytes = max_bytes
+        self._seen = defaultdict(list)
+
+    def record(self, key, n, seconds, nbytes):
+        """Note that size n took ``seconds`` per step and ``nbytes`` of state (whole batch)."""
+        self._seen[key].append((n, seconds, nbytes))
+
+    def skip_reason(self, key, n):
+        """None to measure size n, or why not (a short sentence)."""
+        points = sorted(self._seen[key])
+        if len(points) < 2:
+            return None
+        (n0, t0, b0), (n1, t1, b1) = points[-2:]
+        t, b = _extend(n0, t0, n1, t1, n), _extend(n0, b0, n1, b1, n)
+        if t > self.max_seconds:
+            return f"predicted {t:.3g} s per step > {self.max_seconds:g} s"
+        if b > self.max_bytes:
+            return f"predicted state of {format_bytes(b)} > {format_bytes(self.max_bytes)}"
+        return None
+
+
+def _extend(n0, y0, n1, y1, n):
+    slope = math.log(y1 / y0) / math.log(n1 / n0) if y0 > 0 and y1 > 0 and n1 != n0 else 1.0
+    return y1 * (n / n1) ** min(5.0, max(1.0, slope))
+
+
+def measure(spec, n, batch_size=1, dtype="float64", backend="auto", n_threads=None, repeats=5, seed=0):
+    """Time one grid point directly -> a record (see :func:`load_records`)."""
+    work = Workload(spec, n, batch_size, dtype, backend, n_threads, seed)
+    times = time_per_call(work.step, repeats=repeats)
+    return _record(work.info(repeats), times)
+
+
+def _record(info, times):
+    return dict(info, time=statistics.median(times), min=min(times), max=max(times), rounds=len(times))
+
+
+def run(specs, sizes, batches, dtypes, backend="auto", n_threads=None, repeats=5, budget=None, progress=None):
+    """Measure the grid, small sizes first so the budget can stop each estimator in time.
+
+    Returns (records, skipped): skipped is a list of (label, n, batch, dtype, reason).
+    ``progress(done, total, text)`` is called before each point and once at the end.
+    """
+    budget = budget or Budget()
+    points = [(d, b, s, n) for d in dtypes for b in batches for s in specs for n in sorted(sizes)]
+    records, skipped = [], []
+    for i, (dtype, batch, spec, n) in enumerate(points):
+        if progress:
+            progress(i, len(points), f"{spec.label} n={n} batch={batch} {dtype}")
+        key = (spec.label, batch, dtype)
+        reason = budget.skip_reason(key, n)
+        if reason:
+            skipped.append((spec.label, n, batch, dtype, reason))
+            continue
+        rec = measure(spec, n, batch, dtype, backend, n_threads, repeats)
+        budget.record(key, n, rec["time"], rec["state_bytes_per_sample"] * batch)
+        records.append(rec)
+    if progress:
+        progress(len(points), len(points), "done")
+    return records, skipped
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def to_json(records, skipped=()):
+    """The records as a pytest-benchmark-shaped dict (readable by :func:`load_records`)."""
+    benches = []
+    for rec in records:
+        extra = {k: v for k, v in rec.items() if k not in ("time", "min", "max", "rounds")}
+        benches.append({
+            "group": f"scaling {rec['dtype']} batch={rec['batch']} n={rec['n']}",
+            "name": f"{rec['estimator']}[n={rec['n']},batch={rec['batch']},{rec['dtype']}]",
+            "stats": {"median": rec["time"], "min": rec["min"], "max": rec["max"], "rounds": rec["rounds"]},
+            "extra_info": extra,
+        })
+    return {"benchmarks": benches, "skipped": [list(s) for s in skipped]}
+
+
+def load_records(path):
+    """Read the scaling entries of a pytest-benchmark JSON file -> list of records.
+
+    A record is the entry's extra_info (estimator, n, batch, dtype, backend,
+    state/peak bytes per sample, gemm_median, ...) plus ``time``, the median
+    seconds per step. Entries of other suites are ignored. Raises ValueError
+    if the file is not such a JSON or holds no scaling entry.
+    """
+    with open(path, encoding="utf-8") as fh:
+        try:
+            data = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: expected a pytest-benchmark JSON file, got invalid JSON ({exc})") from exc
+    benches = data.get("benchmarks") if isinstance(data, dict) else None
+    if not isinstance(benches, list):
+        raise ValueError(f"{path}: expected a pytest-benchmark JSON with a 'benchmarks' list")
+    records = [
+        dict(b["extra_info"], **{k: b["stats"].get(k) for k in ("min", "max", "rounds")}, time=b["stats"]["median"])
+        for b in benches
+        if isinstance(b, dict) and b.get("extra_info", {}).get("suite") == SUITE
+    ]
+    if not records:
+        raise ValueError(f"{path}: no {SUITE} entries (run bench/test_scaling.py or kfrtrl bench)")
+    return records
+
+
+# ---------------------------------------------------------------- fits and table
+
+
+def fit_exponent(ns, values):
+    """Least-squares slope of log(values) against log(ns); nan with fewer than 2 distinct sizes."""
+    ns, values = np.asarray(ns, dtype=float), np.asarray(values, dtype=float)
+    if len(np.unique(ns)) < 2:
+        return math.nan
+    return float(np.polyfit(np.log(ns), np.log(values), 1)[0])
+
+
+def upper_half(ns):
+    """The sizes the exponent is fitted on: those above the median size (the largest ⌊k/2⌋ of k), at least two."""
+    ns = sorted(set(ns))
+    return ns[-max(2, len(ns) // 2):]
+
+
+def fits(records):
+    """Per (dtype, batch, estimator): {"sizes", "time_exp", "mem_exp", "coef"} over the upper-half sizes.
+
+    ``coef`` is c of the fitted line t = c · n^time_exp (for plotting).
+    """
+    out = {}
+    for key, recs in _by(records, ("dtype", "batch", "estimator")).items():
+        sizes = upper_half(r["n"] for r in recs)
+        top = [r for r in recs if r["n"] in sizes]
+        ns = [r["n"] for r in top]
+        t_exp = fit_exponent(ns, [r["time"] for r in top])
+        coef = math.nan if math.isnan(t_exp) else float(np.exp(np.mean(np.log([r["time"] for r in top]) - t_exp * np.log(ns))))
+        out[key] = {
+            "sizes": sizes,
+            "time_exp": t_exp,
+            "mem_exp": fit_exponent(ns, [r["state_bytes_per_sample"] for r in top]),
+            "coef": coef,
+        }
+    return out
+
+
+def _by(records, fields):
+    groups = defaultdict(list)
+    for r in records:
+        groups[tuple(r[f] for f in fields)].append(r)
+    return {k: sorted(v, key=lambda r: r["n"]) for k, v in sorted(groups.items(), key=lambda kv: _order(kv[0]))}
+
+
+def _order(key):
+    """Sort key of a group: estimators in the default order (others after), numbers and names naturally."""
+    return tuple(
+        (0, DEFAULT_ESTIMATORS.index(k), "") if k in DEFAULT_ESTIMATORS
+        else (1, k, "") if isinstance(k, int) else (2, 0, str(k))
+        for k in key
+    )
+
+
+def format_time(seconds):
+    """Seconds -> "73.1 µs", "8.10 ms", "1.23 s"."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def format_bytes(nbytes):
+    """Bytes -> "512 B", "139 KiB", "1.07 GiB"."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes:.0f} B"
+
+
+def _ratio(num, den):
+    return "—" if den is None or not den > 0 else f"{num / den:.3g}"
+
+
+def _exp(x):
+    return "—" if math.isnan(x) else f"{x:.2f}"
+
+
+def format_table(records, skipped=()):
+    """The scaling report as text: per (dtype, batch) a row per estimator and size, then the fits."""
+    fitted = fits(records)
+    lines = []
+    head = f"{'estimator':<13}{'n':>5}  {'time/step':>10}  {'×RTRL':>7}  {'×GEMM':>7}  {'state/sample':>12}  {'peak/sample':>12}"
+    for (dtype, batch), recs in _by(records, ("dtype", "batch")).items():
+        rtrl = {r["n"]: r["time"] for r in recs if r["estimator"] == "rtrl"}
+        lines += [f"== {dtype}, batch {batch}: median time of one step (step + gradient) ==", head]
+        for (label,), rows in _by(recs, ("estimator",)).items():
+            for r in rows:
+                lines.append(
+                    f"{label:<13}{r['n']:>5}  {format_time(r['time']):>10}  {_ratio(r['time'], rtrl.get(r['n'])):>7}  "
+                    f"{_ratio(r['time'], r.get('gemm_median')):>7}  {format_bytes(r['state_bytes_per_sample']):>12}  "
+                    f"{format_bytes(r['peak_bytes_per_sample']):>12}"
+                )
+        lines += ["", f"{'estimator':<13}{'backend':<9}{'time exponent':>14}{'memory exponent':>17}  fitted on n ="]
+        for (label,), rows in _by(recs, ("estimator",)).items():
+            f = fitted[(dtype, batch, label)]
+            backends = ",".join(sorted({r["backend"] for r in rows}))
+            lines.append(f"{label:<13}{backends:<9}{_exp(f['time_exp']):>14}{_exp(f['mem_exp']):>17}  "
+                         + " ".join(map(str, f["sizes"])))
+        lines.append("")
+    lines += [f"skipped {label} n={n} batch={batch} {dtype}: {why}" for label, n, batch, dtype, why in skipped]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot(records, path):
+    """Write a log-log PNG of time per step against n with the fitted lines (imports matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _by(records, ("dtype", "batch"))
+    fitted = fits(records)
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 5), squeeze=False)
+    for ax, ((dtype, batch), recs) in zip(axes[0], groups.items()):
+        for (label,), rows in _by(recs, ("estimator",)).items():
+            f = fitted[(dtype, batch, label)]
+            pts = ax.loglog([r["n"] for r in rows], [r["time"] for r in rows], "o", label=f"{label}  n^{_exp(f['time_exp'])}")
+            if not math.isnan(f["time_exp"]):
+                ns = np.array(f["sizes"], dtype=float)
+                ax.loglog(ns, f["coef"] * ns ** f["time_exp"], "-", color=pts[0].get_color())
+        ax.set(xlabel="n (hidden units)", ylabel="seconds per step", title=f"{dtype}, batch {batch}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,285 @@
+"""kfrtrl.scaling: estimator names, slope fitting, budget, memory accounting, JSON and table (no timing asserted)."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+import kfrtrl
+from kfrtrl import scaling
+
+SIZES = (16, 32, 64, 128, 256, 512)
+
+
+def _records(law, sizes=SIZES, estimator="rtrl", dtype="float64", batch=1, mem_power=3):
+    """Synthetic records with time = law(n) and state bytes = n**mem_power."""
+    return [
+        {"suite": scaling.SUITE, "estimator": estimator, "n": n, "batch": batch, "dtype": dtype, "backend": "numpy",
+         "state_bytes_per_sample": float(n ** mem_power), "peak_bytes_per_sample": 2.0 * n ** mem_power,
+         "gemm_rows": n, "gemm_median": law(n) / 4, "time": law(n), "min": law(n), "max": law(n), "rounds": 3}
+        for n in sizes
+    ]
+
+
+# ---------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize(("text", "kind", "param"), [
+    ("rtrl", "rtrl", None), ("UORO", "uoro", None), ("kf", "kf", None), ("nobacktrack", "nobacktrack", None),
+    ("ok-8", "ok", 8), (" tbptt-25 ", "tbptt", 25),
+])
+def test_parse_estimator_accepts_the_documented_spellings(text, kind, param):
+    spec = scaling.parse_estimator(text)
+    assert (spec.kind, spec.param) == (kind, param)
+    assert scaling.parse_estimator(spec.label) == spec
+
+
+@pytest.mark.parametrize("text", ["foo", "ok", "ok-0", "tbptt", "rtrl-3", "ok-2-3", "", 3, None])
+def test_parse_estimator_rejects_others_naming_the_choices(text):
+    with pytest.raises(ValueError, match=r"estimator: expected one of rtrl, uoro, kf, nobacktrack, ok-<rank>"):
+        scaling.parse_estimator(text)
+
+
+def test_default_estimators_parse():
+    labels = [scaling.parse_estimator(e).label for e in scaling.DEFAULT_ESTIMATORS]
+    assert labels == list(scaling.DEFAULT_ESTIMATORS)
+
+
+@pytest.mark.parametrize(("label", "cls", "attr", "value"), [
+    ("rtrl", kfrtrl.RTRL, None, None), ("uoro", kfrtrl.UORO, None, None), ("kf", kfrtrl.KFRTRL, None, None),
+    ("nobacktrack", kfrtrl.NoBackTrack, None, None), ("ok-3", kfrtrl.OK, "rank", 3),
+    ("tbptt-7", kfrtrl.TBPTT, "truncation", 7),
+])
+def test_spec_builds_the_named_estimator(label, cls, attr, value):
+    work = scaling.Workload(scaling.parse_estimator(label), n=5, batch_size=2, backend="numpy")
+    assert type(work.est) is cls and work.est.batch_size == 2
+    if attr:
+        assert getattr(work.est, attr) == value
+
+
+@pytest.mark.parametrize(("label", "tangents"), [
+    ("rtrl", 6 * (6 + scaling.N_IN + 1)), ("kf", 6), ("ok-2", 12), ("ok-8", 48), ("uoro", 1), ("nobacktrack", 1),
+    ("tbptt-25", 25),
+])
+def test_gemm_rows_are_batch_times_propagated_tangents(label, tangents):
+    work = scaling.Workload(scaling.parse_estimator(label), n=6, batch_size=3, backend="numpy")
+    assert work.gemm_rows() == 3 * tangents
+
+
+# ---------------------------------------------------------------- fitting
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0, 3.0, 4.0, 2.5])
+def test_fit_exponent_recovers_an_exact_power_law(power):
+    ns = np.array(SIZES)
+    assert scaling.fit_exponent(ns, 3e-9 * ns ** power) == pytest.approx(power, abs=1e-12)
+
+
+def test_fit_exponent_is_least_squares_in_log_log():
+    ns = np.array([10, 20, 40])
+    ts = np.array([1.0, 8.0, 16.0])  # slopes 3 then 1: least squares gives (log 16 - log 1) / (log 40 - log 10) = 2
+    assert scaling.fit_exponent(ns, ts) == pytest.approx(2.0, abs=1e-12)
+
+
+def test_fit_exponent_needs_two_distinct_sizes():
+    assert math.isnan(scaling.fit_exponent([64], [1.0]))
+    assert math.isnan(scaling.fit_exponent([64, 64], [1.0, 2.0]))
+
+
+@pytest.mark.parametrize(("sizes", "upper"), [
+    (SIZES, [128, 256, 512]), ((16, 32, 64, 128, 256), [128, 256]), ((16, 32, 64, 128), [64, 128]),
+    ((16, 32, 64), [32, 64]), ((8, 16), [8, 16]), ((8,), [8]), ((64, 16, 32, 16), [32, 64]),
+])
+def test_upper_half_is_the_sizes_above_the_median_at_least_two(sizes, upper):
+    assert scaling.upper_half(sizes) == upper
+
+
+def test_fits_use_only_the_upper_half():
+    # constant overhead up to 64, then exactly c·n³: the fit must see only the cubic part
+    law = lambda n: 1e-3 if n <= 64 else 1e-9 * n ** 3  # noqa: E731
+    (key, f), = scaling.fits(_records(law)).items()
+    assert key == ("float64", 1, "rtrl")
+    assert f["sizes"] == [128, 256, 512]
+    assert f["time_exp"] == pytest.approx(3.0, abs=1e-12)
+    assert f["coef"] == pytest.approx(1e-9, rel=1e-9)
+    assert f["mem_exp"] == pytest.approx(3.0, abs=1e-12)
+
+
+def test_fits_are_per_dtype_batch_and_estimator():
+    recs = (_records(lambda n: n ** 4.0) + _records(lambda n: n ** 2.0, estimator="uoro", mem_power=2)
+            + _records(lambda n: n ** 3.0, dtype="float32") + _records(lambda n: n ** 1.0, batch=16))
+    got = {k: (round(f["time_exp"], 9), round(f["mem_exp"], 9)) for k, f in scaling.fits(recs).items()}
+    assert got == {("float64", 1, "rtrl"): (4.0, 3.0), ("float64", 1, "uoro"): (2.0, 2.0),
+                   ("float32", 1, "rtrl"): (3.0, 3.0), ("float64", 16, "rtrl"): (1.0, 3.0)}
+
+
+# ---------------------------------------------------------------- table
+
+
+def test_table_shows_ratios_memory_and_exponents():
+    recs = _records(lambda n: 1e-9 * n ** 4) + _records(lambda n: 0.5e-9 * n ** 4, sizes=(16, 32), estimator="kf",
+                                                          mem_power=2)
+    recs += _records(lambda n: 1e-6 * n ** 2, sizes=(1024, 2048), estimator="uoro", mem_power=2)
+    text = scaling.format_table(recs, skipped=[("rtrl", 1024, 1, "float64", "predicted 9 s per step > 2 s")])
+    lines = text.splitlines()
+    assert lines[0].startswith("== float64, batch 1")
+    kf16 = next(line.split() for line in lines if line.startswith("kf ") and line.split()[1] == "16")
+    # n, time, unit, ×RTRL, ×GEMM, state, unit, peak, unit
+    assert kf16[1:6] == ["16", "32.8", "µs", "0.5", "4"]
+    assert kf16[6:8] == ["256", "B"]
+    rtrl512 = next(line.split() for line in lines if line.startswith("rtrl ") and line.split()[1] == "512")
+    assert rtrl512[2:7] == ["68.7", "s", "1", "4", "128"]  # 68.7 s, ratio 1 to itself, 4 to its GEMM, 128 MiB
+    uoro = next(line.split() for line in lines if line.startswith("uoro ") and line.split()[1] == "1024")
+    assert uoro[4] == "—"  # no RTRL at that size
+    fit_rows = {line.split()[0]: line.split()[1:] for line in lines[lines.index(""):] if line[:1].isalpha()}
+    assert fit_rows["rtrl"][:3] == ["numpy", "4.00", "3.00"] and fit_rows["rtrl"][3:] == ["128", "256", "512"]
+    assert fit_rows["kf"][:3] == ["numpy", "4.00", "2.00"]
+    assert lines[-1] == "skipped rtrl n=1024 batch=1 float64: predicted 9 s per step > 2 s"
+
+
+def test_table_orders_default_estimators_first_and_groups_by_dtype_and_batch():
+    recs = (_records(lambda n: n, estimator="zz") + _records(lambda n: n, estimator="tbptt-25")
+            + _records(lambda n: n, estimator="rtrl") + _records(lambda n: n, batch=16)
+            + _records(lambda n: n, dtype="float32"))
+    lines = scaling.format_table(recs).splitlines()
+    heads = [line for line in lines if line.startswith("==")]
+    assert [h.split(":")[0] for h in heads] == ["== float32, batch 1", "== float64, batch 1", "== float64, batch 16"]
+    first_block = lines[:lines.index("")]
+    order = [line.split()[0] for line in first_block[2:]]
+    assert order == ["rtrl"] * 6
+    second = lines[lines.index(heads[1]) + 2:]
+    assert [line.split()[0] for line in second[::6][:3]] == ["rtrl", "tbptt-25", "zz"]
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(2.5, "2.5 s"), (0.0081, "8.1 ms"), (7.31e-5, "73.1 µs"),
+                                               (5e-8, "50 ns")])
+def test_format_time(seconds, text):
+    assert scaling.format_time(seconds) == text
+
+
+@pytest.mark.parametrize(("nbytes", "text"), [(512, "512 B"), (139 * 1024, "139 KiB"), (3 * 2**20, "3 MiB"),
+                                              (1.5 * 2**30, "1.5 GiB")])
+def test_format_bytes(nbytes, text):
+    assert scaling.format_bytes(nbytes) == text
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "scaling.png"
+    scaling.plot(_records(lambda n: 1e-9 * n ** 3) + _records(lambda n: 1e-6 * n, estimator="uoro"), path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def test_json_round_trip_and_other_suites_ignored(tmp_path):
+    recs = _records(lambda n: 1e-9 * n ** 3, sizes=(8, 16))
+    data = scaling.to_json(recs, skipped=[("rtrl", 32, 1, "float64", "too slow")])
+    data["benchmarks"].append({"name": "gemm", "stats": {"median": 1.0}, "extra_info": {"suite": "kernels"}})
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(data))
+    assert scaling.load_records(path) == recs
+
+
+def test_load_records_reads_pytest_benchmark_layout(tmp_path):
+    bench = {"group": "g", "name": "test_step[x]", "stats": {"median": 0.25, "min": 0.2, "max": 0.3, "rounds": 5,
+                                                              "mean": 0.26},
+             "extra_info": {"suite": scaling.SUITE, "estimator": "ok-2", "n": 64, "batch": 1, "dtype": "float64"}}
+    path = tmp_path / "pb.json"
+    path.write_text(json.dumps({"machine_info": {}, "benchmarks": [bench]}))
+    (rec,) = scaling.load_records(path)
+    assert rec["time"] == 0.25 and rec["rounds"] == 5 and rec["estimator"] == "ok-2" and rec["n"] == 64
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    ("{not json", "invalid JSON"), ("[1, 2]", "'benchmarks' list"), ('{"benchmarks": []}', "no kfrtrl-scaling"),
+])
+def test_load_records_rejects_other_files(tmp_path, content, match):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=match):
+        scaling.load_records(path)
+
+
+# ---------------------------------------------------------------- budget
+
+
+def test_budget_time_and_memory_limits():
+    key = ("k", 1, "float64")
+    slow = scaling.Budget(max_seconds=2.0, max_bytes=1e12)
+    slow.record(key, 64, 0.01, 1e6)
+    assert slow.skip_reason(key, 4096) is None  # one point: no prediction
+    slow.record(key, 128, 0.16, 8e6)  # time slope 4: 2.56 s at 256
+    assert slow.skip_reason(key, 256) == "predicted 2.56 s per step > 2 s"
+    assert slow.skip_reason(("other", 1, "float64"), 256) is None
+    big = scaling.Budget(max_seconds=100.0, max_bytes=2**26)  # 64 MiB
+    big.record(key, 64, 0.01, 1e6)
+    big.record(key, 128, 0.16, 8e6)  # memory slope 3: 64e6 B at 256 < 64 MiB; 512e6 at 512 > 64 MiB
+    assert big.skip_reason(key, 256) is None
+    assert big.skip_reason(key, 512) == "predicted state of 488 MiB > 64 MiB"
+
+
+def test_budget_clips_the_slope():
+    key = ("k", 1, "float64")
+    budget = scaling.Budget(max_seconds=1.0, max_bytes=1e12)
+    budget.record(key, 10, 0.5, 1.0)
+    budget.record(key, 20, 0.4, 1.0)  # decreasing time: slope clipped to 1 -> 0.8 s at 40, 1.6 s at 80
+    assert budget.skip_reason(key, 40) is None
+    assert budget.skip_reason(key, 80) == "predicted 1.6 s per step > 1 s"
+
+
+# ---------------------------------------------------------------- memory and the direct loop
+
+
+def _state_bytes(label, n, steps=0):
+    work = scaling.Workload(scaling.parse_estimator(label), n, backend="numpy")
+    for _ in range(steps):
+        work.step()
+    return work.state_bytes()
+
+
+def test_rtrl_state_holds_the_full_influence():
+    n, m = 8, 8 + scaling.N_IN + 1
+    held = _state_bytes("rtrl", n)
+    assert n * m * n * 8 <= held < n * m * n * 8 + 4 * m * 8
+
+
+_M = lambda n: n + scaling.N_IN + 1  # noqa: E731  (columns of W)
+
+
+@pytest.mark.parametrize(("label", "model", "steps"), [
+    ("rtrl", lambda n: n * n * _M(n), 0),  # ~n³
+    ("uoro", lambda n: n * _M(n), 0), ("nobacktrack", lambda n: n * _M(n), 0),  # s ⊗ θ: ~n²
+    ("kf", lambda n: n * n + _M(n), 0), ("ok-2", lambda n: n * n + _M(n), 0),  # A ⊗ u: ~n²
+    ("tbptt-3", lambda n: n + _M(n), 3),  # activations only, ~n
+])
+def test_state_memory_grows_as_n3_for_rtrl_and_n2_for_the_approximations(label, model, steps):
+    ns = [16, 32, 64]  # allocation only (no step except TBPTT's three small ones)
+    exp = scaling.fit_exponent(ns, [_state_bytes(label, n, steps) for n in ns])
+    assert exp == pytest.approx(scaling.fit_exponent(ns, [model(n) for n in ns]), abs=0.05)
+
+
+def test_batch_does_not_change_memory_per_sample():
+    spec = scaling.parse_estimator("ok-2")
+    one = scaling.Workload(spec, 6, batch_size=1, backend="numpy").state_bytes()
+    four = scaling.Workload(spec, 6, batch_size=4, backend="numpy").state_bytes()
+    assert four == one
+
+
+def test_peak_is_at_least_the_state():
+    work = scaling.Workload(scaling.parse_estimator("rtrl"), 6, backend="numpy")
+    work.step()
+    assert work.peak_bytes() > work.state_bytes()
+
+
+def test_run_measures_in_size_order_and_skips_by_budget():
+    calls = []
+    specs = [scaling.parse_estimator("rtrl"), scaling.parse_estimator("kf")]
+    budget = scaling.Budget(max_seconds=0.0)  # anything predicted is too slow: only the first two sizes run
+    recs, skipped = scaling.run(specs, [6, 3, 4], [2], ["float32"], backend="numpy", repeats=1, budget=budget,
+                                progress=lambda *a: calls.append(a))
+    assert [(r["estimator"], r["n"]) for r in recs] == [("rtrl", 3), ("rtrl", 4), ("kf", 3), ("kf", 4)]
+    assert [s[:4] for s in skipped] == [("rtrl", 6, 2, "float32"), ("kf", 6, 2, "float32")]
+    assert all(r["time"] > 0 and r["gemm_median"] > 0 and r["dtype"] == "float32" and r["batch"] == 2 for r in recs)
+    assert calls[0] == (0, 6, "rtrl n=3 batch=2 float32") and calls[-1] == (6, 6, "done")
