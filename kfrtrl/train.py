@@ -47,7 +47,7 @@ def make_estimator(spec, cell, batch_size=1, rng=None, backend="auto", n_threads
     Parameters
     ----------
     spec : str, one of ``rtrl, uoro, nobacktrack, kf, ok, tbptt``, optionally
-        ``name:k`` with k the OK rank, the number of averaged KF chains or the
+        ``name:k`` (or ``name-k``) with k the OK rank, the number of averaged KF chains or the
         TBPTT truncation (default 25)
     cell : Cell
     batch_size, rng, backend, n_threads : passed to the estimator
@@ -65,10 +65,10 @@ def make_estimator(spec, cell, batch_size=1, rng=None, backend="auto", n_threads
 
 
 def parse_spec(spec):
-    """``"ok:4"`` -> ("ok", 4); ``"uoro"`` -> ("uoro", None). ValueError on a bad spec."""
+    """``"ok:4"`` (or ``"ok-4"``) -> ("ok", 4); ``"uoro"`` -> ("uoro", None). ValueError on a bad spec."""
     if not isinstance(spec, str):
         raise TypeError(f"spec: expected a string such as 'ok:4', got {type(spec).__name__}")
-    name, _, k = spec.partition(":")
+    name, _, k = spec.replace("-", ":", 1).partition(":")
     check_choice("estimator", name, _ESTIMATORS)
     if not k:
         return name, None

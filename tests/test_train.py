@@ -210,7 +210,7 @@ def test_checkpoint_loader_refuses_arbitrary_objects(tmp_path):
 @pytest.mark.parametrize("spec,cls,attr,value", [
     ("ok", kfrtrl.OK, "rank", 3), ("ok:5", kfrtrl.OK, "rank", 5), ("kf:4", kfrtrl.KFRTRL, "n_chains", 4),
     ("tbptt", kfrtrl.TBPTT, "truncation", 25), ("tbptt:7", kfrtrl.TBPTT, "truncation", 7),
-    ("uoro", kfrtrl.UORO, "batch_size", 2),
+    ("uoro", kfrtrl.UORO, "batch_size", 2), ("ok-6", kfrtrl.OK, "rank", 6),
 ])
 def test_make_estimator_specs(spec, cls, attr, value):
     est = train.make_estimator(spec, kfrtrl.Elman(2, 3, rng=0), batch_size=2, rank=3, backend="numpy")
