@@ -51,8 +51,7 @@ def test_step(benchmark, dtype, batch, n, label):
     if reason:
         pytest.skip(reason)
     work = scaling.Workload(scaling.parse_estimator(label), n, batch, dtype, BACKEND, THREADS)
-    for _ in range(2):  # warm-up: compilation and first-touch allocation stay out of the timing
-        work.step()
+    work.warm_up()  # compilation, first-touch allocation and TBPTT's filling window stay out of the timing
     benchmark.group = f"scaling {dtype} batch={batch} n={n}"
     benchmark.pedantic(work.step, rounds=ROUNDS, iterations=scaling.calls_per_round(work.step))
     benchmark.extra_info.update(work.info(ROUNDS))

@@ -58,7 +58,7 @@ class Spec:
     """One estimator configuration: ``kind`` ("rtrl", "ok", ...) and its integer parameter, if any."""
 
     kind: str
-    param: int = None
+    param: int | None = None
 
     @property
     def label(self):
@@ -75,8 +75,24 @@ class Spec:
         )
 
     def tangents(self, n, m):
-        """K: state tangents per sample pushed through W_h in one step (step + gradient)."""
-        return {"rtrl": n * m, "kf": n, "ok": n * (self.param or 0), "tbptt": self.param or 0}.get(self.kind, 1)
+        """K: state tangents per sample pushed through W_h in one step (step + gradient).
+
+        RTRL: all n·m columns of G; KF: the n rows of A; OK: r·n; TBPTT: one
+        cotangent per step of the window; UORO and NoBackTrack: the vector s.
+        """
+        if self.kind == "rtrl":
+            return n * m
+        if self.kind == "kf":
+            return n
+        if self.kind == "ok":
+            return self.param * n
+        if self.kind == "tbptt":
+            return self.param
+        return 1
+
+    def transient_steps(self):
+        """Steps after a reset before a step costs what it will keep costing (TBPTT: until its window is full)."""
+        return self.param if self.kind == "tbptt" else 0
 
 
 def estimator_names():
@@ -134,6 +150,11 @@ class Workload:
         self._xs = gen.standard_normal((8, batch_size, N_IN)).astype(self.dtype)
         self._dl = gen.standard_normal((batch_size, self.n)).astype(self.dtype)
         self._t = 0
+
+    def warm_up(self, steps=2):
+        """Run the transient of the estimator plus ``steps`` steps (compilation, caches) untimed."""
+        for _ in range(self.spec.transient_steps() + steps):
+            self.step()
 
     def step(self):
         """One online step: ``step(x)`` then ``gradient(dl_dh)`` (inputs cycle through 8 draws)."""
@@ -274,7 +295,8 @@ def _extend(n0, y0, n1, y1, n):
 def measure(spec, n, batch_size=1, dtype="float64", backend="auto", n_threads=None, repeats=5, seed=0):
     """Time one grid point directly -> a record (see :func:`load_records`)."""
     work = Workload(spec, n, batch_size, dtype, backend, n_threads, seed)
-    times = time_per_call(work.step, repeats=repeats)
+    work.warm_up()
+    times = time_per_call(work.step, repeats=repeats, warmup=0)
     return _record(work.info(repeats), times)
 
 

@@ -232,10 +232,9 @@ def test_budget_clips_the_slope():
 # ---------------------------------------------------------------- memory and the direct loop
 
 
-def _state_bytes(label, n, steps=0):
+def _state_bytes(label, n):
     work = scaling.Workload(scaling.parse_estimator(label), n, backend="numpy")
-    for _ in range(steps):
-        work.step()
+    work.warm_up(steps=0)  # the transient only: no step but TBPTT's filling of its window
     return work.state_bytes()
 
 
@@ -248,16 +247,24 @@ def test_rtrl_state_holds_the_full_influence():
 _M = lambda n: n + scaling.N_IN + 1  # noqa: E731  (columns of W)
 
 
-@pytest.mark.parametrize(("label", "model", "steps"), [
-    ("rtrl", lambda n: n * n * _M(n), 0),  # ~n³
-    ("uoro", lambda n: n * _M(n), 0), ("nobacktrack", lambda n: n * _M(n), 0),  # s ⊗ θ: ~n²
-    ("kf", lambda n: n * n + _M(n), 0), ("ok-2", lambda n: n * n + _M(n), 0),  # A ⊗ u: ~n²
-    ("tbptt-3", lambda n: n + _M(n), 3),  # activations only, ~n
+@pytest.mark.parametrize(("label", "model"), [
+    ("rtrl", lambda n: n * n * _M(n)),  # ~n³
+    ("uoro", lambda n: n * _M(n)), ("nobacktrack", lambda n: n * _M(n)),  # s ⊗ θ: ~n²
+    ("kf", lambda n: n * n + _M(n)), ("ok-2", lambda n: n * n + _M(n)),  # A ⊗ u: ~n²
+    ("tbptt-3", lambda n: n + _M(n)),  # activations only, ~n
 ])
-def test_state_memory_grows_as_n3_for_rtrl_and_n2_for_the_approximations(label, model, steps):
-    ns = [16, 32, 64]  # allocation only (no step except TBPTT's three small ones)
-    exp = scaling.fit_exponent(ns, [_state_bytes(label, n, steps) for n in ns])
+def test_state_memory_grows_as_n3_for_rtrl_and_n2_for_the_approximations(label, model):
+    ns = [16, 32, 64]  # allocation only (and TBPTT's three small steps)
+    exp = scaling.fit_exponent(ns, [_state_bytes(label, n) for n in ns])
     assert exp == pytest.approx(scaling.fit_exponent(ns, [model(n) for n in ns]), abs=0.05)
+
+
+def test_warm_up_reaches_the_steady_state():
+    work = scaling.Workload(scaling.parse_estimator("tbptt-4"), 5, backend="numpy")
+    work.warm_up(steps=0)
+    full = work.state_bytes()
+    work.warm_up(steps=3)
+    assert work.state_bytes() == full > 0
 
 
 def test_batch_does_not_change_memory_per_sample():
