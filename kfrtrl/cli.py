@@ -451,6 +451,10 @@ def _cmd_compare(args):
 def _cmd_noise(args):
     if _missing_matplotlib(args):
         return 2
+    if args.burn_in < 0 or args.burn_in + args.every > args.steps:
+        print(f"kfrtrl noise: error: expected 0 <= --burn-in and --burn-in + --every <= --steps, got "
+              f"{args.burn_in} + {args.every} > {args.steps}", file=sys.stderr)
+        return 2
     bar = _progress_bar(sys.stderr)
     items = [(spec, n) for n in args.sizes for spec in args.estimators]
     rows = []

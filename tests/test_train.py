@@ -242,3 +242,64 @@ def test_bad_arguments_name_themselves():
     trainer = train.Trainer(est, 2)
     with pytest.raises(ValueError, match="y: expected integer classes"):
         trainer.step(np.ones((1, 2)), np.array([2]))
+
+
+# ---------------------------------------------------------------- the training subcommands of the kfrtrl command
+
+TINY = ["--hidden", "4", "--batch", "2", "--steps", "20", "--backend", "numpy"]
+
+
+def _cli(capsys, *argv):
+    from kfrtrl.cli import main
+
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_copy_prints_t_cur_and_plots(capsys, tmp_path):
+    rc, out, _ = _cli(capsys, "copy", "--estimator", "ok:2", *TINY, "--plot", str(tmp_path / "c.png"))
+    assert rc == 0 and "T_cur 1" in out.splitlines()
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_charlm_prints_bpc(capsys, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("abcabcabd" * 20, encoding="utf-8")
+    rc, out, _ = _cli(capsys, "charlm", str(text), "--estimator", "kf", *TINY, "--reset-every", "5")
+    last = out.splitlines()[-1].split()
+    assert rc == 0 and last[0] == "bpc" and 0.0 < float(last[1]) < 10.0
+
+
+def test_cli_resume_continues_the_saved_run(capsys, tmp_path):
+    base = ["copy", "--estimator", "uoro", "--hidden", "4", "--batch", "2", "--backend", "numpy"]
+    _cli(capsys, *base, "--steps", "30", "--save", str(tmp_path / "full"))
+    _cli(capsys, *base, "--steps", "13", "--save", str(tmp_path / "half"))
+    _cli(capsys, *base, "--steps", "17", "--resume", str(tmp_path / "half"), "--save", str(tmp_path / "resumed"))
+    W = [pickle.loads((tmp_path / name).read_bytes())["trainer"]["cell"]["params"]["W"] for name in ("full", "resumed")]
+    assert np.array_equal(W[0], W[1])
+
+
+def test_cli_noise_and_compare_tables(capsys):
+    rc, out, _ = _cli(capsys, "noise", "--sizes", "3,4", "--estimators", "uoro,ok:2", "--chains", "8", "--steps", "8",
+                      "--burn-in", "2", "--backend", "numpy")
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["uoro"], ["ok:2"])]
+    assert rc == 0 and [(r[0], r[1]) for r in rows] == [("uoro", "3"), ("ok:2", "3"), ("uoro", "4"), ("ok:2", "4")]
+    rc, out, _ = _cli(capsys, "compare", "--estimators", "kf,tbptt:3", *TINY)
+    assert rc == 0 and [line.split()[0] for line in out.splitlines()[-2:]] == ["kf", "tbptt:3"]
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["charlm", "missing.txt"], "not found"),
+    (["charlm", "EMPTY"], "empty"),
+    (["copy", "--estimator", "lstm"], "lstm"),
+    (["copy", "--rank", "0"], "--rank"),
+    (["noise", "--estimators", "kf,ok:0"], "ok:0"),
+])
+def test_cli_bad_input_is_one_line_and_exit_code_2(capsys, tmp_path, argv, match):
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    argv = [str(tmp_path / "empty.txt") if a == "EMPTY" else a for a in argv]
+    with pytest.raises(SystemExit) as info:
+        _cli(capsys, *argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and match in err and len(err.strip().splitlines()) == 1
