@@ -11,6 +11,7 @@ import warnings
 _MODULES = {
     "numpy": "kfrtrl._reference",
     "numba": "kfrtrl._numba",
+    "cython": "kfrtrl._cy",
 }
 # estimator name -> backend chosen by "auto" (filled as compiled backends are measured)
 _AUTO = {}

@@ -1,0 +1,190 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Propagation kernels of the Cython backend: ``jvp_blocks``, ``outer_add``, ``kf_combine``.
+
+Same semantics and argument order as :mod:`kfrtrl._reference.kernels`; the
+last argument is the number of OpenMP threads. Input arrays may be any
+layout (non-contiguous ones are copied; the recurrent slice ``Vr`` and the
+transposed weight ``Wt`` are read in place when BLAS can stride them);
+output arrays must be C-contiguous and must not overlap the inputs, except
+that ``kf_combine`` may write ``A_out`` over ``HA`` (as the KF estimator does).
+"""
+import numpy as np
+
+cimport cython
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.math cimport sqrt
+from libc.string cimport memcpy
+
+from _blas cimport KFRTRL_OPENMP, gemm, sumsq
+
+
+def openmp_enabled():
+    """True when this extension was compiled with OpenMP."""
+    return bool(KFRTRL_OPENMP)
+
+
+def _gemm_operand(X):
+    """2-D ``X`` -> (array, trans flag, row stride) that :func:`gemm` reads in place.
+
+    Row-major layouts pass as 'n', column-major (transposed views such as
+    ``W[:, :k].T``) as 't' (flags as character codes); anything else is
+    copied to C order first.
+    """
+    rows, cols = X.shape
+    item = X.itemsize
+    s0, s1 = X.strides
+    if (s1 == item or cols == 1) and s0 % item == 0 and s0 // item >= max(cols, 1):
+        return X, ord('n'), s0 // item
+    if (s0 == item or rows == 1) and s1 % item == 0 and s1 // item >= max(rows, 1):
+        return X, ord('t'), s1 // item
+    X = np.ascontiguousarray(X)
+    return X, ord('n'), max(cols, 1)
+
+
+def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
+    """``out = Λ V + D (Vr @ Wt)``: one Jacobian layer on a stack of tangents.
+
+    Shapes as :func:`kfrtrl._reference.kernels.jvp_blocks`: V (B, K, S_in*n),
+    Vr (B, K, n_rec), Wt (n_rec, Z*n), lam (B, S, S_in, n), dz (B, S, Z, n),
+    out (B, K, S*n) C-contiguous. The product ``Vr @ Wt`` of the whole batch is
+    one BLAS GEMM (threaded by BLAS, outside the parallel loop), written into
+    ``out`` when Z <= S (else into a temporary); the element-wise part is one
+    fused pass, parallel over the B*K tangents.
+    """
+    B, K, _ = V.shape
+    _, S, Z, n = dz.shape
+    n_rec = Vr.shape[2]
+    dtype = out.dtype
+    A, ta, lda = _gemm_operand(Vr.reshape(B * K, n_rec))
+    W, tb, ldb = _gemm_operand(Wt)
+    Y = out.reshape(B * K, S * n) if Z <= S else np.empty((B * K, Z * n), dtype=dtype)
+    rows = np.empty((n_threads, Z * n), dtype=dtype)
+    args = (np.ascontiguousarray(V), A, ta, lda, W, tb, ldb, np.ascontiguousarray(lam),
+            np.ascontiguousarray(dz), out, Y, rows, n_threads)
+    if dtype == np.float32:
+        _jvp_blocks[float](*args)
+    else:
+        _jvp_blocks[double](*args)
+
+
+cdef void _jvp_blocks(const floating[:, :, ::1] V, const floating[:, :] A, char ta, int lda,
+                      const floating[:, :] W, char tb, int ldb,
+                      const floating[:, :, :, ::1] lam, const floating[:, :, :, ::1] dz,
+                      floating[:, :, ::1] out, floating[:, ::1] Y, floating[:, ::1] rows,
+                      int n_threads) noexcept nogil:
+    cdef Py_ssize_t K = V.shape[1], S = dz.shape[1], Z = dz.shape[2], n = dz.shape[3]
+    cdef Py_ssize_t S_in = lam.shape[2]
+    cdef Py_ssize_t BK = V.shape[0] * K, bk, b, i, j, z, t
+    cdef floating *y
+    cdef floating *o
+    cdef const floating *c
+    cdef const floating *v
+    gemm(ta, tb, <int> BK, <int> (Z * n), A.shape[1], <floating> 1.0, &A[0, 0], lda,
+         &W[0, 0], ldb, <floating> 0.0, &Y[0, 0], <int> Y.shape[1])
+    for bk in prange(BK, nogil=True, num_threads=n_threads, schedule='static'):
+        b = bk // K
+        y = &rows[threadid(), 0]               # this row of Y, copied: Y may live in out
+        memcpy(y, &Y[bk, 0], Z * n * sizeof(floating))
+        v = &V[b, bk - b * K, 0]
+        for i in range(S):
+            o = &out[b, bk - b * K, i * n]
+            c = &dz[b, i, 0, 0]
+            for t in range(n):
+                o[t] = c[t] * y[t]
+            for z in range(1, Z):
+                c = &dz[b, i, z, 0]
+                for t in range(n):
+                    o[t] = o[t] + c[t] * y[z * n + t]
+            for j in range(S_in):
+                c = &lam[b, i, j, 0]
+                for t in range(n):
+                    o[t] = o[t] + c[t] * v[j * n + t]
+
+
+def outer_add(G, Dt, a, n_threads):
+    """Exact RTRL immediate term ``G[b, i, j, :] += Dt[b, i, :] * a[b, j]``, in place.
+
+    G (B, p, m, N) C-contiguous; Dt (B, p, N); a (B, m). Parallel over the B*p rows.
+    """
+    args = (G, np.ascontiguousarray(Dt), np.ascontiguousarray(a), n_threads)
+    if G.dtype == np.float32:
+        _outer_add[float](*args)
+    else:
+        _outer_add[double](*args)
+
+
+cdef void _outer_add(floating[:, :, :, ::1] G, const floating[:, :, ::1] Dt,
+                     const floating[:, ::1] a, int n_threads) noexcept nogil:
+    cdef Py_ssize_t p = G.shape[1], m = G.shape[2], N = G.shape[3], bi, b, i, j, t
+    cdef floating aj
+    cdef floating *g
+    cdef const floating *d
+    for bi in prange(G.shape[0] * p, nogil=True, num_threads=n_threads, schedule='static'):
+        b = bi // p
+        i = bi - b * p
+        d = &Dt[b, i, 0]
+        for j in range(m):
+            g = &G[b, i, j, 0]
+            aj = a[b, j]
+            for t in range(N):
+                g[t] = g[t] + d[t] * aj
+
+
+def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
+    """KF-RTRL's unbiased merge (see :func:`kfrtrl._reference.kernels.kf_combine`).
+
+    HA (B, C, p, N); u (B, C, m); Dt (B, p, N); a (B, m); c1, c2 (B, C) of ±1;
+    A_out (B, C, p, N) and u_out (B, C, m) C-contiguous, written (A_out may be HA).
+    Norms are accumulated in float64. Two passes over HA: its norm, then the merge.
+    """
+    dtype = u_out.dtype
+    B = A_out.shape[0]
+    side = np.empty((B, 2), dtype=np.float64)
+    args = (np.ascontiguousarray(HA), np.ascontiguousarray(u), np.ascontiguousarray(Dt),
+            np.ascontiguousarray(a), np.ascontiguousarray(c1), np.ascontiguousarray(c2),
+            A_out, u_out, side, n_threads)
+    if dtype == np.float32:
+        _kf_combine[float](*args)
+    else:
+        _kf_combine[double](*args)
+
+
+cdef inline double _balance(double n_left, double n_right) noexcept nogil:
+    """sqrt(n_left / n_right), and 1 where either norm is zero."""
+    if n_left > 0.0 and n_right > 0.0:
+        return sqrt(n_left / n_right)
+    return 1.0
+
+
+cdef void _kf_combine(const floating[:, :, :, ::1] HA, const floating[:, :, ::1] u,
+                      const floating[:, :, ::1] Dt, const floating[:, ::1] a,
+                      const floating[:, ::1] c1, const floating[:, ::1] c2,
+                      floating[:, :, :, ::1] A_out, floating[:, :, ::1] u_out,
+                      double[:, ::1] side, int n_threads) noexcept nogil:
+    cdef Py_ssize_t B = A_out.shape[0], C = A_out.shape[1], m = u_out.shape[2]
+    cdef Py_ssize_t PN = A_out.shape[2] * A_out.shape[3], b, bc, c, t
+    cdef double p1, p2
+    cdef floating f1, f2
+    cdef const floating *h
+    cdef const floating *d
+    cdef floating *o
+    for b in prange(B, nogil=True, num_threads=n_threads, schedule='static'):
+        side[b, 0] = sqrt(sumsq(&Dt[b, 0, 0], PN))
+        side[b, 1] = sqrt(sumsq(&a[b, 0], m))
+    for bc in prange(B * C, nogil=True, num_threads=n_threads, schedule='static'):
+        b = bc // C
+        c = bc - b * C
+        h = &HA[b, c, 0, 0]
+        p1 = _balance(sqrt(sumsq(h, PN)), sqrt(sumsq(&u[b, c, 0], m)))
+        p2 = _balance(side[b, 0], side[b, 1])
+        f1 = <floating> (c1[b, c] / p1)
+        f2 = <floating> (c2[b, c] / p2)
+        d = &Dt[b, 0, 0]
+        o = &A_out[b, c, 0, 0]
+        for t in range(PN):
+            o[t] = f1 * h[t] + f2 * d[t]
+        f1 = <floating> (c1[b, c] * p1)
+        f2 = <floating> (c2[b, c] * p2)
+        for t in range(m):
+            u_out[b, c, t] = f1 * u[b, c, t] + f2 * a[b, t]

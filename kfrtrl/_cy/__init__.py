@@ -1,0 +1,17 @@
+"""Cython/OpenMP kernels: the same names and signatures as :mod:`kfrtrl._reference`.
+
+Compiled from ``kernels/*.pyx`` by ``setup.py`` (``pip install .`` or, in a
+source tree, ``python setup.py build_ext --inplace``). Importing this package
+raises ImportError when the extensions are not built.
+"""
+from .propagate import jvp_blocks, kf_combine, outer_add
+from .propagate import openmp_enabled as _propagate_openmp
+from .reduce import ok_reduce
+from .reduce import openmp_enabled as _reduce_openmp
+
+__all__ = ["jvp_blocks", "kf_combine", "ok_reduce", "outer_add"]
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP (else they run serially)."""
+    return _propagate_openmp() and _reduce_openmp()
