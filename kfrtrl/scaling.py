@@ -482,6 +482,7 @@ def plot(records, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     groups = _by(records, ("dtype", "batch"))
     fitted = fits(records)
@@ -489,11 +490,16 @@ def plot(records, path):
     for ax, ((dtype, batch), recs) in zip(axes[0], groups.items()):
         for (label,), rows in _by(recs, ("estimator",)).items():
             f = fitted[(dtype, batch, label)]
-            pts = ax.loglog([r["n"] for r in rows], [r["time"] for r in rows], "o", label=f"{label}  n^{_exp(f['time_exp'])}")
+            pts = ax.loglog([r["n"] for r in rows], [r["time"] for r in rows], "o",
+                            label=f"{label}  $n^{{{_exp(f['time_exp'])}}}$")
             if not math.isnan(f["time_exp"]):
                 ns = np.array(f["sizes"], dtype=float)
                 ax.loglog(ns, f["coef"] * ns ** f["time_exp"], "-", color=pts[0].get_color())
-        ax.set(xlabel="n (hidden units)", ylabel="seconds per step", title=f"{dtype}, batch {batch}")
+        ax.set(xlabel="n (hidden units)", ylabel="seconds per step (step + gradient)",
+               title=f"{dtype}, batch {batch}: lines fitted on the upper half of the sizes")
+        ax.set_xticks(sorted({r["n"] for r in recs}))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
