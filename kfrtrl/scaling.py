@@ -261,7 +261,9 @@ class Budget:
 
     Each key (e.g. estimator, batch, dtype) keeps its measured (n, seconds,
     bytes); the next size is predicted by extending the log-log line through
-    the last two points (slope clipped to [1, 5]; one point: no prediction).
+    the last two points (slope clipped to [1, 4], 4 being exact RTRL's
+    n⁴, so that one noisy point cannot stop a cheap estimator; one point: no
+    prediction).
     """
 
     def __init__(self, max_seconds=MAX_STEP_SECONDS, max_bytes=MAX_STATE_BYTES):
@@ -289,7 +291,7 @@ class Budget:
 
 def _extend(n0, y0, n1, y1, n):
     slope = math.log(y1 / y0) / math.log(n1 / n0) if y0 > 0 and y1 > 0 and n1 != n0 else 1.0
-    return y1 * (n / n1) ** min(5.0, max(1.0, slope))
+    return y1 * (n / n1) ** min(4.0, max(1.0, slope))
 
 
 def measure(spec, n, batch_size=1, dtype="float64", backend="auto", n_threads=None, repeats=5, seed=0):

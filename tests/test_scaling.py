@@ -227,6 +227,10 @@ def test_budget_clips_the_slope():
     budget.record(key, 20, 0.4, 1.0)  # decreasing time: slope clipped to 1 -> 0.8 s at 40, 1.6 s at 80
     assert budget.skip_reason(key, 40) is None
     assert budget.skip_reason(key, 80) == "predicted 1.6 s per step > 1 s"
+    noisy = scaling.Budget(max_seconds=1.0, max_bytes=1e12)
+    noisy.record(key, 10, 1e-4, 1.0)
+    noisy.record(key, 20, 0.1, 1.0)  # slope ~10 (a noisy point): clipped to 4 -> 1.6 s at 40
+    assert noisy.skip_reason(key, 40) == "predicted 1.6 s per step > 1 s"
 
 
 # ---------------------------------------------------------------- memory and the direct loop
