@@ -1,0 +1,300 @@
+"""The Cython/OpenMP backend: what was built, and each kernel against the numpy reference.
+
+Skipped when the extensions are not built (``pip install .`` or ``python
+setup.py build_ext --inplace``); CI makes that an error through
+``KFRTRL_REQUIRE_BACKENDS`` (tests/test_config.py). Whole estimators on this
+backend are compared with numpy in tests/test_backends.py; here each kernel
+is driven directly, including the layouts the estimators do not produce.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kfrtrl._reference import kernels as ref
+
+cy = pytest.importorskip("kfrtrl._cy", reason="Cython extensions not built")
+
+ROOT = Path(__file__).resolve().parents[1]
+TOL = {np.float64: 1e-10, np.float32: 1e-5}
+N_IN = 2
+
+
+def rel(a, b):
+    """max |a - b| / max |b| (the plain difference when b is all zero)."""
+    scale = np.abs(b).max()
+    diff = np.abs(a - b).max()
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def _jvp_inputs(gen, B, K, S, S_in, Z, n, dtype):
+    """V, W (Z*n, n_rec + 3) and the layer's lam, dz; n_rec = n (the first block of V is recurrent)."""
+    V = gen.standard_normal((B, K, S_in * n)).astype(dtype)
+    W = gen.standard_normal((Z * n, n + 3)).astype(dtype)
+    lam = gen.standard_normal((B, S, S_in, n)).astype(dtype)
+    dz = gen.standard_normal((B, S, Z, n)).astype(dtype)
+    return V, W, lam, dz
+
+
+def _ok_inputs(gen, B, r, n, dtype):
+    """Elman-shaped OK factors: V (B, r+1, n*n), U (B, r+1, n + N_IN + 1), signs (B, r+1)."""
+    P, m = n * n, n + N_IN + 1
+    V = gen.standard_normal((B, r + 1, P)).astype(dtype)
+    U = gen.standard_normal((B, r + 1, m)).astype(dtype)
+    signs = (2 * gen.integers(0, 2, size=(B, r + 1)) - 1).astype(dtype)
+    return V, U, signs
+
+
+def _ok_run(ops, V, U, signs, n_threads=2):
+    B, k, P = V.shape
+    V_out = np.full((B, k - 1, P), np.nan, dtype=V.dtype)
+    U_out = np.full((B, k - 1, U.shape[2]), np.nan, dtype=U.dtype)
+    ops.ok_reduce(V, U, signs, V_out, U_out, n_threads)
+    return V_out, U_out
+
+
+def _assert_ok_matches(V, U, signs):
+    dtype = V.dtype.type
+    V_ref, U_ref = _ok_run(ref, V, U, signs)
+    V_cy, U_cy = _ok_run(cy, V, U, signs)
+    assert V_cy.dtype == V.dtype and U_cy.dtype == U.dtype
+    assert rel(V_cy, V_ref) <= TOL[dtype]
+    assert rel(U_cy, U_ref) <= TOL[dtype]
+    total_ref = np.einsum("brm,brp->bmp", U_ref, V_ref)
+    assert rel(np.einsum("brm,brp->bmp", U_cy, V_cy), total_ref) <= TOL[dtype]
+
+
+# ---- what was built ----
+
+
+def _calls_openmp(path):
+    """True if the shared object calls an OpenMP runtime (GCC's libgomp or LLVM's libomp)."""
+    data = Path(path).read_bytes()
+    return b"GOMP_parallel" in data or b"__kmpc_fork_call" in data
+
+
+def test_openmp_enabled_reports_how_the_extensions_were_built():
+    from kfrtrl._cy import propagate, reduce
+
+    flag = cy.openmp_enabled()
+    assert isinstance(flag, bool)
+    for module in (propagate, reduce):
+        assert _calls_openmp(module.__file__) == flag, module.__file__
+
+
+def test_exposes_exactly_the_reference_kernels():
+    import inspect
+
+    import kfrtrl._reference as reference
+
+    assert sorted(cy.__all__) == sorted(reference.__all__)
+    for name in reference.__all__:
+        params = list(inspect.signature(getattr(reference, name)).parameters)
+        assert list(inspect.signature(getattr(cy, name)).parameters) == params, name
+
+
+# ---- kernels against the reference ----
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("n", [1, 3, 7])
+@pytest.mark.parametrize("S, S_in, Z", [(1, 1, 1), (2, 2, 4), (1, 1, 2), (2, 1, 3), (3, 3, 1)])
+def test_jvp_blocks(S, S_in, Z, n, B, dtype):
+    """Z <= S writes the GEMM into out, Z > S into a temporary: both against numpy."""
+    gen = np.random.default_rng(10 * n + B)
+    V, W, lam, dz = _jvp_inputs(gen, B, 3, S, S_in, Z, n, dtype)
+    Vr, Wt = V[:, :, :n], W[:, :n].T
+    out_ref = np.empty((B, 3, S * n), dtype=dtype)
+    ref.jvp_blocks(V, Vr, Wt, lam, dz, out_ref, 1)
+    out = np.full_like(out_ref, np.nan)
+    cy.jvp_blocks(V, Vr, Wt, lam, dz, out, 2)
+    assert rel(out, out_ref) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("layout", ["transposed view", "C order", "strided (copied)"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_jvp_blocks_reads_every_weight_layout(layout, dtype):
+    """Wt as the estimators pass it (W[:, :n].T, column-major), row-major, and neither."""
+    gen = np.random.default_rng(7)
+    B, K, S, Z, n = 3, 4, 2, 2, 5
+    V, W, lam, dz = _jvp_inputs(gen, B, K + 2, S, S, Z, n, dtype)
+    V = V[:, 1:K + 1]                          # Vr's (B, K) axes do not collapse: copied for GEMM
+    Wt = {"transposed view": W[:, :n].T,
+          "C order": np.ascontiguousarray(W[:, :n].T),
+          "strided (copied)": np.repeat(W[:, :n].T, 2, axis=1)[:, ::2]}[layout]
+    assert np.array_equal(Wt, W[:, :n].T)
+    out_ref = np.empty((B, K, S * n), dtype=dtype)
+    ref.jvp_blocks(V, V[:, :, :n], Wt, lam, dz, out_ref, 1)
+    out = np.empty_like(out_ref)
+    cy.jvp_blocks(V, V[:, :, :n], Wt, lam, dz, out, 2)
+    assert rel(out, out_ref) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_outer_add(n, B, dtype):
+    gen = np.random.default_rng(n + B)
+    m = n + N_IN + 1
+    G = gen.standard_normal((B, n, m, n)).astype(dtype)
+    Dt = gen.standard_normal((B, n, n)).astype(dtype)
+    a = gen.standard_normal((B, m)).astype(dtype)
+    G_ref = G.copy()
+    ref.outer_add(G_ref, Dt, a, 1)
+    cy.outer_add(G, Dt, a, 2)
+    assert rel(G, G_ref) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_kf_combine(n, B, dtype, in_place):
+    """Including zero factors (p = 1 there) and A_out written over HA, as KF does."""
+    gen = np.random.default_rng(3 * n + B)
+    C, m = 2, n + N_IN + 1
+    HA = gen.standard_normal((B, C, n, n)).astype(dtype)
+    u = gen.standard_normal((B, C, m)).astype(dtype)
+    Dt = gen.standard_normal((B, n, n)).astype(dtype)
+    a = gen.standard_normal((B, m)).astype(dtype)
+    HA[0, 0] = 0.0
+    u[-1, -1] = 0.0
+    c1, c2 = ((2 * gen.integers(0, 2, size=(B, C)) - 1).astype(dtype) for _ in range(2))
+    A_ref, u_ref = np.empty_like(HA), np.empty_like(u)
+    ref.kf_combine(HA, u, Dt, a, c1, c2, A_ref, u_ref, 1)
+    A_out = HA.copy() if in_place else np.empty_like(HA)
+    u_out = np.empty_like(u)
+    cy.kf_combine(A_out if in_place else HA, u, Dt, a, c1, c2, A_out, u_out, 2)
+    assert rel(A_out, A_ref) <= TOL[dtype]
+    assert rel(u_out, u_ref) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("r", [1, 2, 4])
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_ok_reduce(n, r, B, dtype):
+    """Factors (same sign convention) and reconstructed sums; n = 1 has P = 1 < r + 1 (thin SVD)."""
+    V, U, signs = _ok_inputs(np.random.default_rng(100 * n + 10 * r + B), B, r, n, dtype)
+    _assert_ok_matches(V, U, signs)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", ["zero term", "two zero terms", "duplicate term", "zero u", "all zero"])
+def test_ok_reduce_rank_deficient(case, dtype):
+    """Exactly rank-deficient stacks, as right after a reset: thresholded σ, exact kept terms."""
+    V, U, signs = _ok_inputs(np.random.default_rng(5), 4, 3, 3, dtype)
+    if case == "zero term":
+        V[:, 1] = 0.0
+    elif case == "two zero terms":
+        V[:, :2] = 0.0
+    elif case == "duplicate term":
+        V[:, 2] = V[:, 0]
+        U[:, 2] = U[:, 0]
+    elif case == "zero u":
+        U[:, 0] = 0.0
+    else:
+        V[1:3] = 0.0
+        U[2:] = 0.0
+    _assert_ok_matches(V, U, signs)
+
+
+def test_ok_reduce_output_may_overlap_input():
+    """V is copied per sample before any write, so V_out can be a view of V."""
+    V, U, signs = _ok_inputs(np.random.default_rng(6), 1, 2, 3, np.float64)
+    V_ref, U_ref = _ok_run(ref, V, U, signs)
+    U_out = np.empty_like(U_ref)
+    V_out = V[:, :2]
+    cy.ok_reduce(V, U, signs, V_out, U_out, 1)
+    assert rel(V_out, V_ref) <= TOL[np.float64]
+    assert rel(U_out, U_ref) <= TOL[np.float64]
+
+
+# ---- the serial path ----
+
+
+def test_one_thread_gives_identical_results_to_two():
+    """n_threads only splits independent rows/samples: results are bitwise the same."""
+    gen = np.random.default_rng(11)
+    V, W, lam, dz = _jvp_inputs(gen, 5, 4, 2, 2, 4, 3, np.float64)
+    outs = [np.empty((5, 4, 6)) for _ in range(2)]
+    for out, nt in zip(outs, (1, 2)):
+        cy.jvp_blocks(V, V[:, :, :3], W[:, :3].T, lam, dz, out, nt)
+    np.testing.assert_array_equal(*outs)
+
+    G = gen.standard_normal((5, 3, 6, 3))
+    Dt, a = gen.standard_normal((5, 3, 3)), gen.standard_normal((5, 6))
+    Gs = [G.copy(), G.copy()]
+    for Gi, nt in zip(Gs, (1, 2)):
+        cy.outer_add(Gi, Dt, a, nt)
+    np.testing.assert_array_equal(*Gs)
+
+    HA, u = gen.standard_normal((5, 2, 3, 3)), gen.standard_normal((5, 2, 6))
+    c = (2 * gen.integers(0, 2, size=(5, 2)) - 1).astype(np.float64)
+    res = [(np.empty_like(HA), np.empty_like(u)) for _ in range(2)]
+    for (A_out, u_out), nt in zip(res, (1, 2)):
+        cy.kf_combine(HA, u, Dt, a, c, -c, A_out, u_out, nt)
+    for x, y in zip(*res):
+        np.testing.assert_array_equal(x, y)
+
+    Vk, Uk, signs = _ok_inputs(gen, 5, 3, 3, np.float64)
+    for x, y in zip(_ok_run(cy, Vk, Uk, signs, 1), _ok_run(cy, Vk, Uk, signs, 2)):
+        np.testing.assert_array_equal(x, y)
+
+
+SERIAL_CHECK = """
+import importlib.util, sys
+import numpy as np
+from kfrtrl._reference import kernels as ref
+
+def load(name):
+    spec = importlib.util.spec_from_file_location("kfrtrl._cy." + name, sys.argv[1 + (name == "reduce")])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+prop, red = load("propagate"), load("reduce")
+gen = np.random.default_rng(0)
+V, W = gen.standard_normal((3, 4, 10)), gen.standard_normal((20, 8))
+lam, dz = gen.standard_normal((3, 2, 2, 5)), gen.standard_normal((3, 2, 4, 5))
+o1, o2 = np.empty_like(V), np.empty_like(V)
+ref.jvp_blocks(V, V[:, :, :5], W[:, :5].T, lam, dz, o1, 1)
+prop.jvp_blocks(V, V[:, :, :5], W[:, :5].T, lam, dz, o2, 2)
+Vk, Uk = gen.standard_normal((3, 3, 16)), gen.standard_normal((3, 3, 7))
+s = np.array([[1.0, -1.0, 1.0]] * 3)
+outs = [(np.empty((3, 2, 16)), np.empty((3, 2, 7))) for _ in range(2)]
+ref.ok_reduce(Vk, Uk, s, *outs[0], 1)
+red.ok_reduce(Vk, Uk, s, *outs[1], 2)
+err = max(np.abs(o2 - o1).max(), *(np.abs(a - b).max() for a, b in zip(*outs)))
+print(prop.openmp_enabled(), red.openmp_enabled(), err)
+"""
+
+
+@pytest.mark.skipif(os.environ.get("KFRTRL_TEST_SERIAL_BUILD") != "1",
+                    reason="builds the extensions again (~30 s): set KFRTRL_TEST_SERIAL_BUILD=1")
+def test_serial_build_without_openmp(tmp_path):
+    """KFRTRL_NO_OPENMP=1 builds serial extensions that still match the reference."""
+    shutil.copy(ROOT / "setup.py", tmp_path)
+    shutil.copytree(ROOT / "kernels", tmp_path / "kernels", ignore=shutil.ignore_patterns("*.c", "*.html"))
+    env = dict(os.environ, KFRTRL_NO_OPENMP="1")
+    build = subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--build-lib", "lib", "--build-temp", "tmp"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-3000:]
+    assert "building the Cython kernels serial (no OpenMP) (KFRTRL_NO_OPENMP=1)" in build.stdout
+    sos = {p.name.split(".")[0]: p for p in (tmp_path / "lib" / "kfrtrl" / "_cy").glob("*.so")}
+    assert sorted(sos) == ["propagate", "reduce"]
+    assert not any(_calls_openmp(p) for p in sos.values())
+    run = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SERIAL_CHECK), str(sos["propagate"]), str(sos["reduce"])],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    prop_omp, red_omp, err = run.stdout.split()
+    assert (prop_omp, red_omp) == ("False", "False")
+    assert float(err) <= 1e-12
