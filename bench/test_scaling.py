@@ -8,8 +8,8 @@ Run, then report (table with fitted exponents, optional log-log plot)::
 Grid (:func:`kfrtrl.scaling.grid`): by default float64, batch 1, n = 16 … 512;
 ``KFRTRL_BENCH_FULL=1`` adds batch 16 and float32. ``KFRTRL_BENCH_BACKEND``
 picks the backend (default "auto"), ``KFRTRL_BENCH_THREADS`` the thread count
-(default: all cores). Groups are (dtype, batch, n), so each group compares the
-estimators at one size. A size predicted (from the smaller sizes already run)
+(default 1, see bench/conftest.py). Groups are (dtype, batch, n), so each
+group compares the estimators at one size. A size predicted (from the smaller sizes already run)
 to take over 2 s per step or 2 GiB of state is skipped, which stops exact RTRL.
 Each entry's extra_info holds the estimator state and peak bytes per sample
 and the median time of the step's GEMM lower bound, measured in the same test.
@@ -20,19 +20,8 @@ import pytest
 
 from kfrtrl import scaling
 
-
-def _env_threads():
-    text = os.environ.get("KFRTRL_BENCH_THREADS", "")
-    if not text:
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"KFRTRL_BENCH_THREADS: expected an integer >= 1, got {text!r}")
-    return int(text)
-
-
 GRID = scaling.grid(full=os.environ.get("KFRTRL_BENCH_FULL") == "1")
 BACKEND = os.environ.get("KFRTRL_BENCH_BACKEND", "auto")
-THREADS = _env_threads()
 ROUNDS = 5
 BUDGET = scaling.Budget()
 # n before estimator, so that every (estimator, batch, dtype) meets its sizes in increasing order
@@ -45,12 +34,12 @@ CASES = [
 @pytest.mark.parametrize(
     ("dtype", "batch", "n", "label"), CASES, ids=[f"{d}-b{b}-n{n}-{e}" for d, b, n, e in CASES]
 )
-def test_step(benchmark, dtype, batch, n, label):
+def test_step(benchmark, bench_threads, dtype, batch, n, label):
     key = (label, batch, dtype)
     reason = BUDGET.skip_reason(key, n)
     if reason:
         pytest.skip(reason)
-    work = scaling.Workload(scaling.parse_estimator(label), n, batch, dtype, BACKEND, THREADS)
+    work = scaling.Workload(scaling.parse_estimator(label), n, batch, dtype, BACKEND, bench_threads)
     work.warm_up()  # compilation, first-touch allocation and TBPTT's filling window stay out of the timing
     benchmark.group = f"scaling {dtype} batch={batch} n={n}"
     benchmark.pedantic(work.step, rounds=ROUNDS, iterations=scaling.calls_per_round(work.step))

@@ -88,10 +88,10 @@ def add_backend_arg(parser):
                         help=f"kernel backend, one of {known_backends()} (default: auto)")
 
 
-def add_threads_arg(parser):
-    """--threads N (default: all cores)."""
-    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                        help="threads for kernels and BLAS (default: all cores)")
+def add_threads_arg(parser, default=None):
+    """--threads N (default: ``default``, None meaning all cores)."""
+    parser.add_argument("--threads", type=positive_int, default=default, metavar="N",
+                        help=f"threads for kernels and BLAS (default: {default or 'all cores'})")
 
 
 def add_json_arg(parser, what):
@@ -143,7 +143,7 @@ def _add_bench(sub):
     p.add_argument("--repeats", type=positive_int, default=None, metavar="R",
                    help="timed repeats per point, the median is reported (default: 3 with --quick, else 5)")
     add_backend_arg(p)
-    add_threads_arg(p)
+    add_threads_arg(p, default=1)  # stable timings on a shared machine, like bench/; --threads 2 to use both cores
     add_json_arg(p, "the measurements (pytest-benchmark layout)")
     add_plot_arg(p, "a log-log plot of time against n with the fitted lines")
     p.add_argument("--from", dest="source", type=readable_path, default=None, metavar="JSON",

@@ -459,7 +459,8 @@ def format_table(records, skipped=()):
     head = f"{'estimator':<13}{'n':>5}  {'time/step':>10}  {'×RTRL':>7}  {'×GEMM':>7}  {'state/sample':>12}  {'peak/sample':>12}"
     for (dtype, batch), recs in _by(records, ("dtype", "batch")).items():
         rtrl = {r["n"]: r["time"] for r in recs if r["estimator"] == "rtrl"}
-        lines += [f"== {dtype}, batch {batch}: median time of one step (step + gradient) ==", head]
+        threads = ",".join(sorted({str(r.get("n_threads") or "all cores") for r in recs}))
+        lines += [f"== {dtype}, batch {batch}, threads {threads}: median time of one step (step + gradient) ==", head]
         for (label,), rows in _by(recs, ("estimator",)).items():
             for r in rows:
                 lines.append(

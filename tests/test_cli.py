@@ -88,7 +88,7 @@ def test_bench_measures_prints_the_table_and_writes_json_and_plot(capsys, tmp_pa
     captured = capsys.readouterr()
     rows = [line.split()[:2] for line in captured.out.splitlines() if line.split()[:1] in (["rtrl"], ["ok-2"])]
     assert rows[:4] == [["rtrl", "3"], ["rtrl", "5"], ["ok-2", "3"], ["ok-2", "5"]]
-    assert "== float64, batch 2" in captured.out and "time exponent" in captured.out
+    assert "== float64, batch 2, threads 1:" in captured.out and "time exponent" in captured.out
     assert captured.err.splitlines()[-1].startswith("[" + "#" * 30 + "] 4/4 done")
     recs = scaling.load_records(out_json)
     assert sorted((r["estimator"], r["n"], r["batch"], r["backend"]) for r in recs) == [

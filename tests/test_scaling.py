@@ -120,9 +120,11 @@ def test_table_shows_ratios_memory_and_exponents():
     recs = _records(lambda n: 1e-9 * n ** 4) + _records(lambda n: 0.5e-9 * n ** 4, sizes=(16, 32), estimator="kf",
                                                           mem_power=2)
     recs += _records(lambda n: 1e-6 * n ** 2, sizes=(1024, 2048), estimator="uoro", mem_power=2)
+    for r in recs:
+        r["n_threads"] = 2
     text = scaling.format_table(recs, skipped=[("rtrl", 1024, 1, "float64", "predicted 9 s per step > 2 s")])
     lines = text.splitlines()
-    assert lines[0].startswith("== float64, batch 1")
+    assert lines[0].startswith("== float64, batch 1, threads 2:")
     kf16 = next(line.split() for line in lines if line.startswith("kf ") and line.split()[1] == "16")
     # n, time, unit, ×RTRL, ×GEMM, state, unit, peak, unit
     assert kf16[1:6] == ["16", "32.8", "µs", "0.5", "4"]
@@ -143,7 +145,9 @@ def test_table_orders_default_estimators_first_and_groups_by_dtype_and_batch():
             + _records(lambda n: n, dtype="float32"))
     lines = scaling.format_table(recs).splitlines()
     heads = [line for line in lines if line.startswith("==")]
-    assert [h.split(":")[0] for h in heads] == ["== float32, batch 1", "== float64, batch 1", "== float64, batch 16"]
+    assert [h.split(":")[0] for h in heads] == [
+        "== float32, batch 1, threads all cores", "== float64, batch 1, threads all cores",
+        "== float64, batch 16, threads all cores"]
     first_block = lines[:lines.index("")]
     order = [line.split()[0] for line in first_block[2:]]
     assert order == ["rtrl"] * 6
