@@ -39,7 +39,7 @@ def test_step(benchmark, bench_threads, dtype, batch, n, label):
     reason = BUDGET.skip_reason(key, n)
     if reason:
         pytest.skip(reason)
-    work = scaling.Workload(scaling.parse_estimator(label), n, batch, dtype, BACKEND, bench_threads)
+    work = scaling.Workload(label, n, batch, dtype, BACKEND, bench_threads)
     work.warm_up()  # compilation, first-touch allocation and TBPTT's filling window stay out of the timing
     benchmark.group = f"scaling {dtype} batch={batch} n={n}"
     benchmark.pedantic(work.step, rounds=ROUNDS, iterations=scaling.calls_per_round(work.step))

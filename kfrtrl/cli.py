@@ -41,16 +41,6 @@ def positive_int(text):
     return value
 
 
-def estimator_spec(text):
-    """argparse type: an estimator configuration such as ``ok-8`` (see :func:`kfrtrl.scaling.parse_estimator`)."""
-    try:
-        return scaling.parse_estimator(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"unknown estimator {text!r}; expected one of {scaling.estimator_names()} (integer parameters >= 1)"
-        ) from None
-
-
 def backend_name(text):
     """argparse type: a backend that imports here, or "auto"."""
     if text not in known_backends():
@@ -134,11 +124,12 @@ def _add_bench(sub):
         ),
     )
     p.add_argument("--quick", action="store_true", help="float64, batch 1 only, 3 repeats (about a minute)")
-    p.add_argument("--sizes", type=positive_int, nargs="+", metavar="N",
-                   help=f"hidden sizes (default: {' '.join(map(str, scaling.SIZES))})")
-    p.add_argument("--estimators", type=estimator_spec, nargs="+", metavar="NAME",
-                   help=f"{scaling.estimator_names()} (default: {' '.join(scaling.DEFAULT_ESTIMATORS)})")
-    p.add_argument("--batch", type=positive_int, nargs="+", metavar="B", help="batch sizes (default: by grid)")
+    p.add_argument("--sizes", type=size_list, nargs="+", metavar="N",
+                   help=f"hidden sizes, spaces or commas (default: {','.join(map(str, scaling.SIZES))})")
+    p.add_argument("--estimators", type=train_specs, nargs="+", metavar="E",
+                   help=f"{', '.join(train.ESTIMATOR_NAMES)}, optionally NAME:k or NAME-k (OK rank, KF chains, "
+                        f"TBPTT truncation) (default: {','.join(scaling.DEFAULT_ESTIMATORS)})")
+    p.add_argument("--batch", type=size_list, nargs="+", metavar="B", help="batch sizes (default: by grid)")
     p.add_argument("--dtype", choices=("float32", "float64"), nargs="+", help="dtypes (default: by grid)")
     p.add_argument("--repeats", type=positive_int, default=None, metavar="R",
                    help="timed repeats per point, the median is reported (default: 3 with --quick, else 5)")
@@ -158,8 +149,8 @@ def _cmd_bench(args):
     else:
         g = scaling.grid(full=not args.quick)
         records, skipped = scaling.run(
-            args.estimators or [scaling.parse_estimator(e) for e in g["estimators"]],
-            args.sizes or g["sizes"], args.batch or g["batches"], args.dtype or g["dtypes"],
+            _flat(args.estimators) or g["estimators"], _flat(args.sizes) or g["sizes"],
+            _flat(args.batch) or g["batches"], args.dtype or g["dtypes"],
             backend=args.backend, n_threads=args.threads,
             repeats=args.repeats or (3 if args.quick else 5), progress=_progress_bar(sys.stderr),
         )
@@ -171,6 +162,11 @@ def _cmd_bench(args):
     if args.plot:
         _write_plot(records, args.plot)
     return 0
+
+
+def _flat(lists):
+    """[[a, b], [c]] -> [a, b, c] (None stays None): the items of a repeated comma-list flag."""
+    return None if lists is None else [item for items in lists for item in items]
 
 
 def _write_plot(records, path):

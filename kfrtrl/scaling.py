@@ -3,7 +3,8 @@
 One place for the whole pipeline, shared by ``bench/test_scaling.py``
 (pytest-benchmark) and the ``kfrtrl bench`` command:
 
-- :func:`parse_estimator` names a configuration (``"ok-8"``, ``"tbptt-25"``);
+- estimators are named as everywhere in kfrtrl (:func:`kfrtrl.train.parse_spec`:
+  ``"ok-8"`` or ``"ok:8"``, ``"tbptt-25"``), labelled by :func:`canonical`;
 - :class:`Workload` builds an Elman cell and an estimator and runs one online
   step (``step`` then ``gradient``), the unit that is timed;
 - :func:`measure` / :func:`run` time workloads directly (median of repeats,
@@ -31,7 +32,7 @@ from collections import defaultdict, deque
 
 import numpy as np
 
-from . import estimators
+from . import estimators, train
 from ._validation import check_dtype, check_int
 from .cells import Elman
 from .threads import limit
@@ -49,66 +50,32 @@ MAX_STEP_SECONDS = 2.0
 #: ... or its estimator state (whole batch) to take more bytes than this
 MAX_STATE_BYTES = 2 * 2**30
 
-_PLAIN = {"rtrl": "RTRL", "uoro": "UORO", "kf": "KFRTRL", "nobacktrack": "NoBackTrack"}
-_WITH_PARAM = {"ok": ("OK", "rank"), "tbptt": ("TBPTT", "truncation")}
+
+def canonical(spec):
+    """The label of an estimator spec of :func:`kfrtrl.train.parse_spec`: ``"ok:8"`` -> ``"ok-8"``.
+
+    Raises ValueError (TypeError) naming the accepted names for a bad spec.
+    """
+    name, k = train.parse_spec(spec)
+    return name if k is None else f"{name}-{k}"
 
 
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """One estimator configuration: ``kind`` ("rtrl", "ok", ...) and its integer parameter, if any."""
+def tangents(est):
+    """K: state tangents per sample pushed through W_h in one step (step + gradient) of ``est``.
 
-    kind: str
-    param: int | None = None
-
-    @property
-    def label(self):
-        return self.kind if self.param is None else f"{self.kind}-{self.param}"
-
-    def build(self, cell, batch_size, rng, backend, n_threads):
-        """The estimator on ``cell``."""
-        if self.kind in _PLAIN:
-            cls = getattr(estimators, _PLAIN[self.kind])
-            return cls(cell, batch_size=batch_size, rng=rng, backend=backend, n_threads=n_threads)
-        cls_name, keyword = _WITH_PARAM[self.kind]
-        return getattr(estimators, cls_name)(
-            cell, batch_size=batch_size, rng=rng, backend=backend, n_threads=n_threads, **{keyword: self.param}
-        )
-
-    def tangents(self, n, m):
-        """K: state tangents per sample pushed through W_h in one step (step + gradient).
-
-        RTRL: all n·m columns of G; KF: the n rows of A; OK: r·n; TBPTT: one
-        cotangent per step of the window; UORO and NoBackTrack: the vector s.
-        """
-        if self.kind == "rtrl":
-            return n * m
-        if self.kind == "kf":
-            return n
-        if self.kind == "ok":
-            return self.param * n
-        if self.kind == "tbptt":
-            return self.param
-        return 1
-
-    def transient_steps(self):
-        """Steps after a reset before a step costs what it will keep costing (TBPTT: until its window is full)."""
-        return self.param if self.kind == "tbptt" else 0
-
-
-def estimator_names():
-    """The accepted spellings, for messages: ``rtrl, uoro, kf, nobacktrack, ok-<rank>, tbptt-<truncation>``."""
-    return ", ".join(list(_PLAIN) + [f"{k}-<{kw}>" for k, (_, kw) in _WITH_PARAM.items()])
-
-
-def parse_estimator(text):
-    """``"ok-8"`` -> Spec("ok", 8); ValueError naming the accepted spellings otherwise."""
-    match = re.fullmatch(r"([a-z]+)(?:-([0-9]+))?", text.strip().lower()) if isinstance(text, str) else None
-    kind, param = (match.group(1), match.group(2)) if match else (None, None)
-    if kind in _PLAIN and param is None:
-        return Spec(kind)
-    if kind in _WITH_PARAM and param is not None and int(param) >= 1:
-        return Spec(kind, int(param))
-    raise ValueError(f"estimator: expected one of {estimator_names()} (parameters >= 1), got {text!r}")
+    RTRL: all n·m columns of G; KF: the n rows of A per chain; OK: r·n;
+    TBPTT: one cotangent per step of the window; UORO and NoBackTrack: s.
+    """
+    n, m = est.cell.n_state, sum(m for _, m in est.cell.param_shapes().values())
+    if isinstance(est, estimators.RTRL):
+        return n * m
+    if isinstance(est, estimators.KFRTRL):
+        return est.n_chains * n
+    if isinstance(est, estimators.OK):
+        return est.rank * n
+    if isinstance(est, estimators.TBPTT):
+        return est.truncation
+    return 1
 
 
 def grid(full=False):
@@ -130,7 +97,7 @@ class Workload:
 
     Parameters
     ----------
-    spec : Spec
+    spec : str, an estimator spec of :func:`kfrtrl.train.parse_spec` ("rtrl", "ok-8", "tbptt:25", ...)
     n : int >= 1, hidden units
     batch_size : int >= 1
     dtype : "float32" or "float64" (or a numpy dtype)
@@ -140,20 +107,21 @@ class Workload:
     """
 
     def __init__(self, spec, n, batch_size=1, dtype="float64", backend="auto", n_threads=None, seed=0):
-        self.spec = spec
+        self.label = canonical(spec)
         self.n = check_int("n", n, 1)
         self.dtype = check_dtype("dtype", dtype)
         self.n_threads = n_threads
         self.cell = Elman(n_in=N_IN, n_hidden=self.n, dtype=self.dtype, rng=seed)
-        self.est = spec.build(self.cell, check_int("batch_size", batch_size, 1), seed + 1, backend, n_threads)
+        batch_size = check_int("batch_size", batch_size, 1)
+        self.est = train.make_estimator(self.label, self.cell, batch_size, seed + 1, backend, n_threads)
         gen = np.random.default_rng(seed + 2)
         self._xs = gen.standard_normal((8, batch_size, N_IN)).astype(self.dtype)
         self._dl = gen.standard_normal((batch_size, self.n)).astype(self.dtype)
         self._t = 0
 
     def warm_up(self, steps=2):
-        """Run the transient of the estimator plus ``steps`` steps (compilation, caches) untimed."""
-        for _ in range(self.spec.transient_steps() + steps):
+        """Run the estimator's transient (TBPTT: filling its window) plus ``steps`` steps (compilation, caches)."""
+        for _ in range(getattr(self.est, "truncation", 0) + steps):
             self.step()
 
     def step(self):
@@ -179,7 +147,7 @@ class Workload:
 
     def gemm_rows(self):
         """Rows of the step's GEMM lower bound: batch · K."""
-        return self.est.batch_size * self.spec.tangents(self.n, self.cell.W.shape[1])
+        return self.est.batch_size * tangents(self.est)
 
     def gemm_time(self, repeats=5):
         """Median seconds of the (batch·K, n) @ (n, n) GEMM in this dtype and thread count."""
@@ -194,7 +162,7 @@ class Workload:
         """What a benchmark records besides its timing (the extra_info of the JSON)."""
         return {
             "suite": SUITE,
-            "estimator": self.spec.label,
+            "estimator": self.label,
             "n": self.n,
             "batch": self.est.batch_size,
             "dtype": self.dtype.name,
@@ -316,12 +284,13 @@ def run(specs, sizes, batches, dtypes, backend="auto", n_threads=None, repeats=5
     points = [(d, b, s, n) for d in dtypes for b in batches for s in specs for n in sorted(sizes)]
     records, skipped = [], []
     for i, (dtype, batch, spec, n) in enumerate(points):
+        label = canonical(spec)
         if progress:
-            progress(i, len(points), f"{spec.label} n={n} batch={batch} {dtype}")
-        key = (spec.label, batch, dtype)
+            progress(i, len(points), f"{label} n={n} batch={batch} {dtype}")
+        key = (label, batch, dtype)
         reason = budget.skip_reason(key, n)
         if reason:
-            skipped.append((spec.label, n, batch, dtype, reason))
+            skipped.append((label, n, batch, dtype, reason))
             continue
         rec = measure(spec, n, batch, dtype, backend, n_threads, repeats)
         budget.record(key, n, rec["time"], rec["state_bytes_per_sample"] * batch)

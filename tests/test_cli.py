@@ -11,7 +11,7 @@ import kfrtrl
 from kfrtrl import cli, scaling
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["bench", "--sizes", "3", "5", "--estimators", "rtrl", "ok-2", "--batch", "2", "--dtype", "float64",
+TINY = ["bench", "--sizes", "3,5", "--estimators", "rtrl", "ok:2", "--batch", "2", "--dtype", "float64",
         "--repeats", "1", "--backend", "numpy"]
 
 
@@ -39,9 +39,10 @@ def test_entry_point_is_main():
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["bench", "--estimators", "rtrl", "foo"], "argument --estimators: unknown estimator 'foo'; expected one of rtrl"),
-    (["bench", "--estimators", "ok-0"], "unknown estimator 'ok-0'"),
+    (["bench", "--estimators", "rtrl", "foo"], "argument --estimators: estimator: expected one of ['kf', "),
+    (["bench", "--estimators", "ok-0"], "argument --estimators: estimator: expected ok:k with an integer k >= 1"),
     (["bench", "--sizes", "16", "0"], "argument --sizes: expected an integer >= 1, got 0"),
+    (["bench", "--sizes", "16,0"], "argument --sizes: expected an integer >= 1, got 0"),
     (["bench", "--sizes", "-4"], "argument --sizes: expected an integer >= 1, got -4"),
     (["bench", "--sizes", "x"], "argument --sizes: expected an integer >= 1, got 'x'"),
     (["bench", "--batch", "0"], "argument --batch: expected an integer >= 1, got 0"),
@@ -78,7 +79,7 @@ def test_bad_arguments_from_the_shell_exit_2_without_traceback():
     proc = subprocess.run([sys.executable, "-m", "kfrtrl.cli", "bench", "--estimators", "nope"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.startswith("kfrtrl bench: error: argument --estimators: unknown estimator 'nope'")
+    assert proc.stderr.startswith("kfrtrl bench: error: argument --estimators: estimator: expected one of")
     assert proc.stderr.count("\n") == 1
 
 

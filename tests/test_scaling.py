@@ -24,45 +24,43 @@ def _records(law, sizes=SIZES, estimator="rtrl", dtype="float64", batch=1, mem_p
 # ---------------------------------------------------------------- names
 
 
-@pytest.mark.parametrize(("text", "kind", "param"), [
-    ("rtrl", "rtrl", None), ("UORO", "uoro", None), ("kf", "kf", None), ("nobacktrack", "nobacktrack", None),
-    ("ok-8", "ok", 8), (" tbptt-25 ", "tbptt", 25),
+@pytest.mark.parametrize(("spec", "label"), [
+    ("rtrl", "rtrl"), ("uoro", "uoro"), ("kf", "kf"), ("kf:3", "kf-3"), ("nobacktrack", "nobacktrack"),
+    ("ok-8", "ok-8"), ("ok:8", "ok-8"), ("tbptt-25", "tbptt-25"), ("ok", "ok"),
 ])
-def test_parse_estimator_accepts_the_documented_spellings(text, kind, param):
-    spec = scaling.parse_estimator(text)
-    assert (spec.kind, spec.param) == (kind, param)
-    assert scaling.parse_estimator(spec.label) == spec
+def test_canonical_labels(spec, label):
+    assert scaling.canonical(spec) == label
+    assert scaling.canonical(label) == label
 
 
-@pytest.mark.parametrize("text", ["foo", "ok", "ok-0", "tbptt", "rtrl-3", "ok-2-3", "", 3, None])
-def test_parse_estimator_rejects_others_naming_the_choices(text):
-    with pytest.raises(ValueError, match=r"estimator: expected one of rtrl, uoro, kf, nobacktrack, ok-<rank>"):
-        scaling.parse_estimator(text)
+@pytest.mark.parametrize("spec", ["foo", "ok-0", "rtrl-3", "ok-x", ""])
+def test_canonical_rejects_bad_specs_naming_the_estimator(spec):
+    with pytest.raises(ValueError, match=f"estimator: .*got '{spec}'"):
+        scaling.canonical(spec)
 
 
-def test_default_estimators_parse():
-    labels = [scaling.parse_estimator(e).label for e in scaling.DEFAULT_ESTIMATORS]
-    assert labels == list(scaling.DEFAULT_ESTIMATORS)
+def test_default_estimators_are_canonical():
+    assert [scaling.canonical(e) for e in scaling.DEFAULT_ESTIMATORS] == list(scaling.DEFAULT_ESTIMATORS)
 
 
-@pytest.mark.parametrize(("label", "cls", "attr", "value"), [
-    ("rtrl", kfrtrl.RTRL, None, None), ("uoro", kfrtrl.UORO, None, None), ("kf", kfrtrl.KFRTRL, None, None),
+@pytest.mark.parametrize(("spec", "cls", "attr", "value"), [
+    ("rtrl", kfrtrl.RTRL, None, None), ("uoro", kfrtrl.UORO, None, None), ("kf", kfrtrl.KFRTRL, "n_chains", 1),
     ("nobacktrack", kfrtrl.NoBackTrack, None, None), ("ok-3", kfrtrl.OK, "rank", 3),
     ("tbptt-7", kfrtrl.TBPTT, "truncation", 7),
 ])
-def test_spec_builds_the_named_estimator(label, cls, attr, value):
-    work = scaling.Workload(scaling.parse_estimator(label), n=5, batch_size=2, backend="numpy")
-    assert type(work.est) is cls and work.est.batch_size == 2
+def test_workload_builds_the_named_estimator(spec, cls, attr, value):
+    work = scaling.Workload(spec, n=5, batch_size=2, backend="numpy")
+    assert type(work.est) is cls and work.est.batch_size == 2 and work.label == spec
     if attr:
         assert getattr(work.est, attr) == value
 
 
-@pytest.mark.parametrize(("label", "tangents"), [
-    ("rtrl", 6 * (6 + scaling.N_IN + 1)), ("kf", 6), ("ok-2", 12), ("ok-8", 48), ("uoro", 1), ("nobacktrack", 1),
-    ("tbptt-25", 25),
+@pytest.mark.parametrize(("spec", "tangents"), [
+    ("rtrl", 6 * (6 + scaling.N_IN + 1)), ("kf", 6), ("kf-3", 18), ("ok-2", 12), ("ok-8", 48), ("uoro", 1),
+    ("nobacktrack", 1), ("tbptt-25", 25),
 ])
-def test_gemm_rows_are_batch_times_propagated_tangents(label, tangents):
-    work = scaling.Workload(scaling.parse_estimator(label), n=6, batch_size=3, backend="numpy")
+def test_gemm_rows_are_batch_times_propagated_tangents(spec, tangents):
+    work = scaling.Workload(spec, n=6, batch_size=3, backend="numpy")
     assert work.gemm_rows() == 3 * tangents
 
 
@@ -241,7 +239,7 @@ def test_budget_clips_the_slope():
 
 
 def _state_bytes(label, n):
-    work = scaling.Workload(scaling.parse_estimator(label), n, backend="numpy")
+    work = scaling.Workload(label, n, backend="numpy")
     work.warm_up(steps=0)  # the transient only: no step but TBPTT's filling of its window
     return work.state_bytes()
 
@@ -268,7 +266,7 @@ def test_state_memory_grows_as_n3_for_rtrl_and_n2_for_the_approximations(label, 
 
 
 def test_warm_up_reaches_the_steady_state():
-    work = scaling.Workload(scaling.parse_estimator("tbptt-4"), 5, backend="numpy")
+    work = scaling.Workload("tbptt-4", 5, backend="numpy")
     work.warm_up(steps=0)
     full = work.state_bytes()
     work.warm_up(steps=3)
@@ -276,25 +274,25 @@ def test_warm_up_reaches_the_steady_state():
 
 
 def test_batch_does_not_change_memory_per_sample():
-    spec = scaling.parse_estimator("ok-2")
+    spec = "ok-2"
     one = scaling.Workload(spec, 6, batch_size=1, backend="numpy").state_bytes()
     four = scaling.Workload(spec, 6, batch_size=4, backend="numpy").state_bytes()
     assert four == one
 
 
 def test_peak_is_at_least_the_state():
-    work = scaling.Workload(scaling.parse_estimator("rtrl"), 6, backend="numpy")
+    work = scaling.Workload("rtrl", 6, backend="numpy")
     work.step()
     assert work.peak_bytes() > work.state_bytes()
 
 
 def test_run_measures_in_size_order_and_skips_by_budget():
     calls = []
-    specs = [scaling.parse_estimator("rtrl"), scaling.parse_estimator("kf")]
+    specs = ["rtrl", "kf:1"]
     budget = scaling.Budget(max_seconds=0.0)  # anything predicted is too slow: only the first two sizes run
     recs, skipped = scaling.run(specs, [6, 3, 4], [2], ["float32"], backend="numpy", repeats=1, budget=budget,
                                 progress=lambda *a: calls.append(a))
-    assert [(r["estimator"], r["n"]) for r in recs] == [("rtrl", 3), ("rtrl", 4), ("kf", 3), ("kf", 4)]
-    assert [s[:4] for s in skipped] == [("rtrl", 6, 2, "float32"), ("kf", 6, 2, "float32")]
+    assert [(r["estimator"], r["n"]) for r in recs] == [("rtrl", 3), ("rtrl", 4), ("kf-1", 3), ("kf-1", 4)]
+    assert [s[:4] for s in skipped] == [("rtrl", 6, 2, "float32"), ("kf-1", 6, 2, "float32")]
     assert all(r["time"] > 0 and r["gemm_median"] > 0 and r["dtype"] == "float32" and r["batch"] == 2 for r in recs)
     assert calls[0] == (0, 6, "rtrl n=3 batch=2 float32") and calls[-1] == (6, 6, "done")
