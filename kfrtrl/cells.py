@@ -179,8 +179,7 @@ def _dense_blocks(dz):
     """(batch, S, Z, n) block-diagonal ∂s/∂z -> dense tangent rows (batch, Z*n, S*n)."""
     B, S, Z, n = dz.shape
     Dt = np.zeros((B, Z, n, S, n), dtype=dz.dtype)
-    idx = np.arange(n)
-    Dt[:, :, idx, :, idx] = np.moveaxis(dz, 3, 0).transpose(0, 1, 3, 2)
+    np.einsum("bzisi->bzsi", Dt)[...] = dz.transpose(0, 2, 1, 3)   # the diagonals, as a view
     return Dt.reshape(B, Z * n, S * n)
 
 
@@ -221,9 +220,13 @@ class Elman(Cell):
         f, fprime = _ACTIVATIONS[self.activation]
         a = np.concatenate([s, x, np.ones((B, 1), dtype=self.dtype)], axis=1)
         y = f(a @ self.W.T)
-        s_new = (1.0 - self.alpha) * s + self.alpha * y
+        if self.alpha == 1.0:                   # plain RNN: skip the leak's exact no-ops
+            s_new, dz = y, fprime(y)
+        else:
+            s_new = (1.0 - self.alpha) * s + self.alpha * y
+            dz = self.alpha * fprime(y)
         lam = np.full((B, 1, 1, n), 1.0 - self.alpha, dtype=self.dtype)
-        dz = (self.alpha * fprime(y)).reshape(B, 1, 1, n)
+        dz = dz.reshape(B, 1, 1, n)
         return s_new, [Layer("W", a, lam, dz, slice(0, n))]
 
 

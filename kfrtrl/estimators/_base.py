@@ -38,6 +38,7 @@ class Estimator:
         self._limit = n_threads is not None
         self.n_threads = (os.cpu_count() or 1) if n_threads is None else check_int("n_threads", n_threads, 1)
         self.dtype = cell.dtype
+        self._sign_values = np.array([-1, 1], dtype=self.dtype)
         self._shapes = cell.param_shapes()
         self._s = cell.initial_state(self.batch_size)
         self._cache = None
@@ -97,7 +98,7 @@ class Estimator:
 
     def _draw_signs(self, shape):
         """Independent ±1 draws of the cell's dtype (per sample, per step, per term)."""
-        return (2 * self.rng.integers(0, 2, size=shape, dtype=np.int8) - 1).astype(self.dtype)
+        return self._sign_values[self.rng.integers(0, 2, size=shape, dtype=np.int8)]
 
     def _check_factors(self, *arrays):
         """Raise FloatingPointError if an influence factor stopped being finite."""
