@@ -1,0 +1,133 @@
+"""Kernel benchmarks: one online step of every estimator and backend next to its GEMM lower bound.
+
+Run::
+
+    python -m pytest bench/test_kernels.py --benchmark-only --benchmark-json=kernels.json
+    python bench/ratios.py kernels.json          # each step's median / its group's GEMM median
+
+Each benchmark group is one problem size, ``<family> n=.. B=.. r=..``, and
+holds the bare product that bounds the step from below plus ``est.step`` of
+every estimator of the family on every available backend:
+
+- ``kron`` (KF-RTRL with r chains, OK of rank r): (B·r·n, n) @ (n, n) GEMM;
+- ``rtrl`` (exact RTRL, n <= 64): (B·n·m, n) @ (n, n) GEMM, m = n + n_in + 1;
+- ``rank1`` (UORO, NoBackTrack, TBPTT's step): the cell's (B, m) @ (m, n) product.
+
+``extra_info`` carries the kind ("gemm"/"step"), estimator, backend, sizes,
+threads and the GEMM's flop count. Quick grid by default (~2 minutes);
+``KFRTRL_BENCH_FULL=1`` runs n in {16, 64, 128, 256}, batch {1, 16}, rank {1, 8}.
+Threads: ``KFRTRL_BENCH_THREADS`` (default 1, see conftest.py). Float64.
+"""
+import itertools
+import os
+
+import numpy as np
+import pytest
+
+import kfrtrl
+from kfrtrl.threads import limit
+
+FULL = os.environ.get("KFRTRL_BENCH_FULL") == "1"
+SIZES = (16, 64, 128, 256) if FULL else (16, 128)
+BATCHES = (1, 16)
+RANKS = (1, 8)
+RTRL_MAX_N = 64 if FULL else 16           # exact RTRL holds B·n·m·n numbers per step
+MAX_BYTES = 2 * 2**30                      # skip a case whose influence arrays would exceed this
+N_IN = 8
+BACKENDS = kfrtrl.available_backends()
+
+FAMILIES = {
+    "kron": {
+        "kf": lambda cell, B, r, backend, k: kfrtrl.KFRTRL(cell, batch_size=B, n_chains=r, rng=1,
+                                                           backend=backend, n_threads=k),
+        "ok": lambda cell, B, r, backend, k: kfrtrl.OK(cell, rank=r, batch_size=B, rng=1,
+                                                       backend=backend, n_threads=k),
+    },
+    "rtrl": {
+        "rtrl": lambda cell, B, r, backend, k: kfrtrl.RTRL(cell, batch_size=B, backend=backend, n_threads=k),
+    },
+    "rank1": {
+        "uoro": lambda cell, B, r, backend, k: kfrtrl.UORO(cell, batch_size=B, rng=1, backend=backend,
+                                                           n_threads=k),
+        "nobacktrack": lambda cell, B, r, backend, k: kfrtrl.NoBackTrack(cell, batch_size=B, rng=1,
+                                                                         backend=backend, n_threads=k),
+        "tbptt": lambda cell, B, r, backend, k: kfrtrl.TBPTT(cell, truncation=25, batch_size=B,
+                                                             backend=backend, n_threads=k),
+    },
+}
+
+
+def _gemm_shape(family, n, B, r):
+    """(rows, inner, cols) of the product bounding the family's step."""
+    m = n + N_IN + 1
+    return {"kron": (B * r * n, n, n), "rtrl": (B * n * m, n, n), "rank1": (B, m, n)}[family]
+
+
+def _cases():
+    for family, n, B, r in itertools.product(FAMILIES, SIZES, BATCHES, RANKS):
+        if family != "kron" and r != RANKS[0]:
+            continue                                   # rank only matters for KF/OK
+        if family == "rtrl" and n > RTRL_MAX_N:
+            continue
+        rows, inner, cols = _gemm_shape(family, n, B, r)
+        if 3 * rows * cols * 8 > MAX_BYTES:            # influence, its update and temporaries
+            continue
+        yield family, n, B, r
+
+
+CASES = list(_cases())
+
+
+def _group(family, n, B, r):
+    return f"{family} n={n} B={B}" + (f" r={r}" if family == "kron" else "")
+
+
+def _info(benchmark, kind, family, n, B, r, threads, **extra):
+    rows, inner, cols = _gemm_shape(family, n, B, r)
+    benchmark.group = _group(family, n, B, r)
+    benchmark.extra_info.update(kind=kind, family=family, n=n, batch=B, rank=r, threads=threads,
+                                gemm_shape=[rows, inner, cols], flops=2 * rows * inner * cols, **extra)
+
+
+@pytest.mark.parametrize("family, n, B, r", CASES)
+def test_gemm(benchmark, limited_threads, family, n, B, r):
+    """The bare product (float64, BLAS) that lower-bounds the step of the group."""
+    rows, inner, cols = _gemm_shape(family, n, B, r)
+    gen = np.random.default_rng(0)
+    X, W = gen.standard_normal((rows, inner)), gen.standard_normal((inner, cols))
+    out = np.empty((rows, cols))
+    _info(benchmark, "gemm", family, n, B, r, limited_threads)
+    benchmark(np.matmul, X, W, out=out)
+
+
+STEP_CASES = [(family, est, backend, n, B, r) for family, n, B, r in CASES
+              for est in FAMILIES[family] for backend in BACKENDS]
+
+
+@pytest.mark.parametrize("family, estimator, backend, n, B, r", STEP_CASES)
+def test_step(benchmark, limited_threads, family, estimator, backend, n, B, r):
+    """``est.step(x)`` with fresh random inputs, after a few warm-up steps (compilation, transients).
+
+    The estimator gets ``n_threads`` explicitly, so each step includes its
+    :func:`kfrtrl.threads.limit` call (see :func:`test_thread_limit`).
+    """
+    cell = kfrtrl.Elman(N_IN, n, rng=0)
+    est = FAMILIES[family][estimator](cell, B, r, backend, limited_threads)
+    xs = np.random.default_rng(2).standard_normal((64, B, N_IN))
+    for x in xs[: r + 3]:
+        est.step(x)
+    inputs = itertools.cycle(xs)
+    _info(benchmark, "step", family, n, B, r, limited_threads, estimator=estimator, backend=backend)
+    benchmark(lambda: est.step(next(inputs)))
+
+
+def test_thread_limit(benchmark, limited_threads):
+    """The per-step cost of entering and leaving :func:`kfrtrl.threads.limit` (paid when n_threads is given)."""
+    benchmark.group = "overhead"
+    benchmark.extra_info.update(kind="overhead", threads=limited_threads)
+
+    def enter_and_leave():
+        with limit(limited_threads):
+            pass
+
+    benchmark(enter_and_leave)
