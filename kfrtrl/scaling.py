@@ -458,8 +458,12 @@ def plot(records, path):
 
     groups = _by(records, ("dtype", "batch"))
     fitted = fits(records)
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 5), squeeze=False)
-    for ax, ((dtype, batch), recs) in zip(axes[0], groups.items()):
+    cols = min(2, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 5 * rows), squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    for ax, ((dtype, batch), recs) in zip(axes.flat, groups.items()):
         for (label,), rows in _by(recs, ("estimator",)).items():
             f = fitted[(dtype, batch, label)]
             pts = ax.loglog([r["n"] for r in rows], [r["time"] for r in rows], "o",
