@@ -35,7 +35,12 @@ estimators need, so no estimator special-cases a cell:
 - ``vjp(cache, c) -> H_tᵀ c`` for c (batch, N)
 - ``immediate(cache, ops, n_threads) -> {name: (Dt, a)}``: the immediate term of each weight
   matrix as one Kronecker term, ``Dt`` (batch, p, N) holding the tangents
-  ``∂s_t/∂z_i`` as rows, and ``a`` (batch, m).
+  ``∂s_t/∂z_i`` as rows, and ``a`` (batch, m). For layer l that is
+  ``M_l D_l`` with ``M_l = J_K ⋯ J_{l+1}``, applied by the later layers' jvp.
+
+A new cell only sets ``n_in``, ``n_hidden``, ``n_state``, ``dtype``, ``out``
+(the slice of the state that is h) and ``_params`` ({name: W_l}), and
+implements ``_layers(s, x) -> (s_new, [Layer, ...])``.
 
 Tangent layout: the influence of weight ``W[i, j]`` on the state is a
 vector of length N; estimators store stacks of such vectors with N last.
@@ -172,6 +177,7 @@ def _check_sizes(cell, n_in, n_hidden, dtype):
 
 
 def _sigmoid(z):
+    """Logistic function, in the overflow-free tanh form; keeps z's dtype."""
     return _ACTIVATIONS["sigmoid"][0](z)
 
 
