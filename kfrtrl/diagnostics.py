@@ -14,6 +14,8 @@ gradient estimate:
   ``E_q |Σ_k q_k (Ĝ_b − G)[k]|² = |Ĝ_b − G|²_F``;
 - the bias statistic ``z = |mean_b ĝ_b − g|² · N / tr Cov(ĝ)``: ≈ 1 for an
   unbiased estimator, growing like ``1 + N |bias|² / tr Cov`` otherwise.
+  For deterministic estimators (RTRL, TBPTT) tr Cov is round-off and z
+  means nothing (huge even for exact RTRL); read the relative variance.
 
 Per-sample gradients come from the public ``gradient`` with the loss signal
 masked to one sample, so a measured step costs N (1 + n_probes) gradient
