@@ -347,9 +347,9 @@ def load_records(path):
 
 
 def fit_exponent(ns, values):
-    """Least-squares slope of log(values) against log(ns); nan with fewer than 2 distinct sizes."""
+    """Least-squares slope of log(values) against log(ns); nan with fewer than 2 distinct sizes or a value <= 0 or nan."""
     ns, values = np.asarray(ns, dtype=float), np.asarray(values, dtype=float)
-    if len(np.unique(ns)) < 2:
+    if len(np.unique(ns)) < 2 or not (values > 0).all():
         return math.nan
     return float(np.polyfit(np.log(ns), np.log(values), 1)[0])
 
@@ -361,7 +361,11 @@ def upper_half(ns):
 
 
 def fits(records):
-    """Per (dtype, batch, estimator): {"sizes", "time_exp", "mem_exp", "coef"} over the upper-half sizes.
+    """Per (dtype, batch, estimator): {"sizes", "time_exp", "gemm_exp", "mem_exp", "coef"} on the upper-half sizes.
+
+    ``gemm_exp`` is the exponent of the step's GEMM lower bound itself (nan
+    if not recorded): on small sizes BLAS speeds up with n, so it is often
+    below the flop count's exponent, and the estimator's is read against it.
 
     ``coef`` is c of the fitted line t = c · n^time_exp (for plotting).
     """
@@ -375,6 +379,7 @@ def fits(records):
         out[key] = {
             "sizes": sizes,
             "time_exp": t_exp,
+            "gemm_exp": fit_exponent(ns, [r.get("gemm_median") or math.nan for r in top]),
             "mem_exp": fit_exponent(ns, [r["state_bytes_per_sample"] for r in top]),
             "coef": coef,
         }
@@ -437,11 +442,12 @@ def format_table(records, skipped=()):
                     f"{_ratio(r['time'], r.get('gemm_median')):>7}  {format_bytes(r['state_bytes_per_sample']):>12}  "
                     f"{format_bytes(r['peak_bytes_per_sample']):>12}"
                 )
-        lines += ["", f"{'estimator':<13}{'backend':<9}{'time exponent':>14}{'memory exponent':>17}  fitted on n ="]
+        lines += ["", f"{'estimator':<13}{'backend':<9}{'time exponent':>14}{'GEMM exponent':>15}"
+                      f"{'memory exponent':>17}  fitted on n ="]
         for (label,), rows in _by(recs, ("estimator",)).items():
             f = fitted[(dtype, batch, label)]
             backends = ",".join(sorted({r["backend"] for r in rows}))
-            lines.append(f"{label:<13}{backends:<9}{_exp(f['time_exp']):>14}{_exp(f['mem_exp']):>17}  "
+            lines.append(f"{label:<13}{backends:<9}{_exp(f['time_exp']):>14}{_exp(f['gemm_exp']):>15}{_exp(f['mem_exp']):>17}  "
                          + " ".join(map(str, f["sizes"])))
         lines.append("")
     lines += [f"skipped {label} n={n} batch={batch} {dtype}: {why}" for label, n, batch, dtype, why in skipped]

@@ -79,9 +79,11 @@ def test_fit_exponent_is_least_squares_in_log_log():
     assert scaling.fit_exponent(ns, ts) == pytest.approx(2.0, abs=1e-12)
 
 
-def test_fit_exponent_needs_two_distinct_sizes():
+def test_fit_exponent_needs_two_distinct_sizes_and_positive_values():
     assert math.isnan(scaling.fit_exponent([64], [1.0]))
     assert math.isnan(scaling.fit_exponent([64, 64], [1.0, 2.0]))
+    assert math.isnan(scaling.fit_exponent([64, 128], [1.0, math.nan]))
+    assert math.isnan(scaling.fit_exponent([64, 128], [0.0, 1.0]))
 
 
 @pytest.mark.parametrize(("sizes", "upper"), [
@@ -101,6 +103,17 @@ def test_fits_use_only_the_upper_half():
     assert f["time_exp"] == pytest.approx(3.0, abs=1e-12)
     assert f["coef"] == pytest.approx(1e-9, rel=1e-9)
     assert f["mem_exp"] == pytest.approx(3.0, abs=1e-12)
+    assert f["gemm_exp"] == pytest.approx(3.0, abs=1e-12)  # gemm_median = time / 4 in _records
+
+
+def test_fits_without_gemm_timings_leave_its_exponent_blank():
+    recs = _records(lambda n: 1e-9 * n ** 3)
+    for r in recs:
+        del r["gemm_median"]
+    (f,) = scaling.fits(recs).values()
+    assert math.isnan(f["gemm_exp"]) and f["time_exp"] == pytest.approx(3.0)
+    fit_row = scaling.format_table(recs).splitlines()[-1].split()
+    assert fit_row[:5] == ["rtrl", "numpy", "3.00", "—", "3.00"]
 
 
 def test_fits_are_per_dtype_batch_and_estimator():
@@ -132,8 +145,8 @@ def test_table_shows_ratios_memory_and_exponents():
     uoro = next(line.split() for line in lines if line.startswith("uoro ") and line.split()[1] == "1024")
     assert uoro[4] == "—"  # no RTRL at that size
     fit_rows = {line.split()[0]: line.split()[1:] for line in lines[lines.index(""):] if line[:1].isalpha()}
-    assert fit_rows["rtrl"][:3] == ["numpy", "4.00", "3.00"] and fit_rows["rtrl"][3:] == ["128", "256", "512"]
-    assert fit_rows["kf"][:3] == ["numpy", "4.00", "2.00"]
+    assert fit_rows["rtrl"][:4] == ["numpy", "4.00", "4.00", "3.00"] and fit_rows["rtrl"][4:] == ["128", "256", "512"]
+    assert fit_rows["kf"][:4] == ["numpy", "4.00", "4.00", "2.00"]
     assert lines[-1] == "skipped rtrl n=1024 batch=1 float64: predicted 9 s per step > 2 s"
 
 
@@ -273,11 +286,16 @@ def test_warm_up_reaches_the_steady_state():
     assert work.state_bytes() == full > 0
 
 
-def test_batch_does_not_change_memory_per_sample():
-    spec = "ok-2"
-    one = scaling.Workload(spec, 6, batch_size=1, backend="numpy").state_bytes()
-    four = scaling.Workload(spec, 6, batch_size=4, backend="numpy").state_bytes()
-    assert four == one
+@pytest.mark.parametrize("spec", ["rtrl", "ok-2", "uoro", "tbptt-3"])
+def test_state_memory_is_linear_in_the_batch(spec):
+    def total(batch):
+        work = scaling.Workload(spec, 6, batch_size=batch, backend="numpy")
+        work.warm_up(steps=0)
+        return work.state_bytes() * batch
+
+    per_sample = total(2) - total(1)
+    assert per_sample > 0
+    assert total(5) - total(1) == 4 * per_sample
 
 
 def test_peak_is_at_least_the_state():
