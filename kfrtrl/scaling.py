@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import re
 import statistics
 import time
 import tracemalloc
