@@ -1,6 +1,6 @@
 """kfrtrl: online training of recurrent networks with the real-time recurrent learning family.
 
-Cells (:class:`Elman`) describe the model; estimators (:class:`RTRL`,
+Cells (:class:`Elman`, :class:`RHN`, :class:`LSTM`, :class:`GRU`) describe the model; estimators (:class:`RTRL`,
 :class:`UORO`, :class:`KFRTRL`, :class:`OK`, :class:`NoBackTrack`,
 :class:`TBPTT`) carry the influence forward and turn ∂L_t/∂h_t into a
 parameter gradient; :func:`bptt` is the exact sequence-level gradient.
