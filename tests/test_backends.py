@@ -85,7 +85,7 @@ LAYERS = [(1, 1, 1), (2, 2, 4), (1, 1, 2), (3, 1, 2), (1, 3, 1)]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("B, K", [(1, 1), (4, 5)])
+@pytest.mark.parametrize("B, K", [(1, 1), (4, 5), (3, 9)])
 @pytest.mark.parametrize("S, S_in, Z", LAYERS)
 @pytest.mark.parametrize("backend", COMPILED)
 def test_jvp_blocks(backend, S, S_in, Z, B, K, dtype):

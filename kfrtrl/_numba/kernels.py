@@ -25,8 +25,8 @@ PARALLEL_MIN_WORK = 1 << 16
 # factors above ~1e3) the sample goes through Householder QR instead, which
 # keeps the result within ~1e-12 relative of the reference.
 MIN_PIVOT = 1e-6
-# Columns per block when accumulating a Gram matrix (rows of a block stay in L1).
-_GRAM_BLOCK = 512
+# Elementwise-equivalent work of one sample's small factorisations in ok_reduce.
+_SAMPLE_WORK = 1 << 14
 
 
 def _parallel(n_threads, work):
@@ -42,10 +42,19 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     V : (B, K, S_in*n);  Vr : (B, K, n_rec);  Wt : (n_rec, Z*n);
     lam : (B, S, S_in, n);  dz : (B, S, Z, n);  out : (B, K, S*n), written.
     One GEMM (B*K, n_rec) @ (n_rec, Z*n) through BLAS, written straight into
-    ``out`` when S = Z = 1, then one fused pass applying Λ and D.
+    ``out`` when S = Z = 1, then one fused pass applying Λ and D. For a
+    one-block layer whose recurrent part is the whole input (the Elman cell)
+    and K >= n, the layer's Jacobian ``H_b = diag(dz_b) R + diag(lam_b)`` is
+    formed per sample instead (B n² work) and ``out = V @ H_bᵀ`` is one
+    batched GEMM with no extra pass.
     """
     B, K, _ = V.shape
     _, S, Z, n = dz.shape
+    if S == Z == lam.shape[2] == 1 and Vr.shape[2] == n and K >= n:
+        H = np.empty((B, n, n), dtype=out.dtype)
+        _layer_jacobians(Wt, lam, dz, H)
+        np.matmul(V, H.transpose(0, 2, 1), out=out)
+        return
     if S == 1 and Z == 1 and out.flags.c_contiguous:
         Y = out
     else:
@@ -55,6 +64,21 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
         _jvp_scale_par(V, Y, lam, dz, out)
     else:
         _jvp_scale(V, Y, lam, dz, out)
+
+
+@kernel()
+def _layer_jacobians(Wt, lam, dz, H):
+    """H[b] = diag(dz[b, 0, 0]) Wtᵀ + diag(lam[b, 0, 0]), the one-block layer's Jacobian: H (B, n, n).
+
+    Wt is Rᵀ, usually a transposed view, so both Wt[:, t] and H[b, t] are read/written contiguously.
+    """
+    n = Wt.shape[0]
+    for b in range(H.shape[0]):
+        for t in range(n):
+            d = dz[b, 0, 0, t]
+            for s in range(n):
+                H[b, t, s] = Wt[s, t] * d
+            H[b, t, t] += lam[b, 0, 0, t]
 
 
 @kernel()
@@ -219,7 +243,7 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     Same result as the reference (Householder QR of both factor stacks, SVD
     of the core, the same sign convention, SVD_ZERO threshold, m* and mixing),
     computed without touching the long A-side more than twice: the Gram
-    matrices ``V Vᵀ``, ``U Uᵀ`` (one pass, float64) give the triangular
+    matrices ``V Vᵀ``, ``U Uᵀ`` (one batched BLAS call each, float64) give the triangular
     factors by Cholesky of their unit-diagonal scalings (so only the
     conditioning of the row-normalised factors matters), the (r+1)² core is
     decomposed as in the reference, and the new A's are one batched GEMM
@@ -233,10 +257,11 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     B, k, _ = V.shape
     coef = np.empty((B, k - 1, k))
     done = np.empty(B, dtype=np.bool_)
-    if B > 1 and _parallel(n_threads, V.size):
-        _ok_coefficients_par(V, U, signs, coef, U_out, done)
+    Gv, Gu = _gram(V), _gram(U)
+    if B > 1 and _parallel(n_threads, B * _SAMPLE_WORK):
+        _ok_coefficients_par(Gv, Gu, U, V.shape[2], signs, coef, U_out, done)
     else:
-        _ok_coefficients(V, U, signs, coef, U_out, done)
+        _ok_coefficients(Gv, Gu, U, V.shape[2], signs, coef, U_out, done)
     coef = coef.astype(V.dtype, copy=False)
     if done.all():
         np.matmul(coef, V, out=V_out)
@@ -248,33 +273,36 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
             V_out[b], U_out[b] = ok_reduce_one(V[b], U[b], signs[b])
 
 
+def _gram(X):
+    """Per-sample Gram matrices X Xᵀ in float64 (one batched BLAS call): (B, k, L) -> (B, k, k)."""
+    X = X.astype(np.float64, copy=False)
+    return np.matmul(X, X.transpose(0, 2, 1))
+
+
 @kernel()
-def _ok_coefficients(V, U, signs, coef, U_out, done):
-    for b in range(V.shape[0]):
-        done[b] = _ok_gram_route(V[b], U[b], signs[b], coef[b], U_out[b])
+def _ok_coefficients(Gv, Gu, U, P, signs, coef, U_out, done):
+    for b in range(Gv.shape[0]):
+        done[b] = _ok_gram_route(Gv[b], Gu[b], U[b], P, signs[b], coef[b], U_out[b])
 
 
 @kernel(parallel=True)
-def _ok_coefficients_par(V, U, signs, coef, U_out, done):
-    for b in prange(V.shape[0]):
-        done[b] = _ok_gram_route(V[b], U[b], signs[b], coef[b], U_out[b])
+def _ok_coefficients_par(Gv, Gu, U, P, signs, coef, U_out, done):
+    for b in prange(Gv.shape[0]):
+        done[b] = _ok_gram_route(Gv[b], Gu[b], U[b], P, signs[b], coef[b], U_out[b])
 
 
 @kernel()
-def _ok_gram_route(V, U, eps, coef, U_out):
+def _ok_gram_route(Gv, Gu, U, P, eps, coef, U_out):
     """One sample: coef (r, k) with V_out = coef @ V, and U_out (r, m); False = use Householder.
 
-    V (k, P), U (k, m), eps (k,). Follows :func:`kfrtrl._reference.kernels.ok_reduce_one`
+    Gv = V Vᵀ, Gu = U Uᵀ (k, k) float64, U (k, m), P the length of V's rows, eps (k,). Follows :func:`kfrtrl._reference.kernels.ok_reduce_one`
     step by step, with the QR factors R from Cholesky and Q never formed:
     left = Uᵀ R_u⁻¹ P_m, right = Vᵀ R_v⁻¹ Q_mᵀ.
     """
-    k, P = V.shape
-    m = U.shape[1]
+    k, m = U.shape
     r = k - 1
     coef[:, :] = 0.0
     U_out[:, :] = 0.0
-    Gv = _gram(V)
-    Gu = _gram(U)
     idx = _active_terms(Gv, Gu)
     ka = idx.size
     if ka == 0:
@@ -328,25 +356,6 @@ def _active_terms(Gv, Gu):
     for i in range(Gv.shape[0]):
         keep[i] = Gv[i, i] > 0.0 and Gu[i, i] > 0.0
     return np.flatnonzero(keep)
-
-
-@kernel()
-def _gram(X):
-    """X Xᵀ in float64 for X (k, L), accumulated over column blocks that stay in cache."""
-    k, L = X.shape
-    G = np.zeros((k, k))
-    for start in range(0, L, _GRAM_BLOCK):
-        stop = min(start + _GRAM_BLOCK, L)
-        for i in range(k):
-            for j in range(i + 1):
-                s = 0.0
-                for t in range(start, stop):
-                    s += np.float64(X[i, t]) * np.float64(X[j, t])
-                G[i, j] += s
-    for i in range(k):
-        for j in range(i):
-            G[j, i] = G[i, j]
-    return G
 
 
 @kernel()
