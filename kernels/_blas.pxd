@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Shared inline helpers of the Cython kernels: the one BLAS wrapper and the OpenMP shim.
+"""Shared inline helpers of the Cython kernels: the one BLAS wrapper, the OpenMP shim, threads.
 
 BLAS comes only from ``scipy.linalg.cython_blas`` (function pointers
 resolved at import; nothing is linked at build time).
@@ -17,6 +17,18 @@ cdef extern from *:
     """
     # 1 when this module was compiled with OpenMP (prange runs in parallel), else 0.
     const bint KFRTRL_OPENMP
+
+
+cdef enum:
+    # Elements of work below which a kernel runs on one thread: opening a parallel
+    # region costs more than it saves there, and far more on a loaded machine
+    # (every region waits for its slowest thread to be scheduled).
+    PARALLEL_MIN_WORK = 1 << 16
+
+
+cdef inline int threads_for(int n_threads, Py_ssize_t work) noexcept nogil:
+    """The thread count a kernel uses: ``n_threads``, or 1 below PARALLEL_MIN_WORK elements."""
+    return n_threads if work >= PARALLEL_MIN_WORK and n_threads > 1 else 1
 
 
 cdef inline void gemm(char ta, char tb, int m, int n, int k, floating alpha,

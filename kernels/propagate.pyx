@@ -16,7 +16,11 @@ from cython.parallel cimport prange, threadid
 from libc.math cimport sqrt
 from libc.string cimport memcpy
 
-from _blas cimport KFRTRL_OPENMP, gemm, sumsq
+from _blas cimport KFRTRL_OPENMP, gemm, sumsq, threads_for
+from _blas cimport PARALLEL_MIN_WORK as _MIN_WORK
+
+# Elements of work from which the kernels of this backend run in parallel.
+PARALLEL_MIN_WORK = _MIN_WORK
 
 
 def openmp_enabled():
@@ -59,6 +63,7 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     A, ta, lda = _gemm_operand(Vr.reshape(B * K, n_rec))
     W, tb, ldb = _gemm_operand(Wt)
     Y = out.reshape(B * K, S * n) if Z <= S else np.empty((B * K, Z * n), dtype=dtype)
+    n_threads = threads_for(n_threads, out.size)
     rows = np.empty((n_threads, Z * n), dtype=dtype)
     args = (np.ascontiguousarray(V), A, ta, lda, W, tb, ldb, np.ascontiguousarray(lam),
             np.ascontiguousarray(dz), out, Y, rows, n_threads)
@@ -107,7 +112,7 @@ def outer_add(G, Dt, a, n_threads):
 
     G (B, p, m, N) C-contiguous; Dt (B, p, N); a (B, m). Parallel over the B*p rows.
     """
-    args = (G, np.ascontiguousarray(Dt), np.ascontiguousarray(a), n_threads)
+    args = (G, np.ascontiguousarray(Dt), np.ascontiguousarray(a), threads_for(n_threads, G.size))
     if G.dtype == np.float32:
         _outer_add[float](*args)
     else:
@@ -143,7 +148,7 @@ def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
     side = np.empty((B, 2), dtype=np.float64)
     args = (np.ascontiguousarray(HA), np.ascontiguousarray(u), np.ascontiguousarray(Dt),
             np.ascontiguousarray(a), np.ascontiguousarray(c1), np.ascontiguousarray(c2),
-            A_out, u_out, side, n_threads)
+            A_out, u_out, side, threads_for(n_threads, A_out.size))
     if dtype == np.float32:
         _kf_combine[float](*args)
     else:

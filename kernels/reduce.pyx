@@ -2,14 +2,25 @@
 """OK's optimal unbiased reduction, ``ok_reduce``, in the Cython backend.
 
 Same semantics and argument order as :func:`kfrtrl._reference.kernels.ok_reduce`
-(and the same sign convention, zero threshold, m* and Householder
-complement), parallel over samples. Per sample, all small factors are in
-float64 through ``scipy.linalg.cython_lapack``: Householder QR of both factor
-stacks (dgeqrf), SVD of the (r+1)² core (dgesdd), explicit Q only on the small
-u side (dorgqr), and the new A-factors as ``Q_V @ T`` applied by dormqr
-straight into the output (no explicit Q_V). While samples run in parallel,
-BLAS is held at one thread (threaded BLAS inside the parallel loop would
-oversubscribe the cores).
+(the same sign convention, zero threshold, m* and Householder complement),
+parallel over samples, all small factors in float64. Two routes per sample,
+equal in exact arithmetic:
+
+- Gram (BLAS-3, the usual one): ``G = V Vᵀ`` by one GEMM, the triangular
+  factor R of the QR ``Vᵀ = Q R`` by Cholesky of the unit-diagonal scaling of
+  G (so only the conditioning of the row-normalised factors matters), Q never
+  formed: the new A's are one GEMM ``V_out = Tᵀ V`` with ``T = R⁻¹ (...)``
+  small. The same for U. Two passes over the long A side in all.
+- Householder (the reference's): when a Cholesky pivot of a scaled Gram
+  matrix is below :data:`MIN_PIVOT` (nearly dependent terms), a term is zero
+  (right after a reset) or there are more terms than rows (m or P < r+1):
+  dgeqrf on both stacks, the new A's applied by dormqr as ``Q_V T``.
+
+LAPACK and BLAS come from ``scipy.linalg.cython_lapack``/``cython_blas``.
+While the samples run in parallel, and whenever the LAPACK route could
+thread its BLAS-2 calls, BLAS is held at one thread: threaded BLAS inside
+the parallel loop, or on these skinny per-sample matrices, oversubscribes
+the cores.
 """
 import numpy as np
 
@@ -19,9 +30,15 @@ from libc.math cimport fabs, sqrt
 from libc.string cimport memset
 from scipy.linalg.cython_lapack cimport dgeqrf, dgesdd, dormqr, dorgqr
 
-from _blas cimport KFRTRL_OPENMP
+from _blas cimport KFRTRL_OPENMP, gemm, threads_for
 
 from kfrtrl._reference.kernels import SVD_ZERO
+
+# Smallest Cholesky pivot of a unit-diagonal Gram matrix that the Gram route
+# accepts (the sine of the angle between a term and the span of the earlier
+# ones). Below it the sample goes the Householder way, which keeps every
+# sample within ~1e-12 relative of the reference.
+MIN_PIVOT = 1e-2
 
 
 def openmp_enabled():
@@ -33,38 +50,31 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     """Reduce r+1 Kronecker terms to r per sample (see the reference).
 
     V (B, r+1, P); U (B, r+1, m); signs (B, r+1) of ±1; V_out (B, r, P) and
-    U_out (B, r, m) C-contiguous, written. V_out may overlap V (V is copied
-    per sample before anything is written). Cost per sample O(P (r+1)²) for
-    the Householder QR and its application, plus O(m (r+1)² + (r+1)³).
+    U_out (B, r, m) C-contiguous, written, not overlapping V or U.
+    Cost per sample: Gram route ~(r+1)² P + r (r+1) P multiply-adds (two
+    GEMMs) plus O(m (r+1)² + (r+1)³); Householder route ~3 (r+1)² P in BLAS-2.
     """
+    from kfrtrl.threads import _blas_controller
+
     B, k, P = V.shape
     m = U.shape[2]
     lwork = _lwork(P, m, k)
     size = _workspace(P, m, k, lwork) + (P * (k - 1) if V_out.dtype == np.float32 else 0)
-    n_par = max(1, min(int(n_threads), B))
+    n_par = threads_for(min(n_threads, B), V.size)
     ws = np.empty((n_par, size), dtype=np.float64)
     iwork = np.empty((n_par, 8 * k), dtype=np.intc)
     args = (np.ascontiguousarray(V), np.ascontiguousarray(U), np.ascontiguousarray(signs),
-            V_out, U_out, ws, iwork, lwork, float(SVD_ZERO), n_par)
-    if n_par > 1:
-        from kfrtrl.threads import _blas_controller
-
-        with _blas_controller().limit(limits=1, user_api="blas"):
-            _dispatch(args, V_out.dtype)
-    else:
-        _dispatch(args, V_out.dtype)
-
-
-def _dispatch(args, dtype):
-    if dtype == np.float32:
-        _ok_reduce[float](*args)
-    else:
-        _ok_reduce[double](*args)
+            V_out, U_out, ws, iwork, lwork, float(SVD_ZERO), float(MIN_PIVOT), n_par)
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        if V_out.dtype == np.float32:
+            _ok_reduce[float](*args)
+        else:
+            _ok_reduce[double](*args)
 
 
 def _workspace(int P, int m, int k, int lwork):
-    """Doubles of per-thread workspace needed by :func:`_reduce_one` (without the float32 buffer)."""
-    return P * k + 2 * m * k + 3 * k * k + 2 * k * (k - 1) + 7 * k + lwork
+    """Doubles of per-thread workspace of :func:`_reduce_one` (without the float32 output buffer)."""
+    return P * k + 2 * m * k + 7 * k * k + 2 * k * (k - 1) + 9 * k + lwork
 
 
 cdef int _lwork(int P, int m, int k) noexcept nogil:
@@ -90,63 +100,185 @@ cdef int _lwork(int P, int m, int k) noexcept nogil:
 cdef void _ok_reduce(const floating[:, :, ::1] V, const floating[:, :, ::1] U,
                      const floating[:, ::1] signs, floating[:, :, ::1] V_out,
                      floating[:, :, ::1] U_out, double[:, ::1] ws, int[:, ::1] iwork,
-                     int lwork, double svd_zero, int n_par) noexcept nogil:
+                     int lwork, double svd_zero, double min_pivot, int n_par) noexcept nogil:
     cdef Py_ssize_t b
     cdef int k = V.shape[1], P = V.shape[2], m = U.shape[2]
     for b in prange(V.shape[0], nogil=True, num_threads=n_par, schedule='dynamic'):
         _reduce_one(&V[b, 0, 0], &U[b, 0, 0], &signs[b, 0], k, P, m, &V_out[b, 0, 0],
-                    &U_out[b, 0, 0], &ws[threadid(), 0], lwork, &iwork[threadid(), 0], svd_zero)
+                    &U_out[b, 0, 0], &ws[threadid(), 0], lwork, &iwork[threadid(), 0],
+                    svd_zero, min_pivot)
 
 
 cdef void _reduce_one(const floating *V, const floating *U, const floating *eps, int k, int P,
                       int m, floating *V_out, floating *U_out, double *ws, int lwork,
-                      int *iwork, double svd_zero) noexcept nogil:
+                      int *iwork, double svd_zero, double min_pivot) noexcept nogil:
     """One sample: V (k, P), U (k, m), eps (k,) -> V_out (k-1, P), U_out (k-1, m).
 
-    Column-major work arrays: Wv (P, k) and Wu (m, k) hold the factors and
-    then their QR; core (qu, qv) = R_U R_Vᵀ; its SVD Pm Σ QmT; left = Q_U Pm;
-    Cl (q, r), row-major, the coefficients of the new terms on the singular
-    pairs, so that new u's = (left F Cl)ᵀ and new A's = (Q_V QmTᵀ F Cl)ᵀ with
-    F the sign flips.
+    Work arrays are column-major unless said otherwise. Wv (P, k), Wu (m, k)
+    hold float64 copies of the factors (Wv only where needed); core = R_U R_Vᵀ
+    and its SVD Pm Σ QmT; left (m, q) the unit u-directions; Cl (q, r),
+    row-major, the coefficients of the new terms on the singular pairs, so
+    that new u's = (left F Cl)ᵀ and new A's = (Q_V QmTᵀ F Cl)ᵀ, F the sign flips.
     """
-    cdef int r = k - 1, qv = min(P, k), qu = min(m, k), q = min(qu, qv), info, i, j, t
+    cdef int r = k - 1, t
     cdef double *Wv = ws
     cdef double *Wu = Wv + P * k
     cdef double *left = Wu + m * k
     cdef double *core = left + m * k
     cdef double *Pm = core + k * k
     cdef double *QmT = Pm + k * k
-    cdef double *Cl = QmT + k * k
+    cdef double *Rv = QmT + k * k              # Gram route: G_V, then R_V (row-major)
+    cdef double *Ru = Rv + k * k               # Gram route: G_U, then R_U (row-major)
+    cdef double *Lu = Ru + k * k               # Gram route: R_U⁻¹ Pm
+    cdef double *Cl = Lu + k * k
     cdef double *Tv = Cl + k * r
     cdef double *tauv = Tv + k * r
     cdef double *tauu = tauv + k
     cdef double *s = tauu + k
     cdef double *flip = s + k
-    cdef double *scratch = flip + k            # 3k: tail sums and the Householder vector
+    cdef double *scale = flip + k              # 2k: row norms of V and U (Gram route)
+    cdef double *scratch = scale + 2 * k       # 3k: tail sums and the Householder vector
     cdef double *work = scratch + 3 * k
-    cdef double *Z = work + lwork              # (P, r) float64 output buffer (float32 only)
-    cdef double acc
-    cdef char side = b'L', trans = b'N', jobz = b'S'
-    for t in range(P * k):
-        Wv[t] = V[t]
+    cdef double *Z = work + lwork              # (r, P) float64 output buffer (float32 only)
+    cdef const double *src
+    if floating is double:
+        src = V
+        Z = V_out
+    else:
+        for t in range(P * k):
+            Wv[t] = V[t]
+        src = Wv
     for t in range(m * k):
         Wu[t] = U[t]
+    if (k <= P and k <= m
+            and _gram_route(src, Wu, eps, k, P, m, U_out, Z, Rv, Ru, Lu, core, Pm, QmT, left,
+                            Cl, Tv, s, flip, scale, scratch, work, lwork, iwork, svd_zero,
+                            min_pivot)):
+        pass
+    else:
+        if floating is double:
+            for t in range(P * k):
+                Wv[t] = V[t]
+        _householder_route(Wv, Wu, eps, k, P, m, U_out, Z, core, Pm, QmT, left, Cl, Tv,
+                           tauv, tauu, s, flip, scratch, work, lwork, iwork, svd_zero)
+    if floating is float:
+        for t in range(P * r):
+            V_out[t] = <float> Z[t]
+
+
+cdef bint _gram_route(const double *V, const double *Wu, const floating *eps, int k, int P,
+                      int m, floating *U_out, double *Z, double *Rv, double *Ru, double *Lu,
+                      double *core, double *Pm, double *QmT, double *left, double *Cl,
+                      double *Tv, double *s, double *flip, double *scale, double *scratch,
+                      double *work, int lwork, int *iwork, double svd_zero,
+                      double min_pivot) noexcept nogil:
+    """The Gram route; False (nothing written) when a scaled Cholesky pivot is below min_pivot."""
+    cdef int r = k - 1, info, i, j, t
+    cdef char jobz = b'S'
+    gemm(c'n', c't', k, k, P, 1.0, V, P, V, P, 0.0, Rv, k)
+    gemm(c'n', c't', k, k, m, 1.0, Wu, m, Wu, m, 0.0, Ru, k)
+    if not (_scaled_cholesky(Rv, k, scale, min_pivot) and _scaled_cholesky(Ru, k, scale + k, min_pivot)):
+        return False
+    for j in range(k):                         # core = R_U R_Vᵀ
+        for i in range(k):
+            core[i + j * k] = 0.0
+            for t in range(max(i, j), k):
+                core[i + j * k] += Ru[i * k + t] * Rv[j * k + t]
+    dgesdd(&jobz, &k, &k, core, &k, s, Pm, &k, QmT, &k, work, &lwork, iwork, &info)
+    if info != 0:
+        return False
+    for j in range(k):                         # Lu = R_U⁻¹ Pm, so left = Uᵀ Lu
+        _solve_upper(Ru, k, Pm + j * k, Lu + j * k)
+    _finish(Wu, Lu, s, eps, k, k, k, m, r, U_out, QmT, left, Cl, Tv, flip, scratch, svd_zero)
+    for j in range(r):                         # T = R_V⁻¹ QmTᵀ F Cl, in place
+        _solve_upper(Rv, k, Tv + j * k, Tv + j * k)
+    gemm(c'n', c'n', r, P, k, 1.0, Tv, k, V, P, 0.0, Z, P)   # V_out = Tᵀ V
+    return True
+
+
+cdef bint _scaled_cholesky(double *G, int k, double *d, double min_pivot) noexcept nogil:
+    """G (k, k) row-major, symmetric -> R (upper, row-major) with G = Rᵀ R, in place.
+
+    Cholesky of the unit-diagonal D⁻¹ G D⁻¹ (D = diag √G_ii), then R = R_s D.
+    False when a diagonal entry is not positive or a pivot of R_s is below min_pivot.
+    """
+    cdef int i, j, l
+    cdef double acc
+    for i in range(k):
+        if not G[i * k + i] > 0.0:
+            return False
+        d[i] = sqrt(G[i * k + i])
+    for j in range(k):
+        acc = 1.0
+        for l in range(j):
+            acc -= G[l * k + j] * G[l * k + j]
+        if not acc >= min_pivot * min_pivot:
+            return False
+        G[j * k + j] = sqrt(acc)
+        for i in range(j + 1, k):
+            acc = G[j * k + i] / (d[j] * d[i])
+            for l in range(j):
+                acc -= G[l * k + j] * G[l * k + i]
+            G[j * k + i] = acc / G[j * k + j]
+    for j in range(k):
+        for i in range(j + 1):
+            G[i * k + j] *= d[j]
+    return True
+
+
+cdef void _solve_upper(const double *R, int k, const double *y, double *x) noexcept nogil:
+    """x = R⁻¹ y for R (k, k) upper triangular, row-major; x may be y."""
+    cdef int i, l
+    cdef double acc
+    for i in range(k - 1, -1, -1):
+        acc = y[i]
+        for l in range(i + 1, k):
+            acc -= R[i * k + l] * x[l]
+        x[i] = acc / R[i * k + i]
+
+
+cdef void _householder_route(double *Wv, double *Wu, const floating *eps, int k, int P, int m,
+                             floating *U_out, double *Z, double *core, double *Pm, double *QmT,
+                             double *left, double *Cl, double *Tv, double *tauv, double *tauu,
+                             double *s, double *flip, double *scratch, double *work, int lwork,
+                             int *iwork, double svd_zero) noexcept nogil:
+    """The reference's route: Householder QR of Wv (P, k) and Wu (m, k) (both overwritten)."""
+    cdef int r = k - 1, qv = min(P, k), qu = min(m, k), q = min(qu, qv), info, i, j, t
+    cdef char side = b'L', trans = b'N', jobz = b'S'
     dgeqrf(&P, &k, Wv, &P, tauv, work, &lwork, &info)
     dgeqrf(&m, &k, Wu, &m, tauu, work, &lwork, &info)
     for j in range(qv):                        # core = R_U R_Vᵀ, both upper trapezoidal
         for i in range(qu):
-            acc = 0.0
+            core[i + j * qu] = 0.0
             for t in range(max(i, j), k):
-                acc = acc + Wu[i + t * m] * Wv[j + t * P]
-            core[i + j * qu] = acc
+                core[i + j * qu] += Wu[i + t * m] * Wv[j + t * P]
     dgesdd(&jobz, &qu, &qv, core, &qu, s, Pm, &qu, QmT, &q, work, &lwork, iwork, &info)
+    dorgqr(&m, &qu, &qu, Wu, &m, tauu, work, &lwork, &info)
+    _finish(Wu, Pm, s, eps, q, qu, qv, m, r, U_out, QmT, left, Cl, Tv, flip, scratch, svd_zero)
+    memset(Z, 0, P * r * sizeof(double))       # V_out = (Q_V [T; 0])ᵀ
+    for j in range(r):
+        for t in range(qv):
+            Z[t + j * P] = Tv[t + j * qv]
+    dormqr(&side, &trans, &P, &r, &qv, Wv, &P, tauv, Z, &P, work, &lwork, &info)
+
+
+cdef void _finish(const double *Bu, const double *Cu, double *s, const floating *eps, int q,
+                  int qu, int qv, int m, int r, floating *U_out, const double *QmT, double *left,
+                  double *Cl, double *Tv, double *flip, double *scratch,
+                  double svd_zero) noexcept nogil:
+    """Shared by both routes, from the SVD on: the reference's steps in the small space.
+
+    left = Bu Cu (Bu (m, qu), Cu (qu, q)); zero the σ below svd_zero σ_1; sign
+    flips; Cl; writes U_out (r, m) and Tv (qv, r) = QmTᵀ F Cl (QmT (q, qv)).
+    """
+    cdef int i, j, t
+    cdef double acc
     for i in range(q):
         if s[i] < svd_zero * s[0]:
             s[i] = 0.0
-    dorgqr(&m, &qu, &qu, Wu, &m, tauu, work, &lwork, &info)
-    _left_and_flips(Wu, Pm, m, qu, q, left, flip)
+    _left_and_flips(Bu, Cu, m, qu, q, left, flip)
     _coefficients(s, q, r, eps, Cl, scratch)
-    for j in range(r):                         # new u's, and T = QmTᵀ F Cl for the A side
+    for j in range(r):
         for t in range(m):
             acc = 0.0
             for i in range(q):
@@ -157,21 +289,11 @@ cdef void _reduce_one(const floating *V, const floating *U, const floating *eps,
             for i in range(q):
                 acc = acc + QmT[i + t * q] * (flip[i] * Cl[i * r + j])
             Tv[t + j * qv] = acc
-    if floating is double:
-        Z = V_out
-    memset(Z, 0, P * r * sizeof(double))
-    for j in range(r):
-        for t in range(qv):
-            Z[t + j * P] = Tv[t + j * qv]
-    dormqr(&side, &trans, &P, &r, &qv, Wv, &P, tauv, Z, &P, work, &lwork, &info)
-    if floating is float:
-        for t in range(P * r):
-            V_out[t] = <float> Z[t]
 
 
 cdef void _left_and_flips(const double *Qu, const double *Pm, int m, int qu, int q,
                           double *left, double *flip) noexcept nogil:
-    """left = Q_U Pm (m, q), and flip[j] = sign of left's largest-|entry| in column j (0 -> +1)."""
+    """left = Qu Pm (m, q), and flip[j] = sign of left's largest-|entry| in column j (0 -> +1)."""
     cdef int i, j, t, idx
     cdef double acc, best
     for j in range(q):

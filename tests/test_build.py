@@ -175,12 +175,19 @@ def test_kf_combine(n, B, dtype, in_place):
     assert rel(u_out, u_ref) <= TOL[dtype]
 
 
+@pytest.mark.parametrize("route", ["usual", "Householder only"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("B", [1, 5])
 @pytest.mark.parametrize("r", [1, 2, 4])
 @pytest.mark.parametrize("n", [1, 3, 7])
-def test_ok_reduce(n, r, B, dtype):
-    """Factors (same sign convention) and reconstructed sums; n = 1 has P = 1 < r + 1 (thin SVD)."""
+def test_ok_reduce(n, r, B, dtype, route, monkeypatch):
+    """Factors (same sign convention) and reconstructed sums; n = 1 has P = 1 < r + 1 (thin SVD).
+
+    "usual" takes the Gram route wherever it can; a MIN_PIVOT above 1 (pivots
+    of a unit-diagonal Cholesky are <= 1) sends every sample the Householder way.
+    """
+    if route == "Householder only":
+        monkeypatch.setattr("kfrtrl._cy.reduce.MIN_PIVOT", 2.0)
     V, U, signs = _ok_inputs(np.random.default_rng(100 * n + 10 * r + B), B, r, n, dtype)
     _assert_ok_matches(V, U, signs)
 
@@ -205,47 +212,58 @@ def test_ok_reduce_rank_deficient(case, dtype):
     _assert_ok_matches(V, U, signs)
 
 
-def test_ok_reduce_output_may_overlap_input():
-    """V is copied per sample before any write, so V_out can be a view of V."""
-    V, U, signs = _ok_inputs(np.random.default_rng(6), 1, 2, 3, np.float64)
-    V_ref, U_ref = _ok_run(ref, V, U, signs)
-    U_out = np.empty_like(U_ref)
-    V_out = V[:, :2]
-    cy.ok_reduce(V, U, signs, V_out, U_out, 1)
-    assert rel(V_out, V_ref) <= TOL[np.float64]
-    assert rel(U_out, U_ref) <= TOL[np.float64]
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("spread", [1e-1, 1e-3, 1e-6])
+def test_ok_reduce_nearly_dependent_terms(spread, dtype):
+    """A term within ``spread`` of another: the Gram route above MIN_PIVOT, Householder below."""
+    gen = np.random.default_rng(8)
+    V, U, signs = _ok_inputs(gen, 3, 3, 5, dtype)
+    V[:, 2] = V[:, 0] + spread * gen.standard_normal(V[:, 0].shape).astype(dtype)
+    U[:, 3] = U[:, 1] + spread * gen.standard_normal(U[:, 1].shape).astype(dtype)
+    _assert_ok_matches(V, U, signs)
 
 
 # ---- the serial path ----
 
 
-def test_one_thread_gives_identical_results_to_two():
-    """n_threads only splits independent rows/samples: results are bitwise the same."""
+def test_parallel_path_is_exact_and_matches_one_thread():
+    """Above PARALLEL_MIN_WORK the kernels split rows/samples over threads: same bits as 1 thread.
+
+    Sizes are just past the threshold (below it every kernel runs serially),
+    and the reference checks the parallel result.
+    """
+    from kfrtrl._cy.propagate import PARALLEL_MIN_WORK as work
+
     gen = np.random.default_rng(11)
-    V, W, lam, dz = _jvp_inputs(gen, 5, 4, 2, 2, 4, 3, np.float64)
-    outs = [np.empty((5, 4, 6)) for _ in range(2)]
-    for out, nt in zip(outs, (1, 2)):
-        cy.jvp_blocks(V, V[:, :, :3], W[:, :3].T, lam, dz, out, nt)
-    np.testing.assert_array_equal(*outs)
+    B, n = 4, 16
+    V, W, lam, dz = _jvp_inputs(gen, B, work // (B * 2 * n), 2, 2, 4, n, np.float64)
+    outs = [np.empty_like(V) for _ in range(3)]
+    ref.jvp_blocks(V, V[:, :, :n], W[:, :n].T, lam, dz, outs[0], 1)
+    for out, nt in zip(outs[1:], (1, 2)):
+        cy.jvp_blocks(V, V[:, :, :n], W[:, :n].T, lam, dz, out, nt)
 
-    G = gen.standard_normal((5, 3, 6, 3))
-    Dt, a = gen.standard_normal((5, 3, 3)), gen.standard_normal((5, 6))
-    Gs = [G.copy(), G.copy()]
-    for Gi, nt in zip(Gs, (1, 2)):
+    G = gen.standard_normal((B, n, work // (B * n * n), n))
+    Dt, a = gen.standard_normal((B, n, n)), gen.standard_normal((B, G.shape[2]))
+    Gs = [G.copy() for _ in range(3)]
+    ref.outer_add(Gs[0], Dt, a, 1)
+    for Gi, nt in zip(Gs[1:], (1, 2)):
         cy.outer_add(Gi, Dt, a, nt)
-    np.testing.assert_array_equal(*Gs)
 
-    HA, u = gen.standard_normal((5, 2, 3, 3)), gen.standard_normal((5, 2, 6))
-    c = (2 * gen.integers(0, 2, size=(5, 2)) - 1).astype(np.float64)
-    res = [(np.empty_like(HA), np.empty_like(u)) for _ in range(2)]
-    for (A_out, u_out), nt in zip(res, (1, 2)):
-        cy.kf_combine(HA, u, Dt, a, c, -c, A_out, u_out, nt)
-    for x, y in zip(*res):
-        np.testing.assert_array_equal(x, y)
+    HA = gen.standard_normal((B, work // (B * n * n), n, n))
+    u = gen.standard_normal((B, HA.shape[1], G.shape[2]))
+    c = (2 * gen.integers(0, 2, size=HA.shape[:2]) - 1).astype(np.float64)
+    kfs = [(np.empty_like(HA), np.empty_like(u)) for _ in range(3)]
+    ref.kf_combine(HA, u, Dt, a, c, -c, *kfs[0], 1)
+    for res, nt in zip(kfs[1:], (1, 2)):
+        cy.kf_combine(HA, u, Dt, a, c, -c, *res, nt)
 
-    Vk, Uk, signs = _ok_inputs(gen, 5, 3, 3, np.float64)
-    for x, y in zip(_ok_run(cy, Vk, Uk, signs, 1), _ok_run(cy, Vk, Uk, signs, 2)):
-        np.testing.assert_array_equal(x, y)
+    Vk, Uk, signs = _ok_inputs(gen, B, 3, 64, np.float64)
+    oks = [_ok_run(mod, Vk, Uk, signs, nt) for mod, nt in ((ref, 1), (cy, 1), (cy, 2))]
+
+    assert min(V.size, G.size, HA.size, Vk.size) >= work
+    for ref_res, one, two in [(outs[0], outs[1], outs[2]), (Gs[0], Gs[1], Gs[2]), *zip(*kfs), *zip(*oks)]:
+        np.testing.assert_array_equal(one, two)
+        assert rel(two, ref_res) <= TOL[np.float64]
 
 
 SERIAL_CHECK = """
