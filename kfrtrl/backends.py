@@ -7,6 +7,8 @@ present; compiled backends register here and are tested against it.
 import importlib
 import warnings
 
+from . import _reference
+
 # name -> module path; the order is the preference of "auto" when nothing better is known.
 _MODULES = {
     "numpy": "kfrtrl._reference",
@@ -35,7 +37,12 @@ def available_backends():
 
 
 def _load(name):
-    return importlib.import_module(_MODULES[name])
+    """Import backend ``name``; ImportError if it lacks any kernel of the reference."""
+    module = importlib.import_module(_MODULES[name])
+    missing = [k for k in _reference.__all__ if not hasattr(module, k)]
+    if missing:
+        raise ImportError(f"{_MODULES[name]} lacks the kernels {missing}")
+    return module
 
 
 def get_backend(backend, estimator):

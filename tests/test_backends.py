@@ -122,6 +122,27 @@ def test_outer_add(backend, B, dtype):
 
 @pytest.mark.parametrize("in_place", [False, True])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("backend", COMPILED)
+def test_rank1_update(backend, B, dtype, in_place):
+    gen = np.random.default_rng(19)
+    p, m = 7, 11
+    w = gen.standard_normal((B, p, m)).astype(dtype)
+    d = gen.standard_normal((B, p)).astype(dtype)
+    a = gen.standard_normal((B, m)).astype(dtype)
+    s_w, s_d = gen.standard_normal(B).astype(dtype), gen.standard_normal(B).astype(dtype)
+    s_w[0] = 0.0                                         # a dropped term
+    outs = []
+    for ops in (ref, _ops(backend)):
+        w_in = w.copy()
+        out = w_in if in_place else np.empty_like(w)
+        ops.rank1_update(w_in, s_w, d, a, s_d, out, 2)
+        outs.append(out)
+    assert rel(outs[1], outs[0]) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("B, C", [(1, 1), (4, 3)])
 @pytest.mark.parametrize("backend", COMPILED)
 def test_kf_combine(backend, B, C, dtype, in_place):
@@ -266,6 +287,15 @@ def test_auto_resolves_to_an_available_backend(est_name, sequence):
         est.step(x)
         ref_est.step(x)
     assert rel(est.gradient(dl)["W"], ref_est.gradient(dl)["W"]) <= 1e-10
+
+
+def test_a_backend_missing_a_kernel_is_unavailable(monkeypatch):
+    """A module lacking any kernel of the reference is not offered (nor used by "auto")."""
+    monkeypatch.setitem(backends._MODULES, "partial", "kfrtrl._reference.kernels")
+    monkeypatch.delattr(ref, "jvp_blocks")
+    assert "partial" not in kfrtrl.available_backends()
+    with pytest.raises(ImportError, match=r"lacks the kernels \['jvp_blocks'\]"):
+        kfrtrl.UORO(kfrtrl.Elman(N_IN, 3, rng=23), backend="partial")
 
 
 def test_auto_falls_back_to_numpy_with_a_warning(monkeypatch):

@@ -157,6 +157,43 @@ def _outer_add_par(G, Dt, a):
         _outer_row(G[b, i], Dt[b, i], a[b])
 
 
+# ---------------------------------------------------------------- rank1_update
+
+
+def rank1_update(w, s_w, d, a, s_d, w_out, n_threads):
+    """``w_out[b] = w[b] * s_w[b] + (d[b] ⊗ a[b]) * s_d[b]`` in one pass (see the reference).
+
+    w, w_out : (B, p, m) (w_out may be w);  s_w, s_d : (B,);  d : (B, p);  a : (B, m).
+    """
+    if _parallel(n_threads, w.size):
+        _rank1_update_par(w, s_w, d, a, s_d, w_out)
+    else:
+        _rank1_update(w, s_w, d, a, s_d, w_out)
+
+
+@kernel()
+def _rank1_row(w, s_w, d, a, s_d, out):
+    """out = w * s_w + (d * a) * s_d for one row: w, a, out (m,), scalars s_w, d, s_d."""
+    for j in range(w.size):
+        out[j] = w[j] * s_w + (d * a[j]) * s_d
+
+
+@kernel()
+def _rank1_update(w, s_w, d, a, s_d, w_out):
+    B, p = w.shape[0], w.shape[1]
+    for row in range(B * p):
+        b, i = row // p, row % p
+        _rank1_row(w[b, i], s_w[b], d[b, i], a[b], s_d[b], w_out[b, i])
+
+
+@kernel(parallel=True)
+def _rank1_update_par(w, s_w, d, a, s_d, w_out):
+    B, p = w.shape[0], w.shape[1]
+    for row in prange(B * p):
+        b, i = row // p, row % p
+        _rank1_row(w[b, i], s_w[b], d[b, i], a[b], s_d[b], w_out[b, i])
+
+
 # ---------------------------------------------------------------- kf_combine
 
 

@@ -45,6 +45,16 @@ def outer_add(G, Dt, a, n_threads):
     G += Dt[:, :, None, :] * a[:, None, :, None]
 
 
+def rank1_update(w, s_w, d, a, s_d, w_out, n_threads):
+    """The rank-one estimators' (UORO, NoBackTrack) parameter-side update, in one pass.
+
+    w : (B, p, m);  s_w, s_d : (B,) per-sample scales;  d : (B, p);  a : (B, m)
+    w_out : (B, p, m), written (may be w itself):
+        w_out[b] = w[b] * s_w[b] + (d[b] ⊗ a[b]) * s_d[b].
+    """
+    w_out[...] = w * s_w[:, None, None] + (d[:, :, None] * a[:, None, :]) * s_d[:, None, None]
+
+
 def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
     """KF-RTRL's unbiased merge of (H A, u) and (D, a) into one Kronecker term.
 

@@ -15,7 +15,7 @@ the gradient is not implemented (see the README).
 import numpy as np
 
 from ._base import Estimator
-from .uoro import _norm_over, _ratio_root, _safe_div
+from .uoro import _norm_over, _ratio_root, _safe_inv
 
 
 class NoBackTrack(Estimator):
@@ -45,9 +45,11 @@ class NoBackTrack(Estimator):
         coef = np.where(rho > 0, eps / np.where(rho > 0, rho, 1.0), 0.0).astype(self.dtype)
         rho0 = _ratio_root(_norm_over(self._w.values()), np.linalg.norm(Hv, axis=1))
         self._v = (eps0 * rho0)[:, None] * Hv + eps * rho
+        s_w = _safe_inv(rho0, self.dtype) * eps0               # exact: eps0 = ±1
+        ones = np.ones(B, dtype=self.dtype)
         for k, (Dt, a) in imm.items():
             d = np.einsum("bpn,bn->bp", Dt, coef)
-            self._w[k] = _safe_div(self._w[k], rho0) * eps0[:, None, None] + d[:, :, None] * a[:, None, :]
+            self.ops.rank1_update(self._w[k], s_w, d, a, ones, self._w[k], self.n_threads)
         self._check_factors(self._v)
 
     def _gradient(self, c):

@@ -7,7 +7,8 @@ one array per weight matrix (shape of W). Per step, ν ∈ {±1}^N::
     ρ0 = sqrt(|θ| / |H s|),    ρ1 = sqrt(|νᵀF| / |ν|)
 
 The first term is dropped where |θ| |H s| = 0 (after a reset). Cost O(N·m)
-per sample beyond the cell's own forward pass; no N×N×N work.
+per sample beyond the cell's own forward pass; no N×N×N work. The θ update
+is one fused kernel pass (``rank1_update``).
 """
 import numpy as np
 
@@ -40,8 +41,9 @@ class UORO(Estimator):
         rho0 = _ratio_root(n_w, np.linalg.norm(Hv, axis=1))
         rho1 = _ratio_root(n_f, np.full(B, np.sqrt(N), dtype=self.dtype))
         self._v = rho0[:, None] * Hv + rho1[:, None] * nu
+        inv0, inv1 = _safe_inv(rho0, self.dtype), _safe_inv(rho1, self.dtype)
         for k, (d, a) in nuF.items():
-            self._w[k] = _safe_div(self._w[k], rho0) + _safe_div(d[:, :, None] * a[:, None, :], rho1)
+            self.ops.rank1_update(self._w[k], inv0, d, a, inv1, self._w[k], self.n_threads)
         self._check_factors(self._v)
 
     def _gradient(self, c):
@@ -51,7 +53,8 @@ class UORO(Estimator):
 
 def _norm_over(arrays):
     """Per-sample Frobenius norm over several (B, ...) arrays -> (B,)."""
-    return np.sqrt(sum(np.sum(x.reshape(x.shape[0], -1) ** 2, 1) for x in arrays))
+    flat = [x.reshape(x.shape[0], -1) for x in arrays]
+    return np.sqrt(sum(np.einsum("bi,bi->b", x, x) for x in flat))
 
 
 def _ratio_root(num, den):
@@ -60,7 +63,6 @@ def _ratio_root(num, den):
     return np.where(ok, np.sqrt(np.where(ok, num, 1.0) / np.where(ok, den, 1.0)), 0.0)
 
 
-def _safe_div(x, rho):
-    """x / rho per sample (rho (B,)), and 0 where rho is 0 (the dropped term)."""
-    inv = np.where(rho > 0, 1.0 / np.where(rho > 0, rho, 1.0), 0.0).astype(x.dtype)
-    return x * inv.reshape((-1,) + (1,) * (x.ndim - 1))
+def _safe_inv(rho, dtype):
+    """1 / rho per sample (rho (B,)) as ``dtype``, and 0 where rho is 0 (the dropped term)."""
+    return np.where(rho > 0, 1.0 / np.where(rho > 0, rho, 1.0), 0.0).astype(dtype)
