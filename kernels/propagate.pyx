@@ -65,12 +65,11 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     Y = out.reshape(B * K, S * n) if Z <= S else np.empty((B * K, Z * n), dtype=dtype)
     n_threads = threads_for(n_threads, out.size)
     rows = np.empty((n_threads, Z * n), dtype=dtype)
-    args = (np.ascontiguousarray(V), A, ta, lda, W, tb, ldb, np.ascontiguousarray(lam),
-            np.ascontiguousarray(dz), out, Y, rows, n_threads)
+    V, lam, dz = np.ascontiguousarray(V), np.ascontiguousarray(lam), np.ascontiguousarray(dz)
     if dtype == np.float32:
-        _jvp_blocks[float](*args)
+        _jvp_blocks[float](V, A, ta, lda, W, tb, ldb, lam, dz, out, Y, rows, n_threads)
     else:
-        _jvp_blocks[double](*args)
+        _jvp_blocks[double](V, A, ta, lda, W, tb, ldb, lam, dz, out, Y, rows, n_threads)
 
 
 cdef void _jvp_blocks(const floating[:, :, ::1] V, const floating[:, :] A, char ta, int lda,
@@ -112,11 +111,12 @@ def outer_add(G, Dt, a, n_threads):
 
     G (B, p, m, N) C-contiguous; Dt (B, p, N); a (B, m). Parallel over the B*p rows.
     """
-    args = (G, np.ascontiguousarray(Dt), np.ascontiguousarray(a), threads_for(n_threads, G.size))
+    Dt, a = np.ascontiguousarray(Dt), np.ascontiguousarray(a)
+    n_threads = threads_for(n_threads, G.size)
     if G.dtype == np.float32:
-        _outer_add[float](*args)
+        _outer_add[float](G, Dt, a, n_threads)
     else:
-        _outer_add[double](*args)
+        _outer_add[double](G, Dt, a, n_threads)
 
 
 cdef void _outer_add(floating[:, :, :, ::1] G, const floating[:, :, ::1] Dt,
@@ -146,13 +146,12 @@ def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
     dtype = u_out.dtype
     B = A_out.shape[0]
     side = np.empty((B, 2), dtype=np.float64)
-    args = (np.ascontiguousarray(HA), np.ascontiguousarray(u), np.ascontiguousarray(Dt),
-            np.ascontiguousarray(a), np.ascontiguousarray(c1), np.ascontiguousarray(c2),
-            A_out, u_out, side, threads_for(n_threads, A_out.size))
+    HA, u, Dt, a, c1, c2 = (np.ascontiguousarray(x) for x in (HA, u, Dt, a, c1, c2))
+    n_threads = threads_for(n_threads, A_out.size)
     if dtype == np.float32:
-        _kf_combine[float](*args)
+        _kf_combine[float](HA, u, Dt, a, c1, c2, A_out, u_out, side, n_threads)
     else:
-        _kf_combine[double](*args)
+        _kf_combine[double](HA, u, Dt, a, c1, c2, A_out, u_out, side, n_threads)
 
 
 cdef inline double _balance(double n_left, double n_right) noexcept nogil:

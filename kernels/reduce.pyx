@@ -17,10 +17,9 @@ equal in exact arithmetic:
   dgeqrf on both stacks, the new A's applied by dormqr as ``Q_V T``.
 
 LAPACK and BLAS come from ``scipy.linalg.cython_lapack``/``cython_blas``.
-While the samples run in parallel, and whenever the LAPACK route could
-thread its BLAS-2 calls, BLAS is held at one thread: threaded BLAS inside
-the parallel loop, or on these skinny per-sample matrices, oversubscribes
-the cores.
+While the samples run in parallel, BLAS is held at one thread (threaded
+BLAS inside the parallel loop oversubscribes the cores); a serial call
+leaves BLAS as the caller set it (the estimators: ``n_threads``).
 """
 import numpy as np
 
@@ -54,8 +53,6 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     Cost per sample: Gram route ~(r+1)² P + r (r+1) P multiply-adds (two
     GEMMs) plus O(m (r+1)² + (r+1)³); Householder route ~3 (r+1)² P in BLAS-2.
     """
-    from kfrtrl.threads import _blas_controller
-
     B, k, P = V.shape
     m = U.shape[2]
     lwork = _lwork(P, m, k)
@@ -63,13 +60,21 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     n_par = threads_for(min(n_threads, B), V.size)
     ws = np.empty((n_par, size), dtype=np.float64)
     iwork = np.empty((n_par, 8 * k), dtype=np.intc)
-    args = (np.ascontiguousarray(V), np.ascontiguousarray(U), np.ascontiguousarray(signs),
-            V_out, U_out, ws, iwork, lwork, float(SVD_ZERO), float(MIN_PIVOT), n_par)
-    with _blas_controller().limit(limits=1, user_api="blas"):
-        if V_out.dtype == np.float32:
-            _ok_reduce[float](*args)
-        else:
-            _ok_reduce[double](*args)
+    V, U, signs = np.ascontiguousarray(V), np.ascontiguousarray(U), np.ascontiguousarray(signs)
+    if n_par > 1:
+        from kfrtrl.threads import _blas_controller
+
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            _run(V, U, signs, V_out, U_out, ws, iwork, lwork, n_par)
+    else:
+        _run(V, U, signs, V_out, U_out, ws, iwork, lwork, n_par)
+
+
+def _run(V, U, signs, V_out, U_out, ws, iwork, lwork, n_par):
+    if V_out.dtype == np.float32:
+        _ok_reduce[float](V, U, signs, V_out, U_out, ws, iwork, lwork, SVD_ZERO, MIN_PIVOT, n_par)
+    else:
+        _ok_reduce[double](V, U, signs, V_out, U_out, ws, iwork, lwork, SVD_ZERO, MIN_PIVOT, n_par)
 
 
 def _workspace(int P, int m, int k, int lwork):
