@@ -1,12 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Propagation kernels of the Cython backend: ``jvp_blocks``, ``outer_add``, ``kf_combine``.
+"""Propagation kernels of the Cython backend: ``jvp_blocks``, ``outer_add``, ``rank1_update``, ``kf_combine``.
 
 Same semantics and argument order as :mod:`kfrtrl._reference.kernels`; the
 last argument is the number of OpenMP threads. Input arrays may be any
 layout (non-contiguous ones are copied; the recurrent slice ``Vr`` and the
 transposed weight ``Wt`` are read in place when BLAS can stride them);
 output arrays must be C-contiguous and must not overlap the inputs, except
-that ``kf_combine`` may write ``A_out`` over ``HA`` (as the KF estimator does).
+that ``kf_combine`` may write ``A_out`` over ``HA`` and ``rank1_update``
+``w_out`` over ``w`` (as the estimators do).
 """
 import numpy as np
 
@@ -134,6 +135,42 @@ cdef void _outer_add(floating[:, :, :, ::1] G, const floating[:, :, ::1] Dt,
             aj = a[b, j]
             for t in range(N):
                 g[t] = g[t] + d[t] * aj
+
+
+def rank1_update(w, s_w, d, a, s_d, w_out, n_threads):
+    """The rank-one estimators' update ``w_out[b] = w[b] * s_w[b] + (d[b] ⊗ a[b]) * s_d[b]``.
+
+    w (B, p, m); s_w, s_d (B,); d (B, p); a (B, m); w_out (B, p, m)
+    C-contiguous, written (may be w). One pass, parallel over the B*p rows.
+    """
+    w, s_w, d, a, s_d = (np.ascontiguousarray(x) for x in (w, s_w, d, a, s_d))
+    n_threads = threads_for(n_threads, w_out.size)
+    if w_out.dtype == np.float32:
+        _rank1_update[float](w, s_w, d, a, s_d, w_out, n_threads)
+    else:
+        _rank1_update[double](w, s_w, d, a, s_d, w_out, n_threads)
+
+
+cdef void _rank1_update(const floating[:, :, ::1] w, const floating[::1] s_w,
+                        const floating[:, ::1] d, const floating[:, ::1] a,
+                        const floating[::1] s_d, floating[:, :, ::1] w_out,
+                        int n_threads) noexcept nogil:
+    cdef Py_ssize_t p = w_out.shape[1], m = w_out.shape[2], bi, b, i, j
+    cdef floating sw, di, sd
+    cdef const floating *x
+    cdef const floating *y
+    cdef floating *o
+    for bi in prange(w_out.shape[0] * p, nogil=True, num_threads=n_threads, schedule='static'):
+        b = bi // p
+        i = bi - b * p
+        sw = s_w[b]
+        di = d[b, i]
+        sd = s_d[b]
+        x = &w[b, i, 0]
+        y = &a[b, 0]
+        o = &w_out[b, i, 0]
+        for j in range(m):
+            o[j] = x[j] * sw + (di * y[j]) * sd
 
 
 def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):

@@ -155,6 +155,23 @@ def test_outer_add(n, B, dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("B", [1, 5])
 @pytest.mark.parametrize("n", [1, 3, 7])
+def test_rank1_update(n, B, dtype, in_place):
+    gen = np.random.default_rng(5 * n + B)
+    m = n + N_IN + 1
+    w = gen.standard_normal((B, n, m)).astype(dtype)
+    s_w, s_d = (gen.standard_normal(B).astype(dtype) for _ in range(2))
+    d, a = gen.standard_normal((B, n)).astype(dtype), gen.standard_normal((B, m)).astype(dtype)
+    w_ref = np.empty_like(w)
+    ref.rank1_update(w, s_w, d, a, s_d, w_ref, 1)
+    w_out = w if in_place else np.empty_like(w)
+    cy.rank1_update(w, s_w, d, a, s_d, w_out, 2)
+    assert rel(w_out, w_ref) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("n", [1, 3, 7])
 def test_kf_combine(n, B, dtype, in_place):
     """Including zero factors (p = 1 there) and A_out written over HA, as KF does."""
     gen = np.random.default_rng(3 * n + B)
@@ -257,11 +274,19 @@ def test_parallel_path_is_exact_and_matches_one_thread():
     for res, nt in zip(kfs[1:], (1, 2)):
         cy.kf_combine(HA, u, Dt, a, c, -c, *res, nt)
 
+    w = G.reshape(B, -1, n)
+    s_w, s_d = gen.standard_normal(B), gen.standard_normal(B)
+    d1, a1 = gen.standard_normal(w.shape[:2]), gen.standard_normal((B, n))
+    r1s = [np.empty_like(w) for _ in range(3)]
+    ref.rank1_update(w, s_w, d1, a1, s_d, r1s[0], 1)
+    for w_out, nt in zip(r1s[1:], (1, 2)):
+        cy.rank1_update(w, s_w, d1, a1, s_d, w_out, nt)
+
     Vk, Uk, signs = _ok_inputs(gen, B, 3, 64, np.float64)
     oks = [_ok_run(mod, Vk, Uk, signs, nt) for mod, nt in ((ref, 1), (cy, 1), (cy, 2))]
 
-    assert min(V.size, G.size, HA.size, Vk.size) >= work
-    for ref_res, one, two in [(outs[0], outs[1], outs[2]), (Gs[0], Gs[1], Gs[2]), *zip(*kfs), *zip(*oks)]:
+    assert min(V.size, G.size, HA.size, w.size, Vk.size) >= work
+    for ref_res, one, two in [outs, Gs, r1s, *zip(*kfs), *zip(*oks)]:
         np.testing.assert_array_equal(one, two)
         assert rel(two, ref_res) <= TOL[np.float64]
 
