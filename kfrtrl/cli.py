@@ -1,4 +1,4 @@
-"""The ``kfrtrl`` command: ``kfrtrl info``, ``kfrtrl bench``, ``kfrtrl --version``.
+"""The ``kfrtrl`` command (``kfrtrl --help`` lists the subcommands; ``kfrtrl --version``).
 
 Each subcommand is a ``_add_<name>(subparsers)`` function that adds its
 parser and sets ``func`` (called with the parsed arguments, returns the exit
