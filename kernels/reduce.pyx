@@ -17,9 +17,11 @@ equal in exact arithmetic:
   dgeqrf on both stacks, the new A's applied by dormqr as ``Q_V T``.
 
 LAPACK and BLAS come from ``scipy.linalg.cython_lapack``/``cython_blas``.
-While the samples run in parallel, BLAS is held at one thread (threaded
-BLAS inside the parallel loop oversubscribes the cores); a serial call
-leaves BLAS as the caller set it (the estimators: ``n_threads``).
+From PARALLEL_MIN_WORK elements on (where samples may run in parallel, or
+BLAS would thread its per-sample calls) BLAS is held at one thread for the
+call: threaded BLAS inside the parallel loop oversubscribes the cores, and
+on these skinny per-sample products it costs more than it gains (measured
+10-20x slower on a loaded 2-core machine).
 """
 import numpy as np
 
@@ -29,7 +31,7 @@ from libc.math cimport fabs, sqrt
 from libc.string cimport memset
 from scipy.linalg.cython_lapack cimport dgeqrf, dgesdd, dormqr, dorgqr
 
-from _blas cimport KFRTRL_OPENMP, gemm, threads_for
+from _blas cimport KFRTRL_OPENMP, PARALLEL_MIN_WORK, gemm, threads_for
 
 from kfrtrl._reference.kernels import SVD_ZERO
 
@@ -61,7 +63,7 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     ws = np.empty((n_par, size), dtype=np.float64)
     iwork = np.empty((n_par, 8 * k), dtype=np.intc)
     V, U, signs = np.ascontiguousarray(V), np.ascontiguousarray(U), np.ascontiguousarray(signs)
-    if n_par > 1:
+    if V.size >= PARALLEL_MIN_WORK:
         from kfrtrl.threads import _blas_controller
 
         with _blas_controller().limit(limits=1, user_api="blas"):
