@@ -116,7 +116,7 @@ def _add_bench(sub):
     p = sub.add_parser(
         "bench", help="time every estimator against n and fit the scaling exponents",
         description=(
-            "Time one online step (step + gradient) of each estimator for each n, directly (median of "
+            "Time one online step (step + gradient) of each estimator for each cell and n, directly (median of "
             "repeats, warm-up excluded), and print time, ratio to exact RTRL, ratio to the GEMM lower "
             "bound, memory per sample and the log-log exponent fitted on the upper half of the sizes. "
             "Sizes predicted to take over 2 s per step or 2 GiB of state are skipped. "
@@ -129,6 +129,9 @@ def _add_bench(sub):
     p.add_argument("--estimators", type=train_specs, nargs="+", metavar="E",
                    help=f"{', '.join(train.ESTIMATOR_NAMES)}, optionally NAME:k or NAME-k (OK rank, KF chains, "
                         f"TBPTT truncation) (default: {','.join(scaling.DEFAULT_ESTIMATORS)})")
+    p.add_argument("--cells", type=cell_specs, nargs="+", metavar="C",
+                   help=f"cells, {', '.join(scaling.CELLS)} or rhnL (RHN of depth L), spaces or commas "
+                        f"(default: {','.join(scaling.DEFAULT_CELLS)})")
     p.add_argument("--batch", type=size_list, nargs="+", metavar="B", help="batch sizes (default: by grid)")
     p.add_argument("--dtype", choices=("float32", "float64"), nargs="+", help="dtypes (default: by grid)")
     p.add_argument("--repeats", type=positive_int, default=None, metavar="R",
@@ -153,6 +156,7 @@ def _cmd_bench(args):
             _flat(args.batch) or g["batches"], args.dtype or g["dtypes"],
             backend=args.backend, n_threads=args.threads,
             repeats=args.repeats or (3 if args.quick else 5), progress=_progress_bar(sys.stderr),
+            cells=_flat(args.cells) or g["cells"],
         )
     print(scaling.format_table(records, skipped), end="")
     if args.json:
@@ -211,6 +215,14 @@ def train_spec(text):
 def train_specs(text):
     """argparse type: a comma-separated list of estimator specs."""
     return [train_spec(item) for item in text.split(",")]
+
+
+def cell_specs(text):
+    """argparse type: a comma-separated list of benchmark cells (:func:`kfrtrl.scaling.parse_cell`), as labels."""
+    try:
+        return [scaling.canonical_cell(item) for item in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def size_list(text):

@@ -5,7 +5,9 @@ One place for the whole pipeline, shared by ``bench/test_scaling.py``
 
 - estimators are named as everywhere in kfrtrl (:func:`kfrtrl.train.parse_spec`:
   ``"ok-8"`` or ``"ok:8"``, ``"tbptt-25"``), labelled by :func:`canonical`;
-- :class:`Workload` builds an Elman cell and an estimator and runs one online
+- cells are named ``elman``, ``rhn`` (``rhnL``: depth L), ``lstm``, ``gru``
+  (:func:`parse_cell`, labelled by :func:`canonical_cell`);
+- :class:`Workload` builds a cell and an estimator and runs one online
   step (``step`` then ``gradient``), the unit that is timed;
 - :func:`measure` / :func:`run` time workloads directly (median of repeats,
   warm-up excluded so compilation is outside the timing), skipping sizes a
@@ -17,13 +19,17 @@ One place for the whole pipeline, shared by ``bench/test_scaling.py``
   the fitted exponents; :func:`plot` draws them (needs matplotlib).
 
 The GEMM lower bound of a step is the product every estimator cannot avoid:
-its K propagated tangents per sample through ``W_h``, one
-(batch·K, n) @ (n, n) GEMM in the cell's dtype, timed in the same run.
+its K propagated tangents per sample through each Jacobian layer l of the
+cell, a (batch·K, n_rec) @ (n_rec, p_l) GEMM with ``W_l[:, :n_rec]ᵀ`` (plus,
+for RTRL, KF and OK, the immediate terms of the earlier layers, see
+:func:`gemm_layers`), in the cell's dtype, timed in the same run. The layers
+come from a dry forward pass, so the bound follows any cell.
 """
 import contextlib
 import dataclasses
 import json
 import math
+import re
 import statistics
 import time
 import tracemalloc
@@ -33,14 +39,18 @@ import numpy as np
 
 from . import estimators, train
 from ._validation import check_dtype, check_int
-from .cells import Elman
+from .cells import GRU, LSTM, RHN, Elman
 from .threads import limit
 
 #: the sizes of the scaling grid; the exponent is fitted on the upper half
 SIZES = (16, 32, 64, 128, 256, 512)
 #: the estimators compared by default
 DEFAULT_ESTIMATORS = ("rtrl", "uoro", "kf", "ok-2", "ok-8", "nobacktrack", "tbptt-25")
-#: inputs of the benchmark cell (m = n + N_IN + 1)
+#: the benchmark cells by name; ``rhnL`` (or ``rhn:L``, ``rhn-L``) is an RHN of depth L
+CELLS = {"elman": Elman, "rhn": RHN, "lstm": LSTM, "gru": GRU}
+#: the cells measured by default
+DEFAULT_CELLS = ("elman",)
+#: inputs of the benchmark cell (m = n + N_IN + 1 for a layer reading [h; x; 1])
 N_IN = 8
 #: marks this suite's entries in a benchmark JSON (other suites may share the file)
 SUITE = "kfrtrl-scaling"
@@ -59,26 +69,87 @@ def canonical(spec):
     return name if k is None else f"{name}-{k}"
 
 
-def tangents(est):
-    """K: state tangents per sample pushed through W_h in one step (step + gradient) of ``est``.
+def parse_cell(spec):
+    """``"rhn3"`` (or ``"rhn:3"``, ``"rhn-3"``) -> ("rhn", 3); ``"lstm"`` -> ("lstm", None).
 
-    RTRL: all n·m columns of G; KF: the n rows of A per chain; OK: r·n;
+    Raises ValueError naming the accepted cells (TypeError if not a string);
+    only ``rhn`` takes a depth, an integer >= 1.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"cell: expected a string such as 'lstm' or 'rhn3', got {type(spec).__name__}")
+    match = re.fullmatch(r"([a-z]+)(?:[:-]?(\d+))?", spec)
+    name, depth = match.groups() if match else (spec, None)
+    if name not in CELLS:
+        raise ValueError(f"cell: expected one of {sorted(CELLS)} (rhnL: depth L), got {spec!r}")
+    if not depth:
+        return name, None
+    if name != "rhn" or int(depth) < 1:
+        raise ValueError(f"cell: only rhn takes a depth, rhnL with an integer L >= 1, got {spec!r}")
+    return name, int(depth)
+
+
+def canonical_cell(spec):
+    """The label of a cell spec of :func:`parse_cell`: ``"rhn:3"`` -> ``"rhn3"``, ``"rhn1"`` -> ``"rhn"``."""
+    name, depth = parse_cell(spec)
+    return name if depth in (None, 1) else f"{name}{depth}"
+
+
+def make_cell(spec, n, dtype="float64", rng=None):
+    """The benchmark cell ``spec`` (:func:`parse_cell`) with n_in = :data:`N_IN` and n hidden units."""
+    name, depth = parse_cell(spec)
+    kwargs = {"depth": depth} if depth else {}
+    return CELLS[name](N_IN, n, dtype=dtype, rng=rng, **kwargs)
+
+
+def tangents(est):
+    """K: state tangents per sample pushed through the whole cell step in one step (step + gradient) of ``est``.
+
+    With p_l × m_l the weight matrices: RTRL: all Σ p_l·m_l columns of G;
+    KF: the Σ p_l rows of the A factors per chain; OK: r·Σ p_l;
     TBPTT: one cotangent per step of the window; UORO and NoBackTrack: s.
     """
-    n, m = est.cell.n_state, sum(m for _, m in est.cell.param_shapes().values())
+    shapes = est.cell.param_shapes().values()
     if isinstance(est, estimators.RTRL):
-        return n * m
+        return sum(p * m for p, m in shapes)
     if isinstance(est, estimators.KFRTRL):
-        return est.n_chains * n
+        return est.n_chains * sum(p for p, _ in shapes)
     if isinstance(est, estimators.OK):
-        return est.rank * n
+        return est.rank * sum(p for p, _ in shapes)
     if isinstance(est, estimators.TBPTT):
         return est.truncation
     return 1
 
 
+def gemm_layers(est):
+    """The GEMMs of the step's lower bound, one per Jacobian layer: [(name, rows, n_rec, p), ...].
+
+    Layer l of the cell multiplies the recurrent part of every tangent by
+    ``W_l[:, :n_rec]ᵀ``: a (rows, n_rec) @ (n_rec, p_l) GEMM with
+    rows = batch · (K + Σ_{j<l} p_j), K = :func:`tangents`. The Σ_{j<l} p_j
+    rows are the immediate terms M_j D_j of the earlier layers, which RTRL,
+    KF and OK carry as dense tangents; UORO, NoBackTrack and TBPTT need only
+    their projections (one vjp), so they count 0 there. Layers, names and
+    ``n_rec`` from a dry forward pass of the cell (batch 1, zero state and input).
+    """
+    cell = est.cell
+    _, layers = cell.forward(cell.initial_state(1), np.zeros((1, cell.n_in), dtype=cell.dtype))
+    shapes = cell.param_shapes()
+    dense = isinstance(est, (estimators.RTRL, estimators.KFRTRL, estimators.OK))
+    per_sample, out = tangents(est), []
+    for layer in layers:
+        p = shapes[layer.name][0]
+        out.append((layer.name, est.batch_size * per_sample, layer.rec.stop - layer.rec.start, p))
+        per_sample += p if dense else 0
+    return out
+
+
+def gemm_flops(est):
+    """Floating-point operations of the step's GEMM lower bound: Σ_l 2 · rows · n_rec · p (:func:`gemm_layers`)."""
+    return sum(2 * rows * n_rec * p for _, rows, n_rec, p in gemm_layers(est))
+
+
 def grid(full=False):
-    """The measured grid: {"sizes", "batches", "dtypes", "estimators"}.
+    """The measured grid: {"sizes", "batches", "dtypes", "estimators", "cells"}.
 
     Quick (default): float64, batch 1, all sizes: what the fitted exponents
     are read from. Full: also batch 16 and float32.
@@ -88,11 +159,12 @@ def grid(full=False):
         "batches": (1, 16) if full else (1,),
         "dtypes": ("float32", "float64") if full else ("float64",),
         "estimators": DEFAULT_ESTIMATORS,
+        "cells": DEFAULT_CELLS,
     }
 
 
 class Workload:
-    """An Elman cell (n_in = :data:`N_IN`) and an estimator, ready to be stepped.
+    """A cell (n_in = :data:`N_IN`, :func:`make_cell`) and an estimator, ready to be stepped.
 
     Parameters
     ----------
@@ -103,14 +175,17 @@ class Workload:
     backend : str, passed to the estimator ("auto", "numpy", ...)
     n_threads : int >= 1 or None (all cores), for the estimator and the GEMM
     seed : int, seeds the cell, the estimator and the inputs
+    cell : str, a cell spec of :func:`parse_cell` ("elman", "rhn", "rhn3", "lstm", "gru")
     """
 
-    def __init__(self, spec, n, batch_size=1, dtype="float64", backend="auto", n_threads=None, seed=0):
+    def __init__(self, spec, n, batch_size=1, dtype="float64", backend="auto", n_threads=None, seed=0,
+                 cell="elman"):
         self.label = canonical(spec)
+        self.cell_label = canonical_cell(cell)
         self.n = check_int("n", n, 1)
         self.dtype = check_dtype("dtype", dtype)
         self.n_threads = n_threads
-        self.cell = Elman(n_in=N_IN, n_hidden=self.n, dtype=self.dtype, rng=seed)
+        self.cell = make_cell(cell, self.n, self.dtype, seed)
         batch_size = check_int("batch_size", batch_size, 1)
         self.est = train.make_estimator(self.label, self.cell, batch_size, seed + 1, backend, n_threads)
         gen = np.random.default_rng(seed + 2)
@@ -144,24 +219,29 @@ class Workload:
             tracemalloc.stop()
         return held + peak / self.est.batch_size
 
-    def gemm_rows(self):
-        """Rows of the step's GEMM lower bound: batch · K."""
-        return self.est.batch_size * tangents(self.est)
-
     def gemm_time(self, repeats=5):
-        """Median seconds of the (batch·K, n) @ (n, n) GEMM in this dtype and thread count."""
+        """Median seconds of the step's GEMM lower bound (:func:`gemm_layers`) in this dtype and thread count."""
         gen = np.random.default_rng(0)
-        a = gen.standard_normal((self.gemm_rows(), self.n)).astype(self.dtype)
-        b = np.ascontiguousarray(self.cell.W[:, :self.n].T)
-        out = np.empty_like(a)
+        params = self.cell.params()
+        operands = [
+            (gen.standard_normal((rows, n_rec)).astype(self.dtype), np.ascontiguousarray(params[name][:, :n_rec].T),
+             np.empty((rows, p), dtype=self.dtype))
+            for name, rows, n_rec, p in gemm_layers(self.est)
+        ]
+
+        def gemms():
+            for a, b, out in operands:
+                np.matmul(a, b, out=out)
+
         with _threads(self.n_threads):
-            return statistics.median(time_per_call(lambda: np.matmul(a, b, out=out), repeats, warmup=1))
+            return statistics.median(time_per_call(gemms, repeats, warmup=1))
 
     def info(self, gemm_repeats=5):
         """What a benchmark records besides its timing (the extra_info of the JSON)."""
         return {
             "suite": SUITE,
             "estimator": self.label,
+            "cell": self.cell_label,
             "n": self.n,
             "batch": self.est.batch_size,
             "dtype": self.dtype.name,
@@ -169,7 +249,8 @@ class Workload:
             "n_threads": self.n_threads,
             "state_bytes_per_sample": self.state_bytes(),
             "peak_bytes_per_sample": self.peak_bytes(),
-            "gemm_rows": self.gemm_rows(),
+            "gemm_layers": [list(g) for g in gemm_layers(self.est)],
+            "gemm_flops": gemm_flops(self.est),
             "gemm_median": self.gemm_time(gemm_repeats),
         }
 
@@ -226,7 +307,7 @@ def time_per_call(fn, repeats=5, warmup=2, min_time=0.02):
 class Budget:
     """Skips sizes predicted to be too slow or too large, from the sizes measured so far.
 
-    Each key (e.g. estimator, batch, dtype) keeps its measured (n, seconds,
+    Each key (e.g. cell, estimator, batch, dtype) keeps its measured (n, seconds,
     bytes); the next size is predicted by extending the log-log line through
     the last two points (slope clipped to [1, 4], 4 being exact RTRL's
     n⁴, so that one noisy point cannot stop a cheap estimator; one point: no
@@ -261,9 +342,10 @@ def _extend(n0, y0, n1, y1, n):
     return y1 * (n / n1) ** min(4.0, max(1.0, slope))
 
 
-def measure(spec, n, batch_size=1, dtype="float64", backend="auto", n_threads=None, repeats=5, seed=0):
+def measure(spec, n, batch_size=1, dtype="float64", backend="auto", n_threads=None, repeats=5, seed=0,
+            cell="elman"):
     """Time one grid point directly -> a record (see :func:`load_records`)."""
-    work = Workload(spec, n, batch_size, dtype, backend, n_threads, seed)
+    work = Workload(spec, n, batch_size, dtype, backend, n_threads, seed, cell)
     work.warm_up()
     times = time_per_call(work.step, repeats=repeats, warmup=0)
     return _record(work.info(repeats), times)
@@ -273,25 +355,26 @@ def _record(info, times):
     return dict(info, time=statistics.median(times), min=min(times), max=max(times), rounds=len(times))
 
 
-def run(specs, sizes, batches, dtypes, backend="auto", n_threads=None, repeats=5, budget=None, progress=None):
+def run(specs, sizes, batches, dtypes, backend="auto", n_threads=None, repeats=5, budget=None, progress=None,
+        cells=DEFAULT_CELLS):
     """Measure the grid, small sizes first so the budget can stop each estimator in time.
 
-    Returns (records, skipped): skipped is a list of (label, n, batch, dtype, reason).
+    Returns (records, skipped): skipped is a list of (cell, label, n, batch, dtype, reason).
     ``progress(done, total, text)`` is called before each point and once at the end.
     """
     budget = budget or Budget()
-    points = [(d, b, s, n) for d in dtypes for b in batches for s in specs for n in sorted(sizes)]
+    points = [(c, d, b, s, n) for c in cells for d in dtypes for b in batches for s in specs for n in sorted(sizes)]
     records, skipped = [], []
-    for i, (dtype, batch, spec, n) in enumerate(points):
-        label = canonical(spec)
+    for i, (cell, dtype, batch, spec, n) in enumerate(points):
+        label, cell = canonical(spec), canonical_cell(cell)
         if progress:
-            progress(i, len(points), f"{label} n={n} batch={batch} {dtype}")
-        key = (label, batch, dtype)
+            progress(i, len(points), f"{cell} {label} n={n} batch={batch} {dtype}")
+        key = (cell, label, batch, dtype)
         reason = budget.skip_reason(key, n)
         if reason:
-            skipped.append((label, n, batch, dtype, reason))
+            skipped.append((cell, label, n, batch, dtype, reason))
             continue
-        rec = measure(spec, n, batch, dtype, backend, n_threads, repeats)
+        rec = measure(spec, n, batch, dtype, backend, n_threads, repeats, cell=cell)
         budget.record(key, n, rec["time"], rec["state_bytes_per_sample"] * batch)
         records.append(rec)
     if progress:
@@ -308,8 +391,8 @@ def to_json(records, skipped=()):
     for rec in records:
         extra = {k: v for k, v in rec.items() if k not in ("time", "min", "max", "rounds")}
         benches.append({
-            "group": f"scaling {rec['dtype']} batch={rec['batch']} n={rec['n']}",
-            "name": f"{rec['estimator']}[n={rec['n']},batch={rec['batch']},{rec['dtype']}]",
+            "group": f"scaling {rec['cell']} {rec['dtype']} batch={rec['batch']} n={rec['n']}",
+            "name": f"{rec['estimator']}[{rec['cell']},n={rec['n']},batch={rec['batch']},{rec['dtype']}]",
             "stats": {"median": rec["time"], "min": rec["min"], "max": rec["max"], "rounds": rec["rounds"]},
             "extra_info": extra,
         })
@@ -319,9 +402,10 @@ def to_json(records, skipped=()):
 def load_records(path):
     """Read the scaling entries of a pytest-benchmark JSON file -> list of records.
 
-    A record is the entry's extra_info (estimator, n, batch, dtype, backend,
+    A record is the entry's extra_info (estimator, cell, n, batch, dtype, backend,
     state/peak bytes per sample, gemm_median, ...) plus ``time``, the median
-    seconds per step. Entries of other suites are ignored. Raises ValueError
+    seconds per step; files from before the cell was recorded are elman's.
+    Entries of other suites are ignored. Raises ValueError
     if the file is not such a JSON or holds no scaling entry.
     """
     with open(path, encoding="utf-8") as fh:
@@ -333,7 +417,8 @@ def load_records(path):
     if not isinstance(benches, list):
         raise ValueError(f"{path}: expected a pytest-benchmark JSON with a 'benchmarks' list")
     records = [
-        dict(b["extra_info"], **{k: b["stats"].get(k) for k in ("min", "max", "rounds")}, time=b["stats"]["median"])
+        dict({"cell": "elman"}, **b["extra_info"], **{k: b["stats"].get(k) for k in ("min", "max", "rounds")},
+             time=b["stats"]["median"])
         for b in benches
         if isinstance(b, dict) and b.get("extra_info", {}).get("suite") == SUITE
     ]
@@ -360,7 +445,7 @@ def upper_half(ns):
 
 
 def fits(records):
-    """Per (dtype, batch, estimator): {"sizes", "time_exp", "gemm_exp", "mem_exp", "coef"} on the upper-half sizes.
+    """Per (cell, dtype, batch, estimator): {"sizes", "time_exp", "gemm_exp", "mem_exp", "coef"} on the upper-half sizes.
 
     ``gemm_exp`` is the exponent of the step's GEMM lower bound itself (nan
     if not recorded): on small sizes BLAS speeds up with n, so it is often
@@ -369,7 +454,7 @@ def fits(records):
     ``coef`` is c of the fitted line t = c · n^time_exp (for plotting).
     """
     out = {}
-    for key, recs in _by(records, ("dtype", "batch", "estimator")).items():
+    for key, recs in _by(records, ("cell", "dtype", "batch", "estimator")).items():
         sizes = upper_half(r["n"] for r in recs)
         top = [r for r in recs if r["n"] in sizes]
         ns = [r["n"] for r in top]
@@ -426,14 +511,15 @@ def _exp(x):
 
 
 def format_table(records, skipped=()):
-    """The scaling report as text: per (dtype, batch) a row per estimator and size, then the fits."""
+    """The scaling report as text: per (cell, dtype, batch) a row per estimator and size, then the fits."""
     fitted = fits(records)
     lines = []
     head = f"{'estimator':<13}{'n':>5}  {'time/step':>10}  {'×RTRL':>7}  {'×GEMM':>7}  {'state/sample':>12}  {'peak/sample':>12}"
-    for (dtype, batch), recs in _by(records, ("dtype", "batch")).items():
+    for (cell, dtype, batch), recs in _by(records, ("cell", "dtype", "batch")).items():
         rtrl = {r["n"]: r["time"] for r in recs if r["estimator"] == "rtrl"}
         threads = ",".join(sorted({str(r.get("n_threads") or "all cores") for r in recs}))
-        lines += [f"== {dtype}, batch {batch}, threads {threads}: median time of one step (step + gradient) ==", head]
+        lines += [f"== {cell}, {dtype}, batch {batch}, threads {threads}: median time of one step (step + gradient) ==",
+                  head]
         for (label,), rows in _by(recs, ("estimator",)).items():
             for r in rows:
                 lines.append(
@@ -444,12 +530,13 @@ def format_table(records, skipped=()):
         lines += ["", f"{'estimator':<13}{'backend':<9}{'time exponent':>14}{'GEMM exponent':>15}"
                       f"{'memory exponent':>17}  fitted on n ="]
         for (label,), rows in _by(recs, ("estimator",)).items():
-            f = fitted[(dtype, batch, label)]
+            f = fitted[(cell, dtype, batch, label)]
             backends = ",".join(sorted({r["backend"] for r in rows}))
             lines.append(f"{label:<13}{backends:<9}{_exp(f['time_exp']):>14}{_exp(f['gemm_exp']):>15}{_exp(f['mem_exp']):>17}  "
                          + " ".join(map(str, f["sizes"])))
         lines.append("")
-    lines += [f"skipped {label} n={n} batch={batch} {dtype}: {why}" for label, n, batch, dtype, why in skipped]
+    lines += [f"skipped {cell} {label} n={n} batch={batch} {dtype}: {why}"
+              for cell, label, n, batch, dtype, why in skipped]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -461,23 +548,23 @@ def plot(records, path):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-    groups = _by(records, ("dtype", "batch"))
+    groups = _by(records, ("cell", "dtype", "batch"))
     fitted = fits(records)
     cols = min(2, len(groups))
     rows = -(-len(groups) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 5 * rows), squeeze=False)
     for ax in axes.flat[len(groups):]:
         ax.set_visible(False)
-    for ax, ((dtype, batch), recs) in zip(axes.flat, groups.items()):
+    for ax, ((cell, dtype, batch), recs) in zip(axes.flat, groups.items()):
         for (label,), rows in _by(recs, ("estimator",)).items():
-            f = fitted[(dtype, batch, label)]
+            f = fitted[(cell, dtype, batch, label)]
             pts = ax.loglog([r["n"] for r in rows], [r["time"] for r in rows], "o",
                             label=f"{label}  $n^{{{_exp(f['time_exp'])}}}$")
             if not math.isnan(f["time_exp"]):
                 ns = np.array(f["sizes"], dtype=float)
                 ax.loglog(ns, f["coef"] * ns ** f["time_exp"], "-", color=pts[0].get_color())
         ax.set(xlabel="n (hidden units)", ylabel="seconds per step (step + gradient)",
-               title=f"{dtype}, batch {batch}: lines fitted on the upper half of the sizes")
+               title=f"{cell}, {dtype}, batch {batch}: lines fitted on the upper half of the sizes")
         ax.set_xticks(sorted({r["n"] for r in recs}))
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())

@@ -48,6 +48,9 @@ def test_entry_point_is_main():
     (["bench", "--batch", "0"], "argument --batch: expected an integer >= 1, got 0"),
     (["bench", "--backend", "fortran"], "argument --backend: unknown backend 'fortran'"),
     (["bench", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+    (["bench", "--cells", "elman,foo"], "argument --cells: cell: expected one of ['elman', 'gru', 'lstm', 'rhn'] "
+                                        "(rhnL: depth L), got 'foo'"),
+    (["bench", "--cells", "gru", "lstm2"], "argument --cells: cell: only rhn takes a depth, rhnL with an integer L >= 1"),
     (["bench", "--from", "/no/such/file.json"], "argument --from: cannot read '/no/such/file.json'"),
     (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
     ([], "the following arguments are required: COMMAND"),
@@ -89,7 +92,7 @@ def test_bench_measures_prints_the_table_and_writes_json_and_plot(capsys, tmp_pa
     captured = capsys.readouterr()
     rows = [line.split()[:2] for line in captured.out.splitlines() if line.split()[:1] in (["rtrl"], ["ok-2"])]
     assert rows[:4] == [["rtrl", "3"], ["rtrl", "5"], ["ok-2", "3"], ["ok-2", "5"]]
-    assert "== float64, batch 2, threads 1:" in captured.out and "time exponent" in captured.out
+    assert "== elman, float64, batch 2, threads 1:" in captured.out and "time exponent" in captured.out
     assert captured.err.splitlines()[-1].startswith("[" + "#" * 30 + "] 4/4 done")
     recs = scaling.load_records(out_json)
     assert sorted((r["estimator"], r["n"], r["batch"], r["backend"]) for r in recs) == [
@@ -98,8 +101,27 @@ def test_bench_measures_prints_the_table_and_writes_json_and_plot(capsys, tmp_pa
         assert out_png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_bench_cells_option(capsys, tmp_path):
+    out_json = tmp_path / "c.json"
+    argv = ["bench", "--sizes", "3", "--estimators", "kf", "--batch", "1", "--dtype", "float64", "--repeats", "1",
+            "--backend", "numpy", "--cells", "gru,rhn:2", "lstm", "--json", str(out_json)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    heads = [line.split(":")[0] for line in out.splitlines() if line.startswith("==")]
+    assert heads == ["== gru, float64, batch 1, threads 1", "== lstm, float64, batch 1, threads 1",
+                     "== rhn2, float64, batch 1, threads 1"]
+    recs = scaling.load_records(out_json)
+    assert sorted((r["cell"], r["gemm_flops"]) for r in recs) == [
+        ("gru", 2 * (9 * 3 * 6 + 15 * 3 * 3)), ("lstm", 2 * 12 * 3 * 12), ("rhn2", 2 * (12 * 3 * 6 + 18 * 3 * 6))]
+
+
+def test_bench_cells_default_to_elman():
+    args = cli.build_parser().parse_args(["bench"])
+    assert args.cells is None and scaling.grid()["cells"] == ("elman",)
+
+
 def test_bench_from_json_reports_without_measuring(capsys, tmp_path):
-    recs = [{"suite": scaling.SUITE, "estimator": e, "n": n, "batch": 1, "dtype": "float64", "backend": "numpy",
+    recs = [{"suite": scaling.SUITE, "estimator": e, "cell": "elman", "n": n, "batch": 1, "dtype": "float64", "backend": "numpy",
              "state_bytes_per_sample": 8.0 * n * n, "peak_bytes_per_sample": 16.0 * n * n, "gemm_median": 1e-9 * n ** 3,
              "time": c * n ** p, "min": None, "max": None, "rounds": 5}
             for e, c, p in (("rtrl", 1e-9, 4), ("uoro", 1e-7, 2)) for n in (16, 32, 64, 128)]

@@ -1,4 +1,4 @@
-"""kfrtrl.scaling: estimator names, slope fitting, budget, memory accounting, JSON and table (no timing asserted)."""
+"""kfrtrl.scaling: estimator and cell names, GEMM bound, slope fitting, budget, memory, JSON and table (no timing asserted)."""
 import json
 import math
 
@@ -11,12 +11,12 @@ from kfrtrl import scaling
 SIZES = (16, 32, 64, 128, 256, 512)
 
 
-def _records(law, sizes=SIZES, estimator="rtrl", dtype="float64", batch=1, mem_power=3):
+def _records(law, sizes=SIZES, estimator="rtrl", dtype="float64", batch=1, mem_power=3, cell="elman"):
     """Synthetic records with time = law(n) and state bytes = n**mem_power."""
     return [
-        {"suite": scaling.SUITE, "estimator": estimator, "n": n, "batch": batch, "dtype": dtype, "backend": "numpy",
-         "state_bytes_per_sample": float(n ** mem_power), "peak_bytes_per_sample": 2.0 * n ** mem_power,
-         "gemm_rows": n, "gemm_median": law(n) / 4, "time": law(n), "min": law(n), "max": law(n), "rounds": 3}
+        {"suite": scaling.SUITE, "estimator": estimator, "cell": cell, "n": n, "batch": batch, "dtype": dtype,
+         "backend": "numpy", "state_bytes_per_sample": float(n ** mem_power), "peak_bytes_per_sample": 2.0 * n ** mem_power,
+         "gemm_flops": 2 * n ** 3, "gemm_median": law(n) / 4, "time": law(n), "min": law(n), "max": law(n), "rounds": 3}
         for n in sizes
     ]
 
@@ -55,13 +55,137 @@ def test_workload_builds_the_named_estimator(spec, cls, attr, value):
         assert getattr(work.est, attr) == value
 
 
-@pytest.mark.parametrize(("spec", "tangents"), [
-    ("rtrl", 6 * (6 + scaling.N_IN + 1)), ("kf", 6), ("kf-3", 18), ("ok-2", 12), ("ok-8", 48), ("uoro", 1),
-    ("nobacktrack", 1), ("tbptt-25", 25),
+# ---------------------------------------------------------------- cells
+
+
+@pytest.mark.parametrize(("spec", "parsed", "label"), [
+    ("elman", ("elman", None), "elman"), ("lstm", ("lstm", None), "lstm"), ("gru", ("gru", None), "gru"),
+    ("rhn", ("rhn", None), "rhn"), ("rhn1", ("rhn", 1), "rhn"), ("rhn3", ("rhn", 3), "rhn3"),
+    ("rhn:3", ("rhn", 3), "rhn3"), ("rhn-12", ("rhn", 12), "rhn12"),
 ])
-def test_gemm_rows_are_batch_times_propagated_tangents(spec, tangents):
-    work = scaling.Workload(spec, n=6, batch_size=3, backend="numpy")
-    assert work.gemm_rows() == 3 * tangents
+def test_parse_cell_and_labels(spec, parsed, label):
+    assert scaling.parse_cell(spec) == parsed
+    assert scaling.canonical_cell(spec) == label
+    assert scaling.canonical_cell(label) == label
+
+
+@pytest.mark.parametrize(("spec", "match"), [
+    ("foo", "cell: expected one of \\['elman', 'gru', 'lstm', 'rhn'\\] .*got 'foo'"),
+    ("", "cell: expected one of .*got ''"), ("RHN", "got 'RHN'"), ("rhn:", "got 'rhn:'"), ("rhn-x", "got 'rhn-x'"),
+    ("rhn0", "cell: only rhn takes a depth, rhnL with an integer L >= 1, got 'rhn0'"),
+    ("lstm2", "cell: only rhn takes a depth.*got 'lstm2'"),
+])
+def test_parse_cell_rejects_bad_names(spec, match):
+    with pytest.raises(ValueError, match=match):
+        scaling.parse_cell(spec)
+
+
+def test_parse_cell_rejects_non_strings():
+    with pytest.raises(TypeError, match="cell: expected a string such as 'lstm' or 'rhn3', got int"):
+        scaling.parse_cell(3)
+
+
+@pytest.mark.parametrize(("spec", "cls", "shapes"), [
+    ("elman", kfrtrl.Elman, {"W": (5, 14)}), ("rhn", kfrtrl.RHN, {"W": (10, 14)}),
+    ("rhn3", kfrtrl.RHN, {"W0": (10, 14), "W1": (10, 6), "W2": (10, 6)}), ("lstm", kfrtrl.LSTM, {"W": (20, 14)}),
+    ("gru", kfrtrl.GRU, {"W": (10, 14), "Wc": (5, 14)}),
+])
+def test_make_cell_builds_the_named_cell(spec, cls, shapes):
+    cell = scaling.make_cell(spec, 5, dtype="float32", rng=0)
+    assert type(cell) is cls and cell.n_in == scaling.N_IN and cell.n_hidden == 5 and cell.dtype == np.float32
+    assert cell.param_shapes() == shapes
+
+
+def test_workload_builds_the_named_cell_and_records_it():
+    work = scaling.Workload("kf", 3, cell="rhn:2", backend="numpy")
+    assert isinstance(work.cell, kfrtrl.RHN) and work.cell.depth == 2 and work.est.cell is work.cell
+    work.warm_up()
+    info = work.info(gemm_repeats=1)
+    assert info["cell"] == "rhn2" and info["gemm_flops"] == scaling.gemm_flops(work.est) and info["gemm_median"] > 0
+    assert info["gemm_layers"] == [["W0", 12, 3, 6], ["W1", 18, 3, 6]]
+
+
+# ---------------------------------------------------------------- GEMM lower bound
+
+_N, _B = 5, 2
+_M0 = _N + scaling.N_IN + 1  # columns of a layer reading [h; x; 1]
+
+
+@pytest.mark.parametrize(("cell", "spec", "layers"), [
+    # (name, rows = batch · (K + Σ earlier p), n_rec, p) by hand, n = 5, batch 2
+    ("elman", "kf", [("W", _B * _N, _N, _N)]),
+    ("elman", "kf-3", [("W", _B * 3 * _N, _N, _N)]),
+    ("elman", "ok-8", [("W", _B * 8 * _N, _N, _N)]),
+    ("elman", "rtrl", [("W", _B * _N * _M0, _N, _N)]),
+    ("elman", "uoro", [("W", _B, _N, _N)]),
+    ("elman", "nobacktrack", [("W", _B, _N, _N)]),
+    ("elman", "tbptt-25", [("W", _B * 25, _N, _N)]),
+    ("rhn", "kf", [("W", _B * 2 * _N, _N, 2 * _N)]),  # A is (2n, n): K = 2n
+    ("rhn", "ok-2", [("W", _B * 4 * _N, _N, 2 * _N)]),
+    ("rhn", "rtrl", [("W", _B * 2 * _N * _M0, _N, 2 * _N)]),
+    ("rhn3", "kf", [("W0", _B * 6 * _N, _N, 2 * _N), ("W1", _B * 8 * _N, _N, 2 * _N), ("W2", _B * 10 * _N, _N, 2 * _N)]),
+    ("rhn3", "uoro", [("W0", _B, _N, 2 * _N), ("W1", _B, _N, 2 * _N), ("W2", _B, _N, 2 * _N)]),
+    ("rhn3", "rtrl", [("W0", _B * (2 * _N * _M0 + 4 * _N * (_N + 1)), _N, 2 * _N),
+                      ("W1", _B * (2 * _N * _M0 + 4 * _N * (_N + 1) + 2 * _N), _N, 2 * _N),
+                      ("W2", _B * (2 * _N * _M0 + 4 * _N * (_N + 1) + 4 * _N), _N, 2 * _N)]),
+    ("lstm", "kf", [("W", _B * 4 * _N, _N, 4 * _N)]),  # reads h only: n_rec = n although n_state = 2n
+    ("lstm", "ok-2", [("W", _B * 8 * _N, _N, 4 * _N)]),
+    ("lstm", "rtrl", [("W", _B * 4 * _N * _M0, _N, 4 * _N)]),
+    ("lstm", "uoro", [("W", _B, _N, 4 * _N)]),
+    ("gru", "kf", [("W", _B * 3 * _N, _N, 2 * _N), ("Wc", _B * 5 * _N, _N, _N)]),  # + D of W through Wc
+    ("gru", "ok-3", [("W", _B * 9 * _N, _N, 2 * _N), ("Wc", _B * 11 * _N, _N, _N)]),
+    ("gru", "rtrl", [("W", _B * 3 * _N * _M0, _N, 2 * _N), ("Wc", _B * (3 * _N * _M0 + 2 * _N), _N, _N)]),
+    ("gru", "uoro", [("W", _B, _N, 2 * _N), ("Wc", _B, _N, _N)]),
+    ("gru", "tbptt-4", [("W", _B * 4, _N, 2 * _N), ("Wc", _B * 4, _N, _N)]),
+])
+def test_gemm_layers_by_hand(cell, spec, layers):
+    work = scaling.Workload(spec, _N, batch_size=_B, cell=cell, backend="numpy")
+    assert scaling.gemm_layers(work.est) == layers
+    assert scaling.gemm_flops(work.est) == sum(2 * rows * k * p for _, rows, k, p in layers)
+
+
+@pytest.mark.parametrize(("cell", "spec", "flops"), [
+    ("elman", "kf", 2 * 10 * 5 * 5),                          # (10, 5) @ (5, 5)
+    ("rhn", "kf", 2 * 20 * 5 * 10),                           # (20, 5) @ (5, 10)
+    ("rhn3", "kf", 2 * (60 + 80 + 100) * 5 * 10),             # three (·, 5) @ (5, 10)
+    ("lstm", "kf", 2 * 40 * 5 * 20),                          # (40, 5) @ (5, 20)
+    ("lstm", "ok-2", 2 * 80 * 5 * 20),
+    ("gru", "kf", 2 * (30 * 5 * 10 + 50 * 5 * 5)),            # (30, 5) @ (5, 10), (50, 5) @ (5, 5)
+    ("gru", "uoro", 2 * (2 * 5 * 10 + 2 * 5 * 5)),
+])
+def test_gemm_flops_hand_totals(cell, spec, flops):
+    assert scaling.gemm_flops(scaling.Workload(spec, 5, batch_size=2, cell=cell, backend="numpy").est) == flops
+
+
+class _CountingOps:
+    """A backend proxy adding up the GEMM flops of every jvp_blocks call (2 · B · K · n_rec · p)."""
+
+    def __init__(self, ops):
+        self._ops, self.flops = ops, 0
+
+    def __getattr__(self, name):
+        return getattr(self._ops, name)
+
+    def jvp_blocks(self, V, Vr, Wt, *rest):
+        B, K, n_rec = Vr.shape
+        self.flops += 2 * B * K * n_rec * Wt.shape[1]
+        return self._ops.jvp_blocks(V, Vr, Wt, *rest)
+
+
+@pytest.mark.parametrize("cell", ["elman", "rhn", "rhn3", "lstm", "gru"])
+@pytest.mark.parametrize("spec", ["rtrl", "kf", "kf-2", "ok-2", "uoro", "nobacktrack"])
+def test_gemm_bound_is_the_gemm_work_of_the_actual_step(cell, spec):
+    # RTRL, KF and OK do exactly the bound's GEMMs; UORO and NoBackTrack at least (they also push
+    # the dense immediate terms through the later layers, which the bound counts as avoidable)
+    work = scaling.Workload(spec, 3, batch_size=2, cell=cell, backend="numpy")
+    counter = work.est.ops = _CountingOps(work.est.ops)
+    work.step()
+    bound = scaling.gemm_flops(work.est)
+    if spec in ("uoro", "nobacktrack"):
+        assert counter.flops >= bound
+        assert (counter.flops == bound) == (cell in ("elman", "rhn", "lstm"))  # single-layer cells: no immediate GEMM
+    else:
+        assert counter.flops == bound
 
 
 # ---------------------------------------------------------------- fitting
@@ -98,7 +222,7 @@ def test_fits_use_only_the_upper_half():
     # constant overhead up to 64, then exactly c·n³: the fit must see only the cubic part
     law = lambda n: 1e-3 if n <= 64 else 1e-9 * n ** 3  # noqa: E731
     (key, f), = scaling.fits(_records(law)).items()
-    assert key == ("float64", 1, "rtrl")
+    assert key == ("elman", "float64", 1, "rtrl")
     assert f["sizes"] == [128, 256, 512]
     assert f["time_exp"] == pytest.approx(3.0, abs=1e-12)
     assert f["coef"] == pytest.approx(1e-9, rel=1e-9)
@@ -116,12 +240,14 @@ def test_fits_without_gemm_timings_leave_its_exponent_blank():
     assert fit_row[:5] == ["rtrl", "numpy", "3.00", "—", "3.00"]
 
 
-def test_fits_are_per_dtype_batch_and_estimator():
+def test_fits_are_per_cell_dtype_batch_and_estimator():
     recs = (_records(lambda n: n ** 4.0) + _records(lambda n: n ** 2.0, estimator="uoro", mem_power=2)
-            + _records(lambda n: n ** 3.0, dtype="float32") + _records(lambda n: n ** 1.0, batch=16))
+            + _records(lambda n: n ** 3.0, dtype="float32") + _records(lambda n: n ** 1.0, batch=16)
+            + _records(lambda n: n ** 2.5, cell="gru", mem_power=2))
     got = {k: (round(f["time_exp"], 9), round(f["mem_exp"], 9)) for k, f in scaling.fits(recs).items()}
-    assert got == {("float64", 1, "rtrl"): (4.0, 3.0), ("float64", 1, "uoro"): (2.0, 2.0),
-                   ("float32", 1, "rtrl"): (3.0, 3.0), ("float64", 16, "rtrl"): (1.0, 3.0)}
+    assert got == {("elman", "float64", 1, "rtrl"): (4.0, 3.0), ("elman", "float64", 1, "uoro"): (2.0, 2.0),
+                   ("elman", "float32", 1, "rtrl"): (3.0, 3.0), ("elman", "float64", 16, "rtrl"): (1.0, 3.0),
+                   ("gru", "float64", 1, "rtrl"): (2.5, 2.0)}
 
 
 # ---------------------------------------------------------------- table
@@ -133,9 +259,9 @@ def test_table_shows_ratios_memory_and_exponents():
     recs += _records(lambda n: 1e-6 * n ** 2, sizes=(1024, 2048), estimator="uoro", mem_power=2)
     for r in recs:
         r["n_threads"] = 2
-    text = scaling.format_table(recs, skipped=[("rtrl", 1024, 1, "float64", "predicted 9 s per step > 2 s")])
+    text = scaling.format_table(recs, skipped=[("elman", "rtrl", 1024, 1, "float64", "predicted 9 s per step > 2 s")])
     lines = text.splitlines()
-    assert lines[0].startswith("== float64, batch 1, threads 2:")
+    assert lines[0].startswith("== elman, float64, batch 1, threads 2:")
     kf16 = next(line.split() for line in lines if line.startswith("kf ") and line.split()[1] == "16")
     # n, time, unit, ×RTRL, ×GEMM, state, unit, peak, unit
     assert kf16[1:6] == ["16", "32.8", "µs", "0.5", "4"]
@@ -147,18 +273,18 @@ def test_table_shows_ratios_memory_and_exponents():
     fit_rows = {line.split()[0]: line.split()[1:] for line in lines[lines.index(""):] if line[:1].isalpha()}
     assert fit_rows["rtrl"][:4] == ["numpy", "4.00", "4.00", "3.00"] and fit_rows["rtrl"][4:] == ["128", "256", "512"]
     assert fit_rows["kf"][:4] == ["numpy", "4.00", "4.00", "2.00"]
-    assert lines[-1] == "skipped rtrl n=1024 batch=1 float64: predicted 9 s per step > 2 s"
+    assert lines[-1] == "skipped elman rtrl n=1024 batch=1 float64: predicted 9 s per step > 2 s"
 
 
-def test_table_orders_default_estimators_first_and_groups_by_dtype_and_batch():
+def test_table_orders_default_estimators_first_and_groups_by_cell_dtype_and_batch():
     recs = (_records(lambda n: n, estimator="zz") + _records(lambda n: n, estimator="tbptt-25")
             + _records(lambda n: n, estimator="rtrl") + _records(lambda n: n, batch=16)
-            + _records(lambda n: n, dtype="float32"))
+            + _records(lambda n: n, dtype="float32") + _records(lambda n: n, cell="lstm"))
     lines = scaling.format_table(recs).splitlines()
     heads = [line for line in lines if line.startswith("==")]
     assert [h.split(":")[0] for h in heads] == [
-        "== float32, batch 1, threads all cores", "== float64, batch 1, threads all cores",
-        "== float64, batch 16, threads all cores"]
+        "== elman, float32, batch 1, threads all cores", "== elman, float64, batch 1, threads all cores",
+        "== elman, float64, batch 16, threads all cores", "== lstm, float64, batch 1, threads all cores"]
     first_block = lines[:lines.index("")]
     order = [line.split()[0] for line in first_block[2:]]
     assert order == ["rtrl"] * 6
@@ -189,8 +315,10 @@ def test_plot_writes_a_png(tmp_path):
 
 
 def test_json_round_trip_and_other_suites_ignored(tmp_path):
-    recs = _records(lambda n: 1e-9 * n ** 3, sizes=(8, 16))
-    data = scaling.to_json(recs, skipped=[("rtrl", 32, 1, "float64", "too slow")])
+    recs = _records(lambda n: 1e-9 * n ** 3, sizes=(8, 16)) + _records(lambda n: 1e-9 * n ** 3, sizes=(8,), cell="rhn3")
+    data = scaling.to_json(recs, skipped=[("elman", "rtrl", 32, 1, "float64", "too slow")])
+    assert {b["group"] for b in data["benchmarks"]} == {
+        "scaling elman float64 batch=1 n=8", "scaling elman float64 batch=1 n=16", "scaling rhn3 float64 batch=1 n=8"}
     data["benchmarks"].append({"name": "gemm", "stats": {"median": 1.0}, "extra_info": {"suite": "kernels"}})
     path = tmp_path / "b.json"
     path.write_text(json.dumps(data))
@@ -205,6 +333,10 @@ def test_load_records_reads_pytest_benchmark_layout(tmp_path):
     path.write_text(json.dumps({"machine_info": {}, "benchmarks": [bench]}))
     (rec,) = scaling.load_records(path)
     assert rec["time"] == 0.25 and rec["rounds"] == 5 and rec["estimator"] == "ok-2" and rec["n"] == 64
+    assert rec["cell"] == "elman"  # written before the cell was recorded
+    bench["extra_info"]["cell"] = "gru"
+    path.write_text(json.dumps({"machine_info": {}, "benchmarks": [bench]}))
+    assert scaling.load_records(path)[0]["cell"] == "gru"
 
 
 @pytest.mark.parametrize(("content", "match"), [
@@ -311,6 +443,17 @@ def test_run_measures_in_size_order_and_skips_by_budget():
     recs, skipped = scaling.run(specs, [6, 3, 4], [2], ["float32"], backend="numpy", repeats=1, budget=budget,
                                 progress=lambda *a: calls.append(a))
     assert [(r["estimator"], r["n"]) for r in recs] == [("rtrl", 3), ("rtrl", 4), ("kf-1", 3), ("kf-1", 4)]
-    assert [s[:4] for s in skipped] == [("rtrl", 6, 2, "float32"), ("kf-1", 6, 2, "float32")]
+    assert [s[:5] for s in skipped] == [("elman", "rtrl", 6, 2, "float32"), ("elman", "kf-1", 6, 2, "float32")]
     assert all(r["time"] > 0 and r["gemm_median"] > 0 and r["dtype"] == "float32" and r["batch"] == 2 for r in recs)
-    assert calls[0] == (0, 6, "rtrl n=3 batch=2 float32") and calls[-1] == (6, 6, "done")
+    assert all(r["cell"] == "elman" for r in recs)
+    assert calls[0] == (0, 6, "elman rtrl n=3 batch=2 float32") and calls[-1] == (6, 6, "done")
+
+
+def test_run_measures_each_cell_with_its_own_budget():
+    budget = scaling.Budget(max_seconds=0.0)  # two sizes per (cell, estimator), then skipped
+    recs, skipped = scaling.run(["kf"], [2, 3, 4], [1], ["float64"], backend="numpy", repeats=1, budget=budget,
+                                cells=["gru", "rhn:2"])
+    assert [(r["cell"], r["n"]) for r in recs] == [("gru", 2), ("gru", 3), ("rhn2", 2), ("rhn2", 3)]
+    assert [s[:3] for s in skipped] == [("gru", "kf", 4), ("rhn2", "kf", 4)]
+    assert [r["gemm_flops"] for r in recs] == [2 * (6 * 2 * 4 + 10 * 2 * 2), 2 * (9 * 3 * 6 + 15 * 3 * 3),
+                                               2 * (8 * 2 * 4 + 12 * 2 * 4), 2 * (12 * 3 * 6 + 18 * 3 * 6)]
