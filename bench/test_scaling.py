@@ -10,7 +10,8 @@ Grid (:func:`kfrtrl.scaling.grid`): by default float64, batch 1, n = 16 … 512;
 picks the cells, comma-separated (default "elman"; e.g. "elman,rhn,rhn3,lstm,gru",
 see :func:`kfrtrl.scaling.parse_cell`). ``KFRTRL_BENCH_BACKEND``
 picks the backend (default "auto"), ``KFRTRL_BENCH_THREADS`` the thread count
-(default 1, see bench/conftest.py). Groups are (cell, dtype, batch, n), so each
+(default 1, see bench/conftest.py), for the whole step: forward pass and
+gradient included, not only the estimator's propagation. Groups are (cell, dtype, batch, n), so each
 group compares the estimators at one size. A size predicted (from the smaller sizes already run)
 to take over 2 s per step or 2 GiB of state is skipped, which stops exact RTRL.
 Each entry's extra_info holds the estimator state and peak bytes per sample
@@ -49,12 +50,12 @@ CASES = [
 @pytest.mark.parametrize(
     ("cell", "dtype", "batch", "n", "label"), CASES, ids=[f"{c}-{d}-b{b}-n{n}-{e}" for c, d, b, n, e in CASES]
 )
-def test_step(benchmark, bench_threads, cell, dtype, batch, n, label):
+def test_step(benchmark, limited_threads, cell, dtype, batch, n, label):
     key = (cell, label, batch, dtype)
     reason = BUDGET.skip_reason(key, n)
     if reason:
         pytest.skip(reason)
-    work = scaling.Workload(label, n, batch, dtype, BACKEND, bench_threads, cell=cell)
+    work = scaling.Workload(label, n, batch, dtype, BACKEND, limited_threads, cell=cell)
     work.warm_up()  # compilation, first-touch allocation and TBPTT's filling window stay out of the timing
     benchmark.group = f"scaling {cell} {dtype} batch={batch} n={n}"
     benchmark.pedantic(work.step, rounds=ROUNDS, iterations=scaling.calls_per_round(work.step))

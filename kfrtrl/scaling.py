@@ -344,11 +344,16 @@ def _extend(n0, y0, n1, y1, n):
 
 def measure(spec, n, batch_size=1, dtype="float64", backend="auto", n_threads=None, repeats=5, seed=0,
             cell="elman"):
-    """Time one grid point directly -> a record (see :func:`load_records`)."""
+    """Time one grid point directly -> a record (see :func:`load_records`).
+
+    The whole step runs under the thread limit, the cell's forward pass and
+    the gradient too (the estimator limits only its propagation).
+    """
     work = Workload(spec, n, batch_size, dtype, backend, n_threads, seed, cell)
-    work.warm_up()
-    times = time_per_call(work.step, repeats=repeats, warmup=0)
-    return _record(work.info(repeats), times)
+    with _threads(n_threads):
+        work.warm_up()
+        times = time_per_call(work.step, repeats=repeats, warmup=0)
+        return _record(work.info(repeats), times)
 
 
 def _record(info, times):

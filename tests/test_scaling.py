@@ -457,3 +457,18 @@ def test_run_measures_each_cell_with_its_own_budget():
     assert [s[:3] for s in skipped] == [("gru", "kf", 4), ("rhn2", "kf", 4)]
     assert [r["gemm_flops"] for r in recs] == [2 * (6 * 2 * 4 + 10 * 2 * 2), 2 * (9 * 3 * 6 + 15 * 3 * 3),
                                                2 * (8 * 2 * 4 + 12 * 2 * 4), 2 * (12 * 3 * 6 + 18 * 3 * 6)]
+
+
+def test_measure_runs_the_whole_step_under_the_thread_limit(monkeypatch):
+    # the estimator limits only its propagation; the forward pass and gradient must be limited too
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    seen = []
+    step = scaling.Workload.step
+
+    def spy(self):
+        seen.append({i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"})
+        step(self)
+
+    monkeypatch.setattr(scaling.Workload, "step", spy)
+    scaling.measure("uoro", 3, backend="numpy", n_threads=1, repeats=1)
+    assert len(seen) >= 3 and all(s == {1} for s in seen)
