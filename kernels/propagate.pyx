@@ -12,6 +12,7 @@ that ``kf_combine`` may write ``A_out`` over ``HA`` and ``rank1_update``
 import numpy as np
 
 cimport cython
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.math cimport sqrt
@@ -52,15 +53,25 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
 
     Shapes as :func:`kfrtrl._reference.kernels.jvp_blocks`: V (B, K, S_in*n),
     Vr (B, K, n_rec), Wt (n_rec, Z*n), lam (B, S, S_in, n), dz (B, S, Z, n),
-    out (B, K, S*n) C-contiguous. The product ``Vr @ Wt`` of the whole batch is
-    one BLAS GEMM (threaded by BLAS, outside the parallel loop), written into
-    ``out`` when Z <= S (else into a temporary); the element-wise part is one
-    fused pass, parallel over the B*K tangents.
+    out (B, K, S*n) C-contiguous. Two routes:
+
+    - Elman-type layers (S = S_in = Z = 1, Vr is all of V) with K >= n: the
+      layer is folded into one (n, n) matrix per sample, ``M_b = diag(λ_b) +
+      Wt diag(d_b)`` (B n² work), and ``out_b = V_b M_b`` is one BLAS GEMM
+      per sample: no element-wise pass.
+    - otherwise ``Vr @ Wt`` of the whole batch is one BLAS GEMM, written into
+      ``out`` when Z <= S (else into a temporary), then one fused element-wise
+      pass, parallel over the B*K tangents.
+
+    The GEMMs run outside any parallel loop, threaded by BLAS.
     """
     B, K, _ = V.shape
     _, S, Z, n = dz.shape
     n_rec = Vr.shape[2]
     dtype = out.dtype
+    if S == Z == lam.shape[2] == 1 and K >= n and _same_array(Vr, V):
+        _jvp_folded_call(V, Wt, lam, dz, out, n_threads)
+        return
     A, ta, lda = _gemm_operand(Vr.reshape(B * K, n_rec))
     W, tb, ldb = _gemm_operand(Wt)
     Y = out.reshape(B * K, S * n) if Z <= S else np.empty((B * K, Z * n), dtype=dtype)
@@ -71,6 +82,41 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
         _jvp_blocks[float](V, A, ta, lda, W, tb, ldb, lam, dz, out, Y, rows, n_threads)
     else:
         _jvp_blocks[double](V, A, ta, lda, W, tb, ldb, lam, dz, out, Y, rows, n_threads)
+
+
+def _same_array(X, Y):
+    """True if ``X`` and ``Y`` are the same view of memory (data pointer, shape, strides)."""
+    return (X.shape == Y.shape and X.strides == Y.strides
+            and cnp.PyArray_DATA(X) == cnp.PyArray_DATA(Y))
+
+
+def _jvp_folded_call(V, Wt, lam, dz, out, n_threads):
+    B, K, n = V.shape
+    M = np.empty((B, n, n), dtype=out.dtype)
+    V, lam, dz = np.ascontiguousarray(V), np.ascontiguousarray(lam), np.ascontiguousarray(dz)
+    n_threads = threads_for(n_threads, M.size)
+    if out.dtype == np.float32:
+        _jvp_folded[float](V, Wt, lam, dz, out, M, n_threads)
+    else:
+        _jvp_folded[double](V, Wt, lam, dz, out, M, n_threads)
+
+
+cdef void _jvp_folded(const floating[:, :, ::1] V, const floating[:, :] Wt,
+                      const floating[:, :, :, ::1] lam, const floating[:, :, :, ::1] dz,
+                      floating[:, :, ::1] out, floating[:, :, ::1] M, int n_threads) noexcept nogil:
+    """out_b = V_b M_b, M_b = diag(λ_b) + Wt diag(d_b): one (n, n) matrix and one GEMM per sample."""
+    cdef Py_ssize_t B = V.shape[0], K = V.shape[1], n = V.shape[2], bs, b, s, t
+    cdef floating *row
+    for bs in prange(B * n, nogil=True, num_threads=n_threads, schedule='static'):
+        b = bs // n
+        s = bs - b * n
+        row = &M[b, s, 0]
+        for t in range(n):
+            row[t] = Wt[s, t] * dz[b, 0, 0, t]
+        row[s] = row[s] + lam[b, 0, 0, s]
+    for b in range(B):
+        gemm(c'n', c'n', <int> K, <int> n, <int> n, <floating> 1.0, &V[b, 0, 0], <int> n,
+             &M[b, 0, 0], <int> n, <floating> 0.0, &out[b, 0, 0], <int> n)
 
 
 cdef void _jvp_blocks(const floating[:, :, ::1] V, const floating[:, :] A, char ta, int lda,
