@@ -106,7 +106,8 @@ def test_exposes_exactly_the_reference_kernels():
 @pytest.mark.parametrize("n", [1, 3, 7])
 @pytest.mark.parametrize("S, S_in, Z", [(1, 1, 1), (2, 2, 4), (1, 1, 2), (2, 1, 3), (3, 3, 1)])
 def test_jvp_blocks(S, S_in, Z, n, B, dtype):
-    """Z <= S writes the GEMM into out, Z > S into a temporary: both against numpy."""
+    """All three routes against numpy: Elman-type with K = 3 >= n (n = 1, 3) folds the layer
+    into a per-sample matrix; otherwise Z <= S writes the GEMM into out, Z > S into a temporary."""
     gen = np.random.default_rng(10 * n + B)
     V, W, lam, dz = _jvp_inputs(gen, B, 3, S, S_in, Z, n, dtype)
     Vr, Wt = V[:, :, :n], W[:, :n].T
@@ -259,6 +260,13 @@ def test_parallel_path_is_exact_and_matches_one_thread():
     for out, nt in zip(outs[1:], (1, 2)):
         cy.jvp_blocks(V, V[:, :, :n], W[:, :n].T, lam, dz, out, nt)
 
+    nf = 128                                   # the folded Elman route: B n² >= work
+    Vf, Wf, lamf, dzf = _jvp_inputs(gen, B, nf, 1, 1, 1, nf, np.float64)
+    folds = [np.empty_like(Vf) for _ in range(3)]
+    ref.jvp_blocks(Vf, Vf[:, :, :nf], Wf[:, :nf].T, lamf, dzf, folds[0], 1)
+    for out, nt in zip(folds[1:], (1, 2)):
+        cy.jvp_blocks(Vf, Vf[:, :, :nf], Wf[:, :nf].T, lamf, dzf, out, nt)
+
     G = gen.standard_normal((B, n, work // (B * n * n), n))
     Dt, a = gen.standard_normal((B, n, n)), gen.standard_normal((B, G.shape[2]))
     Gs = [G.copy() for _ in range(3)]
@@ -285,8 +293,8 @@ def test_parallel_path_is_exact_and_matches_one_thread():
     Vk, Uk, signs = _ok_inputs(gen, B, 3, 64, np.float64)
     oks = [_ok_run(mod, Vk, Uk, signs, nt) for mod, nt in ((ref, 1), (cy, 1), (cy, 2))]
 
-    assert min(V.size, G.size, HA.size, w.size, Vk.size) >= work
-    for ref_res, one, two in [outs, Gs, r1s, *zip(*kfs), *zip(*oks)]:
+    assert min(V.size, B * nf * nf, G.size, HA.size, w.size, Vk.size) >= work
+    for ref_res, one, two in [outs, folds, Gs, r1s, *zip(*kfs), *zip(*oks)]:
         np.testing.assert_array_equal(one, two)
         assert rel(two, ref_res) <= TOL[np.float64]
 
