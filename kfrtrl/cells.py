@@ -32,7 +32,8 @@ estimators need, so no estimator special-cases a cell:
 - ``forward(s, x) -> (s_new, cache)``
 - ``jvp(cache, V, ops, n_threads) -> H_t V`` for a stack of state tangents V (batch, K, N)
   (one shared GEMM per layer for the whole batch and all K tangents)
-- ``vjp(cache, c) -> H_tᵀ c`` for c (batch, N)
+- ``vjp(cache, c) -> H_tᵀ c`` for c (batch, N), and ``backward(cache, c)``, which also
+  returns each weight matrix's cotangent ``(M_l D_l)ᵀ c`` (BPTT, TBPTT, UORO)
 - ``immediate(cache, ops, n_threads) -> {name: (Dt, a)}``: the immediate term of each weight
   matrix as one Kronecker term, ``Dt`` (batch, p, N) holding the tangents
   ``∂s_t/∂z_i`` as rows, and ``a`` (batch, m). For layer l that is
@@ -115,11 +116,23 @@ class Cell:
 
     def vjp(self, cache, c):
         """H_tᵀ c for c (batch, n_state)."""
+        return self.backward(cache, c)[0]
+
+    def backward(self, cache, c):
+        """One reverse sweep from the state cotangent c (batch, n_state).
+
+        Returns ``(H_tᵀ c, {name: (g, a)})`` with g (batch, p) = (M_l D_l)ᵀ c, the
+        cotangent of z_l, and a (batch, m) the layer's input: the weight gradient of
+        this step is ``Σ_b outer(g[b], a[b])``. O(N·m) per sample, no dense Jacobian.
+        """
+        proj = {}
         for layer in reversed(cache):
-            c = self._layer_vjp(layer, c)
-        return c
+            c, gz = self._layer_vjp(layer, c)
+            proj[layer.name] = (gz, layer.a)
+        return c, proj
 
     def _layer_vjp(self, layer, c):
+        """(J_lᵀ c, D_lᵀ c) for the cotangent c (batch, S*n) of the layer's output."""
         B, S, Z, n = layer.dz.shape
         W = self._params[layer.name]
         n_rec = layer.rec.stop - layer.rec.start
@@ -127,7 +140,7 @@ class Cell:
         out = np.einsum("bijn,bin->bjn", layer.lam, cb).reshape(B, layer.lam.shape[2] * n)
         gz = np.einsum("bizn,bin->bzn", layer.dz, cb).reshape(B, Z * n)
         out[:, layer.rec] += gz @ W[:, :n_rec]
-        return out
+        return out, gz
 
     def immediate(self, cache, ops, n_threads=1):
         """{name: (Dt (batch, p, n_state), a (batch, m))}: ∂s_t/∂z rows and inputs."""

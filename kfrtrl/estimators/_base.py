@@ -1,4 +1,5 @@
 """What every estimator shares: validation, state, reset, the step/gradient loop."""
+import contextlib
 import os
 
 import numpy as np
@@ -68,13 +69,10 @@ class Estimator:
     def step(self, x):
         """Advance one step. x (batch, n_in) of the cell's dtype -> h_t (batch, n_hidden)."""
         check_array("x", x, (self.batch_size, self.cell.n_in), self.dtype)
-        s_new, cache = self.cell.forward(self._s, x)
-        if not np.isfinite(s_new).all():
-            raise FloatingPointError("step: the new state is not finite (weights or inputs too large?)")
-        if self._limit:
-            with limit(self.n_threads):
-                self._propagate(cache)
-        else:
+        with self._threads():
+            s_new, cache = self.cell.forward(self._s, x)
+            if not np.isfinite(s_new).all():
+                raise FloatingPointError("step: the new state is not finite (weights or inputs too large?)")
             self._propagate(cache)
         self._s = s_new
         self._cache = cache
@@ -90,11 +88,16 @@ class Estimator:
         check_array("dl_dh", dl_dh, (self.batch_size, self.cell.n_hidden), self.dtype)
         c = np.zeros((self.batch_size, self.cell.n_state), dtype=self.dtype)
         c[:, self.cell.out] = dl_dh
-        grads = self._gradient(c)
+        with self._threads():
+            grads = self._gradient(c)
         for name, g in grads.items():
             if not np.isfinite(g).all():
                 raise FloatingPointError(f"gradient: the {self.name} estimate of {name!r} is not finite")
         return grads
+
+    def _threads(self):
+        """The thread limit of ``n_threads`` (a no-op when it was left at None: all cores)."""
+        return limit(self.n_threads) if self._limit else contextlib.nullcontext()
 
     def _draw_signs(self, shape):
         """Independent ±1 draws of the cell's dtype (per sample, per step, per term)."""

@@ -9,16 +9,17 @@ from collections import deque
 
 import numpy as np
 
-from .. import _reference
 from .._validation import check_array, check_int
 from ..cells import Cell
 from ._base import Estimator
 
 
-def _accumulate(cell, cache, c, grads):
-    """Add step t's weight gradient for state cotangent c (B, N) into ``grads``."""
-    for name, (Dt, a) in cell.immediate(cache, _reference).items():
-        grads[name] += np.einsum("bp,bm->pm", np.einsum("bpn,bn->bp", Dt, c), a)
+def _backward(cell, cache, c, grads):
+    """Add step t's weight gradient for state cotangent c (B, N) into ``grads``; return H_tᵀ c."""
+    c, proj = cell.backward(cache, c)
+    for name, (g, a) in proj.items():
+        grads[name] += g.T @ a
+    return c
 
 
 def bptt(cell, xs, dl_dhs, h0=None):
@@ -49,8 +50,7 @@ def bptt(cell, xs, dl_dhs, h0=None):
     c = np.zeros((B, cell.n_state), dtype=cell.dtype)
     for t in reversed(range(T)):
         c[:, cell.out] += dl_dhs[t]
-        _accumulate(cell, caches[t], c, grads)
-        c = cell.vjp(caches[t], c)
+        c = _backward(cell, caches[t], c, grads)
     return grads
 
 
@@ -78,7 +78,6 @@ class TBPTT(Estimator):
     def _gradient(self, c):
         grads = {k: np.zeros(shape, dtype=self.dtype) for k, shape in self._shapes.items()}
         for cache, cut in reversed(self._window):
-            _accumulate(self.cell, cache, c, grads)
-            c = self.cell.vjp(cache, c)
+            c = _backward(self.cell, cache, c, grads)
             c[cut] = 0.0
         return grads

@@ -32,10 +32,9 @@ class UORO(Estimator):
 
     def _propagate(self, cache):
         B, N = self.batch_size, self.cell.n_state
-        imm = self.cell.immediate(cache, self.ops, self.n_threads)
         Hv = self.cell.jvp(cache, self._v[:, None, :], self.ops, self.n_threads)[:, 0]
         nu = self._draw_signs((B, N))
-        nuF = {k: (np.einsum("bpn,bn->bp", Dt, nu), a) for k, (Dt, a) in imm.items()}
+        nuF = self.cell.backward(cache, nu)[1]          # νᵀF = (Dᵀ ν) ⊗ a per matrix, O(N m)
         n_w = _norm_over(self._w.values())
         n_f = np.sqrt(sum(np.sum(d * d, 1) * np.sum(a * a, 1) for d, a in nuF.values()))
         rho0 = _ratio_root(n_w, np.linalg.norm(Hv, axis=1))
