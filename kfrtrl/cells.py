@@ -100,17 +100,22 @@ class Cell:
         s_new, layers = self._layers(s, x)
         return s_new, layers
 
-    def jvp(self, cache, V, ops, n_threads=1):
-        """H_t V for V (batch, K, n_state); ``ops`` is a backend's kernel module."""
-        for layer in cache:
-            V = self._layer_jvp(layer, V, ops, n_threads)
+    def jvp(self, cache, V, ops, n_threads=1, out=None):
+        """H_t V for V (batch, K, n_state); ``ops`` is a backend's kernel module.
+
+        ``out``: optional C-contiguous (batch, K, n_state) array, not overlapping V, that
+        receives the result (reusing a buffer saves a fresh allocation per step).
+        """
+        for idx, layer in enumerate(cache):
+            V = self._layer_jvp(layer, V, ops, n_threads, out if idx == len(cache) - 1 else None)
         return V
 
-    def _layer_jvp(self, layer, V, ops, n_threads):
+    def _layer_jvp(self, layer, V, ops, n_threads, out=None):
         W = self._params[layer.name]
         n_rec = layer.rec.stop - layer.rec.start
         B, S, _, n = layer.dz.shape
-        out = np.empty((B, V.shape[1], S * n), dtype=V.dtype)
+        if out is None:
+            out = np.empty((B, V.shape[1], S * n), dtype=V.dtype)
         ops.jvp_blocks(V, V[:, :, layer.rec], W[:, :n_rec].T, layer.lam, layer.dz, out, n_threads)
         return out
 

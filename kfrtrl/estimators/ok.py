@@ -26,6 +26,10 @@ class OK(Estimator):
         B, r, N = self.batch_size, self.rank, self.cell.n_state
         self._A = {k: np.zeros((B, r, p, N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
         self._u = {k: np.zeros((B, r, m), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+        # reused work buffers: H A_i, then the r+1 terms before each reduction (a fresh
+        # multi-MB array per step costs more in page faults than the copy into it)
+        self._HA = {k: np.empty((B, r * p, N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+        self._V = {k: np.empty((B, r + 1, p * N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
 
     def _reset_influence(self, mask):
         for name in self._A:
@@ -38,8 +42,9 @@ class OK(Estimator):
         for name, A in self._A.items():
             p = A.shape[2]
             Dt, a = imm[name]
-            V = np.empty((B, r + 1, p * N), dtype=self.dtype)
-            V[:, :r] = self.cell.jvp(cache, A.reshape(B, r * p, N), self.ops, self.n_threads).reshape(B, r, p * N)
+            V = self._V[name]
+            HA = self.cell.jvp(cache, A.reshape(B, r * p, N), self.ops, self.n_threads, out=self._HA[name])
+            V[:, :r] = HA.reshape(B, r, p * N)
             V[:, r] = Dt.reshape(B, p * N)
             U = np.concatenate([self._u[name], a[:, None]], axis=1)
             signs = self._draw_signs((B, r + 1))
