@@ -11,10 +11,11 @@ equal in exact arithmetic:
   G (so only the conditioning of the row-normalised factors matters), Q never
   formed: the new A's are one GEMM ``V_out = Tᵀ V`` with ``T = R⁻¹ (...)``
   small. The same for U. Two passes over the long A side in all.
+  Terms with a zero factor (right after a reset) are dropped first.
 - Householder (the reference's): when a Cholesky pivot of a scaled Gram
-  matrix is below :data:`MIN_PIVOT` (nearly dependent terms), a term is zero
-  (right after a reset) or there are more terms than rows (m or P < r+1):
-  dgeqrf on both stacks, the new A's applied by dormqr as ``Q_V T``.
+  matrix is below :data:`MIN_PIVOT` (nearly dependent terms) or there are
+  more nonzero terms than rows (m or P): dgeqrf on both stacks, the new A's
+  applied by dormqr as ``Q_V T``.
 
 LAPACK and BLAS come from ``scipy.linalg.cython_lapack``/``cython_blas``.
 From PARALLEL_MIN_WORK elements on (where samples may run in parallel, or
@@ -61,7 +62,7 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     size = _workspace(P, m, k, lwork) + (P * (k - 1) if V_out.dtype == np.float32 else 0)
     n_par = threads_for(min(n_threads, B), V.size)
     ws = np.empty((n_par, size), dtype=np.float64)
-    iwork = np.empty((n_par, 8 * k), dtype=np.intc)
+    iwork = np.empty((n_par, 9 * k), dtype=np.intc)
     V, U, signs = np.ascontiguousarray(V), np.ascontiguousarray(U), np.ascontiguousarray(signs)
     if V.size >= PARALLEL_MIN_WORK:
         from kfrtrl.threads import _blas_controller
@@ -81,7 +82,7 @@ def _run(V, U, signs, V_out, U_out, ws, iwork, lwork, n_par):
 
 def _workspace(int P, int m, int k, int lwork):
     """Doubles of per-thread workspace of :func:`_reduce_one` (without the float32 output buffer)."""
-    return P * k + 2 * m * k + 7 * k * k + 2 * k * (k - 1) + 9 * k + lwork
+    return P * k + 2 * m * k + 7 * k * k + 3 * k * (k - 1) + 9 * k + lwork
 
 
 cdef int _lwork(int P, int m, int k) noexcept nogil:
@@ -139,7 +140,8 @@ cdef void _reduce_one(const floating *V, const floating *U, const floating *eps,
     cdef double *Lu = Ru + k * k               # Gram route: R_U⁻¹ Pm
     cdef double *Cl = Lu + k * k
     cdef double *Tv = Cl + k * r
-    cdef double *tauv = Tv + k * r
+    cdef double *Tk = Tv + k * r               # Gram route: T scattered over all k terms
+    cdef double *tauv = Tk + k * r
     cdef double *tauu = tauv + k
     cdef double *s = tauu + k
     cdef double *flip = s + k
@@ -147,6 +149,7 @@ cdef void _reduce_one(const floating *V, const floating *U, const floating *eps,
     cdef double *scratch = scale + 2 * k       # 3k: tail sums and the Householder vector
     cdef double *work = scratch + 3 * k
     cdef double *Z = work + lwork              # (r, P) float64 output buffer (float32 only)
+    cdef int *idx = iwork + 8 * k              # Gram route: the active terms
     cdef const double *src
     if floating is double:
         src = V
@@ -157,15 +160,13 @@ cdef void _reduce_one(const floating *V, const floating *U, const floating *eps,
         src = Wv
     for t in range(m * k):
         Wu[t] = U[t]
-    if (k <= P and k <= m
-            and _gram_route(src, Wu, eps, k, P, m, U_out, Z, Rv, Ru, Lu, core, Pm, QmT, left,
-                            Cl, Tv, s, flip, scale, scratch, work, lwork, iwork, svd_zero,
-                            min_pivot)):
-        pass
-    else:
-        if floating is double:
-            for t in range(P * k):
-                Wv[t] = V[t]
+    if not _gram_route(src, Wu, eps, k, P, m, U_out, Z, Rv, Ru, Lu, core, Pm, QmT, left, Cl,
+                       Tv, Tk, s, flip, scale, scratch, work, lwork, iwork, idx, svd_zero,
+                       min_pivot):
+        for t in range(P * k):
+            Wv[t] = V[t]
+        for t in range(m * k):
+            Wu[t] = U[t]
         _householder_route(Wv, Wu, eps, k, P, m, U_out, Z, core, Pm, QmT, left, Cl, Tv,
                            tauv, tauu, s, flip, scratch, work, lwork, iwork, svd_zero)
     if floating is float:
@@ -173,34 +174,69 @@ cdef void _reduce_one(const floating *V, const floating *U, const floating *eps,
             V_out[t] = <float> Z[t]
 
 
-cdef bint _gram_route(const double *V, const double *Wu, const floating *eps, int k, int P,
-                      int m, floating *U_out, double *Z, double *Rv, double *Ru, double *Lu,
+cdef bint _gram_route(const double *V, double *Wu, const floating *eps, int k, int P, int m,
+                      floating *U_out, double *Z, double *Rv, double *Ru, double *Lu,
                       double *core, double *Pm, double *QmT, double *left, double *Cl,
-                      double *Tv, double *s, double *flip, double *scale, double *scratch,
-                      double *work, int lwork, int *iwork, double svd_zero,
-                      double min_pivot) noexcept nogil:
-    """The Gram route; False (nothing written) when a scaled Cholesky pivot is below min_pivot."""
-    cdef int r = k - 1, info, i, j, t
+                      double *Tv, double *Tk, double *s, double *flip, double *scale,
+                      double *scratch, double *work, int lwork, int *iwork, int *idx,
+                      double svd_zero, double min_pivot) noexcept nogil:
+    """The Gram route; False (outputs untouched, Wu scrambled) when it does not apply.
+
+    Terms whose A or u factor is exactly zero (right after a reset) are
+    dropped: they add nothing to the sum, and the reference gives their zero
+    singular values no weight. The singular values are padded with zeros to
+    the reference's count min(r+1, m, P), so that m* and the branch agree.
+    """
+    cdef int r = k - 1, q = min(k, min(m, P)), ka = 0, info, i, j, t
     cdef char jobz = b'S'
     gemm(c'n', c't', k, k, P, 1.0, V, P, V, P, 0.0, Rv, k)
     gemm(c'n', c't', k, k, m, 1.0, Wu, m, Wu, m, 0.0, Ru, k)
-    if not (_scaled_cholesky(Rv, k, scale, min_pivot) and _scaled_cholesky(Ru, k, scale + k, min_pivot)):
+    for i in range(k):
+        if Rv[i * k + i] > 0.0 and Ru[i * k + i] > 0.0:
+            idx[ka] = i
+            ka = ka + 1
+    if ka > m or ka > P:
         return False
-    for j in range(k):                         # core = R_U R_Vᵀ
-        for i in range(k):
-            core[i + j * k] = 0.0
-            for t in range(max(i, j), k):
-                core[i + j * k] += Ru[i * k + t] * Rv[j * k + t]
-    dgesdd(&jobz, &k, &k, core, &k, s, Pm, &k, QmT, &k, work, &lwork, iwork, &info)
+    if ka == 0:
+        memset(Z, 0, P * r * sizeof(double))
+        for t in range(m * r):
+            U_out[t] = 0.0
+        return True
+    _compact(Rv, k, idx, ka)
+    _compact(Ru, k, idx, ka)
+    for i in range(ka):                        # Wu's columns -> the active u's
+        for t in range(m):
+            Wu[t + i * m] = Wu[t + idx[i] * m]
+    if not (_scaled_cholesky(Rv, ka, scale, min_pivot) and _scaled_cholesky(Ru, ka, scale + k, min_pivot)):
+        return False
+    for j in range(ka):                        # core = R_U R_Vᵀ
+        for i in range(ka):
+            core[i + j * ka] = 0.0
+            for t in range(max(i, j), ka):
+                core[i + j * ka] += Ru[i * ka + t] * Rv[j * ka + t]
+    dgesdd(&jobz, &ka, &ka, core, &ka, s, Pm, &ka, QmT, &ka, work, &lwork, iwork, &info)
     if info != 0:
         return False
-    for j in range(k):                         # Lu = R_U⁻¹ Pm, so left = Uᵀ Lu
-        _solve_upper(Ru, k, Pm + j * k, Lu + j * k)
-    _finish(Wu, Lu, s, eps, k, k, k, m, r, U_out, QmT, left, Cl, Tv, flip, scratch, svd_zero)
-    for j in range(r):                         # T = R_V⁻¹ QmTᵀ F Cl, in place
-        _solve_upper(Rv, k, Tv + j * k, Tv + j * k)
-    gemm(c'n', c'n', r, P, k, 1.0, Tv, k, V, P, 0.0, Z, P)   # V_out = Tᵀ V
+    for i in range(ka, q):
+        s[i] = 0.0
+    for j in range(ka):                        # Lu = R_U⁻¹ Pm, so left = Uᵀ Lu
+        _solve_upper(Ru, ka, Pm + j * ka, Lu + j * ka)
+    _finish(Wu, Lu, s, eps, ka, q, ka, ka, m, r, U_out, QmT, left, Cl, Tv, flip, scratch, svd_zero)
+    memset(Tk, 0, k * r * sizeof(double))
+    for j in range(r):                         # T = R_V⁻¹ QmTᵀ F Cl, on the active terms
+        _solve_upper(Rv, ka, Tv + j * ka, Tv + j * ka)
+        for i in range(ka):
+            Tk[idx[i] + j * k] = Tv[i + j * ka]
+    gemm(c'n', c'n', r, P, k, 1.0, Tk, k, V, P, 0.0, Z, P)   # V_out = Tᵀ V
     return True
+
+
+cdef void _compact(double *G, int k, const int *idx, int ka) noexcept nogil:
+    """G (k, k) row-major -> its (ka, ka) submatrix on rows/columns idx, packed in place."""
+    cdef int a, b
+    for a in range(ka):                        # idx is increasing: reads never trail writes
+        for b in range(ka):
+            G[a * ka + b] = G[idx[a] * k + idx[b]]
 
 
 cdef bint _scaled_cholesky(double *G, int k, double *d, double min_pivot) noexcept nogil:
@@ -261,7 +297,7 @@ cdef void _householder_route(double *Wv, double *Wu, const floating *eps, int k,
                 core[i + j * qu] += Wu[i + t * m] * Wv[j + t * P]
     dgesdd(&jobz, &qu, &qv, core, &qu, s, Pm, &qu, QmT, &q, work, &lwork, iwork, &info)
     dorgqr(&m, &qu, &qu, Wu, &m, tauu, work, &lwork, &info)
-    _finish(Wu, Pm, s, eps, q, qu, qv, m, r, U_out, QmT, left, Cl, Tv, flip, scratch, svd_zero)
+    _finish(Wu, Pm, s, eps, q, q, qu, qv, m, r, U_out, QmT, left, Cl, Tv, flip, scratch, svd_zero)
     memset(Z, 0, P * r * sizeof(double))       # V_out = (Q_V [T; 0])ᵀ
     for j in range(r):
         for t in range(qv):
@@ -269,32 +305,34 @@ cdef void _householder_route(double *Wv, double *Wu, const floating *eps, int k,
     dormqr(&side, &trans, &P, &r, &qv, Wv, &P, tauv, Z, &P, work, &lwork, &info)
 
 
-cdef void _finish(const double *Bu, const double *Cu, double *s, const floating *eps, int q,
-                  int qu, int qv, int m, int r, floating *U_out, const double *QmT, double *left,
-                  double *Cl, double *Tv, double *flip, double *scratch,
+cdef void _finish(const double *Bu, const double *Cu, double *s, const floating *eps, int nsv,
+                  int q, int qu, int qv, int m, int r, floating *U_out, const double *QmT,
+                  double *left, double *Cl, double *Tv, double *flip, double *scratch,
                   double svd_zero) noexcept nogil:
     """Shared by both routes, from the SVD on: the reference's steps in the small space.
 
-    left = Bu Cu (Bu (m, qu), Cu (qu, q)); zero the σ below svd_zero σ_1; sign
-    flips; Cl; writes U_out (r, m) and Tv (qv, r) = QmTᵀ F Cl (QmT (q, qv)).
+    nsv singular pairs, s padded with zeros to the reference's count q (>= nsv);
+    left = Bu Cu (Bu (m, qu), Cu (qu, nsv)); zero the σ below svd_zero σ_1;
+    sign flips; Cl (q, r); writes U_out (r, m) and Tv (qv, r) = QmTᵀ F Cl
+    (QmT (nsv, qv)). Pairs past nsv have σ = 0 and so no weight.
     """
     cdef int i, j, t
     cdef double acc
-    for i in range(q):
+    for i in range(nsv):
         if s[i] < svd_zero * s[0]:
             s[i] = 0.0
-    _left_and_flips(Bu, Cu, m, qu, q, left, flip)
+    _left_and_flips(Bu, Cu, m, qu, nsv, left, flip)
     _coefficients(s, q, r, eps, Cl, scratch)
     for j in range(r):
         for t in range(m):
             acc = 0.0
-            for i in range(q):
+            for i in range(nsv):
                 acc = acc + left[t + i * m] * (flip[i] * Cl[i * r + j])
             U_out[j * m + t] = <floating> acc
         for t in range(qv):
             acc = 0.0
-            for i in range(q):
-                acc = acc + QmT[i + t * q] * (flip[i] * Cl[i * r + j])
+            for i in range(nsv):
+                acc = acc + QmT[i + t * nsv] * (flip[i] * Cl[i * r + j])
             Tv[t + j * qv] = acc
 
 
