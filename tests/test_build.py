@@ -211,10 +211,15 @@ def test_ok_reduce(n, r, B, dtype, route, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [1, 3])
 @pytest.mark.parametrize("case", ["zero term", "two zero terms", "duplicate term", "zero u", "all zero"])
-def test_ok_reduce_rank_deficient(case, dtype):
-    """Exactly rank-deficient stacks, as right after a reset: thresholded σ, exact kept terms."""
-    V, U, signs = _ok_inputs(np.random.default_rng(5), 4, 3, 3, dtype)
+def test_ok_reduce_rank_deficient(case, n, dtype):
+    """Exactly rank-deficient stacks, as right after a reset: thresholded σ, exact kept terms.
+
+    Zero terms are dropped by the Gram route (also when P = 1 < r + 1, n = 1,
+    once few enough terms are left); a duplicate sends the sample to Householder.
+    """
+    V, U, signs = _ok_inputs(np.random.default_rng(5), 4, 3, n, dtype)
     if case == "zero term":
         V[:, 1] = 0.0
     elif case == "two zero terms":
