@@ -212,7 +212,8 @@ def test_ok_reduce(n, r, B, dtype, route, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n", [1, 3])
-@pytest.mark.parametrize("case", ["zero term", "two zero terms", "duplicate term", "zero u", "all zero"])
+@pytest.mark.parametrize("case", ["zero term", "two zero terms", "one term left", "duplicate term",
+                                  "zero u", "all zero"])
 def test_ok_reduce_rank_deficient(case, n, dtype):
     """Exactly rank-deficient stacks, as right after a reset: thresholded σ, exact kept terms.
 
@@ -224,6 +225,8 @@ def test_ok_reduce_rank_deficient(case, n, dtype):
         V[:, 1] = 0.0
     elif case == "two zero terms":
         V[:, :2] = 0.0
+    elif case == "one term left":
+        V[:, 1:] = 0.0
     elif case == "duplicate term":
         V[:, 2] = V[:, 0]
         U[:, 2] = U[:, 0]
