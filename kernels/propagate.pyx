@@ -14,7 +14,7 @@ import numpy as np
 cimport cython
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport prange, threadid
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport sqrt
 from libc.string cimport memcpy
 
@@ -264,28 +264,29 @@ cdef void _kf_combine(const floating[:, :, :, ::1] HA, const floating[:, :, ::1]
                       floating[:, :, :, ::1] A_out, floating[:, :, ::1] u_out,
                       double[:, ::1] side, int n_threads) noexcept nogil:
     cdef Py_ssize_t B = A_out.shape[0], C = A_out.shape[1], m = u_out.shape[2]
-    cdef Py_ssize_t PN = A_out.shape[2] * A_out.shape[3], b, bc, c, t
+    cdef Py_ssize_t PN = A_out.shape[2] * A_out.shape[3], b, bb, bc, c, t
     cdef double p1, p2
     cdef floating f1, f2
     cdef const floating *h
     cdef const floating *d
     cdef floating *o
-    for b in prange(B, nogil=True, num_threads=n_threads, schedule='static'):
-        side[b, 0] = sqrt(sumsq(&Dt[b, 0, 0], PN))
-        side[b, 1] = sqrt(sumsq(&a[b, 0], m))
-    for bc in prange(B * C, nogil=True, num_threads=n_threads, schedule='static'):
-        b = bc // C
-        c = bc - b * C
-        h = &HA[b, c, 0, 0]
-        p1 = _balance(sqrt(sumsq(h, PN)), sqrt(sumsq(&u[b, c, 0], m)))
-        p2 = _balance(side[b, 0], side[b, 1])
-        f1 = <floating> (c1[b, c] / p1)
-        f2 = <floating> (c2[b, c] / p2)
-        d = &Dt[b, 0, 0]
-        o = &A_out[b, c, 0, 0]
-        for t in range(PN):
-            o[t] = f1 * h[t] + f2 * d[t]
-        f1 = <floating> (c1[b, c] * p1)
-        f2 = <floating> (c2[b, c] * p2)
-        for t in range(m):
-            u_out[b, c, t] = f1 * u[b, c, t] + f2 * a[b, t]
+    with nogil, parallel(num_threads=n_threads):  # one fork-join, a barrier between the loops
+        for b in prange(B, schedule='static'):
+            side[b, 0] = sqrt(sumsq(&Dt[b, 0, 0], PN))
+            side[b, 1] = sqrt(sumsq(&a[b, 0], m))
+        for bc in prange(B * C, schedule='static'):
+            bb = bc // C
+            c = bc - bb * C
+            h = &HA[bb, c, 0, 0]
+            p1 = _balance(sqrt(sumsq(h, PN)), sqrt(sumsq(&u[bb, c, 0], m)))
+            p2 = _balance(side[bb, 0], side[bb, 1])
+            f1 = <floating> (c1[bb, c] / p1)
+            f2 = <floating> (c2[bb, c] / p2)
+            d = &Dt[bb, 0, 0]
+            o = &A_out[bb, c, 0, 0]
+            for t in range(PN):
+                o[t] = f1 * h[t] + f2 * d[t]
+            f1 = <floating> (c1[bb, c] * p1)
+            f2 = <floating> (c2[bb, c] * p2)
+            for t in range(m):
+                u_out[bb, c, t] = f1 * u[bb, c, t] + f2 * a[bb, t]
