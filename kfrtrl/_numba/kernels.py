@@ -82,39 +82,37 @@ def _layer_jacobians(Wt, lam, dz, H):
 
 
 @kernel()
-def _jvp_row(v, y, lam, dz, o):
-    """o = Λ v + D y for one tangent: v (S_in*n,), y (Z*n,), lam (S, S_in, n), dz (S, Z, n), o (S*n,).
+def _jvp_row(V, Y, lam, dz, out, b, k):
+    """out[b, k] = Λ_b V[b, k] + D_b Y[b, k] for one tangent (indexing the full arrays: no views).
 
-    ``y`` may be ``o`` itself when S = Z = 1 (each entry is read before it is written).
+    ``Y`` may be ``out`` itself when S = Z = 1 (each entry is read before it is written).
     """
-    S, Z, n = dz.shape
-    S_in = lam.shape[1]
+    S, Z, n = dz.shape[1], dz.shape[2], dz.shape[3]
+    S_in = lam.shape[2]
     for i in range(S):
         base = i * n
         for t in range(n):
-            o[base + t] = dz[i, 0, t] * y[t]
+            out[b, k, base + t] = dz[b, i, 0, t] * Y[b, k, t]
         for z in range(1, Z):
             for t in range(n):
-                o[base + t] += dz[i, z, t] * y[z * n + t]
+                out[b, k, base + t] += dz[b, i, z, t] * Y[b, k, z * n + t]
         for j in range(S_in):
             for t in range(n):
-                o[base + t] += lam[i, j, t] * v[j * n + t]
+                out[b, k, base + t] += lam[b, i, j, t] * V[b, k, j * n + t]
 
 
 @kernel()
 def _jvp_scale(V, Y, lam, dz, out):
-    B, K = V.shape[0], V.shape[1]
-    for row in range(B * K):
-        b, k = row // K, row % K
-        _jvp_row(V[b, k], Y[b, k], lam[b], dz[b], out[b, k])
+    K = V.shape[1]
+    for row in range(V.shape[0] * K):
+        _jvp_row(V, Y, lam, dz, out, row // K, row % K)
 
 
 @kernel(parallel=True)
 def _jvp_scale_par(V, Y, lam, dz, out):
-    B, K = V.shape[0], V.shape[1]
-    for row in prange(B * K):
-        b, k = row // K, row % K
-        _jvp_row(V[b, k], Y[b, k], lam[b], dz[b], out[b, k])
+    K = V.shape[1]
+    for row in prange(V.shape[0] * K):
+        _jvp_row(V, Y, lam, dz, out, row // K, row % K)
 
 
 # ---------------------------------------------------------------- outer_add
@@ -132,29 +130,26 @@ def outer_add(G, Dt, a, n_threads):
 
 
 @kernel()
-def _outer_row(g, d, a):
-    """g[j, :] += d * a[j] for g (m, N), d (N,), a (m,)."""
-    m, N = g.shape
-    for j in range(m):
-        aj = a[j]
-        for t in range(N):
-            g[j, t] += d[t] * aj
+def _outer_row(G, Dt, a, b, i):
+    """G[b, i, j, :] += Dt[b, i, :] * a[b, j] for all j (indexing the full arrays: no views)."""
+    for j in range(G.shape[2]):
+        aj = a[b, j]
+        for t in range(G.shape[3]):
+            G[b, i, j, t] += Dt[b, i, t] * aj
 
 
 @kernel()
 def _outer_add(G, Dt, a):
-    B, p = G.shape[0], G.shape[1]
-    for row in range(B * p):
-        b, i = row // p, row % p
-        _outer_row(G[b, i], Dt[b, i], a[b])
+    p = G.shape[1]
+    for row in range(G.shape[0] * p):
+        _outer_row(G, Dt, a, row // p, row % p)
 
 
 @kernel(parallel=True)
 def _outer_add_par(G, Dt, a):
-    B, p = G.shape[0], G.shape[1]
-    for row in prange(B * p):
-        b, i = row // p, row % p
-        _outer_row(G[b, i], Dt[b, i], a[b])
+    p = G.shape[1]
+    for row in prange(G.shape[0] * p):
+        _outer_row(G, Dt, a, row // p, row % p)
 
 
 # ---------------------------------------------------------------- rank1_update
@@ -172,26 +167,25 @@ def rank1_update(w, s_w, d, a, s_d, w_out, n_threads):
 
 
 @kernel()
-def _rank1_row(w, s_w, d, a, s_d, out):
-    """out = w * s_w + (d * a) * s_d for one row: w, a, out (m,), scalars s_w, d, s_d."""
-    for j in range(w.size):
-        out[j] = w[j] * s_w + (d * a[j]) * s_d
+def _rank1_row(w, s_w, d, a, s_d, w_out, b, i):
+    """Row (b, i) of the update (indexing the full arrays: no views)."""
+    sw, di, sd = s_w[b], d[b, i], s_d[b]
+    for j in range(w.shape[2]):
+        w_out[b, i, j] = w[b, i, j] * sw + (di * a[b, j]) * sd
 
 
 @kernel()
 def _rank1_update(w, s_w, d, a, s_d, w_out):
-    B, p = w.shape[0], w.shape[1]
-    for row in range(B * p):
-        b, i = row // p, row % p
-        _rank1_row(w[b, i], s_w[b], d[b, i], a[b], s_d[b], w_out[b, i])
+    p = w.shape[1]
+    for row in range(w.shape[0] * p):
+        _rank1_row(w, s_w, d, a, s_d, w_out, row // p, row % p)
 
 
 @kernel(parallel=True)
 def _rank1_update_par(w, s_w, d, a, s_d, w_out):
-    B, p = w.shape[0], w.shape[1]
-    for row in prange(B * p):
-        b, i = row // p, row % p
-        _rank1_row(w[b, i], s_w[b], d[b, i], a[b], s_d[b], w_out[b, i])
+    p = w.shape[1]
+    for row in prange(w.shape[0] * p):
+        _rank1_row(w, s_w, d, a, s_d, w_out, row // p, row % p)
 
 
 # ---------------------------------------------------------------- kf_combine
@@ -202,7 +196,8 @@ def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
 
     HA : (B, C, p, N);  u : (B, C, m);  Dt : (B, p, N);  a : (B, m);  c1, c2 : (B, C);
     A_out : (B, C, p, N) (may be HA itself), u_out : (B, C, m), written.
-    Per (sample, chain): one pass for the norms, one fused pass for the merge.
+    Per sample one pass for |D|, |a|; per (sample, chain) one pass for the norms and one
+    fused pass for the merge.
     """
     if _parallel(n_threads, HA.size):
         _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out)
@@ -211,21 +206,18 @@ def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
 
 
 @kernel()
-def _sq_norm(x):
-    """Σ x² of a 2-d array, accumulated in float64."""
-    s = 0.0
-    for i in range(x.shape[0]):
-        s += _sq_norm1(x[i])
-    return s
-
-
-@kernel()
-def _sq_norm1(x):
-    """Σ x² of a 1-d array, accumulated in float64."""
-    s = 0.0
-    for t in range(x.size):
-        s += np.float64(x[t]) * np.float64(x[t])
-    return s
+def _immediate_sq_norms(Dt, a, b):
+    """(|Dt[b]|², |a[b]|²) accumulated in float64."""
+    sq_d = 0.0
+    for i in range(Dt.shape[1]):
+        for t in range(Dt.shape[2]):
+            x = np.float64(Dt[b, i, t])
+            sq_d += x * x
+    sq_a = 0.0
+    for j in range(a.shape[1]):
+        x = np.float64(a[b, j])
+        sq_a += x * x
+    return sq_d, sq_a
 
 
 @kernel()
@@ -237,35 +229,47 @@ def _balance(sq_left, sq_right):
 
 
 @kernel()
-def _kf_one(HA, u, Dt, a, c1, c2, A_out, u_out):
-    """One (sample, chain): HA, Dt, A_out (p, N); u, a, u_out (m,); c1, c2 scalars."""
-    p1 = _balance(_sq_norm(HA), _sq_norm1(u))
-    p2 = _balance(_sq_norm(Dt), _sq_norm1(a))
-    s1 = c1 / p1
-    s2 = c2 / p2
-    for i in range(HA.shape[0]):
-        for t in range(HA.shape[1]):
-            A_out[i, t] = s1 * HA[i, t] + s2 * Dt[i, t]
-    w1 = c1 * p1
-    w2 = c2 * p2
-    for j in range(u.size):
-        u_out[j] = w1 * u[j] + w2 * a[j]
+def _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, sq_d, sq_a, b, c):
+    """Chain c of sample b, given the immediate term's squared norms (indexing the full arrays)."""
+    p, N, m = HA.shape[2], HA.shape[3], u.shape[2]
+    sq_ha = 0.0
+    for i in range(p):
+        for t in range(N):
+            x = np.float64(HA[b, c, i, t])
+            sq_ha += x * x
+    sq_u = 0.0
+    for j in range(m):
+        x = np.float64(u[b, c, j])
+        sq_u += x * x
+    p1 = _balance(sq_ha, sq_u)
+    p2 = _balance(sq_d, sq_a)
+    s1, s2 = c1[b, c] / p1, c2[b, c] / p2
+    for i in range(p):
+        for t in range(N):
+            A_out[b, c, i, t] = s1 * HA[b, c, i, t] + s2 * Dt[b, i, t]
+    w1, w2 = c1[b, c] * p1, c2[b, c] * p2
+    for j in range(m):
+        u_out[b, c, j] = w1 * u[b, c, j] + w2 * a[b, j]
 
 
 @kernel()
 def _kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out):
     B, C = HA.shape[0], HA.shape[1]
-    for row in range(B * C):
-        b, c = row // C, row % C
-        _kf_one(HA[b, c], u[b, c], Dt[b], a[b], c1[b, c], c2[b, c], A_out[b, c], u_out[b, c])
+    for b in range(B):
+        sq_d, sq_a = _immediate_sq_norms(Dt, a, b)
+        for c in range(C):
+            _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, sq_d, sq_a, b, c)
 
 
 @kernel(parallel=True)
 def _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out):
     B, C = HA.shape[0], HA.shape[1]
+    sq = np.empty((B, 2))
+    for b in prange(B):
+        sq[b, 0], sq[b, 1] = _immediate_sq_norms(Dt, a, b)
     for row in prange(B * C):
         b, c = row // C, row % C
-        _kf_one(HA[b, c], u[b, c], Dt[b], a[b], c1[b, c], c2[b, c], A_out[b, c], u_out[b, c])
+        _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, sq[b, 0], sq[b, 1], b, c)
 
 
 # ---------------------------------------------------------------- ok_reduce
