@@ -199,10 +199,11 @@ def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
     Per sample one pass for |D|, |a|; per (sample, chain) one pass for the norms and one
     fused pass for the merge.
     """
+    in_place = A_out is HA                    # then the merge loop reads and writes one array
     if _parallel(n_threads, HA.size):
-        _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out)
+        _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out, in_place)
     else:
-        _kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out)
+        _kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, in_place)
 
 
 @kernel()
@@ -229,8 +230,12 @@ def _balance(sq_left, sq_right):
 
 
 @kernel()
-def _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, sq_d, sq_a, b, c):
-    """Chain c of sample b, given the immediate term's squared norms (indexing the full arrays)."""
+def _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, sq_d, sq_a, b, c, in_place):
+    """Chain c of sample b, given the immediate term's squared norms (indexing the full arrays).
+
+    ``in_place``: A_out is HA; the merge then touches only HA, which the compiler can
+    vectorise without runtime alias checks.
+    """
     p, N, m = HA.shape[2], HA.shape[3], u.shape[2]
     sq_ha = 0.0
     for i in range(p):
@@ -244,32 +249,37 @@ def _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, sq_d, sq_a, b, c):
     p1 = _balance(sq_ha, sq_u)
     p2 = _balance(sq_d, sq_a)
     s1, s2 = c1[b, c] / p1, c2[b, c] / p2
-    for i in range(p):
-        for t in range(N):
-            A_out[b, c, i, t] = s1 * HA[b, c, i, t] + s2 * Dt[b, i, t]
+    if in_place:
+        for i in range(p):
+            for t in range(N):
+                HA[b, c, i, t] = s1 * HA[b, c, i, t] + s2 * Dt[b, i, t]
+    else:
+        for i in range(p):
+            for t in range(N):
+                A_out[b, c, i, t] = s1 * HA[b, c, i, t] + s2 * Dt[b, i, t]
     w1, w2 = c1[b, c] * p1, c2[b, c] * p2
     for j in range(m):
         u_out[b, c, j] = w1 * u[b, c, j] + w2 * a[b, j]
 
 
 @kernel()
-def _kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out):
+def _kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, in_place):
     B, C = HA.shape[0], HA.shape[1]
     for b in range(B):
         sq_d, sq_a = _immediate_sq_norms(Dt, a, b)
         for c in range(C):
-            _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, sq_d, sq_a, b, c)
+            _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, sq_d, sq_a, b, c, in_place)
 
 
 @kernel(parallel=True)
-def _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out):
+def _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out, in_place):
     B, C = HA.shape[0], HA.shape[1]
     sq = np.empty((B, 2))
     for b in prange(B):
         sq[b, 0], sq[b, 1] = _immediate_sq_norms(Dt, a, b)
     for row in prange(B * C):
         b, c = row // C, row % C
-        _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, sq[b, 0], sq[b, 1], b, c)
+        _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, sq[b, 0], sq[b, 1], b, c, in_place)
 
 
 # ---------------------------------------------------------------- ok_reduce
