@@ -5,6 +5,9 @@ Run::
     python -m pytest bench/test_kernels.py --benchmark-only --benchmark-json=kernels.json
     python bench/ratios.py kernels.json          # each step's median / its group's GEMM median
 
+On a shared machine add ``--benchmark-timer=time.process_time`` (CPU time of
+the process: robust to other load, and equal to wall time at 1 thread).
+
 Each benchmark group is one problem size, ``<family> n=.. B=.. r=..``, and
 holds the bare product that bounds the step from below plus ``est.step`` of
 every estimator of the family on every available backend:
