@@ -127,6 +127,14 @@ def test_training_decreases_loss_on_a_periodic_sequence(spec):
     assert trainer.metrics()["accuracy"] > 0.8
 
 
+def test_float32_training_keeps_the_cells_dtype():
+    cell = kfrtrl.Elman(4, 5, rng=0, dtype=np.float32)
+    trainer = train.Trainer(kfrtrl.KFRTRL(cell, batch_size=2, rng=0, backend="numpy"), 4, rng=0)
+    metrics = train.run(trainer, tasks.CopyTask(2, rng=0, dtype=np.float32), 50)
+    assert np.isfinite(metrics["loss"])
+    assert cell.W.dtype == trainer.readout.W.dtype == trainer.optimizer.m["cell.W"].dtype == np.float32
+
+
 def test_mse_loss_learns_a_constant_target():
     cell = kfrtrl.Elman(2, 4, rng=0)
     trainer = train.Trainer(kfrtrl.OK(cell, rank=2, rng=0, backend="numpy"), 2, loss="mse", lr=0.02, rng=0)
