@@ -231,7 +231,7 @@ needs_numba = pytest.mark.skipif("numba" not in COMPILED, reason="numba backend 
 
 @needs_numba
 def test_numba_ok_gram_route_used_on_well_conditioned_input(monkeypatch):
-    """Zero terms and ordinary inputs never reach the Householder fallback."""
+    """Zero terms, dependent or too few u-factors never reach the Householder fallback."""
     nb = importlib.import_module("kfrtrl._numba.kernels")
 
     def fail(*args):
@@ -241,6 +241,9 @@ def test_numba_ok_gram_route_used_on_well_conditioned_input(monkeypatch):
     gen = np.random.default_rng(14)
     for r in (1, 3):
         _assert_ok_equal(_ok_both("numba", *_ok_inputs(gen, 5, r, 49, 11, np.float64)), 1e-10)
+    V, U, signs = _ok_inputs(gen, 3, 3, 49, 3, np.float64, zero_frac=0.0)   # m < r + 1
+    U[0, 2] = U[0, 1]                                                        # dependent u's
+    _assert_ok_equal(_ok_both("numba", V, U, signs), 1e-10)
 
 
 @needs_numba

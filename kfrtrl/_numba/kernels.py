@@ -8,9 +8,10 @@ over rows or samples, thread count set by :func:`kfrtrl.threads.limit`)
 only when ``n_threads > 1`` and the work is at least :data:`PARALLEL_MIN_WORK`
 elements; below that one thread is faster than opening a parallel region.
 
-The OK reduction uses BLAS-3-friendly Gram matrices instead of Householder
-QR (see :func:`ok_reduce`), and falls back to the reference for a sample
-whose Gram matrices are rank deficient or too ill-conditioned.
+The OK reduction uses a BLAS-3-friendly Gram matrix instead of Householder
+QR on the long A side (see :func:`ok_reduce`), and falls back to the
+reference for a sample whose A factors are linearly dependent or too
+ill-conditioned.
 """
 import numpy as np
 from numba import prange
@@ -294,25 +295,25 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     Same result as the reference (Householder QR of both factor stacks, SVD
     of the core, the same sign convention, SVD_ZERO threshold, m* and mixing),
     computed without touching the long A-side more than twice: the Gram
-    matrices ``V Vᵀ``, ``U Uᵀ`` (one batched BLAS call each, float64) give the triangular
-    factors by Cholesky of their unit-diagonal scalings (so only the
-    conditioning of the row-normalised factors matters), the (r+1)² core is
-    decomposed as in the reference, and the new A's are one batched GEMM
-    ``V_out = C V`` with C (B, r, r+1). Terms whose A or u factor is exactly
-    zero are dropped first. A sample whose active terms exceed m or P, or
-    whose Gram matrices have a Cholesky pivot below :data:`MIN_PIVOT`, is
-    reduced by the reference's Householder route instead.
+    matrices ``V Vᵀ`` (one batched BLAS call, float64) give its triangular
+    factor by Cholesky of their unit-diagonal scaling (so only the
+    conditioning of the row-normalised factors matters), the small u side is
+    QR-factored as in the reference, the (r+1)² core is decomposed as there,
+    and the new A's are one batched GEMM ``V_out = C V`` with C (B, r, r+1).
+    Terms whose A or u factor is exactly zero are dropped first. A sample
+    whose active terms exceed P, or whose A-side Gram matrix has a Cholesky
+    pivot below :data:`MIN_PIVOT`, is reduced by the reference instead.
     Cost per sample: ~(r+1)² P multiply-adds for the Gram matrix, r (r+1) P
     for the recombination (BLAS), O((r+1)³) for the rest.
     """
     B, k, _ = V.shape
     coef = np.empty((B, k - 1, k))
     done = np.empty(B, dtype=np.bool_)
-    Gv, Gu = _gram(V), _gram(U)
+    Gv = _gram(V)
     if B > 1 and _parallel(n_threads, B * _SAMPLE_WORK):
-        _ok_coefficients_par(Gv, Gu, U, V.shape[2], signs, coef, U_out, done)
+        _ok_coefficients_par(Gv, U, V.shape[2], signs, coef, U_out, done)
     else:
-        _ok_coefficients(Gv, Gu, U, V.shape[2], signs, coef, U_out, done)
+        _ok_coefficients(Gv, U, V.shape[2], signs, coef, U_out, done)
     coef = coef.astype(V.dtype, copy=False)
     if done.all():
         np.matmul(coef, V, out=V_out)
@@ -331,51 +332,57 @@ def _gram(X):
 
 
 @kernel()
-def _ok_coefficients(Gv, Gu, U, P, signs, coef, U_out, done):
+def _ok_coefficients(Gv, U, P, signs, coef, U_out, done):
     for b in range(Gv.shape[0]):
-        done[b] = _ok_gram_route(Gv[b], Gu[b], U[b], P, signs[b], coef[b], U_out[b])
+        done[b] = _ok_gram_route(Gv[b], U[b], P, signs[b], coef[b], U_out[b])
 
 
 @kernel(parallel=True)
-def _ok_coefficients_par(Gv, Gu, U, P, signs, coef, U_out, done):
+def _ok_coefficients_par(Gv, U, P, signs, coef, U_out, done):
     for b in prange(Gv.shape[0]):
-        done[b] = _ok_gram_route(Gv[b], Gu[b], U[b], P, signs[b], coef[b], U_out[b])
+        done[b] = _ok_gram_route(Gv[b], U[b], P, signs[b], coef[b], U_out[b])
 
 
 @kernel()
-def _ok_gram_route(Gv, Gu, U, P, eps, coef, U_out):
+def _ok_gram_route(Gv, U, P, eps, coef, U_out):
     """One sample: coef (r, k) with V_out = coef @ V, and U_out (r, m); False = use Householder.
 
-    Gv = V Vᵀ, Gu = U Uᵀ (k, k) float64, U (k, m), P the length of V's rows, eps (k,). Follows :func:`kfrtrl._reference.kernels.ok_reduce_one`
-    step by step, with the QR factors R from Cholesky and Q never formed:
-    left = Uᵀ R_u⁻¹ P_m, right = Vᵀ R_v⁻¹ Q_mᵀ.
+    Gv = V Vᵀ (k, k) float64, U (k, m), P the length of V's rows, eps (k,). Follows
+    :func:`kfrtrl._reference.kernels.ok_reduce_one` step by step: the small u side by
+    Householder QR as there, the long A side's R by Cholesky of Gv with Q never formed,
+    so left = Q_u P_m and right = Vᵀ R_v⁻¹ Q_mᵀ = V[idx]ᵀ Cr.
     """
     k, m = U.shape
     r = k - 1
     coef[:, :] = 0.0
     U_out[:, :] = 0.0
-    idx = _active_terms(Gv, Gu)
+    idx = _active_terms(Gv, U)
     ka = idx.size
     if ka == 0:
         return True
-    if ka > m or ka > P:
+    if ka > P:
         return False
-    Ru = _scaled_cholesky_r(Gu, idx)
     Rv = _scaled_cholesky_r(Gv, idx)
-    if Ru[0, 0] < 0.0 or Rv[0, 0] < 0.0:
+    if Rv[0, 0] < 0.0:
         return False
-    Pm, sigma, QmT = np.linalg.svd(Ru @ Rv.T)
-    Cr = _solve_upper(Rv, np.ascontiguousarray(QmT.T))          # right = V[idx]ᵀ Cr
-    left = _rows_t_times(U, idx, _solve_upper(Ru, Pm))          # (m, ka)
+    Ua = np.empty((m, ka))
+    for i in range(ka):
+        for t in range(m):
+            Ua[t, i] = U[idx[i], t]
+    Qu, Ru = np.linalg.qr(Ua)
+    Pm, sigma, QmT = np.linalg.svd(np.ascontiguousarray(Ru) @ Rv.T, full_matrices=False)
+    left = np.ascontiguousarray(Qu) @ Pm                         # (m, qa) unit u-directions
+    Cr = _solve_upper(Rv, np.ascontiguousarray(QmT.T))          # (ka, qa): right = V[idx]ᵀ Cr
     _fix_signs(left, Cr)
     if sigma[0] == 0.0:
         return True
-    q = min(k, m, P)
+    qa = sigma.size
+    q = min(k, m, P)                                             # the reference's number of σ
     sig = np.zeros(q)
-    for j in range(ka):
+    for j in range(qa):
         sig[j] = sigma[j] if sigma[j] >= SVD_ZERO * sigma[0] else 0.0
     m_star = q if q <= r else _n_kept(sig, r)
-    for j in range(min(m_star, ka)):
+    for j in range(min(m_star, qa)):
         root = np.sqrt(sig[j])
         for t in range(m):
             U_out[j, t] = left[t, j] * root
@@ -388,10 +395,8 @@ def _ok_gram_route(Gv, Gu, U, P, eps, coef, U_out):
         M = _orth_complement(sig[m_star:], S)
         for j in range(kk):
             M[j, :] *= eps[j] * scale
-        for jj in range(kk):
+        for jj in range(min(kk, qa - m_star)):                  # zero directions carry no weight
             j = m_star + jj
-            if j >= ka:                                          # zero direction: no weight
-                continue
             for ll in range(kk - 1):
                 for t in range(m):
                     U_out[m_star + ll, t] += left[t, j] * M[jj, ll]
@@ -401,11 +406,11 @@ def _ok_gram_route(Gv, Gu, U, P, eps, coef, U_out):
 
 
 @kernel()
-def _active_terms(Gv, Gu):
-    """Indices of the terms whose A and u factors are both nonzero."""
+def _active_terms(Gv, U):
+    """Indices of the terms whose A factor (Gv's diagonal) and u factor are both nonzero."""
     keep = np.zeros(Gv.shape[0], dtype=np.bool_)
     for i in range(Gv.shape[0]):
-        keep[i] = Gv[i, i] > 0.0 and Gu[i, i] > 0.0
+        keep[i] = Gv[i, i] > 0.0 and np.any(U[i] != 0.0)
     return np.flatnonzero(keep)
 
 
@@ -452,20 +457,6 @@ def _solve_upper(R, Y):
                 s -= R[i, l] * X[l, col]
             X[i, col] = s / R[i, i]
     return X
-
-
-@kernel()
-def _rows_t_times(U, idx, C):
-    """U[idx]ᵀ @ C in float64: U (k, m), idx (ka,), C (ka, c) -> (m, c)."""
-    m = U.shape[1]
-    c = C.shape[1]
-    out = np.zeros((m, c))
-    for i in range(idx.size):
-        for t in range(m):
-            ut = np.float64(U[idx[i], t])
-            for j in range(c):
-                out[t, j] += ut * C[i, j]
-    return out
 
 
 @kernel()
