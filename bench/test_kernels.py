@@ -125,7 +125,7 @@ def test_step(benchmark, limited_threads, family, estimator, backend, n, B, r):
 
 
 def test_thread_limit(benchmark, limited_threads):
-    """The per-step cost of entering and leaving :func:`kfrtrl.threads.limit` (paid when n_threads is given)."""
+    """Cost of entering and leaving :func:`kfrtrl.threads.limit`, paid per step when n_threads is given."""
     benchmark.group = "overhead"
     benchmark.extra_info.update(kind="overhead", threads=limited_threads)
 

@@ -311,9 +311,9 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     done = np.empty(B, dtype=np.bool_)
     Gv = _gram(V)
     if B > 1 and _parallel(n_threads, B * _SAMPLE_WORK):
-        _ok_coefficients_par(Gv, U, V.shape[2], signs, coef, U_out, done)
+        _ok_coefficients_par(Gv, U, V.shape[2], signs, SVD_ZERO, coef, U_out, done)
     else:
-        _ok_coefficients(Gv, U, V.shape[2], signs, coef, U_out, done)
+        _ok_coefficients(Gv, U, V.shape[2], signs, SVD_ZERO, coef, U_out, done)
     coef = coef.astype(V.dtype, copy=False)
     if done.all():
         np.matmul(coef, V, out=V_out)
@@ -332,22 +332,23 @@ def _gram(X):
 
 
 @kernel()
-def _ok_coefficients(Gv, U, P, signs, coef, U_out, done):
+def _ok_coefficients(Gv, U, P, signs, zero, coef, U_out, done):
     for b in range(Gv.shape[0]):
-        done[b] = _ok_gram_route(Gv[b], U[b], P, signs[b], coef[b], U_out[b])
+        done[b] = _ok_gram_route(Gv[b], U[b], P, signs[b], zero, coef[b], U_out[b])
 
 
 @kernel(parallel=True)
-def _ok_coefficients_par(Gv, U, P, signs, coef, U_out, done):
+def _ok_coefficients_par(Gv, U, P, signs, zero, coef, U_out, done):
     for b in prange(Gv.shape[0]):
-        done[b] = _ok_gram_route(Gv[b], U[b], P, signs[b], coef[b], U_out[b])
+        done[b] = _ok_gram_route(Gv[b], U[b], P, signs[b], zero, coef[b], U_out[b])
 
 
 @kernel()
-def _ok_gram_route(Gv, U, P, eps, coef, U_out):
+def _ok_gram_route(Gv, U, P, eps, zero, coef, U_out):
     """One sample: coef (r, k) with V_out = coef @ V, and U_out (r, m); False = use Householder.
 
-    Gv = V Vᵀ (k, k) float64, U (k, m), P the length of V's rows, eps (k,). Follows
+    Gv = V Vᵀ (k, k) float64, U (k, m), P the length of V's rows, eps (k,), zero = SVD_ZERO
+    (an argument, not a global, so cached code never holds a stale value). Follows
     :func:`kfrtrl._reference.kernels.ok_reduce_one` step by step: the small u side by
     Householder QR as there, the long A side's R by Cholesky of Gv with Q never formed,
     so left = Q_u P_m and right = Vᵀ R_v⁻¹ Q_mᵀ = V[idx]ᵀ Cr.
@@ -380,7 +381,7 @@ def _ok_gram_route(Gv, U, P, eps, coef, U_out):
     q = min(k, m, P)                                             # the reference's number of σ
     sig = np.zeros(q)
     for j in range(qa):
-        sig[j] = sigma[j] if sigma[j] >= SVD_ZERO * sigma[0] else 0.0
+        sig[j] = sigma[j] if sigma[j] >= zero * sigma[0] else 0.0
     m_star = q if q <= r else _n_kept(sig, r)
     for j in range(min(m_star, qa)):
         root = np.sqrt(sig[j])
