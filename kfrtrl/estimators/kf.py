@@ -14,27 +14,18 @@ Cost O(N²·p) per sample and chain (n³ for the Elman cell), memory O(N·p).
 import numpy as np
 
 from .._validation import check_int
-from ._base import Estimator
+from ._kron import KroneckerSum
 
 
-class KFRTRL(Estimator):
+class KFRTRL(KroneckerSum):
     """KF-RTRL; ``n_chains`` independent chains averaged (default 1)."""
 
     name = "kf"
 
     def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_threads=None, n_chains=1):
-        self.n_chains = check_int("n_chains", n_chains, 1)
+        self.n_chains = self._n_terms = check_int("n_chains", n_chains, 1)
+        self._weight = 1.0 / self.n_chains
         super().__init__(cell, batch_size, rng, backend, n_threads)
-
-    def _allocate(self):
-        B, C, N = self.batch_size, self.n_chains, self.cell.n_state
-        self._A = {k: np.zeros((B, C, p, N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
-        self._u = {k: np.zeros((B, C, m), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
-
-    def _reset_influence(self, mask):
-        for name in self._A:
-            self._A[name][mask] = 0.0
-            self._u[name][mask] = 0.0
 
     def _propagate(self, cache):
         imm = self.cell.immediate(cache, self.ops, self.n_threads)
@@ -49,13 +40,3 @@ class KFRTRL(Estimator):
             self._A[name] = HA
             self._u[name] = u_new
             self._check_factors(u_new)
-
-    def _gradient(self, c):
-        return {
-            name: np.einsum("bcp,bcm->pm", np.einsum("bcpn,bn->bcp", A, c), self._u[name]) / self.n_chains
-            for name, A in self._A.items()
-        }
-
-    def influence(self, name):
-        """The estimate of G for weight ``name`` as (batch, n_state, p, m) (materialised: tests only)."""
-        return np.einsum("bcpn,bcm->bnpm", self._A[name], self._u[name]) / self.n_chains

@@ -14,24 +14,13 @@ the gradient is not implemented (see the README).
 """
 import numpy as np
 
-from ._base import Estimator
-from .uoro import _norm_over, _ratio_root, _safe_inv
+from .uoro import UORO, _norm_over, _ratio_root, _safe_inv
 
 
-class NoBackTrack(Estimator):
-    """NoBackTrack estimator (per-unit signs; batch-aware)."""
+class NoBackTrack(UORO):
+    """NoBackTrack estimator (per-unit signs; batch-aware). State and gradient as UORO's."""
 
     name = "nobacktrack"
-
-    def _allocate(self):
-        B, N = self.batch_size, self.cell.n_state
-        self._v = np.zeros((B, N), dtype=self.dtype)
-        self._w = {k: np.zeros((B, p, m), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
-
-    def _reset_influence(self, mask):
-        self._v[mask] = 0.0
-        for w in self._w.values():
-            w[mask] = 0.0
 
     def _propagate(self, cache):
         B, N = self.batch_size, self.cell.n_state
@@ -51,7 +40,3 @@ class NoBackTrack(Estimator):
             d = np.einsum("bpn,bn->bp", Dt, coef)
             self.ops.rank1_update(self._w[k], s_w, d, a, ones, self._w[k], self.n_threads)
         self._check_factors(self._v)
-
-    def _gradient(self, c):
-        coef = np.einsum("bn,bn->b", self._v, c)
-        return {k: np.einsum("b,bpm->pm", coef, w) for k, w in self._w.items()}

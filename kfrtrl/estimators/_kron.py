@@ -1,0 +1,33 @@
+"""What KF-RTRL and OK share: influence held as a sum of Kronecker terms per weight matrix."""
+import numpy as np
+
+from ._base import Estimator
+
+
+class KroneckerSum(Estimator):
+    """``G ≈ weight · Σ_i A_i ⊗ u_i`` per weight matrix; subclasses implement ``_propagate``.
+
+    Subclasses set ``_n_terms`` (terms per sample) and ``_weight`` before
+    ``super().__init__``. Storage per matrix (p, m): A (batch, terms, p, n_state)
+    in tangent layout and u (batch, terms, m); all zero after a reset.
+    """
+
+    def _allocate(self):
+        B, T, N = self.batch_size, self._n_terms, self.cell.n_state
+        self._A = {k: np.zeros((B, T, p, N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+        self._u = {k: np.zeros((B, T, m), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+
+    def _reset_influence(self, mask):
+        for name in self._A:
+            self._A[name][mask] = 0.0
+            self._u[name][mask] = 0.0
+
+    def _gradient(self, c):
+        return {
+            name: np.einsum("btp,btm->pm", np.einsum("btpn,bn->btp", A, c), self._u[name]) * self._weight
+            for name, A in self._A.items()
+        }
+
+    def influence(self, name):
+        """The estimate of G for weight ``name`` as (batch, n_state, p, m) (materialised: tests only)."""
+        return np.einsum("btpn,btm->bnpm", self._A[name], self._u[name]) * self._weight
