@@ -98,9 +98,9 @@ def _jvp_folded_call(V, Wt, lam, dz, out, n_threads):
     V, lam, dz = np.ascontiguousarray(V), np.ascontiguousarray(lam), np.ascontiguousarray(dz)
     n_par = threads_for(min(n_threads, B), out.size)
     if n_par > 1:
-        from kfrtrl.threads import _blas_controller
+        from kfrtrl.threads import blas_limit
 
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with blas_limit(1):
             _jvp_folded_dispatch(V, Wt, lam, dz, out, M, n_par)
     else:
         _jvp_folded_dispatch(V, Wt, lam, dz, out, M, n_par)

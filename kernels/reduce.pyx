@@ -65,9 +65,9 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     iwork = np.empty((n_par, 9 * k), dtype=np.intc)
     V, U, signs = np.ascontiguousarray(V), np.ascontiguousarray(U), np.ascontiguousarray(signs)
     if V.size >= PARALLEL_MIN_WORK:
-        from kfrtrl.threads import _blas_controller
+        from kfrtrl.threads import blas_limit
 
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with blas_limit(1):
             _run(V, U, signs, V_out, U_out, ws, iwork, lwork, n_par)
     else:
         _run(V, U, signs, V_out, U_out, ws, iwork, lwork, n_par)
