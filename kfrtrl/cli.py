@@ -318,8 +318,11 @@ def _add_noise(sub):
                    help="Gaussian probes per measurement for the variance of G (default: 2)")
     p.add_argument("--rank", type=positive_int, default=1, metavar="R", help="OK rank when no :k is given")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the cell and trajectory")
+    p.add_argument("--over-time", type=positive_int, default=None, metavar="W",
+                   help="also print the relative variances pooled over W consecutive windows of the measured "
+                        "steps (does the variance grow with t?); --plot then draws them against t")
     add_backend_arg(p)
-    add_plot_arg(p, "the relative gradient variance against n (log-log)")
+    add_plot_arg(p, "the relative gradient variance against n (log-log), or against t with --over-time")
     p.set_defaults(func=_cmd_noise)
 
 
@@ -463,15 +466,21 @@ def _cmd_noise(args):
         print(f"kfrtrl noise: error: expected 0 <= --burn-in and --burn-in + --every <= --steps, got "
               f"{args.burn_in} + {args.every} > {args.steps}", file=sys.stderr)
         return 2
+    n_measured = (args.steps - args.burn_in) // args.every
+    if args.over_time is not None and args.over_time > n_measured:
+        print(f"kfrtrl noise: error: expected --over-time <= the {n_measured} measured steps, got {args.over_time}",
+              file=sys.stderr)
+        return 2
     bar = _progress_bar(sys.stderr)
     items = [(spec, n) for n in args.sizes for spec in args.estimators]
-    rows = []
+    rows, results = [], []
     for i, (spec, n) in enumerate(items):
         bar(i, len(items), f"{spec} n={n}")
         start = time.perf_counter()
         result = diagnostics.gradient_noise(spec, n_hidden=n, n_chains=args.chains, steps=args.steps,
                                             burn_in=args.burn_in, every=args.every, n_probes=args.probes,
                                             rank=args.rank, rng=args.seed, backend=args.backend)
+        results.append(result)
         summary = result.summary()
         rows.append({"estimator": spec, "n": n, "rel var grad": summary["rel_var_grad"],
                      "rel var G": summary["rel_var_G"], "z": summary["z"], "seconds": time.perf_counter() - start})
@@ -479,14 +488,34 @@ def _cmd_noise(args):
     print(f"gradient noise: {args.chains} chains, steps {args.burn_in + args.every}..{args.steps} "
           f"every {args.every}, seed {args.seed}")
     _print_rows(rows, ["estimator", "n", "rel var grad", "rel var G", "z", "seconds"])
+    if args.over_time is not None:
+        _noise_over_time(args, results)
+        return 0
     curves = {spec: (np.array(args.sizes), np.array([r["rel var grad"] for r in rows if r["estimator"] == spec]))
               for spec in args.estimators}
-    _plot_curves(args.plot, curves, "relative gradient variance", xlabel="hidden units n", log=True)
+    _plot_curves(args.plot, curves, "relative gradient variance", xlabel="hidden units n", scale="loglog")
     return 0
 
 
-def _plot_curves(path, curves, ylabel, xlabel="step", log=False):
-    """Write {label: (x, y)} as lines to the PNG ``path`` (nothing if path is None)."""
+def _noise_over_time(args, results):
+    """Print (and plot against t) each result's relative variances pooled over --over-time windows."""
+    print(f"\nover time: {args.over_time} windows")
+    rows, curves = [], {}
+    for result in results:
+        first, last, grad, G = result.over_time(args.over_time)
+        label = result.estimator if len(args.sizes) == 1 else f"{result.estimator} n={result.n_hidden}"
+        curves[label] = (last, grad)
+        rows += [{"estimator": result.estimator, "n": result.n_hidden, "steps": f"{a}-{b}", "rel var grad": g,
+                  "rel var G": v} for a, b, g, v in zip(first, last, grad, G)]
+    _print_rows(rows, ["estimator", "n", "steps", "rel var grad", "rel var G"])
+    _plot_curves(args.plot, curves, "relative gradient variance", xlabel="step t (end of window)", scale="logy")
+
+
+def _plot_curves(path, curves, ylabel, xlabel="step", scale="linear"):
+    """Write {label: (x, y)} as lines to the PNG ``path`` (nothing if path is None).
+
+    scale : "linear", "logy" (log y axis) or "loglog" (log2 x axis, log y axis; markers)
+    """
     if path is None:
         return
     import matplotlib
@@ -496,9 +525,10 @@ def _plot_curves(path, curves, ylabel, xlabel="step", log=False):
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (x, y) in curves.items():
-        ax.plot(x, y, marker="o" if log else None, label=label)
-    if log:
+        ax.plot(x, y, marker="o" if scale != "linear" else None, label=label)
+    if scale == "loglog":
         ax.set_xscale("log", base=2)
+    if scale != "linear":
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -19,7 +19,9 @@ gradient estimate:
 
 Per-sample gradients come from the public ``gradient`` with the loss signal
 masked to one sample, so a measured step costs N (1 + n_probes) gradient
-calls. :func:`noise_vs_size` repeats the measurement over hidden sizes.
+calls. :func:`noise_vs_size` repeats the measurement over hidden sizes;
+:meth:`NoiseResult.over_time` pools it over windows of the trajectory
+(does the variance grow with t?).
 """
 from dataclasses import dataclass
 
@@ -65,6 +67,28 @@ class NoiseResult:
             "rel_var_G": float(self.G_err.sum() / self.G_norm2.sum()),
             "z": float(np.mean(self.z)),
         }
+
+    def over_time(self, windows):
+        """The relative variances pooled over ``windows`` consecutive groups of the measured steps.
+
+        Parameters
+        ----------
+        windows : int in [1, number of measured steps]; groups differ in size by at most one
+
+        Returns
+        -------
+        first, last : (windows,) int arrays, the first and last measured step of each group
+        rel_var_grad, rel_var_G : (windows,) float64, pooled as in :meth:`summary`
+        """
+        windows = check_int("windows", windows, 1)
+        if windows > len(self.steps):
+            raise ValueError(f"windows: expected at most the {len(self.steps)} measured steps, got {windows}")
+        groups = np.array_split(np.arange(len(self.steps)), windows)
+        first = np.array([self.steps[g[0]] for g in groups])
+        last = np.array([self.steps[g[-1]] for g in groups])
+        grad = np.array([self.grad_err[g].sum() / self.grad_norm2[g].sum() for g in groups])
+        G = np.array([self.G_err[g].sum() / self.G_norm2[g].sum() for g in groups])
+        return first, last, grad, G
 
 
 def per_sample_gradients(est, dl_dh):

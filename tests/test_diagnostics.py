@@ -97,3 +97,19 @@ def test_bad_arguments():
         diagnostics.gradient_noise("kf", steps=5, burn_in=5, every=1)
     with pytest.raises(ValueError, match="estimator"):
         diagnostics.gradient_noise("lstm")
+
+
+def test_over_time_pools_consecutive_windows_of_measured_steps():
+    result = diagnostics.gradient_noise("kf", rng=13, **{**KW, "n_chains": 20})
+    first, last, grad, G = result.over_time(3)
+    assert list(first) == [12, 20, 26] and list(last) == [18, 24, 30]
+    np.testing.assert_allclose(grad[1], result.grad_err[4:7].sum() / result.grad_norm2[4:7].sum(), rtol=1e-12)
+    np.testing.assert_allclose(G[2], result.G_err[7:].sum() / result.G_norm2[7:].sum(), rtol=1e-12)
+    one = result.over_time(1)
+    assert one[2][0] == pytest.approx(result.summary()["rel_var_grad"], rel=1e-12)
+    assert one[3][0] == pytest.approx(result.summary()["rel_var_G"], rel=1e-12)
+    np.testing.assert_allclose(result.over_time(10)[2], result.rel_var_grad, rtol=1e-12)
+    with pytest.raises(ValueError, match="windows: expected at most the 10"):
+        result.over_time(11)
+    with pytest.raises(ValueError, match="windows"):
+        result.over_time(0)

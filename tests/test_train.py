@@ -297,6 +297,19 @@ def test_cli_noise_and_compare_tables(capsys):
     assert rc == 0 and [line.split()[0] for line in out.splitlines()[-2:]] == ["kf", "tbptt:3"]
 
 
+def test_cli_noise_over_time_prints_windows_and_plots_against_t(capsys, tmp_path):
+    rc, out, _ = _cli(capsys, "noise", "--sizes", "4", "--estimators", "kf,uoro", "--chains", "6", "--steps", "12",
+                      "--burn-in", "0", "--every", "2", "--over-time", "3", "--backend", "numpy",
+                      "--plot", str(tmp_path / "t.png"))
+    rows = [line.split() for line in out.split("over time: 3 windows")[1].splitlines() if line.split()[:1] in
+            (["kf"], ["uoro"])]
+    assert rc == 0 and [(r[0], r[2]) for r in rows] == [(e, w) for e in ("kf", "uoro") for w in ("2-4", "6-8", "10-12")]
+    assert all(float(r[3]) > 0.0 and float(r[4]) > 0.0 for r in rows)
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    rc, _, err = _cli(capsys, "noise", "--steps", "12", "--burn-in", "0", "--every", "2", "--over-time", "7")
+    assert rc == 2 and "--over-time <= the 6 measured steps, got 7" in err
+
+
 @pytest.mark.parametrize("argv,match", [
     (["charlm", "missing.txt"], "not found"),
     (["charlm", "EMPTY"], "empty"),
