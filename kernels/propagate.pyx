@@ -5,9 +5,10 @@ Same semantics and argument order as :mod:`kfrtrl._reference.kernels`; the
 last argument is the number of OpenMP threads. Input arrays may be any
 layout (non-contiguous ones are copied; the recurrent slice ``Vr`` and the
 transposed weight ``Wt`` are read in place when BLAS can stride them);
-output arrays must be C-contiguous and must not overlap the inputs, except
-that ``kf_combine`` may write ``A_out`` over ``HA`` and ``rank1_update``
-``w_out`` over ``w`` (as the estimators do).
+output arrays must be C-contiguous (``jvp_blocks``' ``out`` per sample only)
+and must not overlap the inputs, except that ``kf_combine`` may write
+``A_out`` over ``HA`` and ``rank1_update`` ``w_out`` over ``w`` (as the
+estimators do).
 """
 import numpy as np
 
@@ -53,7 +54,7 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
 
     Shapes as :func:`kfrtrl._reference.kernels.jvp_blocks`: V (B, K, S_in*n),
     Vr (B, K, n_rec), Wt (n_rec, Z*n), lam (B, S, S_in, n), dz (B, S, Z, n),
-    out (B, K, S*n) C-contiguous. Two routes:
+    out (B, K, S*n), each sample's (K, S*n) block C-contiguous. Two routes:
 
     - Elman-type layers (S = S_in = Z = 1, Vr is all of V) with K >= n: the
       layer is folded into one (n, n) matrix per sample, ``M_b = diag(λ_b) +
@@ -71,12 +72,18 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     _, S, Z, n = dz.shape
     n_rec = Vr.shape[2]
     dtype = out.dtype
+    item, width = out.itemsize, out.shape[2]
+    if (width > 1 and out.strides[2] != item) or (K > 1 and out.strides[1] != width * item):
+        raise ValueError("jvp_blocks: out must have C-contiguous (K, S*n) blocks per sample")
     if S == Z == lam.shape[2] == 1 and K >= n and _same_array(Vr, V):
         _jvp_folded_call(V, Wt, lam, dz, out, n_threads)
         return
     A, ta, lda = _gemm_operand(Vr.reshape(B * K, n_rec))
     W, tb, ldb = _gemm_operand(Wt)
-    Y = out.reshape(B * K, S * n) if Z <= S else np.empty((B * K, Z * n), dtype=dtype)
+    if Z <= S and out.flags.c_contiguous:
+        Y = out.reshape(B * K, S * n)
+    else:
+        Y = np.empty((B * K, Z * n), dtype=dtype)
     n_threads = threads_for(n_threads, out.size)
     rows = np.empty((n_threads, Z * n), dtype=dtype)
     V, lam, dz = np.ascontiguousarray(V), np.ascontiguousarray(lam), np.ascontiguousarray(dz)
@@ -94,9 +101,10 @@ def _same_array(X, Y):
 
 def _jvp_folded_call(V, Wt, lam, dz, out, n_threads):
     B, K, n = V.shape
-    M = np.empty((B, n, n), dtype=out.dtype)
-    V, lam, dz = np.ascontiguousarray(V), np.ascontiguousarray(lam), np.ascontiguousarray(dz)
+    V, Wt = np.ascontiguousarray(V), np.ascontiguousarray(Wt)
+    lam, dz = np.ascontiguousarray(lam), np.ascontiguousarray(dz)
     n_par = threads_for(min(n_threads, B), out.size)
+    M = np.empty((n_par, n, n), dtype=out.dtype)
     if n_par > 1:
         from kfrtrl.threads import blas_limit
 
@@ -113,30 +121,34 @@ def _jvp_folded_dispatch(V, Wt, lam, dz, out, M, n_par):
         _jvp_folded[double](V, Wt, lam, dz, out, M, n_par)
 
 
-cdef void _jvp_folded(const floating[:, :, ::1] V, const floating[:, :] Wt,
+cdef void _jvp_folded(const floating[:, :, ::1] V, const floating[:, ::1] Wt,
                       const floating[:, :, :, ::1] lam, const floating[:, :, :, ::1] dz,
-                      floating[:, :, ::1] out, floating[:, :, ::1] M, int n_par) noexcept nogil:
+                      floating[:, :, :] out, floating[:, :, ::1] M, int n_par) noexcept nogil:
     """out_b = V_b M_b, M_b = diag(λ_b) + Wt diag(d_b): one (n, n) matrix and one GEMM per sample.
 
+    ``out`` (B, K, n) may have any batch stride (its (K, n) blocks are C-contiguous);
+    M (n_par, n, n) holds one M_b per thread, built just before its GEMM reads it.
     Samples run in parallel (each GEMM on one BLAS thread: the caller holds BLAS
     at 1) when n_par > 1, else in turn with BLAS threading each GEMM.
     """
     cdef Py_ssize_t K = V.shape[1], n = V.shape[2], b, s, t
     cdef floating *row
+    cdef floating *Mb
     for b in prange(V.shape[0], nogil=True, num_threads=n_par, schedule='static'):
+        Mb = &M[threadid(), 0, 0]
         for s in range(n):
-            row = &M[b, s, 0]
+            row = Mb + s * n
             for t in range(n):
                 row[t] = Wt[s, t] * dz[b, 0, 0, t]
             row[s] = row[s] + lam[b, 0, 0, s]
         gemm(c'n', c'n', <int> K, <int> n, <int> n, <floating> 1.0, &V[b, 0, 0], <int> n,
-             &M[b, 0, 0], <int> n, <floating> 0.0, &out[b, 0, 0], <int> n)
+             Mb, <int> n, <floating> 0.0, &out[b, 0, 0], <int> n)
 
 
 cdef void _jvp_blocks(const floating[:, :, ::1] V, const floating[:, :] A, char ta, int lda,
                       const floating[:, :] W, char tb, int ldb,
                       const floating[:, :, :, ::1] lam, const floating[:, :, :, ::1] dz,
-                      floating[:, :, ::1] out, floating[:, ::1] Y, floating[:, ::1] rows,
+                      floating[:, :, :] out, floating[:, ::1] Y, floating[:, ::1] rows,
                       int n_threads) noexcept nogil:
     cdef Py_ssize_t K = V.shape[1], S = dz.shape[1], Z = dz.shape[2], n = dz.shape[3]
     cdef Py_ssize_t S_in = lam.shape[2]

@@ -103,8 +103,10 @@ class Cell:
     def jvp(self, cache, V, ops, n_threads=1, out=None):
         """H_t V for V (batch, K, n_state); ``ops`` is a backend's kernel module.
 
-        ``out``: optional C-contiguous (batch, K, n_state) array, not overlapping V, that
-        receives the result (reusing a buffer saves a fresh allocation per step).
+        ``out``: optional (batch, K, n_state) array, not overlapping V, that receives the
+        result (reusing a buffer saves a fresh allocation per step). Each sample's
+        (K, n_state) block must be C-contiguous; the batch stride is free (e.g. the first
+        rows of a larger per-sample stack).
         """
         for idx, layer in enumerate(cache):
             V = self._layer_jvp(layer, V, ops, n_threads, out if idx == len(cache) - 1 else None)

@@ -41,7 +41,7 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     """Apply one Jacobian layer ``J = Λ + D R`` to a stack of tangents (see the reference).
 
     V : (B, K, S_in*n);  Vr : (B, K, n_rec);  Wt : (n_rec, Z*n);
-    lam : (B, S, S_in, n);  dz : (B, S, Z, n);  out : (B, K, S*n), written.
+    lam : (B, S, S_in, n);  dz : (B, S, Z, n);  out : (B, K, S*n), written (any strides).
     One GEMM (B*K, n_rec) @ (n_rec, Z*n) through BLAS, written straight into
     ``out`` when S = Z = 1, then one fused pass applying Λ and D. For a
     one-block layer whose recurrent part is the whole input (the Elman cell)
@@ -53,7 +53,7 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     _, S, Z, n = dz.shape
     if S == Z == lam.shape[2] == 1 and Vr.shape[2] == n and K >= n:
         H = np.empty((B, n, n), dtype=out.dtype)
-        _layer_jacobians(Wt, lam, dz, H)
+        _layer_jacobians(np.ascontiguousarray(Wt.T), lam, dz, H)
         np.matmul(V, H.transpose(0, 2, 1), out=out)
         return
     if S == 1 and Z == 1 and out.flags.c_contiguous:
@@ -68,17 +68,17 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
 
 
 @kernel()
-def _layer_jacobians(Wt, lam, dz, H):
-    """H[b] = diag(dz[b, 0, 0]) Wtᵀ + diag(lam[b, 0, 0]), the one-block layer's Jacobian: H (B, n, n).
+def _layer_jacobians(R, lam, dz, H):
+    """H[b] = diag(dz[b, 0, 0]) R + diag(lam[b, 0, 0]), the one-block layer's Jacobian: H (B, n, n).
 
-    Wt is Rᵀ, usually a transposed view, so both Wt[:, t] and H[b, t] are read/written contiguously.
+    R (n, n) C-contiguous, so that the row loop vectorises.
     """
-    n = Wt.shape[0]
+    n = R.shape[0]
     for b in range(H.shape[0]):
         for t in range(n):
             d = dz[b, 0, 0, t]
             for s in range(n):
-                H[b, t, s] = Wt[s, t] * d
+                H[b, t, s] = R[t, s] * d
             H[b, t, t] += lam[b, 0, 0, t]
 
 

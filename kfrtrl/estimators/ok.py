@@ -26,9 +26,8 @@ class OK(KroneckerSum):
     def _allocate(self):
         super()._allocate()
         B, r, N = self.batch_size, self.rank, self.cell.n_state
-        # reused work buffers: H A_i, then the r+1 terms before each reduction (a fresh
-        # multi-MB array per step costs more in page faults than the copy into it)
-        self._HA = {k: np.empty((B, r * p, N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+        # the r+1 terms before each reduction, reused (a fresh multi-MB array per step costs
+        # more in page faults than a pass over it); H A_i is written straight into its first r rows
         self._V = {k: np.empty((B, r + 1, p * N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
 
     def _propagate(self, cache):
@@ -38,8 +37,8 @@ class OK(KroneckerSum):
             p = A.shape[2]
             Dt, a = imm[name]
             V = self._V[name]
-            HA = self.cell.jvp(cache, A.reshape(B, r * p, N), self.ops, self.n_threads, out=self._HA[name])
-            V[:, :r] = HA.reshape(B, r, p * N)
+            HA = V.reshape(B, (r + 1) * p, N)[:, :r * p]             # a view: each sample's rows contiguous
+            self.cell.jvp(cache, A.reshape(B, r * p, N), self.ops, self.n_threads, out=HA)
             V[:, r] = Dt.reshape(B, p * N)
             U = np.concatenate([self._u[name], a[:, None]], axis=1)
             signs = self._draw_signs((B, r + 1))
