@@ -1,9 +1,11 @@
 """Numba kernels: the functions of :mod:`kfrtrl._reference.kernels`, same names and arguments.
 
-Each public kernel is a small Python function that issues the one large
-GEMM through numpy (a single BLAS call, never inside a ``prange``) and hands
-the remaining elementwise and per-sample work to compiled loops, fused into
-as few passes over memory as possible. A loop runs in parallel (``prange``
+Each public kernel is a small Python function that issues the large GEMMs
+through BLAS (numpy's for whole-batch products; ``np.dot`` inside a compiled
+loop for per-sample ones, whose operands then stay in cache, with BLAS held
+at one thread when the loop runs in parallel) and hands the remaining
+elementwise and per-sample work to compiled loops, fused into as few passes
+over memory as possible. A loop runs in parallel (``prange``
 over rows or samples, thread count set by :func:`kfrtrl.threads.limit`)
 only when ``n_threads > 1`` and the work is at least :data:`PARALLEL_MIN_WORK`
 elements; below that one thread is faster than opening a parallel region.
@@ -14,10 +16,12 @@ reference for a sample whose A factors are linearly dependent or too
 ill-conditioned.
 """
 import numpy as np
-from numba import prange
+from numba import carray, get_num_threads, prange, types
+from numba.extending import intrinsic
 
 from .._jit import kernel
 from .._reference.kernels import SVD_ZERO, ok_reduce_one
+from ..threads import blas_limit
 
 # Elements of work below which a kernel runs on one thread.
 PARALLEL_MIN_WORK = 1 << 16
@@ -34,6 +38,33 @@ def _parallel(n_threads, work):
     return n_threads > 1 and work >= PARALLEL_MIN_WORK
 
 
+@intrinsic
+def _pointer(typingctx, address, dtype):
+    """The integer ``address`` as a pointer to ``dtype`` (for :func:`_block`)."""
+    ptr = types.CPointer(dtype.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(ptr))
+
+    return ptr(types.uintp, dtype), codegen
+
+
+@kernel()
+def _block(X, b):
+    """X[b] of a 3-D array whose per-sample blocks are C-contiguous, typed as a C-contiguous
+    2-D array (so that ``np.dot`` can write into it whatever X's batch stride)."""
+    return carray(_pointer(X[b].ctypes.data, X.dtype), (X.shape[1], X.shape[2]))
+
+
+def _blocks_contiguous(X):
+    """X (B, K, L), copied unless each X[b] is C-contiguous already."""
+    _, K, L = X.shape
+    item = X.itemsize
+    if (L > 1 and X.strides[2] != item) or (K > 1 and X.strides[1] != L * item):
+        return np.ascontiguousarray(X)
+    return X
+
+
 # ---------------------------------------------------------------- jvp_blocks
 
 
@@ -41,20 +72,24 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     """Apply one Jacobian layer ``J = Λ + D R`` to a stack of tangents (see the reference).
 
     V : (B, K, S_in*n);  Vr : (B, K, n_rec);  Wt : (n_rec, Z*n);
-    lam : (B, S, S_in, n);  dz : (B, S, Z, n);  out : (B, K, S*n), written (any strides).
+    lam : (B, S, S_in, n);  dz : (B, S, Z, n);  out : (B, K, S*n), written; each
+    out[b] C-contiguous (the batch stride is free).
     One GEMM (B*K, n_rec) @ (n_rec, Z*n) through BLAS, written straight into
     ``out`` when S = Z = 1, then one fused pass applying Λ and D. For a
     one-block layer whose recurrent part is the whole input (the Elman cell)
-    and K >= n, the layer's Jacobian ``H_b = diag(dz_b) R + diag(lam_b)`` is
-    formed per sample instead (B n² work) and ``out = V @ H_bᵀ`` is one
-    batched GEMM with no extra pass.
+    and K >= n, each sample's Jacobian ``H_b = diag(dz_b) R + diag(lam_b)`` is
+    formed in an (n, n) scratch and ``out_b = V_b H_bᵀ`` is one GEMM while it
+    is in cache (:func:`_jvp_folded`): no extra pass, no (B, n, n) array.
     """
     B, K, _ = V.shape
     _, S, Z, n = dz.shape
     if S == Z == lam.shape[2] == 1 and Vr.shape[2] == n and K >= n:
-        H = np.empty((B, n, n), dtype=out.dtype)
-        _layer_jacobians(np.ascontiguousarray(Wt.T), lam, dz, H)
-        np.matmul(V, H.transpose(0, 2, 1), out=out)
+        V, R = _blocks_contiguous(V), np.ascontiguousarray(Wt.T)
+        if B > 1 and _parallel(n_threads, out.size):
+            with blas_limit(1):
+                _jvp_folded_par(V, R, lam, dz, out, min(get_num_threads(), B))
+        else:
+            _jvp_folded(V, R, lam, dz, out, 0, B)
         return
     if S == 1 and Z == 1 and out.flags.c_contiguous:
         Y = out
@@ -68,18 +103,32 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
 
 
 @kernel()
-def _layer_jacobians(R, lam, dz, H):
-    """H[b] = diag(dz[b, 0, 0]) R + diag(lam[b, 0, 0]), the one-block layer's Jacobian: H (B, n, n).
+def _jvp_folded(V, R, lam, dz, out, lo, hi):
+    """out[b] = V[b] H_bᵀ for samples lo..hi-1, H_b = diag(dz[b, 0, 0]) R + diag(lam[b, 0, 0]).
 
-    R (n, n) C-contiguous, so that the row loop vectorises.
+    R (n, n) C-contiguous (the row loop vectorises); one (n, n) scratch holds H_b.
     """
     n = R.shape[0]
-    for b in range(H.shape[0]):
+    H = np.empty((n, n), dtype=out.dtype)
+    for b in range(lo, hi):
         for t in range(n):
             d = dz[b, 0, 0, t]
             for s in range(n):
-                H[b, t, s] = R[t, s] * d
-            H[b, t, t] += lam[b, 0, 0, t]
+                H[t, s] = R[t, s] * d
+            H[t, t] += lam[b, 0, 0, t]
+        np.dot(_block(V, b), H.T, _block(out, b))
+
+
+@kernel(parallel=True)
+def _jvp_folded_par(V, R, lam, dz, out, chunks):
+    """:func:`_jvp_folded` over ``chunks`` contiguous sample ranges in parallel (BLAS held at one thread).
+
+    ``chunks`` is the thread count, an argument: numba's thread query is a ctypes call, which
+    would stop the kernel from being cached.
+    """
+    B = V.shape[0]
+    for c in prange(chunks):
+        _jvp_folded(V, R, lam, dz, out, c * B // chunks, (c + 1) * B // chunks)
 
 
 @kernel()
