@@ -149,13 +149,19 @@ class Cell:
         out[:, layer.rec] += gz @ W[:, :n_rec]
         return out, gz
 
-    def immediate(self, cache, ops, n_threads=1):
-        """{name: (Dt (batch, p, n_state), a (batch, m))}: ∂s_t/∂z rows and inputs."""
+    def immediate(self, cache, ops, n_threads=1, out=None):
+        """{name: (Dt (batch, p, n_state), a (batch, m))}: ∂s_t/∂z rows and inputs.
+
+        ``out``: optional {name: (batch, p, n_state) array} receiving Dt (the arrays then
+        returned), each sample's block C-contiguous, as for :meth:`jvp`.
+        """
         result = {}
         for idx, layer in enumerate(cache):
-            Dt = _dense_blocks(layer.dz)
-            for later in cache[idx + 1:]:
-                Dt = self._layer_jvp(later, Dt, ops, n_threads)
+            target = None if out is None else out[layer.name]
+            later = cache[idx + 1:]
+            Dt = _dense_blocks(layer.dz, None if later else target)
+            for pos, nxt in enumerate(later):
+                Dt = self._layer_jvp(nxt, Dt, ops, n_threads, target if pos == len(later) - 1 else None)
             result[layer.name] = (Dt, layer.a)
         return result
 
@@ -201,12 +207,19 @@ def _sigmoid(z):
     return _ACTIVATIONS["sigmoid"][0](z)
 
 
-def _dense_blocks(dz):
-    """(batch, S, Z, n) block-diagonal ∂s/∂z -> dense tangent rows (batch, Z*n, S*n)."""
+def _dense_blocks(dz, out=None):
+    """(batch, S, Z, n) block-diagonal ∂s/∂z -> dense tangent rows (batch, Z*n, S*n).
+
+    ``out``: optional (batch, Z*n, S*n) array to write them into (per-sample blocks
+    C-contiguous, so the 5-d reshape below is a view); returned.
+    """
     B, S, Z, n = dz.shape
-    Dt = np.zeros((B, Z, n, S, n), dtype=dz.dtype)
+    if out is None:
+        out = np.empty((B, Z * n, S * n), dtype=dz.dtype)
+    Dt = out.reshape(B, Z, n, S, n)
+    Dt.fill(0.0)
     np.einsum("bzisi->bzsi", Dt)[...] = dz.transpose(0, 2, 1, 3)   # the diagonals, as a view
-    return Dt.reshape(B, Z * n, S * n)
+    return out
 
 
 class Elman(Cell):

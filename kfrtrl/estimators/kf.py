@@ -30,11 +30,14 @@ class KFRTRL(KroneckerSum):
     def _allocate(self):
         super()._allocate()
         # H A is written into a spare buffer and merged there in place, then the two swap
-        # roles (a fresh multi-MB array per step costs more in page faults than a pass over it)
+        # roles; D into its own buffer (a fresh multi-MB array per step costs more in page
+        # faults than a pass over it)
         self._spare = {k: np.empty_like(A) for k, A in self._A.items()}
+        self._Dt = {k: np.empty((self.batch_size, p, self.cell.n_state), dtype=self.dtype)
+                    for k, (p, m) in self._shapes.items()}
 
     def _propagate(self, cache):
-        imm = self.cell.immediate(cache, self.ops, self.n_threads)
+        imm = self.cell.immediate(cache, self.ops, self.n_threads, out=self._Dt)
         B, C, N = self.batch_size, self.n_chains, self.cell.n_state
         for name, A in self._A.items():
             p = A.shape[2]

@@ -27,19 +27,20 @@ class OK(KroneckerSum):
         super()._allocate()
         B, r, N = self.batch_size, self.rank, self.cell.n_state
         # the r+1 terms before each reduction, reused (a fresh multi-MB array per step costs
-        # more in page faults than a pass over it); H A_i is written straight into its first r rows
+        # more in page faults than a pass over it): H A_i written straight into the first r
+        # rows, the immediate term D into the last
         self._V = {k: np.empty((B, r + 1, p * N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
 
     def _propagate(self, cache):
-        imm = self.cell.immediate(cache, self.ops, self.n_threads)
         B, r, N = self.batch_size, self.rank, self.cell.n_state
+        last_rows = {name: V[:, r].reshape(B, -1, N) for name, V in self._V.items()}
+        imm = self.cell.immediate(cache, self.ops, self.n_threads, out=last_rows)    # Dt into V[:, r]
         for name, A in self._A.items():
             p = A.shape[2]
-            Dt, a = imm[name]
+            a = imm[name][1]
             V = self._V[name]
             HA = V.reshape(B, (r + 1) * p, N)[:, :r * p]             # a view: each sample's rows contiguous
             self.cell.jvp(cache, A.reshape(B, r * p, N), self.ops, self.n_threads, out=HA)
-            V[:, r] = Dt.reshape(B, p * N)
             U = np.concatenate([self._u[name], a[:, None]], axis=1)
             signs = self._draw_signs((B, r + 1))
             self.ops.ok_reduce(V, U, signs, A.reshape(B, r, p * N), self._u[name], self.n_threads)
