@@ -6,13 +6,12 @@ both on exit; ``blas_limit(n)`` does the same for the BLAS pools only. The
 Cython/OpenMP kernels take their thread count as an explicit argument, so
 they need no global setting.
 
-Both are cheap enough to wrap every step (~2 µs when nothing changes, a few
-µs more per pool that does): the BLAS libraries are found once by
+Both are cheap enough to wrap every step (~2 µs when nothing changes, about
+1 µs more per pool that does): the BLAS libraries are found once by
 threadpoolctl and looked up again only when an import has added modules
 since (a new extension may bring its own BLAS, as scipy does), and a pool
 is set only when its count differs from the wanted one.
 """
-import contextlib
 import sys
 
 _blas = {"n_modules": -1, "pools": []}
@@ -28,36 +27,40 @@ def _blas_pools():
     return _blas["pools"]
 
 
-@contextlib.contextmanager
-def blas_limit(n_threads):
-    """Run the body with every loaded BLAS pool at ``n_threads`` threads, then restore."""
-    changed = []
-    try:
+class limit:
+    """Context manager: at most ``n_threads`` BLAS and numba threads in the body, then restore.
+
+    ``numba=False`` leaves numba's count alone (:func:`blas_limit`).
+    """
+
+    def __init__(self, n_threads, numba=True):
+        self.n_threads = n_threads
+        self.numba = sys.modules.get("numba") if numba else None
+        self.changed = []
+        self.old_numba = None
+
+    def __enter__(self):
+        n = self.n_threads
         for pool in _blas_pools():
             old = pool.get_num_threads()
-            if old != n_threads:
-                pool.set_num_threads(n_threads)
-                changed.append((pool, old))
-        yield
-    finally:
-        for pool, old in changed:
+            if old != n:
+                pool.set_num_threads(n)
+                self.changed.append((pool, old))
+        if self.numba is not None:
+            old, new = self.numba.get_num_threads(), min(n, self.numba.config.NUMBA_NUM_THREADS)
+            if old != new:
+                self.numba.set_num_threads(new)
+                self.old_numba = old
+        return self
+
+    def __exit__(self, *exc):
+        for pool, old in self.changed:
             pool.set_num_threads(old)
+        if self.old_numba is not None:
+            self.numba.set_num_threads(self.old_numba)
+        return False
 
 
-@contextlib.contextmanager
-def limit(n_threads):
-    """Run the body with at most ``n_threads`` BLAS and numba threads, then restore."""
-    numba = sys.modules.get("numba")
-    with blas_limit(n_threads):
-        if numba is None:
-            yield
-            return
-        old, new = numba.get_num_threads(), min(n_threads, numba.config.NUMBA_NUM_THREADS)
-        if new == old:
-            yield
-            return
-        numba.set_num_threads(new)
-        try:
-            yield
-        finally:
-            numba.set_num_threads(old)
+def blas_limit(n_threads):
+    """Context manager: every loaded BLAS pool at ``n_threads`` threads in the body, then restored."""
+    return limit(n_threads, numba=False)
