@@ -125,27 +125,32 @@ class Cell:
         """H_tᵀ c for c (batch, n_state)."""
         return self.backward(cache, c)[0]
 
-    def backward(self, cache, c):
+    def backward(self, cache, c, state=True):
         """One reverse sweep from the state cotangent c (batch, n_state).
 
         Returns ``(H_tᵀ c, {name: (g, a)})`` with g (batch, p) = (M_l D_l)ᵀ c, the
         cotangent of z_l, and a (batch, m) the layer's input: the weight gradient of
         this step is ``Σ_b outer(g[b], a[b])``. O(N·m) per sample, no dense Jacobian.
+        ``state=False`` skips the first layer's part of H_tᵀ c (a product with its
+        weights) and returns None in its place, for callers that need only the g's.
         """
         proj = {}
-        for layer in reversed(cache):
-            c, gz = self._layer_vjp(layer, c)
+        for idx, layer in enumerate(reversed(cache)):
+            c, gz = self._layer_vjp(layer, c, state or idx < len(cache) - 1)
             proj[layer.name] = (gz, layer.a)
         return c, proj
 
-    def _layer_vjp(self, layer, c):
-        """(J_lᵀ c, D_lᵀ c) for the cotangent c (batch, S*n) of the layer's output."""
+    def _layer_vjp(self, layer, c, state=True):
+        """(J_lᵀ c, D_lᵀ c) for the cotangent c (batch, S*n) of the layer's output (None, D_lᵀ c
+        without ``state``)."""
         B, S, Z, n = layer.dz.shape
+        cb = c.reshape(B, S, n)
+        gz = np.einsum("bizn,bin->bzn", layer.dz, cb).reshape(B, Z * n)
+        if not state:
+            return None, gz
         W = self._params[layer.name]
         n_rec = layer.rec.stop - layer.rec.start
-        cb = c.reshape(B, S, n)
         out = np.einsum("bijn,bin->bjn", layer.lam, cb).reshape(B, layer.lam.shape[2] * n)
-        gz = np.einsum("bizn,bin->bzn", layer.dz, cb).reshape(B, Z * n)
         out[:, layer.rec] += gz @ W[:, :n_rec]
         return out, gz
 

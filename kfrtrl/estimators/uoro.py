@@ -34,9 +34,9 @@ class UORO(Estimator):
         B, N = self.batch_size, self.cell.n_state
         Hv = self.cell.jvp(cache, self._v[:, None, :], self.ops, self.n_threads)[:, 0]
         nu = self._draw_signs((B, N))
-        nuF = self.cell.backward(cache, nu)[1]          # νᵀF = (Dᵀ ν) ⊗ a per matrix, O(N m)
+        nuF = self.cell.backward(cache, nu, state=False)[1]     # νᵀF = (Dᵀ ν) ⊗ a per matrix, O(N m)
         n_w = _norm_over(self._w.values())
-        n_f = np.sqrt(sum(np.sum(d * d, 1) * np.sum(a * a, 1) for d, a in nuF.values()))
+        n_f = np.sqrt(sum(np.vecdot(d, d) * np.vecdot(a, a) for d, a in nuF.values()))
         rho0 = _ratio_root(n_w, np.linalg.norm(Hv, axis=1))
         rho1 = _ratio_root(n_f, np.full(B, np.sqrt(N), dtype=self.dtype))
         self._v = rho0[:, None] * Hv + rho1[:, None] * nu
@@ -53,15 +53,15 @@ class UORO(Estimator):
 def _norm_over(arrays):
     """Per-sample Frobenius norm over several (B, ...) arrays -> (B,)."""
     flat = [x.reshape(x.shape[0], -1) for x in arrays]
-    return np.sqrt(sum(np.einsum("bi,bi->b", x, x) for x in flat))
+    return np.sqrt(sum(np.vecdot(x, x) for x in flat))
 
 
 def _ratio_root(num, den):
     """sqrt(num / den) where both are > 0, else 0 (meaning: drop that term)."""
-    ok = (num > 0) & (den > 0)
-    return np.where(ok, np.sqrt(np.where(ok, num, 1.0) / np.where(ok, den, 1.0)), 0.0)
+    out = np.zeros(np.shape(num), np.result_type(num, den))
+    return np.sqrt(np.divide(num, den, out=out, where=(num > 0) & (den > 0)))
 
 
 def _safe_inv(rho, dtype):
     """1 / rho per sample (rho (B,)) as ``dtype``, and 0 where rho is 0 (the dropped term)."""
-    return np.where(rho > 0, 1.0 / np.where(rho > 0, rho, 1.0), 0.0).astype(dtype)
+    return np.divide(1.0, rho, out=np.zeros_like(rho), where=rho > 0).astype(dtype, copy=False)
