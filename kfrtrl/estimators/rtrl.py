@@ -17,6 +17,8 @@ class RTRL(Estimator):
     def _allocate(self):
         B, N = self.batch_size, self.cell.n_state
         self._G = {k: np.zeros((B, p, m, N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+        # H G is written into a spare buffer, then the two swap roles (no fresh multi-MB array per step)
+        self._spare = {k: np.empty_like(G) for k, G in self._G.items()}
 
     def _reset_influence(self, mask):
         for G in self._G.values():
@@ -27,10 +29,11 @@ class RTRL(Estimator):
         B, N = self.batch_size, self.cell.n_state
         for name, G in self._G.items():
             _, p, m, _ = G.shape
-            G = self.cell.jvp(cache, G.reshape(B, p * m, N), self.ops, self.n_threads).reshape(B, p, m, N)
+            HG = self._spare[name]
+            self.cell.jvp(cache, G.reshape(B, p * m, N), self.ops, self.n_threads, out=HG.reshape(B, p * m, N))
             Dt, a = imm[name]
-            self.ops.outer_add(G, Dt, a, self.n_threads)
-            self._G[name] = G
+            self.ops.outer_add(HG, Dt, a, self.n_threads)
+            self._G[name], self._spare[name] = HG, G
 
     def _gradient(self, c):
         return {name: np.einsum("bpmn,bn->pm", G, c) for name, G in self._G.items()}
