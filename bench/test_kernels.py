@@ -13,8 +13,10 @@ holds the bare product that bounds the step from below plus ``est.step`` of
 every estimator of the family on every available backend:
 
 - ``kron`` (KF-RTRL with r chains, OK of rank r): (B·r·n, n) @ (n, n) GEMM;
-- ``rtrl`` (exact RTRL, n <= 64): (B·n·m, n) @ (n, n) GEMM, m = n + n_in + 1;
-- ``rank1`` (UORO, NoBackTrack, TBPTT's step): the cell's (B, m) @ (m, n) product.
+- ``rtrl`` (exact RTRL; n in {16, 64, 128} at batch 1, n <= 16 (full grid: 64)
+  at larger batches): (B·n·m, n) @ (n, n) GEMM, m = n + n_in + 1;
+- ``rank1`` (UORO, NoBackTrack, TBPTT's step; also at n = 256): the cell's
+  (B, m) @ (m, n) product, at batch 1 one (n, m) matrix-vector product.
 
 ``extra_info`` carries the kind ("gemm"/"step"), estimator, backend, sizes,
 threads and the GEMM's flop count. Quick grid by default (~2 minutes);
@@ -34,7 +36,9 @@ FULL = os.environ.get("KFRTRL_BENCH_FULL") == "1"
 SIZES = (16, 64, 128, 256) if FULL else (16, 128)
 BATCHES = (1, 16)
 RANKS = (1, 8)
-RTRL_MAX_N = 64 if FULL else 16           # exact RTRL holds B·n·m·n numbers per step
+RTRL_B1_SIZES = (16, 64, 128)             # exact RTRL holds B·n·m·n numbers (17 MB at n = 128, B = 1)
+RTRL_MAX_N = 64 if FULL else 16           # ... and at larger batches only up to this n
+RANK1_SIZES = tuple(sorted(set(SIZES) | {256}))   # the rank-one steps are cheap at any n
 MAX_BYTES = 2 * 2**30                      # skip a case whose influence arrays would exceed this
 N_IN = 8
 BACKENDS = kfrtrl.available_backends()
@@ -66,16 +70,21 @@ def _gemm_shape(family, n, B, r):
     return {"kron": (B * r * n, n, n), "rtrl": (B * n * m, n, n), "rank1": (B, m, n)}[family]
 
 
+def _sizes(family, B):
+    """The n of a family's groups at batch B."""
+    if family == "rtrl":
+        return RTRL_B1_SIZES if B == 1 else tuple(n for n in SIZES if n <= RTRL_MAX_N)
+    return RANK1_SIZES if family == "rank1" else SIZES
+
+
 def _cases():
-    for family, n, B, r in itertools.product(FAMILIES, SIZES, BATCHES, RANKS):
+    for family, B, r in itertools.product(FAMILIES, BATCHES, RANKS):
         if family != "kron" and r != RANKS[0]:
             continue                                   # rank only matters for KF/OK
-        if family == "rtrl" and n > RTRL_MAX_N:
-            continue
-        rows, inner, cols = _gemm_shape(family, n, B, r)
-        if 3 * rows * cols * 8 > MAX_BYTES:            # influence, its update and temporaries
-            continue
-        yield family, n, B, r
+        for n in _sizes(family, B):
+            rows, inner, cols = _gemm_shape(family, n, B, r)
+            if 3 * rows * cols * 8 <= MAX_BYTES:       # influence, its update and temporaries
+                yield family, n, B, r
 
 
 CASES = list(_cases())
