@@ -158,7 +158,10 @@ class Cell:
         """{name: (Dt (batch, p, n_state), a (batch, m))}: ∂s_t/∂z rows and inputs.
 
         ``out``: optional {name: (batch, p, n_state) array} receiving Dt (the arrays then
-        returned), each sample's block C-contiguous, as for :meth:`jvp`.
+        returned), each sample's block C-contiguous, as for :meth:`jvp`. They must hold
+        zeros off the block diagonals of ∂s/∂z (a buffer zeroed once and written only
+        by this method): where Dt is those blocks themselves (the last layer's weights),
+        only their diagonals are written, which saves a pass over Dt per step.
         """
         result = {}
         for idx, layer in enumerate(cache):
@@ -215,14 +218,14 @@ def _sigmoid(z):
 def _dense_blocks(dz, out=None):
     """(batch, S, Z, n) block-diagonal ∂s/∂z -> dense tangent rows (batch, Z*n, S*n).
 
-    ``out``: optional (batch, Z*n, S*n) array to write them into (per-sample blocks
-    C-contiguous, so the 5-d reshape below is a view); returned.
+    ``out``: optional (batch, Z*n, S*n) array holding zeros off the block diagonals
+    (per-sample blocks C-contiguous, so the 5-d reshape below is a view); only the
+    diagonals are written. Returned.
     """
     B, S, Z, n = dz.shape
     if out is None:
-        out = np.empty((B, Z * n, S * n), dtype=dz.dtype)
+        out = np.zeros((B, Z * n, S * n), dtype=dz.dtype)
     Dt = out.reshape(B, Z, n, S, n)
-    Dt.fill(0.0)
     np.einsum("bzisi->bzsi", Dt)[...] = dz.transpose(0, 2, 1, 3)   # the diagonals, as a view
     return out
 

@@ -30,10 +30,10 @@ class KFRTRL(KroneckerSum):
     def _allocate(self):
         super()._allocate()
         # H A is written into a spare buffer and merged there in place, then the two swap
-        # roles; D into its own buffer (a fresh multi-MB array per step costs more in page
-        # faults than a pass over it)
+        # roles; D into its own buffer, zeroed once (immediate writes only its nonzero
+        # blocks); a fresh multi-MB array per step costs more in page faults than a pass
         self._spare = {k: np.empty_like(A) for k, A in self._A.items()}
-        self._Dt = {k: np.empty((self.batch_size, p, self.cell.n_state), dtype=self.dtype)
+        self._Dt = {k: np.zeros((self.batch_size, p, self.cell.n_state), dtype=self.dtype)
                     for k, (p, m) in self._shapes.items()}
 
     def _propagate(self, cache):

@@ -28,8 +28,9 @@ class OK(KroneckerSum):
         B, r, N = self.batch_size, self.rank, self.cell.n_state
         # the r+1 terms before each reduction, reused (a fresh multi-MB array per step costs
         # more in page faults than a pass over it): H A_i written straight into the first r
-        # rows, the immediate term D into the last
-        self._V = {k: np.empty((B, r + 1, p * N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+        # rows, the immediate term D into the last (zeroed once: immediate writes only D's
+        # nonzero blocks there)
+        self._V = {k: np.zeros((B, r + 1, p * N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
 
     def _propagate(self, cache):
         B, r, N = self.batch_size, self.rank, self.cell.n_state
