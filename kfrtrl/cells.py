@@ -225,8 +225,11 @@ def _dense_blocks(dz, out=None):
     B, S, Z, n = dz.shape
     if out is None:
         out = np.zeros((B, Z * n, S * n), dtype=dz.dtype)
-    Dt = out.reshape(B, Z, n, S, n)
-    np.einsum("bzisi->bzsi", Dt)[...] = dz.transpose(0, 2, 1, 3)   # the diagonals, as a view
+    flat, row = out.reshape(B, Z * n * S * n), S * n
+    for z in range(Z):
+        for s in range(S):                      # block (z, s): entries (z n + i, s n + i)
+            start = (z * row + s) * n
+            flat[:, start:start + n * (row + 1):row + 1] = dz[:, s, z]
     return out
 
 
