@@ -393,7 +393,8 @@ def _state_bytes(label, n):
 def test_rtrl_state_holds_the_full_influence():
     n, m = 8, 8 + scaling.N_IN + 1
     held = _state_bytes("rtrl", n)
-    assert n * m * n * 8 <= held < n * m * n * 8 + 4 * m * 8
+    # G plus the spare influence-sized buffer H·G is written into (swapped each step)
+    assert 2 * n * m * n * 8 <= held < 2 * n * m * n * 8 + 4 * m * 8
 
 
 _M = lambda n: n + scaling.N_IN + 1  # noqa: E731  (columns of W)
