@@ -36,7 +36,11 @@ class RTRL(Estimator):
             self._G[name], self._spare[name] = HG, G
 
     def _gradient(self, c):
-        return {name: np.einsum("bpmn,bn->pm", G, c) for name, G in self._G.items()}
+        grads = {}
+        for name, G in self._G.items():                  # Σ_b G_b c_b, a batched matrix-vector product
+            B, p, m, N = G.shape
+            grads[name] = np.matmul(G.reshape(B, p * m, N), c[:, :, None]).sum(axis=0).reshape(p, m)
+        return grads
 
     def influence(self, name):
         """Exact G for weight ``name`` as (batch, n_state, p, m): G[b, k, i, j] = ∂s_k/∂W_ij."""
