@@ -22,12 +22,14 @@ FASTMATH = frozenset({"contract", "reassoc", "arcp", "nsz"})
 OPTIONS = {"cache": True, "nogil": True, "fastmath": set(FASTMATH), "error_model": "numpy"}
 
 
-def kernel(parallel=False):
+def kernel(parallel=False, inline=False):
     """Decorator compiling a function with :data:`OPTIONS` (``parallel`` enables ``prange``).
 
-    Returns the ``numba.njit`` decorator; the function is compiled lazily at
-    its first call for the argument types it receives.
+    ``inline=True``: the function is inlined into its callers at numba's IR level
+    (for small per-row helpers: a call per row with a dozen array arguments costs
+    more than the row's work). Returns the ``numba.njit`` decorator; the function
+    is compiled lazily at its first call for the argument types it receives.
     """
     import numba
 
-    return numba.njit(parallel=parallel, **OPTIONS)
+    return numba.njit(parallel=parallel, inline="always" if inline else "never", **OPTIONS)

@@ -129,7 +129,7 @@ def _jvp_folded_par(V, R, lam, dz, out, chunks):
         _jvp_folded(V, R, lam, dz, out, c * B // chunks, (c + 1) * B // chunks)
 
 
-@kernel()
+@kernel(inline=True)
 def _jvp_row(V, Y, lam, dz, out, b, k):
     """out[b, k] = Λ_b V[b, k] + D_b Y[b, k] for one tangent (indexing the full arrays: no views).
 
@@ -177,7 +177,7 @@ def outer_add(G, Dt, a, n_threads):
         _outer_add(G, Dt, a)
 
 
-@kernel()
+@kernel(inline=True)
 def _outer_row(G, Dt, a, b, i):
     """G[b, i, j, :] += Dt[b, i, :] * a[b, j] for all j (indexing the full arrays: no views)."""
     for j in range(G.shape[2]):
@@ -208,32 +208,37 @@ def rank1_update(w, s_w, d, a, s_d, w_out, n_threads):
 
     w, w_out : (B, p, m) (w_out may be w);  s_w, s_d : (B,);  d : (B, p);  a : (B, m).
     """
-    if _parallel(n_threads, w.size):
-        _rank1_update_par(w, s_w, d, a, s_d, w_out)
+    in_place = w_out is w             # then the loop reads and writes one array and vectorises
+    if _parallel(n_threads, w.size):  # (the runtime alias check sends w_out = w to scalar code)
+        _rank1_update_par(w, s_w, d, a, s_d, w_out, in_place)
     else:
-        _rank1_update(w, s_w, d, a, s_d, w_out)
+        _rank1_update(w, s_w, d, a, s_d, w_out, in_place)
 
 
-@kernel()
-def _rank1_row(w, s_w, d, a, s_d, w_out, b, i):
-    """Row (b, i) of the update (indexing the full arrays: no views)."""
+@kernel(inline=True)
+def _rank1_row(w, s_w, d, a, s_d, w_out, b, i, in_place):
+    """Row (b, i) of the update (indexing the full arrays: no views); ``in_place``: w_out is w."""
     sw, di, sd = s_w[b], d[b, i], s_d[b]
-    for j in range(w.shape[2]):
-        w_out[b, i, j] = w[b, i, j] * sw + (di * a[b, j]) * sd
+    if in_place:
+        for j in range(w.shape[2]):
+            w[b, i, j] = w[b, i, j] * sw + (di * a[b, j]) * sd
+    else:
+        for j in range(w.shape[2]):
+            w_out[b, i, j] = w[b, i, j] * sw + (di * a[b, j]) * sd
 
 
 @kernel()
-def _rank1_update(w, s_w, d, a, s_d, w_out):
+def _rank1_update(w, s_w, d, a, s_d, w_out, in_place):
     p = w.shape[1]
     for row in range(w.shape[0] * p):
-        _rank1_row(w, s_w, d, a, s_d, w_out, row // p, row % p)
+        _rank1_row(w, s_w, d, a, s_d, w_out, row // p, row % p, in_place)
 
 
 @kernel(parallel=True)
-def _rank1_update_par(w, s_w, d, a, s_d, w_out):
+def _rank1_update_par(w, s_w, d, a, s_d, w_out, in_place):
     p = w.shape[1]
     for row in prange(w.shape[0] * p):
-        _rank1_row(w, s_w, d, a, s_d, w_out, row // p, row % p)
+        _rank1_row(w, s_w, d, a, s_d, w_out, row // p, row % p, in_place)
 
 
 # ---------------------------------------------------------------- kf_combine
