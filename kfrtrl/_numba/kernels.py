@@ -19,6 +19,10 @@ import numpy as np
 from numba import carray, get_num_threads, prange, types
 from numba.extending import intrinsic
 
+# np.dot in compiled code calls scipy's BLAS, which numba loads lazily: import it with this
+# backend, so that thread limits (kfrtrl.threads) entered afterwards see that library too.
+import scipy.linalg.cython_blas  # noqa: E402,F401
+
 from .._jit import kernel
 from .._reference.kernels import SVD_ZERO, ok_reduce_one
 from ..threads import blas_limit
