@@ -268,14 +268,16 @@ class Elman(Cell):
     def _layers(self, s, x):
         B, n = s.shape
         f, fprime = _ACTIVATIONS[self.activation]
-        a = np.concatenate([s, x, np.ones((B, 1), dtype=self.dtype)], axis=1)
+        a = np.empty((B, n + self.n_in + 1), dtype=self.dtype)     # [s; x; 1] (faster than concatenate
+        a[:, :n], a[:, n:-1], a[:, -1] = s, x, 1.0                 # at small sizes)
         y = f(a @ self.W.T)
         if self.alpha == 1.0:                   # plain RNN: skip the leak's exact no-ops
             s_new, dz = y, fprime(y)
         else:
             s_new = (1.0 - self.alpha) * s + self.alpha * y
             dz = self.alpha * fprime(y)
-        lam = np.full((B, 1, 1, n), 1.0 - self.alpha, dtype=self.dtype)
+        lam = np.empty((B, 1, 1, n), dtype=self.dtype)
+        lam.fill(1.0 - self.alpha)
         dz = dz.reshape(B, 1, 1, n)
         return s_new, [Layer("W", a, lam, dz, slice(0, n))]
 
