@@ -523,7 +523,7 @@ def _plot_curves(path, curves, ylabel, xlabel="step", scale="linear"):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4))
     for label, (x, y) in curves.items():
         ax.plot(x, y, marker="o" if scale != "linear" else None, label=label)
     if scale == "loglog":
@@ -532,7 +532,7 @@ def _plot_curves(path, curves, ylabel, xlabel="step", scale="linear"):
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend()
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never hides a curve
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,5 +1,7 @@
 """The online training loop: exact readout/loss gradients, optimizers, learning, checkpoint/resume."""
+import pathlib
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -250,6 +252,21 @@ def test_bad_arguments_name_themselves():
     trainer = train.Trainer(est, 2)
     with pytest.raises(ValueError, match="y: expected integer classes"):
         trainer.step(np.ones((1, 2)), np.array([2]))
+
+
+def test_readme_training_example_runs_learns_and_checkpoints(tmp_path, monkeypatch):
+    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md not next to the tests (installed elsewhere)")
+    section = readme.read_text().split("## Online training, tasks and diagnostics\n", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(code, "README training example", "exec"), scope)
+    assert scope["task"].T_cur >= 2  # the curriculum starts at 1: it learned
+    fresh = train.Trainer(train.make_estimator("ok:2", kfrtrl.Elman(4, 16), batch_size=8), n_out=4)
+    train.load_checkpoint("copy.ckpt", fresh, tasks.CopyTask(batch_size=8))
+    assert np.array_equal(fresh.cell.W, scope["cell"].W)
 
 
 # ---------------------------------------------------------------- the training subcommands of the kfrtrl command
