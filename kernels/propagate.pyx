@@ -5,8 +5,8 @@ Same semantics and argument order as :mod:`kfrtrl._reference.kernels`; the
 last argument is the number of OpenMP threads. Input arrays may be any
 layout (non-contiguous ones are copied; the recurrent slice ``Vr`` and the
 transposed weight ``Wt`` are read in place when BLAS can stride them);
-output arrays must be C-contiguous (``jvp_blocks``' ``out`` per sample only)
-and must not overlap the inputs, except that ``kf_combine`` may write
+output arrays must be C-contiguous (``jvp_blocks``' ``out`` only per sample, or
+it goes through a copy) and must not overlap the inputs, except that ``kf_combine`` may write
 ``A_out`` over ``HA`` and ``rank1_update`` ``w_out`` over ``w`` (as the
 estimators do).
 """
@@ -54,7 +54,8 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
 
     Shapes as :func:`kfrtrl._reference.kernels.jvp_blocks`: V (B, K, S_in*n),
     Vr (B, K, n_rec), Wt (n_rec, Z*n), lam (B, S, S_in, n), dz (B, S, Z, n),
-    out (B, K, S*n), each sample's (K, S*n) block C-contiguous. Two routes:
+    out (B, K, S*n), written in place when each sample's (K, S*n) block is
+    C-contiguous (the batch stride is free), else through a copy. Two routes:
 
     - Elman-type layers (S = S_in = Z = 1, Vr is all of V) with K >= n: the
       layer is folded into one (n, n) matrix per sample, ``M_b = diag(λ_b) +
@@ -68,13 +69,16 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
 
     Otherwise GEMMs run outside any parallel loop, threaded by BLAS.
     """
+    item, width = out.itemsize, out.shape[2]
+    if (width > 1 and out.strides[2] != item) or (out.shape[1] > 1 and out.strides[1] != width * item):
+        target = np.empty(out.shape, dtype=out.dtype)  # the kernels write C-contiguous blocks
+        jvp_blocks(V, Vr, Wt, lam, dz, target, n_threads)
+        out[...] = target
+        return
     B, K, _ = V.shape
     _, S, Z, n = dz.shape
     n_rec = Vr.shape[2]
     dtype = out.dtype
-    item, width = out.itemsize, out.shape[2]
-    if (width > 1 and out.strides[2] != item) or (K > 1 and out.strides[1] != width * item):
-        raise ValueError("jvp_blocks: out must have C-contiguous (K, S*n) blocks per sample")
     if S == Z == lam.shape[2] == 1 and K >= n and _same_array(Vr, V):
         _jvp_folded_call(V, Wt, lam, dz, out, n_threads)
         return

@@ -105,6 +105,25 @@ def test_jvp_blocks(backend, S, S_in, Z, B, K, dtype):
     assert rel(outs[1], outs[0]) <= TOL[dtype]
 
 
+@pytest.mark.parametrize("layout", ["rows of a larger stack", "strided"])
+@pytest.mark.parametrize("K", [2, 9])
+@pytest.mark.parametrize("backend", COMPILED)
+def test_jvp_blocks_writes_any_out_layout(backend, K, layout):
+    """out may be a view: the first K rows of each sample's larger stack (as OK passes), or strided."""
+    gen = np.random.default_rng(11)
+    B, n = 3, 7
+    V = gen.standard_normal((B, K, n))
+    W = gen.standard_normal((n, n + 3))
+    lam, dz = gen.standard_normal((2, B, 1, 1, n))
+    want = np.empty((B, K, n))
+    ref.jvp_blocks(V, V, W[:, :n].T, lam, dz, want, 1)
+    big = np.zeros((B, K + 1, n) if layout == "rows of a larger stack" else (B, K, 2 * n))
+    out = big[:, :K] if layout == "rows of a larger stack" else big[:, :, ::2]
+    _ops(backend).jvp_blocks(V, V, W[:, :n].T, lam, dz, out, 2)
+    assert rel(out, want) <= 1e-12
+    assert not (big[:, K:] if layout == "rows of a larger stack" else big[:, :, 1::2]).any()
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("B", [1, 3])
 @pytest.mark.parametrize("backend", COMPILED)

@@ -10,9 +10,9 @@ over rows or samples, thread count set by :func:`kfrtrl.threads.limit`)
 only when ``n_threads > 1`` and the work is at least :data:`PARALLEL_MIN_WORK`
 elements; below that one thread is faster than opening a parallel region.
 
-The OK reduction uses a BLAS-3-friendly Gram matrix instead of Householder
-QR on the long A side (see :func:`ok_reduce`), and falls back to the
-reference for a sample whose A factors are linearly dependent or too
+The OK reduction uses the Gram matrix (a compiled, tiled loop) instead of
+Householder QR on the long A side (see :func:`ok_reduce`), and falls back to
+the reference for a sample whose A factors are linearly dependent or too
 ill-conditioned.
 """
 import numpy as np
@@ -58,13 +58,16 @@ def _block(X, b):
     return carray(_pointer(X[b].ctypes.data, X.dtype), (X.shape[1], X.shape[2]))
 
 
-def _blocks_contiguous(X):
-    """X (B, K, L), copied unless each X[b] is C-contiguous already."""
+def _has_contiguous_blocks(X):
+    """True if each X[b] of X (B, K, L) is C-contiguous (what :func:`_block` needs)."""
     _, K, L = X.shape
     item = X.itemsize
-    if (L > 1 and X.strides[2] != item) or (K > 1 and X.strides[1] != L * item):
-        return np.ascontiguousarray(X)
-    return X
+    return (L == 1 or X.strides[2] == item) and (K == 1 or X.strides[1] == L * item)
+
+
+def _blocks_contiguous(X):
+    """X (B, K, L), copied unless each X[b] is C-contiguous already."""
+    return X if _has_contiguous_blocks(X) else np.ascontiguousarray(X)
 
 
 # ---------------------------------------------------------------- jvp_blocks
@@ -74,8 +77,8 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     """Apply one Jacobian layer ``J = Λ + D R`` to a stack of tangents (see the reference).
 
     V : (B, K, S_in*n);  Vr : (B, K, n_rec);  Wt : (n_rec, Z*n);
-    lam : (B, S, S_in, n);  dz : (B, S, Z, n);  out : (B, K, S*n), written; each
-    out[b] C-contiguous (the batch stride is free).
+    lam : (B, S, S_in, n);  dz : (B, S, Z, n);  out : (B, K, S*n), written (any
+    layout, fastest with each out[b] C-contiguous: the batch stride is free).
     One GEMM (B*K, n_rec) @ (n_rec, Z*n) through BLAS, written straight into
     ``out`` when S = Z = 1, then one fused pass applying Λ and D. For a
     one-block layer whose recurrent part is the whole input (the Elman cell)
@@ -87,11 +90,14 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     _, S, Z, n = dz.shape
     if S == Z == lam.shape[2] == 1 and Vr.shape[2] == n and K >= n:
         V, R = _blocks_contiguous(V), np.ascontiguousarray(Wt.T)
+        target = out if _has_contiguous_blocks(out) else np.empty(out.shape, out.dtype)
         if B > 1 and _parallel(n_threads, out.size):
             with blas_limit(1):
-                _jvp_folded_par(V, R, lam, dz, out, min(get_num_threads(), B))
+                _jvp_folded_par(V, R, lam, dz, target, min(get_num_threads(), B))
         else:
-            _jvp_folded(V, R, lam, dz, out, 0, B)
+            _jvp_folded(V, R, lam, dz, target, 0, B)
+        if target is not out:
+            out[...] = target
         return
     if S == 1 and Z == 1 and out.flags.c_contiguous:
         Y = out
@@ -346,8 +352,8 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     """OK's optimal unbiased reduction of r+1 Kronecker terms to r, per sample (see the reference).
 
     V : (B, r+1, P);  U : (B, r+1, m);  signs : (B, r+1) of ±1;
-    V_out : (B, r, P), U_out : (B, r, m), written (must not overlap V, U;
-    each V_out[b] C-contiguous).
+    V_out : (B, r, P), U_out : (B, r, m), written (must not overlap V, U; any
+    layout, fastest with each V_out[b] C-contiguous).
 
     Same result as the reference (Householder QR of both factor stacks, SVD
     of the core, the same sign convention, SVD_ZERO threshold, m* and mixing),
@@ -367,11 +373,14 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     B = V.shape[0]
     done = np.empty(B, dtype=np.bool_)
     V = _blocks_contiguous(V)
+    target = V_out if _has_contiguous_blocks(V_out) else np.empty(V_out.shape, V_out.dtype)
     if B > 1 and _parallel(n_threads, V.size):
         with blas_limit(1):
-            _ok_reduce_par(V, U, signs, SVD_ZERO, V_out, U_out, done, min(get_num_threads(), B))
+            _ok_reduce_par(V, U, signs, SVD_ZERO, target, U_out, done, min(get_num_threads(), B))
     else:
-        _ok_reduce_range(V, U, signs, SVD_ZERO, V_out, U_out, done, 0, B)
+        _ok_reduce_range(V, U, signs, SVD_ZERO, target, U_out, done, 0, B)
+    if target is not V_out:
+        V_out[...] = target
     for b in np.flatnonzero(~done):
         V_out[b], U_out[b] = ok_reduce_one(V[b], U[b], signs[b])
 
