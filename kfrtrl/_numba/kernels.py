@@ -261,29 +261,14 @@ def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
 
     HA : (B, C, p, N);  u : (B, C, m);  Dt : (B, p, N);  a : (B, m);  c1, c2 : (B, C);
     A_out : (B, C, p, N) (may be HA itself), u_out : (B, C, m), written.
-    Per sample one pass for |D|, |a|; per (sample, chain) one pass for the norms and one
-    fused pass for the merge.
+    Per (sample, chain) one pass for |H A| and |D| together (D is then in cache for the
+    merge) and one fused pass for the merge.
     """
     in_place = A_out is HA                    # then the merge loop reads and writes one array
     if _parallel(n_threads, HA.size):
         _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out, in_place)
     else:
         _kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, in_place)
-
-
-@kernel()
-def _immediate_sq_norms(Dt, a, b):
-    """(|Dt[b]|², |a[b]|²) accumulated in float64."""
-    sq_d = 0.0
-    for i in range(Dt.shape[1]):
-        for t in range(Dt.shape[2]):
-            x = np.float64(Dt[b, i, t])
-            sq_d += x * x
-    sq_a = 0.0
-    for j in range(a.shape[1]):
-        x = np.float64(a[b, j])
-        sq_a += x * x
-    return sq_d, sq_a
 
 
 @kernel()
@@ -294,23 +279,25 @@ def _balance(sq_left, sq_right):
     return 1.0
 
 
-@kernel()
-def _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, sq_d, sq_a, b, c, in_place):
-    """Chain c of sample b, given the immediate term's squared norms (indexing the full arrays).
+@kernel(inline=True)
+def _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, b, c, in_place):
+    """Chain c of sample b (indexing the full arrays: no views); squared norms in float64.
 
     ``in_place``: A_out is HA; the merge then touches only HA, which the compiler can
     vectorise without runtime alias checks.
     """
     p, N, m = HA.shape[2], HA.shape[3], u.shape[2]
-    sq_ha = 0.0
+    sq_ha = sq_d = 0.0
     for i in range(p):
         for t in range(N):
-            x = np.float64(HA[b, c, i, t])
+            x, y = np.float64(HA[b, c, i, t]), np.float64(Dt[b, i, t])
             sq_ha += x * x
-    sq_u = 0.0
+            sq_d += y * y
+    sq_u = sq_a = 0.0
     for j in range(m):
-        x = np.float64(u[b, c, j])
+        x, y = np.float64(u[b, c, j]), np.float64(a[b, j])
         sq_u += x * x
+        sq_a += y * y
     p1 = _balance(sq_ha, sq_u)
     p2 = _balance(sq_d, sq_a)
     s1, s2 = c1[b, c] / p1, c2[b, c] / p2
@@ -329,22 +316,16 @@ def _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, sq_d, sq_a, b, c, in_place):
 
 @kernel()
 def _kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, in_place):
-    B, C = HA.shape[0], HA.shape[1]
-    for b in range(B):
-        sq_d, sq_a = _immediate_sq_norms(Dt, a, b)
-        for c in range(C):
-            _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, sq_d, sq_a, b, c, in_place)
+    C = HA.shape[1]
+    for row in range(HA.shape[0] * C):
+        _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, row // C, row % C, in_place)
 
 
 @kernel(parallel=True)
 def _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out, in_place):
-    B, C = HA.shape[0], HA.shape[1]
-    sq = np.empty((B, 2))
-    for b in prange(B):
-        sq[b, 0], sq[b, 1] = _immediate_sq_norms(Dt, a, b)
-    for row in prange(B * C):
-        b, c = row // C, row % C
-        _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, sq[b, 0], sq[b, 1], b, c, in_place)
+    C = HA.shape[1]
+    for row in prange(HA.shape[0] * C):
+        _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, row // C, row % C, in_place)
 
 
 # ---------------------------------------------------------------- ok_reduce
