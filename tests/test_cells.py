@@ -8,6 +8,7 @@ import pytest
 
 import kfrtrl
 from kfrtrl import _reference
+from _helpers import sequence_loss
 
 N_IN, N_HIDDEN = 2, 3
 
@@ -76,16 +77,6 @@ def _written_out(name, cell, s, x):
 
 def _random_state(cell, B, seed):
     return 0.5 * np.random.default_rng(seed).standard_normal((B, cell.n_state))
-
-
-def _loss(cell, xs, dl_dhs):
-    """Σ_t Σ_b <dl_dh_t, h_t> from a zero state (the loss whose gradient bptt returns)."""
-    s = cell.initial_state(xs.shape[1])
-    total = 0.0
-    for x, dl in zip(xs, dl_dhs):
-        s, _ = cell.forward(s, x)
-        total += float(np.sum(dl * s[:, cell.out]))
-    return total
 
 
 @pytest.mark.parametrize("name", CELLS)
@@ -171,9 +162,9 @@ def test_bptt_matches_central_differences(name, sequence):
         for idx in np.ndindex(W.shape):
             w0 = W[idx]
             W[idx] = w0 + eps
-            plus = _loss(cell, xs, dl_dhs)
+            plus = sequence_loss(cell, xs, dl_dhs)
             W[idx] = w0 - eps
-            minus = _loss(cell, xs, dl_dhs)
+            minus = sequence_loss(cell, xs, dl_dhs)
             W[idx] = w0
             fd[idx] = (plus - minus) / (2 * eps)
         np.testing.assert_allclose(grads[pname], fd, rtol=1e-6, atol=1e-7 * np.abs(fd).max(), err_msg=pname)

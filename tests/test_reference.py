@@ -3,18 +3,9 @@ import numpy as np
 import pytest
 
 import kfrtrl
+from _helpers import sequence_loss
 
 N_IN, N_HIDDEN = 2, 4
-
-
-def _loss(cell, xs, dl_dhs):
-    """Σ_t Σ_b <dl_dh_t, h_t> from a zero state (the loss whose gradient bptt returns)."""
-    s = cell.initial_state(xs.shape[1])
-    total = 0.0
-    for x, dl in zip(xs, dl_dhs):
-        s, _ = cell.forward(s, x)
-        total += float(np.sum(dl * s[:, cell.out]))
-    return total
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
@@ -28,9 +19,9 @@ def test_bptt_matches_central_differences(alpha, batch, sequence):
     for idx in np.ndindex(cell.W.shape):
         w0 = cell.W[idx]
         cell.W[idx] = w0 + eps
-        plus = _loss(cell, xs, dl_dhs)
+        plus = sequence_loss(cell, xs, dl_dhs)
         cell.W[idx] = w0 - eps
-        minus = _loss(cell, xs, dl_dhs)
+        minus = sequence_loss(cell, xs, dl_dhs)
         cell.W[idx] = w0
         fd[idx] = (plus - minus) / (2 * eps)
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7 * np.abs(fd).max())

@@ -1,0 +1,19 @@
+"""Plain helpers shared by several test modules (importable: pytest puts tests/ on sys.path)."""
+import numpy as np
+
+
+def rel_max(a, b):
+    """max |a - b| / max |b| (the plain difference when b is all zero or empty)."""
+    scale = np.abs(b).max() if b.size else 0.0
+    diff = np.abs(a - b).max() if b.size else 0.0
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def sequence_loss(cell, xs, dl_dhs):
+    """Σ_t Σ_b <dl_dh_t, h_t> from a zero state (the loss whose gradient bptt returns)."""
+    s = cell.initial_state(xs.shape[1])
+    total = 0.0
+    for x, dl in zip(xs, dl_dhs):
+        s, _ = cell.forward(s, x)
+        total += float(np.sum(dl * s[:, cell.out]))
+    return total
