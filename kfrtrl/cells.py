@@ -121,6 +121,22 @@ class Cell:
         ops.jvp_blocks(V, V[:, :, layer.rec], W[:, :n_rec].T, layer.lam, layer.dz, out, n_threads)
         return out
 
+    def diagonal_step(self, cache):
+        """``(name, lam, dz, a)`` when the step is one layer with a diagonal structure, else None.
+
+        That is: the step Jacobian is ``H_b = diag(lam_b) + diag(dz_b) W[:, :N]`` for the
+        cell's only weight ``W = params()[name]`` (N, m), whose immediate term is then
+        ``diag(dz_b) ⊗ a_b`` (the Elman cell). lam, dz : (batch, N); a : (batch, m).
+        Estimators run such a step in one fused kernel (``kf_fused``, ``uoro_fused``).
+        """
+        if len(cache) != 1:
+            return None
+        layer = cache[0]
+        B, S, Z, n = layer.dz.shape
+        if (S, Z, layer.lam.shape[2], n) != (1, 1, 1, self.n_state) or layer.rec != slice(0, n):
+            return None
+        return layer.name, layer.lam.reshape(B, n), layer.dz.reshape(B, n), layer.a
+
     def vjp(self, cache, c):
         """H_tᵀ c for c (batch, n_state)."""
         return self.backward(cache, c)[0]

@@ -74,6 +74,65 @@ def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
     u_out[...] = (c1 * p1)[:, :, None] * u + (c2 * p2)[:, :, None] * a[:, None]
 
 
+def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
+    """KF-RTRL's whole step (propagation and merge) for a cell with a diagonal step Jacobian.
+
+    For a step whose Jacobian is ``H_b = diag(lam_b) + diag(dz_b) W[:, :n]`` and whose
+    immediate term is ``diag(dz_b) ⊗ a_b`` (the Elman cell, see ``Cell.diagonal_step``):
+    :func:`kf_combine` of ``(H A, u)`` and ``(diag(dz), a)``, without forming either
+    H_b or the diagonal D_b as arrays in a compiled backend.
+
+    A : (B, C, n, n) factors of C chains (tangent layout);  u : (B, C, m);  W : (n, m)
+    lam, dz : (B, n);  a : (B, m);  c1, c2 : (B, C) signs ±1
+    A_out : (B, C, n, n), not overlapping A;  u_out : (B, C, m), may be u; written.
+    Cost per sample: one (C n, n) @ (n, n) GEMM plus O(C n (n + m)).
+    """
+    B, C, n, _ = A.shape
+    V = A.reshape(B, C * n, n)
+    HA = np.empty_like(A)
+    jvp_blocks(V, V, W[:, :n].T, lam.reshape(B, 1, 1, n), dz.reshape(B, 1, 1, n), HA.reshape(B, C * n, n), n_threads)
+    Dt = np.zeros((B, n, n), dtype=A.dtype)
+    Dt[:, np.arange(n), np.arange(n)] = dz
+    kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads)
+
+
+def uoro_fused(v, w, w_sq, W, lam, dz, a, nu, n_threads):
+    """UORO's whole step, in place, for a cell with a diagonal step Jacobian.
+
+    With ``H_b = diag(lam_b) + diag(dz_b) W[:, :n]`` and ``νᵀF = (dz_b ν_b) ⊗ a_b`` (the
+    Elman cell, see ``Cell.diagonal_step``)::
+
+        ρ0 = sqrt(|w| / |H v|),  ρ1 = sqrt(|dz ν| |a| / |ν|)   (0 where a norm is 0)
+        v' = ρ0 H v + ρ1 ν,      w' = w / ρ0 + (dz ν) ⊗ a / ρ1  (a term with ρ = 0 dropped)
+
+    v : (B, n), updated;  w : (B, n, m), updated;  w_sq : (B,) float64, |w_b|² on entry
+    and |w'_b|² on exit (so no pass over w is spent on its norm);  W : (n, m);
+    lam, dz : (B, n);  a : (B, m);  nu : (B, n) signs ±1.
+    Cost per sample: one (n, n) matrix-vector product and one pass over w.
+    """
+    n = v.shape[1]
+    Hv = lam * v + dz * (v @ W[:, :n].T)
+    d = dz * nu
+    n_f = np.sqrt(np.sum(d * d, axis=1) * np.sum(a * a, axis=1))
+    rho0 = _ratio_root(np.sqrt(w_sq), np.sqrt(np.sum(Hv * Hv, axis=1)))
+    rho1 = _ratio_root(n_f, np.full(v.shape[0], np.sqrt(n)))
+    v[...] = rho0[:, None] * Hv + rho1[:, None] * nu
+    s_w, s_d = _inverse(rho0), _inverse(rho1)
+    rank1_update(w, s_w.astype(w.dtype), d, a, s_d.astype(w.dtype), w, n_threads)
+    w_sq[...] = np.einsum("bpm,bpm->b", w, w, dtype=np.float64)
+
+
+def _ratio_root(num, den):
+    """sqrt(num / den) where both are > 0, else 0 (meaning: drop that term)."""
+    ok = (num > 0) & (den > 0)
+    return np.where(ok, np.sqrt(np.where(ok, num, 0.0) / np.where(ok, den, 1.0)), 0.0)
+
+
+def _inverse(rho):
+    """1 / rho, and 0 where rho is 0 (the dropped term)."""
+    return np.where(rho > 0, 1.0 / np.where(rho > 0, rho, 1.0), 0.0)
+
+
 def _balance(n_left, n_right):
     """sqrt(n_left / n_right), and 1 where either norm is zero."""
     ok = (n_left > 0) & (n_right > 0)

@@ -29,24 +29,40 @@ class KFRTRL(KroneckerSum):
 
     def _allocate(self):
         super()._allocate()
-        # H A is written into a spare buffer and merged there in place, then the two swap
-        # roles; D into its own buffer, zeroed once (immediate writes only its nonzero
-        # blocks); a fresh multi-MB array per step costs more in page faults than a pass
+        # H A is written into a spare buffer (merged there in place on the general path),
+        # then the two swap roles: a fresh multi-MB array per step costs more in page faults
+        # than a pass. D (general path only) gets its own buffer, zeroed once (immediate
+        # writes only its nonzero blocks), allocated at the first step that needs it.
         self._spare = {k: np.empty_like(A) for k, A in self._A.items()}
-        self._Dt = {k: np.zeros((self.batch_size, p, self.cell.n_state), dtype=self.dtype)
-                    for k, (p, m) in self._shapes.items()}
+        self._Dt = None
 
     def _propagate(self, cache):
-        imm = self.cell.immediate(cache, self.ops, self.n_threads, out=self._Dt)
+        diagonal = self.cell.diagonal_step(cache)
+        if diagonal is not None:
+            self._propagate_fused(*diagonal)
+        else:
+            self._propagate_layers(cache)
+
+    def _propagate_fused(self, name, lam, dz, a):
+        """The Elman-type step: propagation and merge in one kernel (``kf_fused``)."""
+        A, out, u = self._A[name], self._spare[name], self._u[name]
+        c1, c2 = self._draw_signs((2, self.batch_size, self.n_chains))
+        self.ops.kf_fused(A, u, self.cell.params()[name], lam, dz, a, c1, c2, out, u, self.n_threads)
+        self._A[name], self._spare[name] = out, A
+        self._check_factors(u)
+
+    def _propagate_layers(self, cache):
+        """Any cell: H A by the cell's jvp, then the merge with the immediate term (``kf_combine``)."""
         B, C, N = self.batch_size, self.n_chains, self.cell.n_state
+        if self._Dt is None:
+            self._Dt = {k: np.zeros((B, p, N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+        imm = self.cell.immediate(cache, self.ops, self.n_threads, out=self._Dt)
         for name, A in self._A.items():
             p = A.shape[2]
             HA = self._spare[name]
             self.cell.jvp(cache, A.reshape(B, C * p, N), self.ops, self.n_threads, out=HA.reshape(B, C * p, N))
             c1, c2 = self._draw_signs((2, B, C))         # one draw: ~4 µs less per step at small n
             Dt, a = imm[name]
-            u_new = np.empty_like(self._u[name])
-            self.ops.kf_combine(HA, self._u[name], Dt, a, c1, c2, HA, u_new, self.n_threads)
+            self.ops.kf_combine(HA, self._u[name], Dt, a, c1, c2, HA, self._u[name], self.n_threads)
             self._A[name], self._spare[name] = HA, A
-            self._u[name] = u_new
-            self._check_factors(u_new)
+            self._check_factors(self._u[name])

@@ -7,8 +7,10 @@ one array per weight matrix (shape of W). Per step, ν ∈ {±1}^N::
     ρ0 = sqrt(|θ| / |H s|),    ρ1 = sqrt(|νᵀF| / |ν|)
 
 The first term is dropped where |θ| |H s| = 0 (after a reset). Cost O(N·m)
-per sample beyond the cell's own forward pass; no N×N×N work. The θ update
-is one fused kernel pass (``rank1_update``).
+per sample beyond the cell's own forward pass; no N×N×N work. For the Elman
+cell the whole step is one kernel (``uoro_fused``: one matrix-vector product
+and one pass over θ, which also yields |θ'| for the next step); for other
+cells the θ update is one fused pass (``rank1_update``).
 """
 import numpy as np
 
@@ -24,13 +26,27 @@ class UORO(Estimator):
         B, N = self.batch_size, self.cell.n_state
         self._v = np.zeros((B, N), dtype=self.dtype)
         self._w = {k: np.zeros((B, p, m), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+        self._w_sq = np.zeros(B)           # |θ_b|² in float64, kept up to date by the fused step
 
     def _reset_influence(self, mask):
         self._v[mask] = 0.0
+        self._w_sq[mask] = 0.0
         for w in self._w.values():
             w[mask] = 0.0
 
     def _propagate(self, cache):
+        diagonal = self.cell.diagonal_step(cache)
+        if diagonal is not None:
+            name, lam, dz, a = diagonal
+            nu = self._draw_signs(self._v.shape)
+            W = self.cell.params()[name]
+            self.ops.uoro_fused(self._v, self._w[name], self._w_sq, W, lam, dz, a, nu, self.n_threads)
+            self._check_factors(self._v, self._w_sq)
+        else:
+            self._propagate_layers(cache)
+
+    def _propagate_layers(self, cache):
+        """Any cell: H v by the cell's jvp, νᵀF by its reverse sweep, then ``rank1_update``."""
         B, N = self.batch_size, self.cell.n_state
         Hv = self.cell.jvp(cache, self._v[:, None, :], self.ops, self.n_threads)[:, 0]
         nu = self._draw_signs((B, N))
