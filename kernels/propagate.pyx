@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Propagation kernels of the Cython backend: ``jvp_blocks``, ``outer_add``, ``rank1_update``, ``kf_combine``.
+"""Propagation kernels of the Cython backend: ``jvp_blocks``, ``outer_add``, ``rank1_update``,
+``kf_combine``, and the fused Elman-type steps ``kf_fused`` and ``uoro_fused``.
 
 Same semantics and argument order as :mod:`kfrtrl._reference.kernels`; the
 last argument is the number of OpenMP threads. Input arrays may be any
@@ -7,8 +8,9 @@ layout (non-contiguous ones are copied; the recurrent slice ``Vr`` and the
 transposed weight ``Wt`` are read in place when BLAS can stride them);
 output arrays must be C-contiguous (``jvp_blocks``' ``out`` only per sample, or
 it goes through a copy) and must not overlap the inputs, except that ``kf_combine`` may write
-``A_out`` over ``HA`` and ``rank1_update`` ``w_out`` over ``w`` (as the
-estimators do).
+``A_out`` over ``HA``, ``rank1_update`` ``w_out`` over ``w`` and ``kf_fused``
+``u_out`` over ``u`` (as the estimators do); ``uoro_fused`` updates its
+C-contiguous ``v``, ``w``, ``w_sq`` in place.
 """
 import numpy as np
 
@@ -306,3 +308,215 @@ cdef void _kf_combine(const floating[:, :, :, ::1] HA, const floating[:, :, ::1]
             f2 = <floating> (c2[bb, c] * p2)
             for t in range(m):
                 u_out[bb, c, t] = f1 * u[bb, c, t] + f2 * a[bb, t]
+
+
+def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
+    """KF-RTRL's whole step for an Elman-type cell (see :func:`kfrtrl._reference.kernels.kf_fused`).
+
+    Per sample, ``H_b = diag(lam_b) + diag(dz_b) W[:, :n]`` is formed in a per-thread
+    scratch and ``A_out[b] = A[b] H_bᵀ`` is one GEMM over the C chains; then, while that
+    block is in cache, each chain is merged with the immediate term ``diag(dz_b) ⊗ a_b``
+    in one pass (the diagonal D_b is never formed). Samples run in parallel when the
+    work allows (each GEMM on one BLAS thread), else in turn with BLAS threading each GEMM.
+
+    Parameters
+    ----------
+    A : (B, C, n, n) float32 or float64, the factors of C chains (tangent layout).
+    u : (B, C, m), same dtype.
+    W : (n, m), same dtype, the cell's weight (only ``W[:, :n]`` is read).
+    lam, dz : (B, n), same dtype.
+    a : (B, m), same dtype.
+    c1, c2 : (B, C), same dtype, signs ±1.
+    A_out : (B, C, n, n), same dtype, C-contiguous, not overlapping A; written with
+        ``c1 H A / p1 + c2 D / p2``.
+    u_out : (B, C, m), same dtype, C-contiguous, may be ``u``; written with
+        ``c1 p1 u + c2 p2 a``.
+    n_threads : int, the OpenMP threads the kernel may use.
+
+    Norms are accumulated in float64; p = 1 where a norm is zero.
+    """
+    B, C, n, _ = A_out.shape
+    A, u, W, lam, dz, a, c1, c2 = (np.ascontiguousarray(x) for x in (A, u, W, lam, dz, a, c1, c2))
+    n_par = threads_for(min(n_threads, B), A_out.size)
+    H = np.empty((n_par, n, n), dtype=A_out.dtype)
+    if n_par > 1:
+        from kfrtrl.threads import blas_limit
+
+        with blas_limit(1):
+            _kf_fused_dispatch(A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, n_par)
+    else:
+        _kf_fused_dispatch(A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, n_par)
+
+
+def _kf_fused_dispatch(A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, n_par):
+    if A_out.dtype == np.float32:
+        _kf_fused[float](A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, n_par)
+    else:
+        _kf_fused[double](A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, n_par)
+
+
+cdef void _kf_fused(const floating[:, :, :, ::1] A, const floating[:, :, ::1] u,
+                    const floating[:, ::1] W, const floating[:, ::1] lam,
+                    const floating[:, ::1] dz, const floating[:, ::1] a,
+                    const floating[:, ::1] c1, const floating[:, ::1] c2,
+                    floating[:, :, :, ::1] A_out, floating[:, :, ::1] u_out,
+                    floating[:, :, ::1] H, int n_par) noexcept nogil:
+    """Per sample: H_b in this thread's scratch, one GEMM, then each chain's merge in cache."""
+    cdef Py_ssize_t C = A_out.shape[1], n = A_out.shape[2], m = u_out.shape[2], b, c, i, j
+    cdef double n_d, n_a
+    cdef floating *Hb
+    cdef floating *row
+    cdef const floating *w
+    for b in prange(A_out.shape[0], nogil=True, num_threads=n_par, schedule='static'):
+        Hb = &H[threadid(), 0, 0]
+        for i in range(n):
+            row = Hb + i * n
+            w = &W[i, 0]
+            for j in range(n):
+                row[j] = dz[b, i] * w[j]
+            row[i] = row[i] + lam[b, i]
+        gemm(c'n', c't', <int> (C * n), <int> n, <int> n, <floating> 1.0, &A[b, 0, 0, 0], <int> n,
+             Hb, <int> n, <floating> 0.0, &A_out[b, 0, 0, 0], <int> n)
+        n_d = sqrt(sumsq(&dz[b, 0], n))
+        n_a = sqrt(sumsq(&a[b, 0], m))
+        for c in range(C):
+            _kf_merge_chain(&A_out[b, c, 0, 0], &u[b, c, 0], &dz[b, 0], &a[b, 0], c1[b, c], c2[b, c],
+                            n_d, n_a, &u_out[b, c, 0], n, m)
+
+
+cdef inline void _kf_merge_chain(floating *HA, const floating *u, const floating *d,
+                                 const floating *a, floating s1, floating s2, double n_d,
+                                 double n_a, floating *u_out, Py_ssize_t n,
+                                 Py_ssize_t m) noexcept nogil:
+    """One chain's merge in place: HA (n, n) <- s1 HA / p1 + s2 diag(d) / p2, u_out <- s1 p1 u + s2 p2 a.
+
+    n_d = |d|, n_a = |a|; u_out may be u (its norm is read first).
+    """
+    cdef double p1 = _balance(sqrt(sumsq(HA, n * n)), sqrt(sumsq(u, m)))
+    cdef double p2 = _balance(n_d, n_a)
+    cdef floating f1 = <floating> (s1 / p1), f2 = <floating> (s2 / p2)
+    cdef floating *row
+    cdef Py_ssize_t i, j
+    for i in range(n):
+        row = HA + i * n
+        for j in range(n):
+            row[j] = f1 * row[j]
+        row[i] = row[i] + f2 * d[i]
+    f1 = <floating> (s1 * p1)
+    f2 = <floating> (s2 * p2)
+    for j in range(m):
+        u_out[j] = f1 * u[j] + f2 * a[j]
+
+
+def uoro_fused(v, w, w_sq, W, lam, dz, a, nu, n_threads):
+    """UORO's whole step in place for an Elman-type cell (see :func:`kfrtrl._reference.kernels.uoro_fused`).
+
+    ``H v`` of the whole batch is one GEMM (``v @ W[:, :n]ᵀ``, then ``lam v + dz ·`` per
+    sample), the scalars ρ0, ρ1 come from |w| (``w_sq``), |H v|, |dz| and |a|, and w is
+    updated in one pass that also accumulates its new squared norm; the passes are
+    parallel over samples and over the B*n rows of w.
+
+    Parameters
+    ----------
+    v : (B, n) float32 or float64, C-contiguous, updated to ``ρ0 H v + ρ1 ν``.
+    w : (B, n, m), same dtype, C-contiguous, updated to ``w / ρ0 + (dz ν) ⊗ a / ρ1``
+        (a term with ρ = 0 dropped).
+    w_sq : (B,) float64, C-contiguous: |w_b|² on entry, the new |w_b|² on exit.
+    W : (n, m), same dtype as v, the cell's weight (only ``W[:, :n]`` is read).
+    lam, dz : (B, n), same dtype.
+    a : (B, m), same dtype.
+    nu : (B, n), same dtype, signs ±1.
+    n_threads : int, the OpenMP threads the kernel may use.
+
+    Norms are accumulated in float64. Called once per step: the arguments go straight
+    to typed views, and only inputs those refuse (non-contiguous) are copied.
+    """
+    try:
+        _uoro_fused_dispatch(v, w, w_sq, W, lam, dz, a, nu, n_threads)
+    except ValueError:                         # a layout the typed views refuse: copy the inputs
+        W, lam, dz, a, nu = (np.ascontiguousarray(x) for x in (W, lam, dz, a, nu))
+        _uoro_fused_dispatch(v, w, w_sq, W, lam, dz, a, nu, n_threads)
+
+
+def _uoro_fused_dispatch(v, w, w_sq, W, lam, dz, a, nu, n_threads):
+    B, n = v.shape
+    work = np.empty((B, 2 * n + 2))            # float64: H v, then w's row norms, then 1/ρ0, 1/ρ1
+    if v.dtype == np.float32:
+        _uoro_fused[float](v, w, w_sq, W, lam, dz, a, nu, np.empty((B, n), dtype=np.float32),
+                           work, threads_for(n_threads, w.size))
+    else:
+        _uoro_fused[double](v, w, w_sq, W, lam, dz, a, nu, np.empty((B, n)), work,
+                            threads_for(n_threads, w.size))
+
+
+cdef void _uoro_fused(floating[:, ::1] v, floating[:, :, ::1] w, double[::1] w_sq,
+                      const floating[:, ::1] W, const floating[:, ::1] lam,
+                      const floating[:, ::1] dz, const floating[:, ::1] a,
+                      const floating[:, ::1] nu, floating[:, ::1] Y, double[:, ::1] work,
+                      int n_threads) noexcept nogil:
+    """Y = v Wᵀ (one GEMM), then per sample the scalars and v, per row of w its update and |row|².
+
+    work (B, 2n + 2) float64: [0, n) H v, [n, 2n) the new |w_b[i]|², 2n and 2n+1 1/ρ0, 1/ρ1.
+    """
+    cdef Py_ssize_t B = w.shape[0], n = w.shape[1], m = w.shape[2], b, bi, i
+    cdef double rho0, rho1
+    gemm(c'n', c't', <int> B, <int> n, <int> n, <floating> 1.0, &v[0, 0], <int> n,
+         &W[0, 0], <int> m, <floating> 0.0, &Y[0, 0], <int> n)
+    with nogil, parallel(num_threads=n_threads):  # one fork-join, a barrier between the loops
+        for b in prange(B, schedule='static'):
+            for i in range(n):
+                work[b, i] = <double> lam[b, i] * v[b, i] + <double> dz[b, i] * Y[b, i]
+            rho0 = _ratio_root(sqrt(w_sq[b]), sqrt(sumsq(&work[b, 0], n)))
+            rho1 = _ratio_root(sqrt(sumsq(&dz[b, 0], n) * sumsq(&a[b, 0], m)), sqrt(<double> n))
+            for i in range(n):
+                v[b, i] = <floating> (rho0 * work[b, i] + rho1 * nu[b, i])
+            work[b, 2 * n] = _inverse(rho0)
+            work[b, 2 * n + 1] = _inverse(rho1)
+        for bi in prange(B * n, schedule='static'):
+            b = bi // n
+            i = bi - b * n
+            work[b, n + i] = _scale_add_sq(&w[b, i, 0], &a[b, 0], <floating> work[b, 2 * n],
+                                           <floating> (dz[b, i] * nu[b, i] * <floating> work[b, 2 * n + 1]), m)
+        for b in prange(B, schedule='static'):
+            w_sq[b] = _sum(&work[b, n], n)
+
+
+cdef inline double _ratio_root(double num, double den) noexcept nogil:
+    """sqrt(num / den) where both are > 0, else 0 (meaning: drop that term)."""
+    if num > 0.0 and den > 0.0:
+        return sqrt(num / den)
+    return 0.0
+
+
+cdef inline double _inverse(double rho) noexcept nogil:
+    """1 / rho, and 0 where rho is 0 (the dropped term)."""
+    return 1.0 / rho if rho > 0.0 else 0.0
+
+
+cdef inline double _scale_add_sq(floating *x, const floating *y, floating s, floating t,
+                                 Py_ssize_t m) noexcept nogil:
+    """x <- x s + t y in place, and return Σ x_new² (float64, eight partial sums as ``sumsq``)."""
+    cdef double acc[8]
+    cdef floating o
+    cdef Py_ssize_t i, j
+    for j in range(8):
+        acc[j] = 0.0
+    for i in range(0, m - m % 8, 8):
+        for j in range(8):
+            o = x[i + j] * s + t * y[i + j]
+            x[i + j] = o
+            acc[j] += <double> o * o
+    for i in range(m - m % 8, m):
+        o = x[i] * s + t * y[i]
+        x[i] = o
+        acc[0] += <double> o * o
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef inline double _sum(const double *x, Py_ssize_t n) noexcept nogil:
+    """Σ x_i in order."""
+    cdef double total = 0.0
+    cdef Py_ssize_t i
+    for i in range(n):
+        total += x[i]
+    return total

@@ -243,6 +243,153 @@ def test_ok_reduce_nearly_dependent_terms(spread, dtype):
     _assert_ok_matches(V, U, signs)
 
 
+def _fused_inputs(gen, B, n, dtype):
+    """An Elman-type step: W (n, m = n + 3), lam, dz (B, n), a (B, m)."""
+    m = n + 3
+    W = gen.standard_normal((n, m)).astype(dtype)
+    lam = gen.uniform(0.0, 1.0, (B, n)).astype(dtype)
+    dz = gen.standard_normal((B, n)).astype(dtype)
+    a = gen.standard_normal((B, m)).astype(dtype)
+    return W, lam, dz, a
+
+
+def _signs(gen, shape, dtype):
+    return (2 * gen.integers(0, 2, size=shape) - 1).astype(dtype)
+
+
+def _kf_fused_inputs(gen, B, C, n, dtype, reset):
+    """A (B, C, n, n), u (B, C, m), the step and signs; ``reset`` zeroes norms: sample 0's
+    factors (as after a reset: A = 0, u = 0, so p1 = 1), chain 0 of the last sample's A
+    (|H A| = 0 with u != 0) and the last sample's dz (D = 0, so p2 = 1)."""
+    W, lam, dz, a = _fused_inputs(gen, B, n, dtype)
+    A = gen.standard_normal((B, C, n, n)).astype(dtype)
+    u = gen.standard_normal((B, C, n + 3)).astype(dtype)
+    if reset:
+        A[0], u[0] = 0.0, 0.0
+        A[-1, 0] = 0.0
+        dz[-1] = 0.0
+    return A, u, W, lam, dz, a, _signs(gen, (B, C), dtype), _signs(gen, (B, C), dtype)
+
+
+def _uoro_fused_inputs(gen, B, n, dtype, reset):
+    """v (B, n), w (B, n, m), w_sq = |w_b|² (float64), the step and ν; ``reset`` zeroes sample 0's
+    v and w (after a reset: ρ0 = 0) and the last sample's v only (H v = 0, w != 0: ρ0 = 0)."""
+    W, lam, dz, a = _fused_inputs(gen, B, n, dtype)
+    v = gen.standard_normal((B, n)).astype(dtype)
+    w = gen.standard_normal((B, n, n + 3)).astype(dtype)
+    if reset:
+        v[0], w[0] = 0.0, 0.0
+        v[-1] = 0.0
+    w_sq = np.einsum("bpm,bpm->b", w, w, dtype=np.float64)
+    return v, w, w_sq, W, lam, dz, a, _signs(gen, (B, n), dtype)
+
+
+def _kf_fused_run(ops, A, u, W, lam, dz, a, c1, c2, n_threads, in_place=True):
+    """(A_out, u_out) of ``ops.kf_fused``; ``in_place`` writes u_out over (a copy of) u, as KF does."""
+    A_out = np.full_like(A, np.nan)
+    u_out = u.copy() if in_place else np.full_like(u, np.nan)
+    ops.kf_fused(A, u_out if in_place else u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads)
+    return A_out, u_out
+
+
+def _uoro_fused_run(ops, v, w, w_sq, W, lam, dz, a, nu, n_threads):
+    """The updated copies (v, w, w_sq) of ``ops.uoro_fused``."""
+    v, w, w_sq = v.copy(), w.copy(), w_sq.copy()
+    ops.uoro_fused(v, w, w_sq, W, lam, dz, a, nu, n_threads)
+    return v, w, w_sq
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("reset", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("C", [1, 3])
+@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_kf_fused(n, B, C, dtype, reset, n_threads):
+    """u_out written over u (as KF does) and into a separate array; zero norms with ``reset``."""
+    args = _kf_fused_inputs(np.random.default_rng(20 * n + 4 * B + C), B, C, n, dtype, reset)
+    A_ref, u_ref = _kf_fused_run(ref, *args, 1)
+    for in_place in (True, False):
+        A_out, u_out = _kf_fused_run(cy, *args, n_threads, in_place)
+        assert A_out.dtype == A_ref.dtype and u_out.dtype == u_ref.dtype
+        assert rel_max(A_out, A_ref) <= TOL[dtype]
+        assert rel_max(u_out, u_ref) <= TOL[dtype]
+    if reset:                                  # from zero factors, A' ⊗ u' = D ⊗ a exactly
+        dz, a = args[4], args[5]
+        for c in range(C):
+            assert rel_max(np.outer(A_out[0, c], u_out[0, c]), np.outer(np.diag(dz[0]), a[0])) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("reset", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_uoro_fused(n, B, dtype, reset, n_threads):
+    """v, w and the carried |w|² against numpy; zero norms (ρ0 = 0) with ``reset``."""
+    args = _uoro_fused_inputs(np.random.default_rng(30 * n + B), B, n, dtype, reset)
+    v_ref, w_ref, sq_ref = _uoro_fused_run(ref, *args, 1)
+    v, w, w_sq = _uoro_fused_run(cy, *args, n_threads)
+    assert (v.dtype, w.dtype, w_sq.dtype) == (dtype, dtype, np.float64)
+    assert rel_max(v, v_ref) <= TOL[dtype]
+    assert rel_max(w, w_ref) <= TOL[dtype]
+    assert rel_max(w_sq, sq_ref) <= TOL[dtype]
+    assert rel_max(w_sq, np.einsum("bpm,bpm->b", w, w, dtype=np.float64)) <= TOL[dtype]
+    if reset:                                  # from zero factors, v' ⊗ w' = ν ⊗ (dz ν) ⊗ a exactly
+        nu, dz, a = args[7][0], args[5][0], args[6][0]
+        assert rel_max(np.multiply.outer(v[0], w[0]), np.multiply.outer(nu, np.outer(dz * nu, a))) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_kernels_read_any_input_layout(dtype):
+    """Non-contiguous inputs (a column-major W, strided lam, dz, a, ν, A, signs) are copied first."""
+    gen = np.random.default_rng(12)
+    B, C, n = 3, 2, 5
+
+    def strided(x):                            # the same values through a non-contiguous view
+        return np.repeat(x, 2, axis=-1)[..., ::2]
+
+    kf_args = _kf_fused_inputs(gen, B, C, n, dtype, reset=False)
+    A_ref, u_ref = _kf_fused_run(ref, *kf_args, 1)
+    A, u, W, lam, dz, a, c1, c2 = kf_args
+    A_out, u_out = _kf_fused_run(cy, strided(A), u, np.asfortranarray(W), strided(lam), strided(dz),
+                                 strided(a), strided(c1), strided(c2), 2)
+    assert rel_max(A_out, A_ref) <= TOL[dtype] and rel_max(u_out, u_ref) <= TOL[dtype]
+
+    uoro_args = _uoro_fused_inputs(gen, B, n, dtype, reset=False)
+    res_ref = _uoro_fused_run(ref, *uoro_args, 1)
+    v, w, w_sq, W, lam, dz, a, nu = uoro_args
+    res = _uoro_fused_run(cy, v, w, w_sq, np.asfortranarray(W), strided(lam), strided(dz), strided(a),
+                          strided(nu), 2)
+    for got, want in zip(res, res_ref):
+        assert rel_max(got, want) <= TOL[dtype]
+
+
+def test_fused_parallel_path_is_exact_and_matches_one_thread():
+    """kf_fused (samples in parallel, one BLAS thread each) and uoro_fused (rows of w in
+    parallel) just past PARALLEL_MIN_WORK: same bits on 1 and 2 threads, and the reference."""
+    from kfrtrl._cy.propagate import PARALLEL_MIN_WORK as work
+
+    gen = np.random.default_rng(13)
+    B, n = 4, 128                              # KF: B n² >= work
+    kf_args = _kf_fused_inputs(gen, B, 1, n, np.float64, reset=True)
+    kfs = [_kf_fused_run(mod, *kf_args, nt) for mod, nt in ((ref, 1), (cy, 1), (cy, 2))]
+
+    B, n = 3, 8                                # UORO: a wide W (n, m) so that B n m >= work
+    m = -(-work // (B * n))
+    v, w, w_sq, W, lam, dz, a, nu = _uoro_fused_inputs(gen, B, n, np.float64, reset=True)
+    W, a = gen.standard_normal((n, m)), gen.standard_normal((B, m))
+    w = gen.standard_normal((B, n, m))
+    w[0] = 0.0
+    w_sq = np.einsum("bpm,bpm->b", w, w)
+    uoros = [_uoro_fused_run(mod, v, w, w_sq, W, lam, dz, a, nu, nt) for mod, nt in ((ref, 1), (cy, 1), (cy, 2))]
+
+    assert min(kf_args[0].size, w.size) >= work
+    for ref_res, one, two in [*zip(*kfs), *zip(*uoros)]:
+        np.testing.assert_array_equal(one, two)
+        assert rel_max(two, ref_res) <= TOL[np.float64]
+
+
 # ---- the serial path ----
 
 

@@ -4,12 +4,12 @@ Compiled from ``kernels/*.pyx`` by ``setup.py`` (``pip install .`` or, in a
 source tree, ``python setup.py build_ext --inplace``). Importing this package
 raises ImportError when the extensions are not built.
 """
-from .propagate import jvp_blocks, kf_combine, outer_add, rank1_update
+from .propagate import jvp_blocks, kf_combine, kf_fused, outer_add, rank1_update, uoro_fused
 from .propagate import openmp_enabled as _propagate_openmp
 from .reduce import ok_reduce
 from .reduce import openmp_enabled as _reduce_openmp
 
-__all__ = ["jvp_blocks", "kf_combine", "ok_reduce", "outer_add", "rank1_update"]
+__all__ = ["jvp_blocks", "kf_combine", "kf_fused", "ok_reduce", "outer_add", "rank1_update", "uoro_fused"]
 
 
 def openmp_enabled():
