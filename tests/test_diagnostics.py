@@ -68,7 +68,10 @@ KW = dict(n_hidden=5, n_in=3, n_chains=200, steps=30, burn_in=10, every=2, backe
 def test_z_is_about_one_for_unbiased_estimators(spec):
     result = diagnostics.gradient_noise(spec, rng=11, **KW)
     assert len(result.steps) == 10 and result.steps[0] == 12 and result.steps[-1] == 30
-    assert 0.5 < result.summary()["z"] < 2.0
+    # Null distribution of this mean z over seeds 0-39 (n=5, 200 chains): KF 0.60-2.19, UORO
+    # 0.68-1.62; an upper bound of 2 failed 5% of unbiased KF runs, so 3, as in test_statistics
+    # (the biased control below gives z > 10).
+    assert 0.5 < result.summary()["z"] < 3.0
     assert result.summary()["rel_var_grad"] > 1e-3  # genuinely random: z is not 0/0
 
 

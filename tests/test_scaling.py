@@ -158,7 +158,8 @@ def test_gemm_flops_hand_totals(cell, spec, flops):
 
 
 class _CountingOps:
-    """A backend proxy adding up the GEMM flops of every jvp_blocks call (2 · B · K · n_rec · p)."""
+    """A backend proxy adding up the GEMM flops of every kernel call that multiplies by the weights:
+    jvp_blocks (2 · B · K · n_rec · p), kf_fused (2 · B · C · n³) and uoro_fused (2 · B · n²)."""
 
     def __init__(self, ops):
         self._ops, self.flops = ops, 0
@@ -170,6 +171,16 @@ class _CountingOps:
         B, K, n_rec = Vr.shape
         self.flops += 2 * B * K * n_rec * Wt.shape[1]
         return self._ops.jvp_blocks(V, Vr, Wt, *rest)
+
+    def kf_fused(self, A, *rest):
+        B, C, n, _ = A.shape
+        self.flops += 2 * B * C * n * n * n
+        return self._ops.kf_fused(A, *rest)
+
+    def uoro_fused(self, v, *rest):
+        B, n = v.shape
+        self.flops += 2 * B * n * n
+        return self._ops.uoro_fused(v, *rest)
 
 
 @pytest.mark.parametrize("cell", ["elman", "rhn", "rhn3", "lstm", "gru"])

@@ -328,6 +328,153 @@ def _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out, in_place):
         _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, row // C, row % C, in_place)
 
 
+# ---------------------------------------------------------------- kf_fused
+
+
+def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
+    """KF-RTRL's whole step for a diagonal step Jacobian (see the reference).
+
+    A : (B, C, n, n);  u : (B, C, m);  W : (n, m);  lam, dz : (B, n);  a : (B, m);
+    c1, c2 : (B, C);  A_out : (B, C, n, n), not overlapping A (any layout, fastest
+    C-contiguous);  u_out : (B, C, m), may be u; written.
+    Per sample (:func:`_kf_fused`): H_b formed in an (n, n) scratch, one GEMM
+    ``A_out[b] = A[b] H_bᵀ`` for all C chains, then, while that block is in cache,
+    each chain's norm and one pass scaling it and adding the diagonal D_b = diag(dz_b).
+    Samples run in parallel (BLAS held at one thread) from PARALLEL_MIN_WORK elements on.
+    """
+    B, C, n, _ = A.shape
+    V = np.ascontiguousarray(A).reshape(B, C * n, n)
+    target = A_out if A_out.flags.c_contiguous else np.empty(A_out.shape, A_out.dtype)
+    out = target.reshape(B, C * n, n)
+    W = np.ascontiguousarray(W)
+    if B > 1 and _parallel(n_threads, A.size):
+        with blas_limit(1):
+            _kf_fused_par(V, u, W, lam, dz, a, c1, c2, out, u_out, min(get_num_threads(), B))
+    else:
+        _kf_fused(V, u, W, lam, dz, a, c1, c2, out, u_out, 0, B)
+    if target is not A_out:
+        A_out[...] = target
+
+
+@kernel()
+def _kf_fused(V, u, W, lam, dz, a, c1, c2, out, u_out, lo, hi):
+    """Samples lo..hi-1 of :func:`kf_fused`; V, out (B, C*n, n) with C-contiguous blocks."""
+    n = V.shape[2]
+    C = V.shape[1] // n
+    H = np.empty((n, n), dtype=out.dtype)
+    for b in range(lo, hi):
+        for t in range(n):
+            d = dz[b, t]
+            for s in range(n):
+                H[t, s] = W[t, s] * d
+            H[t, t] += lam[b, t]
+        np.dot(_block(V, b), H.T, _block(out, b))
+        sq_d = sq_a = 0.0
+        for t in range(n):
+            sq_d += np.float64(dz[b, t]) * np.float64(dz[b, t])
+        for j in range(a.shape[1]):
+            sq_a += np.float64(a[b, j]) * np.float64(a[b, j])
+        p2 = _balance(sq_d, sq_a)
+        for c in range(C):
+            _kf_fused_chain(u, dz, a, c1, c2, out, u_out, b, c, p2)
+
+
+@kernel(inline=True)
+def _kf_fused_chain(u, dz, a, c1, c2, out, u_out, b, c, p2):
+    """Chain c of sample b: |H A| from out, then out = c1 out / p1 + c2 diag(dz) / p2, u_out."""
+    n = out.shape[2]
+    lo = c * n
+    sq_ha = sq_u = 0.0
+    for i in range(lo, lo + n):
+        for t in range(n):
+            x = np.float64(out[b, i, t])
+            sq_ha += x * x
+    for j in range(u.shape[2]):
+        x = np.float64(u[b, c, j])
+        sq_u += x * x
+    p1 = _balance(sq_ha, sq_u)
+    s1, s2 = c1[b, c] / p1, c2[b, c] / p2
+    for i in range(n):
+        for t in range(n):
+            out[b, lo + i, t] *= s1
+        out[b, lo + i, i] += s2 * dz[b, i]
+    w1, w2 = c1[b, c] * p1, c2[b, c] * p2
+    for j in range(u.shape[2]):
+        u_out[b, c, j] = w1 * u[b, c, j] + w2 * a[b, j]
+
+
+@kernel(parallel=True)
+def _kf_fused_par(V, u, W, lam, dz, a, c1, c2, out, u_out, chunks):
+    """:func:`_kf_fused` over ``chunks`` contiguous sample ranges in parallel."""
+    B = V.shape[0]
+    for c in prange(chunks):
+        _kf_fused(V, u, W, lam, dz, a, c1, c2, out, u_out, c * B // chunks, (c + 1) * B // chunks)
+
+
+# ---------------------------------------------------------------- uoro_fused
+
+
+def uoro_fused(v, w, w_sq, W, lam, dz, a, nu, n_threads):
+    """UORO's whole step in place for a diagonal step Jacobian (see the reference).
+
+    v : (B, n);  w : (B, n, m);  w_sq : (B,) float64, |w_b|² in and out;  W : (n, m);
+    lam, dz, nu : (B, n);  a : (B, m). Per sample one matrix-vector product over
+    W's first n columns and one pass over w that also accumulates its new norm;
+    samples in parallel when B > 1 and the work reaches PARALLEL_MIN_WORK.
+    """
+    if v.shape[0] > 1 and _parallel(n_threads, w.size):
+        _uoro_fused_par(v, w, w_sq, W, lam, dz, a, nu)
+    else:
+        _uoro_fused(v, w, w_sq, W, lam, dz, a, nu, 0, v.shape[0])
+
+
+@kernel()
+def _ratio_root(num, den):
+    """sqrt(num / den) where both are > 0, else 0 (drop the term)."""
+    if num > 0.0 and den > 0.0:
+        return np.sqrt(num / den)
+    return 0.0
+
+
+@kernel()
+def _uoro_fused(v, w, w_sq, W, lam, dz, a, nu, lo, hi):
+    """Samples lo..hi-1 of :func:`uoro_fused`."""
+    n, m = v.shape[1], w.shape[2]
+    Hv = np.empty(n)
+    for b in range(lo, hi):
+        sq_hv = sq_d = sq_a = 0.0
+        for i in range(n):
+            acc = 0.0
+            for j in range(n):
+                acc += W[i, j] * v[b, j]
+            Hv[i] = lam[b, i] * v[b, i] + dz[b, i] * acc
+            sq_hv += Hv[i] * Hv[i]
+            sq_d += np.float64(dz[b, i]) * np.float64(dz[b, i])
+        for j in range(m):
+            sq_a += np.float64(a[b, j]) * np.float64(a[b, j])
+        rho0 = _ratio_root(np.sqrt(w_sq[b]), np.sqrt(sq_hv))
+        rho1 = _ratio_root(np.sqrt(sq_d * sq_a), np.sqrt(n))
+        inv0 = 1.0 / rho0 if rho0 > 0.0 else 0.0
+        inv1 = 1.0 / rho1 if rho1 > 0.0 else 0.0
+        for i in range(n):
+            v[b, i] = rho0 * Hv[i] + rho1 * nu[b, i]
+        sq = 0.0
+        for i in range(n):
+            d = dz[b, i] * nu[b, i] * inv1
+            for j in range(m):
+                w[b, i, j] = w[b, i, j] * inv0 + d * a[b, j]
+                x = np.float64(w[b, i, j])
+                sq += x * x
+        w_sq[b] = sq
+
+
+@kernel(parallel=True)
+def _uoro_fused_par(v, w, w_sq, W, lam, dz, a, nu):
+    """:func:`_uoro_fused` with samples in parallel."""
+    for b in prange(v.shape[0]):
+        _uoro_fused(v, w, w_sq, W, lam, dz, a, nu, b, b + 1)
+
+
 # ---------------------------------------------------------------- ok_reduce
 
 
