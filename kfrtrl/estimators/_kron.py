@@ -23,12 +23,15 @@ class KroneckerSum(Estimator):
             self._u[name][mask] = 0.0
 
     def _gradient(self, c):
-        # Σ_bt (A_bt c_b) ⊗ u_bt: a batched matrix-vector product, then one small GEMM (BLAS)
+        # Σ_bt (A_bt c_b) ⊗ u_bt: a batched matrix-vector product, then one small GEMM (BLAS);
+        # the weight scales the small (B T, p) side, not the (p, m) result
         grads = {}
         for name, A in self._A.items():
             B, T, p, N = A.shape
             Ac = np.matmul(A.reshape(B, T * p, N), c[:, :, None]).reshape(B * T, p)
-            grads[name] = (Ac.T @ self._u[name].reshape(B * T, -1)) * self._weight
+            if self._weight != 1.0:
+                Ac *= self._weight
+            grads[name] = Ac.T @ self._u[name].reshape(B * T, -1)
         return grads
 
     def influence(self, name):
