@@ -395,13 +395,11 @@ cdef inline void _kf_merge_chain(floating *HA, const floating *u, const floating
     cdef double p1 = _balance(sqrt(sumsq(HA, n * n)), sqrt(sumsq(u, m)))
     cdef double p2 = _balance(n_d, n_a)
     cdef floating f1 = <floating> (s1 / p1), f2 = <floating> (s2 / p2)
-    cdef floating *row
     cdef Py_ssize_t i, j
+    for i in range(n * n):
+        HA[i] = f1 * HA[i]
     for i in range(n):
-        row = HA + i * n
-        for j in range(n):
-            row[j] = f1 * row[j]
-        row[i] = row[i] + f2 * d[i]
+        HA[i * n + i] = HA[i * n + i] + f2 * d[i]
     f1 = <floating> (s1 * p1)
     f2 = <floating> (s2 * p2)
     for j in range(m):
@@ -493,24 +491,50 @@ cdef inline double _inverse(double rho) noexcept nogil:
     return 1.0 / rho if rho > 0.0 else 0.0
 
 
+cdef extern from *:
+    """
+    /* Row loops compiled for several x86-64 instruction sets, one picked at load time
+       (GCC's target_clones; the build itself targets baseline x86-64, SSE2, where these
+       memory-streaming loops run at a quarter of AVX-512's width). One portable version
+       elsewhere. No FMA in any clone, so all of them round alike. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define KFRTRL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+    #else
+    #define KFRTRL_CLONES
+    #endif
+
+    /* x <- x s + t y in place; returns the new sum of squares in double (8 partial sums). */
+    #define KFRTRL_SCALE_ADD_SQ(T, NAME)                                                  \
+    static KFRTRL_CLONES double NAME(T *x, const T *y, T s, T t, Py_ssize_t m) {         \
+        double acc[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};                        \
+        Py_ssize_t i, j, end = m - m % 8;                                                 \
+        for (i = 0; i < end; i += 8)                                                      \
+            for (j = 0; j < 8; j++) {                                                     \
+                T o = x[i + j] * s + t * y[i + j];                                        \
+                x[i + j] = o;                                                             \
+                acc[j] += (double) o * o;                                                 \
+            }                                                                             \
+        for (i = end; i < m; i++) {                                                       \
+            T o = x[i] * s + t * y[i];                                                    \
+            x[i] = o;                                                                     \
+            acc[0] += (double) o * o;                                                     \
+        }                                                                                 \
+        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])); \
+    }
+    KFRTRL_SCALE_ADD_SQ(double, kfrtrl_scale_add_sq_d)
+    KFRTRL_SCALE_ADD_SQ(float, kfrtrl_scale_add_sq_f)
+    """
+    double kfrtrl_scale_add_sq_d(double *x, const double *y, double s, double t, Py_ssize_t m) noexcept nogil
+    double kfrtrl_scale_add_sq_f(float *x, const float *y, float s, float t, Py_ssize_t m) noexcept nogil
+
+
 cdef inline double _scale_add_sq(floating *x, const floating *y, floating s, floating t,
                                  Py_ssize_t m) noexcept nogil:
     """x <- x s + t y in place, and return Σ x_new² (float64, eight partial sums as ``sumsq``)."""
-    cdef double acc[8]
-    cdef floating o
-    cdef Py_ssize_t i, j
-    for j in range(8):
-        acc[j] = 0.0
-    for i in range(0, m - m % 8, 8):
-        for j in range(8):
-            o = x[i + j] * s + t * y[i + j]
-            x[i + j] = o
-            acc[j] += <double> o * o
-    for i in range(m - m % 8, m):
-        o = x[i] * s + t * y[i]
-        x[i] = o
-        acc[0] += <double> o * o
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    if floating is float:
+        return kfrtrl_scale_add_sq_f(x, y, s, t, m)
+    else:
+        return kfrtrl_scale_add_sq_d(x, y, s, t, m)
 
 
 cdef inline double _sum(const double *x, Py_ssize_t n) noexcept nogil:
