@@ -349,6 +349,7 @@ def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
 
 
 def _kf_fused_dispatch(A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, n_par):
+    """The call for A_out's dtype."""
     if A_out.dtype == np.float32:
         _kf_fused[float](A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, n_par)
     else:
@@ -437,14 +438,14 @@ def uoro_fused(v, w, w_sq, W, lam, dz, a, nu, n_threads):
 
 
 def _uoro_fused_dispatch(v, w, w_sq, W, lam, dz, a, nu, n_threads):
+    """Scratch (Y for the GEMM, float64 ``work``) and the call for v's dtype."""
     B, n = v.shape
-    work = np.empty((B, 2 * n + 2))            # float64: H v, then w's row norms, then 1/ρ0, 1/ρ1
+    Y, work = np.empty((B, n), dtype=v.dtype), np.empty((B, 2 * n + 2))
+    n_threads = threads_for(n_threads, w.size)
     if v.dtype == np.float32:
-        _uoro_fused[float](v, w, w_sq, W, lam, dz, a, nu, np.empty((B, n), dtype=np.float32),
-                           work, threads_for(n_threads, w.size))
+        _uoro_fused[float](v, w, w_sq, W, lam, dz, a, nu, Y, work, n_threads)
     else:
-        _uoro_fused[double](v, w, w_sq, W, lam, dz, a, nu, np.empty((B, n)), work,
-                            threads_for(n_threads, w.size))
+        _uoro_fused[double](v, w, w_sq, W, lam, dz, a, nu, Y, work, n_threads)
 
 
 cdef void _uoro_fused(floating[:, ::1] v, floating[:, :, ::1] w, double[::1] w_sq,

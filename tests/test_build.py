@@ -254,6 +254,7 @@ def _fused_inputs(gen, B, n, dtype):
 
 
 def _signs(gen, shape, dtype):
+    """Independent ±1 of ``dtype``."""
     return (2 * gen.integers(0, 2, size=shape) - 1).astype(dtype)
 
 
