@@ -91,7 +91,7 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     B, K, _ = V.shape
     _, S, Z, n = dz.shape
     if S == Z == lam.shape[2] == 1 and Vr.shape[2] == n and K >= n:
-        V, R = _blocks_contiguous(V), np.ascontiguousarray(Wt.T)
+        V, R = _blocks_contiguous(V), Wt.T         # R read in place (its rows are contiguous in W)
         target = out if _has_contiguous_blocks(out) else np.empty(out.shape, out.dtype)
         if B > 1 and _parallel(n_threads, out.size):
             with blas_limit(1):
@@ -116,7 +116,8 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
 def _jvp_folded(V, R, lam, dz, out, lo, hi):
     """out[b] = V[b] H_bᵀ for samples lo..hi-1, H_b = diag(dz[b, 0, 0]) R + diag(lam[b, 0, 0]).
 
-    R (n, n) C-contiguous (the row loop vectorises); one (n, n) scratch holds H_b.
+    R (n, n), any layout (rows with unit stride, as in W[:, :n], keep the row loop
+    vectorised; copying R would cost a pass per step); one (n, n) scratch holds H_b.
     """
     n = R.shape[0]
     H = np.empty((n, n), dtype=out.dtype)

@@ -90,7 +90,7 @@ class Estimator:
         with self._threads():
             grads = self._gradient(c)
         for name, g in grads.items():
-            if not np.isfinite(g).all():
+            if not np.isfinite(g.sum(dtype=np.float64)):        # a non-finite entry makes the sum so
                 raise FloatingPointError(f"gradient: the {self.name} estimate of {name!r} is not finite")
         return grads
 
