@@ -3,6 +3,6 @@
 Imported only when the ``"numba"`` backend is requested (this imports numba;
 the kernels compile at their first call, cached on disk).
 """
-from .kernels import jvp_blocks, kf_combine, kf_fused, ok_reduce, outer_add, rank1_update, uoro_fused
+from .kernels import jvp_blocks, kf_combine, kf_fused, ok_fused, ok_reduce, outer_add, rank1_update, uoro_fused
 
-__all__ = ["jvp_blocks", "kf_combine", "kf_fused", "ok_reduce", "outer_add", "rank1_update", "uoro_fused"]
+__all__ = ["jvp_blocks", "kf_combine", "kf_fused", "ok_fused", "ok_reduce", "outer_add", "rank1_update", "uoro_fused"]

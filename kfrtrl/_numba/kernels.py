@@ -25,6 +25,7 @@ import scipy.linalg.cython_blas  # noqa: E402,F401
 
 from .._jit import kernel
 from .._reference.kernels import SVD_ZERO, ok_reduce_one
+from .._reference.kernels import ok_fused as _reference_ok_fused
 from ..threads import blas_limit
 
 # Elements of work below which a kernel runs on one thread.
@@ -536,6 +537,90 @@ def _ok_reduce_par(V, U, signs, zero, V_out, U_out, done, chunks):
     B = V.shape[0]
     for c in prange(chunks):
         _ok_reduce_range(V, U, signs, zero, V_out, U_out, done, c * B // chunks, (c + 1) * B // chunks)
+
+
+def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
+    """OK's whole step for a diagonal step Jacobian (see the reference).
+
+    A : (B, r, n, n);  u : (B, r, m);  W : (n, m);  lam, dz : (B, n);  a : (B, m);
+    signs : (B, r+1);  A_out : (B, r, n, n), u_out : (B, r, m), written (not overlapping
+    the inputs; A_out any layout, fastest C-contiguous).
+    Per sample (:func:`_ok_fused`), with everything in cache: H_b formed in a scratch,
+    one GEMM for the r terms ``H A_i``, their Gram matrix extended by the diagonal term
+    (whose products need only the diagonals), the reduction's coefficients as in
+    :func:`ok_reduce`, and one GEMM recombining the terms plus a diagonal update for D_b.
+    A sample the Gram route declines is reduced by the reference. Samples run in
+    parallel (BLAS held at one thread) from PARALLEL_MIN_WORK elements on.
+    """
+    B, r, n, _ = A.shape
+    A3 = np.ascontiguousarray(A).reshape(B, r * n, n)
+    target = A_out if A_out.flags.c_contiguous else np.empty(A_out.shape, A_out.dtype)
+    out = target.reshape(B, r, n * n)
+    W = np.ascontiguousarray(W)
+    done = np.empty(B, dtype=np.bool_)
+    if B > 1 and _parallel(n_threads, A.size):
+        with blas_limit(1):
+            _ok_fused_par(A3, u, W, lam, dz, a, signs, SVD_ZERO, out, u_out, done, min(get_num_threads(), B))
+    else:
+        _ok_fused(A3, u, W, lam, dz, a, signs, SVD_ZERO, out, u_out, done, 0, B)
+    for b in np.flatnonzero(~done):
+        ref_out = np.empty((1,) + A_out.shape[1:], A_out.dtype)
+        ref_u = np.empty((1,) + u_out.shape[1:], u_out.dtype)
+        _reference_ok_fused(A[b:b + 1], u[b:b + 1], W, lam[b:b + 1], dz[b:b + 1], a[b:b + 1],
+                            signs[b:b + 1], ref_out, ref_u, 1)
+        target[b], u_out[b] = ref_out[0], ref_u[0]
+    if target is not A_out:
+        A_out[...] = target
+
+
+@kernel()
+def _ok_fused(A3, u, W, lam, dz, a, signs, zero, out, u_out, done, lo, hi):
+    """Samples lo..hi-1 of :func:`ok_fused`; A3 (B, r*n, n) and out (B, r, n*n) C-contiguous blocks."""
+    n = A3.shape[2]
+    r = A3.shape[1] // n
+    k, m = r + 1, a.shape[1]
+    H = np.empty((n, n), dtype=out.dtype)
+    S = np.empty((r * n, n), dtype=out.dtype)
+    T = S.reshape(r, n * n)
+    G = np.empty((k, k))
+    Ub = np.empty((k, m), dtype=u.dtype)
+    coef = np.empty((r, k))
+    for b in range(lo, hi):
+        for t in range(n):
+            d = dz[b, t]
+            for s in range(n):
+                H[t, s] = W[t, s] * d
+            H[t, t] += lam[b, t]
+        np.dot(_block(A3, b), H.T, S)
+        _gram(T, G[:r, :r])
+        sq = 0.0
+        for t in range(n):
+            sq += np.float64(dz[b, t]) * np.float64(dz[b, t])
+        G[r, r] = sq
+        for i in range(r):
+            acc = 0.0
+            for t in range(n):
+                acc += np.float64(S[i * n + t, t]) * np.float64(dz[b, t])
+            G[i, r] = acc
+            G[r, i] = acc
+        Ub[:r] = u[b]
+        Ub[r] = a[b]
+        done[b] = _ok_gram_route(G, Ub, n * n, signs[b], zero, coef, u_out[b])
+        if done[b]:
+            Ob = _block(out, b)
+            np.dot(coef[:, :r].astype(out.dtype), T, Ob)
+            for j in range(r):
+                cj = coef[j, r]
+                for t in range(n):
+                    Ob[j, t * (n + 1)] += cj * dz[b, t]
+
+
+@kernel(parallel=True)
+def _ok_fused_par(A3, u, W, lam, dz, a, signs, zero, out, u_out, done, chunks):
+    """:func:`_ok_fused` over ``chunks`` contiguous sample ranges in parallel."""
+    B = A3.shape[0]
+    for c in prange(chunks):
+        _ok_fused(A3, u, W, lam, dz, a, signs, zero, out, u_out, done, c * B // chunks, (c + 1) * B // chunks)
 
 
 @kernel()

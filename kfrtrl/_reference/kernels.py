@@ -96,6 +96,32 @@ def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
     kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads)
 
 
+def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
+    """OK's whole step (propagation and reduction) for a cell with a diagonal step Jacobian.
+
+    For a step whose Jacobian is ``H_b = diag(lam_b) + diag(dz_b) W[:, :n]`` and whose
+    immediate term is ``diag(dz_b) ⊗ a_b`` (see ``Cell.diagonal_step``): :func:`ok_reduce`
+    of the r + 1 terms ``(H A_i, u_i)`` and ``(diag(dz), a)``, in a compiled backend
+    without forming H_b, the diagonal D_b or the (r + 1)-term stack as arrays.
+
+    A : (B, r, n, n) factors (tangent layout);  u : (B, r, m);  W : (n, m)
+    lam, dz : (B, n);  a : (B, m);  signs : (B, r+1) of ±1, the mixing signs
+    A_out : (B, r, n, n), u_out : (B, r, m), written, not overlapping the inputs.
+    Cost per sample: one (r n, n) @ (n, n) GEMM plus the reduction's O(r² n²).
+    """
+    B, r, n, _ = A.shape
+    HA = np.empty((B, r * n, n), dtype=A.dtype)
+    V3 = A.reshape(B, r * n, n)
+    jvp_blocks(V3, V3, W[:, :n].T, lam.reshape(B, 1, 1, n), dz.reshape(B, 1, 1, n), HA, n_threads)
+    V = np.zeros((B, r + 1, n * n), dtype=A.dtype)
+    V[:, :r] = HA.reshape(B, r, n * n)
+    V[:, r, ::n + 1] = dz
+    U = np.concatenate([u, a[:, None]], axis=1)
+    out = np.empty((B, r, n * n), dtype=A.dtype)
+    ok_reduce(V, U, signs, out, u_out, n_threads)
+    A_out[...] = out.reshape(A_out.shape)
+
+
 def uoro_fused(v, w, w_sq, W, lam, dz, a, nu, n_threads):
     """UORO's whole step, in place, for a cell with a diagonal step Jacobian.
 

@@ -25,15 +25,39 @@ class OK(KroneckerSum):
 
     def _allocate(self):
         super()._allocate()
-        B, r, N = self.batch_size, self.rank, self.cell.n_state
-        # the r+1 terms before each reduction, reused (a fresh multi-MB array per step costs
-        # more in page faults than a pass over it): H A_i written straight into the first r
-        # rows, the immediate term D into the last (zeroed once: immediate writes only D's
-        # nonzero blocks there)
-        self._V = {k: np.zeros((B, r + 1, p * N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
+        # the fused path writes the reduced A's into a spare buffer, then the two swap roles;
+        # the general path builds the r+1 terms in _V (both allocated at the first step that
+        # needs them: a fresh multi-MB array per step costs more in page faults than a pass)
+        self._spare = None
+        self._V = None
 
     def _propagate(self, cache):
+        diagonal = self.cell.diagonal_step(cache)
+        if diagonal is not None:
+            self._propagate_fused(*diagonal)
+        else:
+            self._propagate_layers(cache)
+
+    def _propagate_fused(self, name, lam, dz, a):
+        """The Elman-type step: propagation and reduction in one kernel (``ok_fused``)."""
+        if self._spare is None:
+            self._spare = {k: np.empty_like(A) for k, A in self._A.items()}
+            self._u_spare = {k: np.empty_like(u) for k, u in self._u.items()}
+        A, u = self._A[name], self._u[name]
+        A_out, u_out = self._spare[name], self._u_spare[name]
+        signs = self._draw_signs((self.batch_size, self.rank + 1))
+        self.ops.ok_fused(A, u, self.cell.params()[name], lam, dz, a, signs, A_out, u_out, self.n_threads)
+        self._A[name], self._spare[name] = A_out, A
+        self._u[name], self._u_spare[name] = u_out, u
+        self._check_factors(u_out)
+
+    def _propagate_layers(self, cache):
+        """Any cell: the r+1 terms (H A_i by the cell's jvp, and the immediate term), then ``ok_reduce``."""
         B, r, N = self.batch_size, self.rank, self.cell.n_state
+        if self._V is None:
+            # H A_i written straight into the first r rows, the immediate term D into the
+            # last (zeroed once: immediate writes only D's nonzero blocks there)
+            self._V = {k: np.zeros((B, r + 1, p * N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
         last_rows = {name: V[:, r].reshape(B, -1, N) for name, V in self._V.items()}
         imm = self.cell.immediate(cache, self.ops, self.n_threads, out=last_rows)    # Dt into V[:, r]
         for name, A in self._A.items():
