@@ -181,6 +181,93 @@ def test_kf_combine(backend, B, C, dtype, in_place):
         assert rel_max(got, want) <= TOL[dtype]
 
 
+def _diagonal_step(gen, B, n, m, dtype):
+    """(W, lam, dz, a) of an Elman-type step: H_b = diag(lam_b) + diag(dz_b) W[:, :n]."""
+    W = gen.standard_normal((n, m)) / np.sqrt(n)
+    lam = np.full((B, n), 0.3)
+    dz = gen.random((B, n))
+    a = gen.standard_normal((B, m))
+    return tuple(x.astype(dtype) for x in (W, lam, dz, a))
+
+
+def _fused_both(backend, kernel, inputs, outputs):
+    """Run ``kernel`` of the reference and of ``backend`` on copies; -> [reference outputs, backend outputs]."""
+    results = []
+    for ops in (ref, _ops(backend)):
+        ins, outs = [x.copy() for x in inputs], [np.full_like(x, np.nan) for x in outputs]
+        getattr(ops, kernel)(*ins, *outs, 2)
+        results.append(outs)
+    return results
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n, B, C", [(1, 1, 1), (3, 5, 1), (7, 5, 3), (7, 1, 2)])
+@pytest.mark.parametrize("backend", COMPILED)
+def test_kf_fused(backend, n, B, C, dtype):
+    """Random factors, and zero ones (a reset sample: the result is the exact immediate term)."""
+    gen = np.random.default_rng(21 + n + B + C)
+    m = n + 3
+    W, lam, dz, a = _diagonal_step(gen, B, n, m, dtype)
+    A = gen.standard_normal((B, C, n, n)).astype(dtype)
+    u = gen.standard_normal((B, C, m)).astype(dtype)
+    A[0], u[0] = 0.0, 0.0
+    c1, c2 = _signs(gen, (B, C), dtype), _signs(gen, (B, C), dtype)
+    want, got = _fused_both(backend, "kf_fused", (A, u, W, lam, dz, a, c1, c2), (A, u))
+    for x, y in zip(got, want):
+        assert rel_max(x, y) <= TOL[dtype]
+    reset = np.einsum("cij,cm->cijm", got[0][0], got[1][0])
+    D = np.einsum("ij,j,m->ijm", np.eye(n), dz[0], a[0])
+    assert rel_max(reset, np.broadcast_to(D, reset.shape)) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n, B", [(1, 1), (3, 5), (7, 1), (7, 5)])
+@pytest.mark.parametrize("backend", COMPILED)
+def test_uoro_fused(backend, n, B, dtype):
+    """v, w and |w|² updated in place as the reference does; a reset sample (v = w = 0) included."""
+    gen = np.random.default_rng(31 + n + B)
+    m = n + 3
+    W, lam, dz, a = _diagonal_step(gen, B, n, m, dtype)
+    v = gen.standard_normal((B, n)).astype(dtype)
+    w = gen.standard_normal((B, n, m)).astype(dtype)
+    v[0], w[0] = 0.0, 0.0
+    w_sq = np.einsum("bpm,bpm->b", w, w, dtype=np.float64)
+    nu = _signs(gen, (B, n), dtype)
+    results = []
+    for ops in (ref, _ops(backend)):
+        state = [v.copy(), w.copy(), w_sq.copy()]
+        ops.uoro_fused(*state, W, lam, dz, a, nu, 2)
+        results.append(state)
+    for x, y in zip(results[1], results[0]):
+        assert rel_max(x, y) <= TOL[dtype]
+    v_new, w_new, w_sq_new = results[1]
+    assert rel_max(w_sq_new, np.einsum("bpm,bpm->b", w_new, w_new, dtype=np.float64)) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n, B, r", [(1, 1, 1), (3, 5, 2), (7, 5, 3), (7, 1, 4), (3, 1, 4)])
+@pytest.mark.parametrize("backend", COMPILED)
+def test_ok_fused(backend, n, B, r, dtype):
+    """Random factors, a reset sample (exact immediate term) and, when B > 1, a sample with two
+    equal A factors (linearly dependent terms: the compiled Gram route must decline or cope)."""
+    gen = np.random.default_rng(41 + n + B + r)
+    m = n + 3
+    W, lam, dz, a = _diagonal_step(gen, B, n, m, dtype)
+    A = gen.standard_normal((B, r, n, n)).astype(dtype)
+    u = gen.standard_normal((B, r, m)).astype(dtype)
+    A[0], u[0] = 0.0, 0.0
+    if B > 1 and r > 1:
+        A[1, 1] = A[1, 0]
+    signs = _signs(gen, (B, r + 1), dtype)
+    want, got = _fused_both(backend, "ok_fused", (A, u, W, lam, dz, a, signs), (A, u))
+    whole = [np.einsum("brij,brm->bijm", Ao, uo) for Ao, uo in (want, got)]
+    assert rel_max(whole[1], whole[0]) <= TOL[dtype]
+    for x, y in zip(got, want):
+        assert rel_max(x, y) <= TOL[dtype]
+    D = np.einsum("ij,j,m->ijm", np.eye(n), dz[0], a[0])
+    assert rel_max(whole[1][0], D) <= TOL[dtype]
+
+
 def _ok_inputs(gen, B, r, P, m, dtype, zero_frac=0.3):
     """Random (V, U, signs) with terms of very different scales and some factors exactly zero."""
     k = r + 1
@@ -271,6 +358,25 @@ def test_numba_ok_fallback_on_ill_conditioned_input(monkeypatch):
     V[1, 2] = V[1, 0] + 1e-6 * V[1, 1]
     _assert_ok_equal(_ok_both("numba", V, U, signs), 1e-10)
     assert calls == [1]
+
+
+@needs_numba
+def test_numba_ok_fused_falls_back_on_dependent_terms(monkeypatch):
+    """Two equal A factors: that sample (only) goes through the reference, and still matches it."""
+    nb = importlib.import_module("kfrtrl._numba.kernels")
+    calls = []
+    real = nb._reference_ok_fused
+    monkeypatch.setattr(nb, "_reference_ok_fused", lambda *a: calls.append(1) or real(*a))
+    gen = np.random.default_rng(47)
+    B, r, n, m = 3, 2, 4, 7
+    W, lam, dz, a = _diagonal_step(gen, B, n, m, np.float64)
+    A, u = gen.standard_normal((B, r, n, n)), gen.standard_normal((B, r, m))
+    A[1, 1] = A[1, 0]
+    signs = _signs(gen, (B, r + 1), np.float64)
+    want, got = _fused_both("numba", "ok_fused", (A, u, W, lam, dz, a, signs), (A, u))
+    assert calls == [1]
+    for x, y in zip(got, want):
+        assert rel_max(x, y) <= 1e-10
 
 
 @needs_numba
