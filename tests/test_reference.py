@@ -192,3 +192,42 @@ def test_float32_rank_one_estimators_follow_float64_twin(make, sequence, relativ
         g32 = e32.gradient(dl)["W"]
         assert g32.dtype == np.float32
         assert relative_error(g32.astype(np.float64), e64.gradient(dl.astype(np.float64))["W"]) <= 1e-4
+
+
+def test_diagonal_step_is_detected_for_the_elman_cell_only():
+    x = np.ones((2, N_IN))
+    for cell, diagonal in [(kfrtrl.Elman(N_IN, N_HIDDEN, rng=0), True), (kfrtrl.RHN(N_IN, N_HIDDEN, rng=0), False),
+                           (kfrtrl.LSTM(N_IN, N_HIDDEN, rng=0), False), (kfrtrl.GRU(N_IN, N_HIDDEN, rng=0), False)]:
+        _, cache = cell.forward(cell.initial_state(2), x)
+        found = cell.diagonal_step(cache)
+        assert (found is not None) == diagonal
+        if diagonal:
+            name, lam, dz, a = found
+            layer = cache[0]
+            assert name == "W" and a is layer.a and lam.shape == dz.shape == (2, N_HIDDEN)
+            np.testing.assert_array_equal(dz, layer.dz[:, 0, 0])
+
+
+@pytest.mark.parametrize("make", [
+    lambda cell: kfrtrl.KFRTRL(cell, n_chains=2, batch_size=3, rng=5, backend="numpy"),
+    lambda cell: kfrtrl.OK(cell, rank=3, batch_size=3, rng=5, backend="numpy"),
+    lambda cell: kfrtrl.UORO(cell, batch_size=3, rng=5, backend="numpy"),
+], ids=["kf2", "ok3", "uoro"])
+def test_fused_elman_step_equals_the_layer_by_layer_step(make, sequence, monkeypatch, relative_error):
+    """The fused kernels (kf_fused, ok_fused, uoro_fused) and the general path give the same estimates."""
+    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=0.7, rng=6)
+    xs, dl_dhs = sequence(10, 3, N_IN, N_HIDDEN, seed=7)
+
+    def run():
+        est, grads = make(cell), []
+        for t, (x, dl) in enumerate(zip(xs, dl_dhs)):
+            if t == 5:
+                est.reset(np.array([True, False, True]))
+            est.step(x)
+            grads.append(est.gradient(dl)["W"])
+        return np.array(grads)
+
+    fused = run()
+    monkeypatch.setattr(kfrtrl.cells.Cell, "diagonal_step", lambda self, cache: None)
+    general = run()
+    assert relative_error(fused, general) <= 1e-12
