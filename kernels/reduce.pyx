@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""OK's optimal unbiased reduction, ``ok_reduce``, in the Cython backend.
+"""OK's optimal unbiased reduction, ``ok_reduce``, and OK's fused Elman-type step,
+``ok_fused``, in the Cython backend.
 
 Same semantics and argument order as :func:`kfrtrl._reference.kernels.ok_reduce`
 (the same sign convention, zero threshold, m* and Householder complement),
@@ -17,12 +18,19 @@ equal in exact arithmetic:
   more nonzero terms than rows (m or P): dgeqrf on both stacks, the new A's
   applied by dormqr as ``Q_V T``.
 
+``ok_fused`` feeds the same per-sample code (:func:`_gram_coefficients`,
+:func:`_householder_route`) from the propagated terms ``H A_i`` in a thread
+workspace, its Gram matrix extended by the diagonal immediate term from
+diagonals only (see :func:`ok_fused`).
+
 LAPACK and BLAS come from ``scipy.linalg.cython_lapack``/``cython_blas``.
-From PARALLEL_MIN_WORK elements on (where samples may run in parallel, or
-BLAS would thread its per-sample calls) BLAS is held at one thread for the
-call: threaded BLAS inside the parallel loop oversubscribes the cores, and
-on these skinny per-sample products it costs more than it gains (measured
-10-20x slower on a loaded 2-core machine).
+In ``ok_reduce``, from PARALLEL_MIN_WORK elements on (where samples may run
+in parallel, or BLAS would thread its per-sample calls) BLAS is held at one
+thread for the call: threaded BLAS inside the parallel loop oversubscribes
+the cores, and on these skinny per-sample products it costs more than it
+gains (measured 10-20x slower on a loaded 2-core machine). ``ok_fused``
+holds it at one thread when samples run in parallel, as ``kf_fused`` does
+(its per-sample (r n, n) @ (n, n) product is not skinny).
 """
 import numpy as np
 
@@ -32,7 +40,7 @@ from libc.math cimport fabs, sqrt
 from libc.string cimport memset
 from scipy.linalg.cython_lapack cimport dgeqrf, dgesdd, dormqr, dorgqr
 
-from _blas cimport KFRTRL_OPENMP, PARALLEL_MIN_WORK, gemm, threads_for
+from _blas cimport KFRTRL_OPENMP, PARALLEL_MIN_WORK, gemm, sumsq, threads_for
 
 from kfrtrl._reference.kernels import SVD_ZERO
 
@@ -58,11 +66,8 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     """
     B, k, P = V.shape
     m = U.shape[2]
-    lwork = _lwork(P, m, k)
-    size = _workspace(P, m, k, lwork) + (P * (k - 1) if V_out.dtype == np.float32 else 0)
     n_par = threads_for(min(n_threads, B), V.size)
-    ws = np.empty((n_par, size), dtype=np.float64)
-    iwork = np.empty((n_par, 9 * k), dtype=np.intc)
+    ws, iwork, lwork = _scratch(P, m, k, V_out.dtype, n_par)
     V, U, signs = np.ascontiguousarray(V), np.ascontiguousarray(U), np.ascontiguousarray(signs)
     if V.size >= PARALLEL_MIN_WORK:
         from kfrtrl.threads import blas_limit
@@ -80,13 +85,74 @@ def _run(V, U, signs, V_out, U_out, ws, iwork, lwork, n_par):
         _ok_reduce[double](V, U, signs, V_out, U_out, ws, iwork, lwork, SVD_ZERO, MIN_PIVOT, n_par)
 
 
+def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
+    """OK's whole step for an Elman-type cell (see :func:`kfrtrl._reference.kernels.ok_fused`).
+
+    Per sample, in one thread's workspace: ``H_b = diag(lam_b) + diag(dz_b) W[:, :n]``
+    formed in a scratch, the r terms ``S = A_b H_bᵀ`` by one GEMM (in float64), their
+    Gram matrix by a second, extended by the immediate term ``diag(dz_b) ⊗ a_b`` from
+    diagonals only (``G[i, r] = Σ_t S_i[t, t] dz_t``, ``G[r, r] = |dz|²``); then the same
+    coefficients as :func:`ok_reduce`'s Gram route, and ``A_out[b] = C[:, :r] S`` by one
+    GEMM plus ``C[:, r] dz`` added on the diagonals. A sample the Gram route declines
+    (nearly dependent terms, or more terms than n² or m) writes the diagonal term out
+    and takes :func:`ok_reduce`'s Householder route. Neither H_b, D_b nor the
+    (r+1)-term stack exists as an array. Samples run in parallel (each GEMM on one
+    BLAS thread) when the work allows, else in turn with BLAS threading each GEMM.
+
+    Parameters
+    ----------
+    A : (B, r, n, n) float32 or float64, the factors (tangent layout).
+    u : (B, r, m), same dtype.
+    W : (n, m), same dtype, the cell's weight (only ``W[:, :n]`` is read).
+    lam, dz : (B, n), same dtype.
+    a : (B, m), same dtype.
+    signs : (B, r+1), same dtype, the mixing signs ±1.
+    A_out : (B, r, n, n), same dtype, C-contiguous, not overlapping the inputs; written.
+    u_out : (B, r, m), same dtype, C-contiguous, not overlapping the inputs; written.
+    n_threads : int, the OpenMP threads the kernel may use.
+
+    Cost per sample: ~r n³ multiply-adds for the propagation, ~r² n² / 2 for the
+    Gram matrix and r² n² for the recombination, plus O(m r² + r³).
+    """
+    B, r, n, _ = A_out.shape
+    m = u_out.shape[2]
+    A, u, W, lam, dz, a, signs = (np.ascontiguousarray(x) for x in (A, u, W, lam, dz, a, signs))
+    n_par = threads_for(min(n_threads, B), A_out.size)
+    ws, iwork, lwork = _scratch(n * n, m, r + 1, A_out.dtype, n_par)
+    H = np.empty((n_par, n, n), dtype=A_out.dtype)
+    if n_par > 1:
+        from kfrtrl.threads import blas_limit
+
+        with blas_limit(1):
+            _ok_fused_dispatch(A, u, W, lam, dz, a, signs, A_out, u_out, H, ws, iwork, lwork, n_par)
+    else:
+        _ok_fused_dispatch(A, u, W, lam, dz, a, signs, A_out, u_out, H, ws, iwork, lwork, n_par)
+
+
+def _ok_fused_dispatch(A, u, W, lam, dz, a, signs, A_out, u_out, H, ws, iwork, lwork, n_par):
+    """The call for A_out's dtype."""
+    if A_out.dtype == np.float32:
+        _ok_fused[float](A, u, W, lam, dz, a, signs, A_out, u_out, H, ws, iwork, lwork, SVD_ZERO,
+                         MIN_PIVOT, n_par)
+    else:
+        _ok_fused[double](A, u, W, lam, dz, a, signs, A_out, u_out, H, ws, iwork, lwork, SVD_ZERO,
+                          MIN_PIVOT, n_par)
+
+
+def _scratch(P, m, k, dtype, n_par):
+    """Per-thread workspaces of :func:`_reduce_one`/:func:`_fused_one`: (ws, iwork, lwork)."""
+    lwork = _lwork(P, m, k)
+    size = _workspace(P, m, k, lwork) + (P * (k - 1) if dtype == np.float32 else 0)
+    return np.empty((n_par, size), dtype=np.float64), np.empty((n_par, 9 * k), dtype=np.intc), lwork
+
+
 def _workspace(int P, int m, int k, int lwork):
-    """Doubles of per-thread workspace of :func:`_reduce_one` (without the float32 output buffer)."""
+    """Doubles of per-thread workspace of :func:`_carve` (without the float32 output buffer Z)."""
     return P * k + 2 * m * k + 7 * k * k + 3 * k * (k - 1) + 9 * k + lwork
 
 
 cdef int _lwork(int P, int m, int k) noexcept nogil:
-    """Largest LAPACK work size (optimal, by workspace query) of the calls in :func:`_reduce_one`."""
+    """Largest LAPACK work size (optimal, by workspace query) of the calls of one sample's reduction."""
     cdef int r = k - 1, qv = min(P, k), qu = min(m, k), q = min(qu, qv), info, query_size = -1
     cdef double query, best = 1.0
     cdef double dummy[1]
@@ -103,6 +169,64 @@ cdef int _lwork(int P, int m, int k) noexcept nogil:
     dgesdd(&jobz, &qu, &qv, dummy, &qu, dummy, dummy, &qu, dummy, &q, &query, &query_size, idummy, &info)
     best = max(best, query)
     return <int> best + 1
+
+
+cdef struct Work:
+    # One sample's reduction workspace, carved from a thread's float64 block by _carve.
+    # Column-major unless said otherwise.
+    double *Wv        # (P, k): the A factors in float64 (where needed); row-major (k, P) alike
+    double *Wu        # (m, k): the u factors in float64
+    double *left      # (m, q): the unit u-directions
+    double *core      # R_U R_Vᵀ, then its SVD Pm Σ QmT
+    double *Pm
+    double *QmT
+    double *Rv        # Gram route: G_V, then R_V (row-major)
+    double *Ru        # Gram route: G_U, then R_U (row-major)
+    double *Lu        # Gram route: R_U⁻¹ Pm
+    double *Cl        # (q, r) row-major: the new terms' coefficients on the singular pairs
+    double *Tv
+    double *Tk        # Gram route: (r, k) row-major, V_out = Tk V
+    double *tauv
+    double *tauu
+    double *s
+    double *flip
+    double *scale     # 2k: row norms of V and U (Gram route)
+    double *scratch   # 3k: tail sums and the Householder vector
+    double *work      # lwork: LAPACK's
+    double *Z         # (r, P) float64 output buffer (float32 outputs only)
+    int *iwork        # 8k: dgesdd's
+    int *idx          # k: the active terms (Gram route)
+    int lwork
+
+
+cdef Work _carve(double *ws, int *iwork, int P, int m, int k, int lwork) noexcept nogil:
+    """The pointers of :class:`Work` into ws (:func:`_workspace` doubles, plus r P for Z) and iwork (9k ints)."""
+    cdef Work w
+    cdef int r = k - 1
+    w.Wv = ws
+    w.Wu = w.Wv + P * k
+    w.left = w.Wu + m * k
+    w.core = w.left + m * k
+    w.Pm = w.core + k * k
+    w.QmT = w.Pm + k * k
+    w.Rv = w.QmT + k * k
+    w.Ru = w.Rv + k * k
+    w.Lu = w.Ru + k * k
+    w.Cl = w.Lu + k * k
+    w.Tv = w.Cl + k * r
+    w.Tk = w.Tv + k * r
+    w.tauv = w.Tk + k * r
+    w.tauu = w.tauv + k
+    w.s = w.tauu + k
+    w.flip = w.s + k
+    w.scale = w.flip + k
+    w.scratch = w.scale + 2 * k
+    w.work = w.scratch + 3 * k
+    w.Z = w.work + lwork
+    w.iwork = iwork
+    w.idx = iwork + 8 * k
+    w.lwork = lwork
+    return w
 
 
 cdef void _ok_reduce(const floating[:, :, ::1] V, const floating[:, :, ::1] U,
@@ -122,66 +246,136 @@ cdef void _reduce_one(const floating *V, const floating *U, const floating *eps,
                       int *iwork, double svd_zero, double min_pivot) noexcept nogil:
     """One sample: V (k, P), U (k, m), eps (k,) -> V_out (k-1, P), U_out (k-1, m).
 
-    Work arrays are column-major unless said otherwise. Wv (P, k), Wu (m, k)
-    hold float64 copies of the factors (Wv only where needed); core = R_U R_Vᵀ
-    and its SVD Pm Σ QmT; left (m, q) the unit u-directions; Cl (q, r),
-    row-major, the coefficients of the new terms on the singular pairs, so
-    that new u's = (left F Cl)ᵀ and new A's = (Q_V QmTᵀ F Cl)ᵀ, F the sign flips.
+    Gram route: G_V = V Vᵀ (GEMM), the coefficients (:func:`_gram_coefficients`),
+    V_out = Tk V (GEMM); else the Householder route on float64 copies.
     """
-    cdef int r = k - 1, t
-    cdef double *Wv = ws
-    cdef double *Wu = Wv + P * k
-    cdef double *left = Wu + m * k
-    cdef double *core = left + m * k
-    cdef double *Pm = core + k * k
-    cdef double *QmT = Pm + k * k
-    cdef double *Rv = QmT + k * k              # Gram route: G_V, then R_V (row-major)
-    cdef double *Ru = Rv + k * k               # Gram route: G_U, then R_U (row-major)
-    cdef double *Lu = Ru + k * k               # Gram route: R_U⁻¹ Pm
-    cdef double *Cl = Lu + k * k
-    cdef double *Tv = Cl + k * r
-    cdef double *Tk = Tv + k * r               # Gram route: T scattered over all k terms
-    cdef double *tauv = Tk + k * r
-    cdef double *tauu = tauv + k
-    cdef double *s = tauu + k
-    cdef double *flip = s + k
-    cdef double *scale = flip + k              # 2k: row norms of V and U (Gram route)
-    cdef double *scratch = scale + 2 * k       # 3k: tail sums and the Householder vector
-    cdef double *work = scratch + 3 * k
-    cdef double *Z = work + lwork              # (r, P) float64 output buffer (float32 only)
-    cdef int *idx = iwork + 8 * k              # Gram route: the active terms
+    cdef int r = k - 1
+    cdef Work w = _carve(ws, iwork, P, m, k, lwork)
     cdef const double *src
+    cdef double *Z
     if floating is double:
         src = V
         Z = V_out
     else:
-        for t in range(P * k):
-            Wv[t] = V[t]
-        src = Wv
-    for t in range(m * k):
-        Wu[t] = U[t]
-    if not _gram_route(src, Wu, eps, k, P, m, U_out, Z, Rv, Ru, Lu, core, Pm, QmT, left, Cl,
-                       Tv, Tk, s, flip, scale, scratch, work, lwork, iwork, idx, svd_zero,
-                       min_pivot):
-        for t in range(P * k):
-            Wv[t] = V[t]
-        for t in range(m * k):
-            Wu[t] = U[t]
-        _householder_route(Wv, Wu, eps, k, P, m, U_out, Z, core, Pm, QmT, left, Cl, Tv,
-                           tauv, tauu, s, flip, scratch, work, lwork, iwork, svd_zero)
+        _widen(V, P * k, w.Wv)
+        src = w.Wv
+        Z = w.Z
+    _widen(U, m * k, w.Wu)
+    gemm(c'n', c't', k, k, P, 1.0, src, P, src, P, 0.0, w.Rv, k)
+    if _gram_coefficients(eps, k, P, m, U_out, &w, svd_zero, min_pivot):
+        gemm(c'n', c'n', r, P, k, 1.0, w.Tk, k, src, P, 0.0, Z, P)
+    else:
+        _widen(V, P * k, w.Wv)
+        _widen(U, m * k, w.Wu)
+        _householder_route(eps, k, P, m, U_out, Z, &w, svd_zero)
     if floating is float:
-        for t in range(P * r):
-            V_out[t] = <float> Z[t]
+        _narrow(Z, P * r, V_out)
 
 
-cdef bint _gram_route(const double *V, double *Wu, const floating *eps, int k, int P, int m,
-                      floating *U_out, double *Z, double *Rv, double *Ru, double *Lu,
-                      double *core, double *Pm, double *QmT, double *left, double *Cl,
-                      double *Tv, double *Tk, double *s, double *flip, double *scale,
-                      double *scratch, double *work, int lwork, int *iwork, int *idx,
-                      double svd_zero, double min_pivot) noexcept nogil:
-    """The Gram route; False (outputs untouched, Wu scrambled) when it does not apply.
+cdef void _ok_fused(const floating[:, :, :, ::1] A, const floating[:, :, ::1] u,
+                    const floating[:, ::1] W, const floating[:, ::1] lam,
+                    const floating[:, ::1] dz, const floating[:, ::1] a,
+                    const floating[:, ::1] signs, floating[:, :, :, ::1] A_out,
+                    floating[:, :, ::1] u_out, floating[:, :, ::1] H, double[:, ::1] ws,
+                    int[:, ::1] iwork, int lwork, double svd_zero, double min_pivot,
+                    int n_par) noexcept nogil:
+    cdef Py_ssize_t b
+    cdef int r = A_out.shape[1], n = A_out.shape[2], m = u_out.shape[2]
+    for b in prange(A_out.shape[0], nogil=True, num_threads=n_par, schedule='dynamic'):
+        _fused_one(&A[b, 0, 0, 0], &u[b, 0, 0], &W[0, 0], <int> W.shape[1], &lam[b, 0], &dz[b, 0],
+                   &a[b, 0], &signs[b, 0], r, n, m, &A_out[b, 0, 0, 0], &u_out[b, 0, 0],
+                   &H[threadid(), 0, 0], &ws[threadid(), 0], lwork, &iwork[threadid(), 0],
+                   svd_zero, min_pivot)
 
+
+cdef void _fused_one(const floating *A, const floating *u, const floating *W, int ldw,
+                     const floating *lam, const floating *dz, const floating *a,
+                     const floating *eps, int r, int n, int m, floating *A_out, floating *u_out,
+                     floating *H, double *ws, int lwork, int *iwork, double svd_zero,
+                     double min_pivot) noexcept nogil:
+    """One sample of :func:`ok_fused`: A (r, n, n), u (r, m) -> A_out (r, n, n), u_out (r, m).
+
+    The r terms S = H A_i, (r, P = n²) row-major, are the first r rows of w.Wv in
+    float64 (float32: computed in A_out, then widened); the diagonal term, row r,
+    is written there only for the Householder route. H (n, n) is this thread's scratch.
+    """
+    cdef int k = r + 1, P = n * n, i, t
+    cdef Work w = _carve(ws, iwork, P, m, k, lwork)
+    cdef double *S = w.Wv
+    cdef double *Z
+    cdef double acc
+    _step_matrix(W, ldw, lam, dz, n, H)
+    if floating is double:
+        gemm(c'n', c't', r * n, n, n, 1.0, A, n, H, n, 0.0, S, n)
+        Z = A_out
+    else:
+        gemm(c'n', c't', r * n, n, n, <float> 1.0, A, n, H, n, <float> 0.0, A_out, n)
+        _widen(A_out, r * P, S)
+        Z = w.Z
+    gemm(c'n', c't', r, r, P, 1.0, S, P, S, P, 0.0, w.Rv, k)   # G_V of the r terms
+    for i in range(r):                         # ... and of diag(dz): diagonals only
+        acc = 0.0
+        for t in range(n):
+            acc = acc + S[i * P + t * (n + 1)] * dz[t]
+        w.Rv[i * k + r] = acc
+        w.Rv[r * k + i] = acc
+    w.Rv[r * k + r] = sumsq(dz, n)
+    _stack_u(u, a, r, m, w.Wu)
+    if _gram_coefficients(eps, k, P, m, u_out, &w, svd_zero, min_pivot):
+        gemm(c'n', c'n', r, P, r, 1.0, w.Tk, k, S, P, 0.0, Z, P)
+        for i in range(r):
+            acc = w.Tk[i * k + r]
+            for t in range(n):
+                Z[i * P + t * (n + 1)] += acc * dz[t]
+    else:
+        memset(S + r * P, 0, P * sizeof(double))
+        for t in range(n):
+            S[r * P + t * (n + 1)] = dz[t]
+        _stack_u(u, a, r, m, w.Wu)
+        _householder_route(eps, k, P, m, u_out, Z, &w, svd_zero)
+    if floating is float:
+        _narrow(Z, r * P, A_out)
+
+
+cdef inline void _step_matrix(const floating *W, int ldw, const floating *lam,
+                              const floating *dz, int n, floating *H) noexcept nogil:
+    """H (n, n) row-major = diag(lam) + diag(dz) W[:, :n] (W row-major, row stride ldw)."""
+    cdef int i, j
+    cdef floating *row
+    for i in range(n):
+        row = H + i * n
+        for j in range(n):
+            row[j] = dz[i] * W[i * ldw + j]
+        row[i] = row[i] + lam[i]
+
+
+cdef inline void _stack_u(const floating *u, const floating *a, int r, int m,
+                          double *Wu) noexcept nogil:
+    """Wu (m, r+1) column-major, in float64 = the rows u (r, m), then a (m,)."""
+    _widen(u, r * m, Wu)
+    _widen(a, m, Wu + r * m)
+
+
+cdef inline void _widen(const floating *x, Py_ssize_t n, double *out) noexcept nogil:
+    """out[:n] = x[:n] in float64."""
+    cdef Py_ssize_t t
+    for t in range(n):
+        out[t] = x[t]
+
+
+cdef inline void _narrow(const double *x, Py_ssize_t n, floating *out) noexcept nogil:
+    """out[:n] = x[:n] rounded to out's type."""
+    cdef Py_ssize_t t
+    for t in range(n):
+        out[t] = <floating> x[t]
+
+
+cdef bint _gram_coefficients(const floating *eps, int k, int P, int m, floating *U_out,
+                             Work *w, double svd_zero, double min_pivot) noexcept nogil:
+    """The Gram route from G_V: U_out (r, m) and w.Tk with V_out = Tk V; False if it does not apply.
+
+    In: G_V = V Vᵀ (k, k) row-major in w.Rv (V's rows of length P), the u's in
+    w.Wu (m, k). On False the outputs are untouched and w.Wu is scrambled.
     Terms whose A or u factor is exactly zero (right after a reset) are
     dropped: they add nothing to the sum, and the reference gives their zero
     singular values no weight. The singular values are padded with zeros to
@@ -189,7 +383,10 @@ cdef bint _gram_route(const double *V, double *Wu, const floating *eps, int k, i
     """
     cdef int r = k - 1, q = min(k, min(m, P)), ka = 0, info, i, j, t
     cdef char jobz = b'S'
-    gemm(c'n', c't', k, k, P, 1.0, V, P, V, P, 0.0, Rv, k)
+    cdef double *Rv = w.Rv
+    cdef double *Ru = w.Ru
+    cdef double *Wu = w.Wu
+    cdef int *idx = w.idx
     gemm(c'n', c't', k, k, m, 1.0, Wu, m, Wu, m, 0.0, Ru, k)
     for i in range(k):
         if Rv[i * k + i] > 0.0 and Ru[i * k + i] > 0.0:
@@ -197,8 +394,8 @@ cdef bint _gram_route(const double *V, double *Wu, const floating *eps, int k, i
             ka = ka + 1
     if ka > m or ka > P:
         return False
+    memset(w.Tk, 0, k * r * sizeof(double))
     if ka == 0:
-        memset(Z, 0, P * r * sizeof(double))
         for t in range(m * r):
             U_out[t] = 0.0
         return True
@@ -207,27 +404,26 @@ cdef bint _gram_route(const double *V, double *Wu, const floating *eps, int k, i
     for i in range(ka):                        # Wu's columns -> the active u's
         for t in range(m):
             Wu[t + i * m] = Wu[t + idx[i] * m]
-    if not (_scaled_cholesky(Rv, ka, scale, min_pivot) and _scaled_cholesky(Ru, ka, scale + k, min_pivot)):
+    if not (_scaled_cholesky(Rv, ka, w.scale, min_pivot) and _scaled_cholesky(Ru, ka, w.scale + k, min_pivot)):
         return False
     for j in range(ka):                        # core = R_U R_Vᵀ
         for i in range(ka):
-            core[i + j * ka] = 0.0
+            w.core[i + j * ka] = 0.0
             for t in range(max(i, j), ka):
-                core[i + j * ka] += Ru[i * ka + t] * Rv[j * ka + t]
-    dgesdd(&jobz, &ka, &ka, core, &ka, s, Pm, &ka, QmT, &ka, work, &lwork, iwork, &info)
+                w.core[i + j * ka] += Ru[i * ka + t] * Rv[j * ka + t]
+    dgesdd(&jobz, &ka, &ka, w.core, &ka, w.s, w.Pm, &ka, w.QmT, &ka, w.work, &w.lwork, w.iwork, &info)
     if info != 0:
         return False
     for i in range(ka, q):
-        s[i] = 0.0
+        w.s[i] = 0.0
     for j in range(ka):                        # Lu = R_U⁻¹ Pm, so left = Uᵀ Lu
-        _solve_upper(Ru, ka, Pm + j * ka, Lu + j * ka)
-    _finish(Wu, Lu, s, eps, ka, q, ka, ka, m, r, U_out, QmT, left, Cl, Tv, flip, scratch, svd_zero)
-    memset(Tk, 0, k * r * sizeof(double))
+        _solve_upper(Ru, ka, w.Pm + j * ka, w.Lu + j * ka)
+    _finish(Wu, w.Lu, w.s, eps, ka, q, ka, ka, m, r, U_out, w.QmT, w.left, w.Cl, w.Tv, w.flip,
+            w.scratch, svd_zero)
     for j in range(r):                         # T = R_V⁻¹ QmTᵀ F Cl, on the active terms
-        _solve_upper(Rv, ka, Tv + j * ka, Tv + j * ka)
+        _solve_upper(Rv, ka, w.Tv + j * ka, w.Tv + j * ka)
         for i in range(ka):
-            Tk[idx[i] + j * k] = Tv[i + j * ka]
-    gemm(c'n', c'n', r, P, k, 1.0, Tk, k, V, P, 0.0, Z, P)   # V_out = Tᵀ V
+            w.Tk[idx[i] + j * k] = w.Tv[i + j * ka]
     return True
 
 
@@ -280,29 +476,30 @@ cdef void _solve_upper(const double *R, int k, const double *y, double *x) noexc
         x[i] = acc / R[i * k + i]
 
 
-cdef void _householder_route(double *Wv, double *Wu, const floating *eps, int k, int P, int m,
-                             floating *U_out, double *Z, double *core, double *Pm, double *QmT,
-                             double *left, double *Cl, double *Tv, double *tauv, double *tauu,
-                             double *s, double *flip, double *scratch, double *work, int lwork,
-                             int *iwork, double svd_zero) noexcept nogil:
-    """The reference's route: Householder QR of Wv (P, k) and Wu (m, k) (both overwritten)."""
+cdef void _householder_route(const floating *eps, int k, int P, int m, floating *U_out,
+                             double *Z, Work *w, double svd_zero) noexcept nogil:
+    """The reference's route: Householder QR of w.Wv (P, k) and w.Wu (m, k) (both overwritten);
+    writes U_out (r, m) and Z (r, P) = V_out in float64."""
     cdef int r = k - 1, qv = min(P, k), qu = min(m, k), q = min(qu, qv), info, i, j, t
     cdef char side = b'L', trans = b'N', jobz = b'S'
-    dgeqrf(&P, &k, Wv, &P, tauv, work, &lwork, &info)
-    dgeqrf(&m, &k, Wu, &m, tauu, work, &lwork, &info)
+    cdef double *Wv = w.Wv
+    cdef double *Wu = w.Wu
+    dgeqrf(&P, &k, Wv, &P, w.tauv, w.work, &w.lwork, &info)
+    dgeqrf(&m, &k, Wu, &m, w.tauu, w.work, &w.lwork, &info)
     for j in range(qv):                        # core = R_U R_Vᵀ, both upper trapezoidal
         for i in range(qu):
-            core[i + j * qu] = 0.0
+            w.core[i + j * qu] = 0.0
             for t in range(max(i, j), k):
-                core[i + j * qu] += Wu[i + t * m] * Wv[j + t * P]
-    dgesdd(&jobz, &qu, &qv, core, &qu, s, Pm, &qu, QmT, &q, work, &lwork, iwork, &info)
-    dorgqr(&m, &qu, &qu, Wu, &m, tauu, work, &lwork, &info)
-    _finish(Wu, Pm, s, eps, q, q, qu, qv, m, r, U_out, QmT, left, Cl, Tv, flip, scratch, svd_zero)
+                w.core[i + j * qu] += Wu[i + t * m] * Wv[j + t * P]
+    dgesdd(&jobz, &qu, &qv, w.core, &qu, w.s, w.Pm, &qu, w.QmT, &q, w.work, &w.lwork, w.iwork, &info)
+    dorgqr(&m, &qu, &qu, Wu, &m, w.tauu, w.work, &w.lwork, &info)
+    _finish(Wu, w.Pm, w.s, eps, q, q, qu, qv, m, r, U_out, w.QmT, w.left, w.Cl, w.Tv, w.flip,
+            w.scratch, svd_zero)
     memset(Z, 0, P * r * sizeof(double))       # V_out = (Q_V [T; 0])ᵀ
     for j in range(r):
         for t in range(qv):
-            Z[t + j * P] = Tv[t + j * qv]
-    dormqr(&side, &trans, &P, &r, &qv, Wv, &P, tauv, Z, &P, work, &lwork, &info)
+            Z[t + j * P] = w.Tv[t + j * qv]
+    dormqr(&side, &trans, &P, &r, &qv, Wv, &P, w.tauv, Z, &P, w.work, &w.lwork, &info)
 
 
 cdef void _finish(const double *Bu, const double *Cu, double *s, const floating *eps, int nsv,

@@ -6,10 +6,10 @@ raises ImportError when the extensions are not built.
 """
 from .propagate import jvp_blocks, kf_combine, kf_fused, outer_add, rank1_update, uoro_fused
 from .propagate import openmp_enabled as _propagate_openmp
-from .reduce import ok_reduce
+from .reduce import ok_fused, ok_reduce
 from .reduce import openmp_enabled as _reduce_openmp
 
-__all__ = ["jvp_blocks", "kf_combine", "kf_fused", "ok_reduce", "outer_add", "rank1_update", "uoro_fused"]
+__all__ = ["jvp_blocks", "kf_combine", "kf_fused", "ok_fused", "ok_reduce", "outer_add", "rank1_update", "uoro_fused"]
 
 
 def openmp_enabled():
