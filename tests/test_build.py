@@ -341,9 +341,83 @@ def test_uoro_fused(n, B, dtype, reset, n_threads):
         assert rel_max(np.multiply.outer(v[0], w[0]), np.multiply.outer(nu, np.outer(dz * nu, a))) <= TOL[dtype]
 
 
+def _ok_fused_inputs(gen, B, r, n, dtype, case):
+    """A (B, r, n, n), u (B, r, m), the step and signs (B, r+1). ``case``: "random";
+    "reset", sample 0's A and u zero (only the immediate term is left); "equal factors",
+    the last sample's A_1 = A_0 (two equal terms H A_i: the Gram route's Cholesky
+    breaks down, so the sample takes the Householder route)."""
+    W, lam, dz, a = _fused_inputs(gen, B, n, dtype)
+    A = gen.standard_normal((B, r, n, n)).astype(dtype)
+    u = gen.standard_normal((B, r, n + 3)).astype(dtype)
+    if case == "reset":
+        A[0], u[0] = 0.0, 0.0
+    elif case == "equal factors":
+        A[-1, 1] = A[-1, 0]
+    return A, u, W, lam, dz, a, _signs(gen, (B, r + 1), dtype)
+
+
+def _ok_fused_run(ops, A, u, W, lam, dz, a, signs, n_threads):
+    """(A_out, u_out) of ``ops.ok_fused``, written into NaN-filled arrays."""
+    A_out, u_out = np.full_like(A, np.nan), np.full_like(u, np.nan)
+    ops.ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads)
+    return A_out, u_out
+
+
+OK_FUSED_CASES = [(case, r, route) for r in (1, 2, 3, 4)
+                  for case, route in [("random", "usual"), ("random", "Householder only"),
+                                      ("reset", "usual"), ("equal factors", "usual")]
+                  if case != "equal factors" or r >= 2]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B", [1, 5])
+@pytest.mark.parametrize("n", [1, 3, 7])
+@pytest.mark.parametrize("case, r, route", OK_FUSED_CASES)
+def test_ok_fused(case, r, route, n, B, dtype, n_threads, monkeypatch):
+    """Factors (same sign convention) and reconstructed sums against numpy.
+
+    n = 1 has n² = 1 < r + 1 terms (the Householder route); "Householder only"
+    (MIN_PIVOT above 1) sends every sample there; from zero factors ("reset")
+    the result is exactly the immediate term diag(dz) ⊗ a.
+    """
+    if route == "Householder only":
+        monkeypatch.setattr("kfrtrl._cy.reduce.MIN_PIVOT", 2.0)
+    args = _ok_fused_inputs(np.random.default_rng(1000 * n + 100 * r + 10 * B + len(case)), B, r, n, dtype, case)
+    A_ref, u_ref = _ok_fused_run(ref, *args, 1)
+    A_out, u_out = _ok_fused_run(cy, *args, n_threads)
+    assert A_out.dtype == A_ref.dtype and u_out.dtype == u_ref.dtype
+    assert rel_max(A_out, A_ref) <= TOL[dtype]
+    assert rel_max(u_out, u_ref) <= TOL[dtype]
+    total_ref = np.einsum("brm,brp->bmp", u_ref, A_ref.reshape(B, r, n * n))
+    assert rel_max(np.einsum("brm,brp->bmp", u_out, A_out.reshape(B, r, n * n)), total_ref) <= TOL[dtype]
+    if case == "reset":
+        dz, a = args[4][0], args[5][0]
+        total = np.einsum("rm,rp->mp", u_out[0], A_out[0].reshape(r, n * n))
+        assert rel_max(total, np.outer(a, np.diag(dz).ravel())) <= TOL[dtype]
+
+
+def test_ok_fused_parallel_path_is_exact_and_matches_one_thread():
+    """Samples in parallel (one BLAS thread each) just past PARALLEL_MIN_WORK, with a reset
+    sample and one with equal factors (Householder route): same bits on 1 and 2 threads,
+    and the reference."""
+    from kfrtrl._cy.propagate import PARALLEL_MIN_WORK as work
+
+    B, r = 4, 2
+    n = int(np.ceil(np.sqrt(work / (B * r))))
+    args = _ok_fused_inputs(np.random.default_rng(14), B, r, n, np.float64, "reset")
+    A, u = args[0], args[1]
+    A[-1, 1] = A[-1, 0]
+    assert A.size >= work
+    (A_ref, u_ref), one, two = (_ok_fused_run(mod, *args, nt) for mod, nt in ((ref, 1), (cy, 1), (cy, 2)))
+    for res_ref, res_one, res_two in zip((A_ref, u_ref), one, two):
+        np.testing.assert_array_equal(res_one, res_two)
+        assert rel_max(res_two, res_ref) <= TOL[np.float64]
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_fused_kernels_read_any_input_layout(dtype):
-    """Non-contiguous inputs (a column-major W, strided lam, dz, a, ν, A, signs) are copied first."""
+    """Non-contiguous inputs (a column-major W, strided lam, dz, a, ν, A, u, signs) are copied first."""
     gen = np.random.default_rng(12)
     B, C, n = 3, 2, 5
 
@@ -363,6 +437,14 @@ def test_fused_kernels_read_any_input_layout(dtype):
     res = _uoro_fused_run(cy, v, w, w_sq, np.asfortranarray(W), strided(lam), strided(dz), strided(a),
                           strided(nu), 2)
     for got, want in zip(res, res_ref):
+        assert rel_max(got, want) <= TOL[dtype]
+
+    ok_args = _ok_fused_inputs(gen, B, C, n, dtype, "random")
+    ok_ref = _ok_fused_run(ref, *ok_args, 1)
+    A, u, W, lam, dz, a, signs = ok_args
+    ok_res = _ok_fused_run(cy, strided(A), strided(u), np.asfortranarray(W), strided(lam), strided(dz),
+                           strided(a), strided(signs), 2)
+    for got, want in zip(ok_res, ok_ref):
         assert rel_max(got, want) <= TOL[dtype]
 
 
@@ -472,7 +554,12 @@ s = np.array([[1.0, -1.0, 1.0]] * 3)
 outs = [(np.empty((3, 2, 16)), np.empty((3, 2, 7))) for _ in range(2)]
 ref.ok_reduce(Vk, Uk, s, *outs[0], 1)
 red.ok_reduce(Vk, Uk, s, *outs[1], 2)
-err = max(np.abs(o2 - o1).max(), *(np.abs(a - b).max() for a, b in zip(*outs)))
+A, u, W = gen.standard_normal((3, 2, 4, 4)), gen.standard_normal((3, 2, 7)), gen.standard_normal((4, 7))
+lam, dz, a = gen.uniform(0.0, 1.0, (3, 4)), gen.standard_normal((3, 4)), gen.standard_normal((3, 7))
+fused = [(np.empty_like(A), np.empty_like(u)) for _ in range(2)]
+ref.ok_fused(A, u, W, lam, dz, a, s, *fused[0], 1)
+red.ok_fused(A, u, W, lam, dz, a, s, *fused[1], 2)
+err = max(np.abs(o2 - o1).max(), *(np.abs(x - y).max() for x, y in [*zip(*outs), *zip(*fused)]))
 print(prop.openmp_enabled(), red.openmp_enabled(), err)
 """
 
