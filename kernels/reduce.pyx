@@ -7,11 +7,12 @@ Same semantics and argument order as :func:`kfrtrl._reference.kernels.ok_reduce`
 parallel over samples, all small factors in float64. Two routes per sample,
 equal in exact arithmetic:
 
-- Gram (BLAS-3, the usual one): ``G = V Vᵀ`` by one GEMM, the triangular
+- Gram (the usual one): ``G = V Vᵀ`` (:c:func:`kfrtrl_gram`), the triangular
   factor R of the QR ``Vᵀ = Q R`` by Cholesky of the unit-diagonal scaling of
   G (so only the conditioning of the row-normalised factors matters), Q never
-  formed: the new A's are one GEMM ``V_out = Tᵀ V`` with ``T = R⁻¹ (...)``
-  small. The same for U. Two passes over the long A side in all.
+  formed: the new A's are ``V_out = Tᵀ V`` (:c:func:`kfrtrl_combine`) with
+  ``T = R⁻¹ (...)`` small. The same for U (by BLAS). Two passes over the long
+  A side in all, both register-tiled C loops.
   Terms with a zero factor (right after a reset) are dropped first.
 - Householder (the reference's): when a Cholesky pivot of a scaled Gram
   matrix is below :data:`MIN_PIVOT` (nearly dependent terms) or there are
@@ -164,7 +165,7 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     V (B, r+1, P); U (B, r+1, m); signs (B, r+1) of ±1; V_out (B, r, P) and
     U_out (B, r, m) C-contiguous, written, not overlapping V or U.
     Cost per sample: Gram route ~(r+1)² P + r (r+1) P multiply-adds (two
-    GEMMs) plus O(m (r+1)² + (r+1)³); Householder route ~3 (r+1)² P in BLAS-2.
+    passes over V) plus O(m (r+1)² + (r+1)³); Householder route ~3 (r+1)² P in BLAS-2.
     """
     B, k, P = V.shape
     m = U.shape[2]
@@ -192,10 +193,10 @@ def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
 
     Per sample, in one thread's workspace: ``H_b = diag(lam_b) + diag(dz_b) W[:, :n]``
     formed in a scratch, the r terms ``S = A_b H_bᵀ`` by one GEMM (in float64), their
-    Gram matrix by a second, extended by the immediate term ``diag(dz_b) ⊗ a_b`` from
-    diagonals only (``G[i, r] = Σ_t S_i[t, t] dz_t``, ``G[r, r] = |dz|²``); then the same
-    coefficients as :func:`ok_reduce`'s Gram route, and ``A_out[b] = C[:, :r] S`` by one
-    GEMM plus ``C[:, r] dz`` added on the diagonals. A sample the Gram route declines
+    Gram matrix (one pass over S), extended by the immediate term ``diag(dz_b) ⊗ a_b``
+    from diagonals only (``G[i, r] = Σ_t S_i[t, t] dz_t``, ``G[r, r] = |dz|²``); then the
+    same coefficients as :func:`ok_reduce`'s Gram route, and ``A_out[b] = C[:, :r] S``
+    (a second pass) plus ``C[:, r] dz`` added on the diagonals. A sample the Gram route declines
     (nearly dependent terms, or more terms than n² or m) writes the diagonal term out
     and takes :func:`ok_reduce`'s Householder route. Neither H_b, D_b nor the
     (r+1)-term stack exists as an array. Samples run in parallel (each GEMM on one
@@ -348,8 +349,8 @@ cdef void _reduce_one(const floating *V, const floating *U, const floating *eps,
                       int *iwork, double svd_zero, double min_pivot) noexcept nogil:
     """One sample: V (k, P), U (k, m), eps (k,) -> V_out (k-1, P), U_out (k-1, m).
 
-    Gram route: G_V = V Vᵀ (GEMM), the coefficients (:func:`_gram_coefficients`),
-    V_out = Tk V (GEMM); else the Householder route on float64 copies.
+    Gram route: G_V = V Vᵀ, the coefficients (:func:`_gram_coefficients`),
+    V_out = Tk V; else the Householder route on float64 copies.
     """
     cdef int r = k - 1
     cdef Work w = _carve(ws, iwork, P, m, k, lwork)
