@@ -159,7 +159,7 @@ def test_gemm_flops_hand_totals(cell, spec, flops):
 
 class _CountingOps:
     """A backend proxy adding up the GEMM flops of every kernel call that multiplies by the weights:
-    jvp_blocks (2 · B · K · n_rec · p), kf_fused (2 · B · C · n³) and uoro_fused (2 · B · n²)."""
+    jvp_blocks (2 · B · K · n_rec · p), kf_fused and ok_fused (2 · B · terms · n³), uoro_fused (2 · B · n²)."""
 
     def __init__(self, ops):
         self._ops, self.flops = ops, 0
@@ -176,6 +176,11 @@ class _CountingOps:
         B, C, n, _ = A.shape
         self.flops += 2 * B * C * n * n * n
         return self._ops.kf_fused(A, *rest)
+
+    def ok_fused(self, A, *rest):
+        B, r, n, _ = A.shape
+        self.flops += 2 * B * r * n * n * n
+        return self._ops.ok_fused(A, *rest)
 
     def uoro_fused(self, v, *rest):
         B, n = v.shape

@@ -28,8 +28,7 @@ class OK(KroneckerSum):
         # the fused path writes the reduced A's into a spare buffer, then the two swap roles;
         # the general path builds the r+1 terms in _V (both allocated at the first step that
         # needs them: a fresh multi-MB array per step costs more in page faults than a pass)
-        self._spare = None
-        self._V = None
+        self._spare = self._u_spare = self._V = None
 
     def _propagate(self, cache):
         diagonal = self.cell.diagonal_step(cache)
