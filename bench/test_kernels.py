@@ -10,7 +10,8 @@ the process: robust to other load, and equal to wall time at 1 thread).
 
 Each benchmark group is one problem size, ``<family> n=.. B=.. r=..``, and
 holds the bare product that bounds the step from below plus ``est.step`` of
-every estimator of the family on every available backend:
+every estimator of the family on every available backend, run in that order group
+by group (the GEMM right before the steps it bounds):
 
 - ``kron`` (KF-RTRL with r chains, OK of rank r): (B·r·n, n) @ (n, n) GEMM;
 - ``rtrl`` (exact RTRL; n in {16, 64, 128} at batch 1, n <= 16 (full grid: 64)
@@ -101,35 +102,48 @@ def _info(benchmark, kind, family, n, B, r, threads, **extra):
                                 gemm_shape=[rows, inner, cols], flops=2 * rows * inner * cols, **extra)
 
 
-@pytest.mark.parametrize("family, n, B, r", CASES)
-def test_gemm(benchmark, limited_threads, family, n, B, r):
+MEMBERS = [(family, n, B, r, what) for family, n, B, r in CASES
+           for what in ["gemm"] + [f"{est}/{backend}" for est in FAMILIES[family] for backend in BACKENDS]]
+
+
+@pytest.mark.parametrize("family, n, B, r, what", MEMBERS)
+def test_group_member(benchmark, limited_threads, family, n, B, r, what):
+    """One member of a group: its GEMM lower bound (``what="gemm"``) or ``"<estimator>/<backend>"``'s step.
+
+    Members run group by group, the GEMM right before the steps it bounds, so that each
+    ratio compares timings taken minutes apart at most (this machine's GEMM rate drifts by
+    up to 20% over a longer run).
+    """
+    if what == "gemm":
+        _bench_gemm(benchmark, limited_threads, family, n, B, r)
+    else:
+        estimator, backend = what.split("/")
+        _bench_step(benchmark, limited_threads, family, estimator, backend, n, B, r)
+
+
+def _bench_gemm(benchmark, threads, family, n, B, r):
     """The bare product (float64, BLAS) that lower-bounds the step of the group."""
     rows, inner, cols = _gemm_shape(family, n, B, r)
     gen = np.random.default_rng(0)
     X, W = gen.standard_normal((rows, inner)), gen.standard_normal((inner, cols))
     out = np.empty((rows, cols))
-    _info(benchmark, "gemm", family, n, B, r, limited_threads)
+    _info(benchmark, "gemm", family, n, B, r, threads)
     benchmark(np.matmul, X, W, out=out)
 
 
-STEP_CASES = [(family, est, backend, n, B, r) for family, n, B, r in CASES
-              for est in FAMILIES[family] for backend in BACKENDS]
-
-
-@pytest.mark.parametrize("family, estimator, backend, n, B, r", STEP_CASES)
-def test_step(benchmark, limited_threads, family, estimator, backend, n, B, r):
+def _bench_step(benchmark, threads, family, estimator, backend, n, B, r):
     """``est.step(x)`` with fresh random inputs, after a few warm-up steps (compilation, transients).
 
     The estimator gets ``n_threads`` explicitly, so each step includes its
     :func:`kfrtrl.threads.limit` call (see :func:`test_thread_limit`).
     """
     cell = kfrtrl.Elman(N_IN, n, rng=0)
-    est = FAMILIES[family][estimator](cell, B, r, backend, limited_threads)
+    est = FAMILIES[family][estimator](cell, B, r, backend, threads)
     xs = np.random.default_rng(2).standard_normal((64, B, N_IN))
     for x in xs[: r + 3]:
         est.step(x)
     inputs = itertools.cycle(xs)
-    _info(benchmark, "step", family, n, B, r, limited_threads, estimator=estimator, backend=backend)
+    _info(benchmark, "step", family, n, B, r, threads, estimator=estimator, backend=backend)
     benchmark(lambda: est.step(next(inputs)))
 
 
