@@ -15,13 +15,20 @@ _MODULES = {
     "numba": "kfrtrl._numba",
     "cython": "kfrtrl._cy",
 }
-# estimator name -> backend chosen by "auto", from bench/test_kernels.py (1 thread, float64):
-# numba's step is 1.3-3x faster than numpy's for KF/OK/RTRL at n >= 16, and its fused
-# rank1_update 2-2.5x for UORO/NoBackTrack at n = 128, B = 16; TBPTT calls no kernel.
-# Against cython (step / GEMM bound, n = 128 and 256, B = 16): numba ahead for OK r=8
-# (1.33 vs 1.57, 1.23 vs 1.35), RTRL, KF and UORO, cython ahead only for OK r=1 (1.48 vs
-# 1.60); one choice per estimator, so numba throughout.
-_AUTO = {"rtrl": "numba", "uoro": "numba", "kf": "numba", "ok": "numba", "nobacktrack": "numba", "tbptt": "numpy"}
+# estimator name -> the backends "auto" tries, in order (numpy when none is available), from
+# bench/test_kernels.py (1 thread, float64, step / same-run GEMM bound, medians of 3-4 runs on
+# 2026-11-22): the compiled steps are 1.5-5x faster than numpy's from n = 16 on. numba and
+# cython are within ~5% of each other for RTRL, KF, UORO and NoBackTrack (numba first: no build
+# needed); for OK at r = 8, batch 16, cython's reduction loops make its step 5-10% faster
+# (n = 128: 1.27-1.42 vs 1.40-1.49 GEMMs), while at r = 1 numba is ~4% ahead. TBPTT calls no kernel.
+_AUTO = {
+    "rtrl": ("numba", "cython"),
+    "uoro": ("numba", "cython"),
+    "kf": ("numba", "cython"),
+    "ok": ("cython", "numba"),
+    "nobacktrack": ("numba", "cython"),
+    "tbptt": (),
+}
 
 
 def known_backends():
@@ -53,23 +60,36 @@ def _load(name):
 def get_backend(backend, estimator):
     """Resolve ``backend`` for ``estimator`` -> (name, kernel module).
 
-    "auto" picks the measured best for the estimator and falls back to numpy
-    with a warning when that backend is missing. An explicitly named backend
-    that is missing raises ImportError; an unknown name raises ValueError.
+    "auto" picks the measured best for the estimator; when that backend is missing it
+    takes the next available one of :data:`_AUTO` (numpy last) with a one-line warning.
+    An explicitly named backend that is missing raises ImportError; an unknown name
+    raises ValueError.
     """
     if backend not in _MODULES and backend != "auto":
         raise ValueError(f"backend: expected one of {known_backends()}, got {backend!r}")
     if backend == "auto":
-        wanted = _AUTO.get(estimator, "numpy")
-        try:
-            return wanted, _load(wanted)
-        except ImportError as exc:
-            warnings.warn(f"kfrtrl: backend {wanted!r} unavailable ({exc}); using 'numpy'", stacklevel=3)
-            return "numpy", _load("numpy")
+        return _auto(estimator)
     try:
         return backend, _load(backend)
     except ImportError as exc:
         raise ImportError(f"backend: {backend!r} is not available here ({exc})") from exc
+
+
+def _auto(estimator):
+    """(name, module) of the first available backend of ``_AUTO[estimator]``, else numpy."""
+    first_error = None
+    for name in _AUTO.get(estimator, ()):
+        try:
+            module = _load(name)
+        except ImportError as exc:
+            first_error = first_error or f"backend {name!r} unavailable ({exc})"
+            continue
+        if first_error:
+            warnings.warn(f"kfrtrl: {first_error}; using {name!r}", stacklevel=4)
+        return name, module
+    if first_error:
+        warnings.warn(f"kfrtrl: {first_error}; using 'numpy'", stacklevel=4)
+    return "numpy", _load("numpy")
 
 
 def show_config(file=None):
@@ -86,7 +106,7 @@ def show_config(file=None):
         f"kfrtrl {__version__}  python {platform.python_version()}  numpy {np.__version__}",
         f"cores: {os.cpu_count()}",
         f"backends available: {', '.join(available_backends())} (known: {', '.join(known_backends())})",
-        f"auto picks: {dict(sorted(_AUTO.items())) or 'numpy for every estimator'}",
+        "auto picks: " + ", ".join(f"{e}: {' > '.join(p + ('numpy',))}" for e, p in sorted(_AUTO.items())),
     ]
     try:
         from . import _cy

@@ -422,7 +422,7 @@ def test_a_backend_missing_a_kernel_is_unavailable(monkeypatch):
 
 def test_auto_falls_back_to_numpy_with_a_warning(monkeypatch):
     monkeypatch.setitem(backends._MODULES, "fast", "kfrtrl._no_such_module")
-    monkeypatch.setitem(backends._AUTO, "ok", "fast")
+    monkeypatch.setitem(backends._AUTO, "ok", ("fast",))
     cell = kfrtrl.Elman(N_IN, 3, rng=22)
     with pytest.warns(UserWarning, match="backend 'fast' unavailable"):
         est = kfrtrl.OK(cell, rank=2, backend="auto")
@@ -430,3 +430,15 @@ def test_auto_falls_back_to_numpy_with_a_warning(monkeypatch):
     with pytest.raises(ImportError, match="backend: 'fast' is not available"):
         kfrtrl.OK(cell, rank=2, backend="fast")
     assert "fast" not in kfrtrl.available_backends()
+
+
+def test_auto_takes_the_next_compiled_backend_with_a_warning(monkeypatch):
+    monkeypatch.setitem(backends._MODULES, "fast", "kfrtrl._no_such_module")
+    monkeypatch.setitem(backends._AUTO, "ok", ("fast", "numpy"))
+    with pytest.warns(UserWarning, match="backend 'fast' unavailable .*; using 'numpy'"):
+        est = kfrtrl.OK(kfrtrl.Elman(N_IN, 3, rng=22), rank=2, backend="auto")
+    assert est.backend == "numpy"
+    for name in COMPILED:
+        monkeypatch.setitem(backends._AUTO, "ok", ("fast", name))
+        with pytest.warns(UserWarning, match=f"using {name!r}"):
+            assert kfrtrl.OK(kfrtrl.Elman(N_IN, 3, rng=22), rank=2, backend="auto").backend == name
