@@ -123,11 +123,7 @@ def _jvp_folded(V, R, lam, dz, out, lo, hi):
     n = R.shape[0]
     H = np.empty((n, n), dtype=out.dtype)
     for b in range(lo, hi):
-        for t in range(n):
-            d = dz[b, 0, 0, t]
-            for s in range(n):
-                H[t, s] = R[t, s] * d
-            H[t, t] += lam[b, 0, 0, t]
+        _diagonal_jacobian(R, lam[:, 0, 0], dz[:, 0, 0], b, H)
         np.dot(_block(V, b), H.T, _block(out, b))
 
 
@@ -330,6 +326,17 @@ def _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out, in_place):
         _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, row // C, row % C, in_place)
 
 
+@kernel(inline=True)
+def _diagonal_jacobian(R, lam, dz, b, H):
+    """H = diag(dz[b]) R + diag(lam[b]) (n, n) for sample b; R (n, >= n) rows read in place."""
+    n = H.shape[0]
+    for t in range(n):
+        d = dz[b, t]
+        for s in range(n):
+            H[t, s] = R[t, s] * d
+        H[t, t] += lam[b, t]
+
+
 # ---------------------------------------------------------------- kf_fused
 
 
@@ -365,11 +372,7 @@ def _kf_fused(V, u, W, lam, dz, a, c1, c2, out, u_out, lo, hi):
     C = V.shape[1] // n
     H = np.empty((n, n), dtype=out.dtype)
     for b in range(lo, hi):
-        for t in range(n):
-            d = dz[b, t]
-            for s in range(n):
-                H[t, s] = W[t, s] * d
-            H[t, t] += lam[b, t]
+        _diagonal_jacobian(W, lam, dz, b, H)
         np.dot(_block(V, b), H.T, _block(out, b))
         sq_d = sq_a = 0.0
         for t in range(n):
@@ -586,11 +589,7 @@ def _ok_fused(A3, u, W, lam, dz, a, signs, zero, out, u_out, done, lo, hi):
     Ub = np.empty((k, m), dtype=u.dtype)
     coef = np.empty((r, k))
     for b in range(lo, hi):
-        for t in range(n):
-            d = dz[b, t]
-            for s in range(n):
-                H[t, s] = W[t, s] * d
-            H[t, t] += lam[b, t]
+        _diagonal_jacobian(W, lam, dz, b, H)
         np.dot(_block(A3, b), H.T, S)
         _gram(T, G[:r, :r])
         sq = 0.0

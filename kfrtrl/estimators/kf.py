@@ -36,13 +36,6 @@ class KFRTRL(KroneckerSum):
         self._spare = {k: np.empty_like(A) for k, A in self._A.items()}
         self._Dt = None
 
-    def _propagate(self, cache):
-        diagonal = self.cell.diagonal_step(cache)
-        if diagonal is not None:
-            self._propagate_fused(*diagonal)
-        else:
-            self._propagate_layers(cache)
-
     def _propagate_fused(self, name, lam, dz, a):
         """The Elman-type step: propagation and merge in one kernel (``kf_fused``)."""
         A, out, u = self._A[name], self._spare[name], self._u[name]

@@ -30,13 +30,6 @@ class OK(KroneckerSum):
         # needs them: a fresh multi-MB array per step costs more in page faults than a pass)
         self._spare = self._u_spare = self._V = None
 
-    def _propagate(self, cache):
-        diagonal = self.cell.diagonal_step(cache)
-        if diagonal is not None:
-            self._propagate_fused(*diagonal)
-        else:
-            self._propagate_layers(cache)
-
     def _propagate_fused(self, name, lam, dz, a):
         """The Elman-type step: propagation and reduction in one kernel (``ok_fused``)."""
         if self._spare is None:
