@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""Shared inline helpers of the Cython kernels: the one BLAS wrapper, the OpenMP shim, threads.
+"""Shared inline helpers of the Cython kernels: the one BLAS wrapper, the OpenMP shim, threads,
+the C macro that compiles row loops for several instruction sets, and the Elman-type step.
 
 BLAS comes only from ``scipy.linalg.cython_blas`` (function pointers
 resolved at import; nothing is linked at build time).
@@ -17,6 +18,21 @@ cdef extern from *:
     """
     # 1 when this module was compiled with OpenMP (prange runs in parallel), else 0.
     const bint KFRTRL_OPENMP
+
+
+cdef extern from *:
+    """
+    /* KFRTRL_CLONES, put before a C function: compile it for several x86-64 instruction sets
+       and pick one at load time (GCC's target_clones; the build itself targets baseline
+       x86-64, SSE2, where memory-streaming row loops run at a quarter of AVX-512's width).
+       Nothing elsewhere: one portable version. No FMA in any clone, so all of them round
+       alike. The row loops that use it live in the modules' own C blocks. */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #define KFRTRL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+    #else
+    #define KFRTRL_CLONES
+    #endif
+    """
 
 
 cdef enum:
@@ -59,3 +75,44 @@ cdef inline double sumsq(const floating *x, Py_ssize_t n) noexcept nogil:
     for i in range(n - n % 8, n):
         acc[0] += <double> x[i] * x[i]
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef inline void step_matrix(const floating *W, int ldw, const floating *lam, const floating *dz,
+                             int n, bint transposed, floating *H) noexcept nogil:
+    """H (n, n) row-major = diag(lam) + diag(dz) W[:, :n]: an Elman-type step's Jacobian H_b.
+
+    W row-major with row stride ``ldw`` (>= n); lam, dz (n,); H must not overlap them.
+    With ``transposed``, W holds W[:, :n]ᵀ and H gets H_bᵀ = diag(lam) + W diag(dz)
+    (the same entries, each read and written along rows).
+    """
+    cdef Py_ssize_t i, j
+    cdef floating d
+    cdef floating *row
+    cdef const floating *w
+    for i in range(n):
+        row = H + i * n
+        w = W + i * ldw
+        if transposed:
+            for j in range(n):
+                row[j] = w[j] * dz[j]
+        else:
+            d = dz[i]
+            for j in range(n):
+                row[j] = d * w[j]
+        row[i] = row[i] + lam[i]
+
+
+cdef inline void step_propagate(const floating *V, int rows, const floating *W, int ldw,
+                                const floating *lam, const floating *dz, int n, bint transposed,
+                                floating *H, floating *out) noexcept nogil:
+    """out (rows, n) = V H_bᵀ for V (rows, n): ``rows`` tangents through one Elman-type step.
+
+    H_b (or H_bᵀ, with ``transposed``) is formed in the scratch H (n, n) by
+    :func:`step_matrix` (same arguments), then one GEMM that reads it transposed (or not).
+    All arrays row-major and contiguous but W (row stride ``ldw``); out must not
+    overlap V or H. The two forms agree in exact arithmetic, not bit for bit (BLAS
+    sums differently for a transposed operand at some sizes).
+    """
+    step_matrix(W, ldw, lam, dz, n, transposed, H)
+    gemm(c'n', c'n' if transposed else c't', rows, n, n, <floating> 1.0, V, n, H, n,
+         <floating> 0.0, out, n)

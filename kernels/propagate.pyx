@@ -21,7 +21,7 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport sqrt
 from libc.string cimport memcpy
 
-from _blas cimport KFRTRL_OPENMP, gemm, sumsq, threads_for
+from _blas cimport KFRTRL_OPENMP, gemm, step_propagate, sumsq, threads_for
 from _blas cimport PARALLEL_MIN_WORK as _MIN_WORK
 
 # Elements of work from which the kernels of this backend run in parallel.
@@ -60,11 +60,12 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     C-contiguous (the batch stride is free), else through a copy. Two routes:
 
     - Elman-type layers (S = S_in = Z = 1, Vr is all of V) with K >= n: the
-      layer is folded into one (n, n) matrix per sample, ``M_b = diag(λ_b) +
-      Wt diag(d_b)`` (B n² work), and ``out_b = V_b M_b`` is one BLAS GEMM
-      per sample: no element-wise pass. With several threads and samples the
-      samples run in parallel, BLAS held at one thread (one fork-join instead
-      of one per GEMM: measured ~10x faster on a loaded machine).
+      layer is folded into one (n, n) matrix per sample, ``H_bᵀ = diag(λ_b) +
+      Wt diag(d_b)`` (B n² work), and ``out_b = V_b H_bᵀ`` is one BLAS GEMM
+      per sample (``kf_fused``'s propagation, from Wt): no element-wise pass.
+      With several threads and samples the samples run in parallel, BLAS held
+      at one thread (one fork-join instead of one per GEMM: measured ~10x
+      faster on a loaded machine).
     - otherwise ``Vr @ Wt`` of the whole batch is one BLAS GEMM, written into
       ``out`` when Z <= S (else into a temporary), then one fused element-wise
       pass, parallel over the B*K tangents.
@@ -110,45 +111,38 @@ def _jvp_folded_call(V, Wt, lam, dz, out, n_threads):
     V, Wt = np.ascontiguousarray(V), np.ascontiguousarray(Wt)
     lam, dz = np.ascontiguousarray(lam), np.ascontiguousarray(dz)
     n_par = threads_for(min(n_threads, B), out.size)
-    M = np.empty((n_par, n, n), dtype=out.dtype)
+    H = np.empty((n_par, n, n), dtype=out.dtype)
     if n_par > 1:
         from kfrtrl.threads import blas_limit
 
         with blas_limit(1):
-            _jvp_folded_dispatch(V, Wt, lam, dz, out, M, n_par)
+            _jvp_folded_dispatch(V, Wt, lam, dz, out, H, n_par)
     else:
-        _jvp_folded_dispatch(V, Wt, lam, dz, out, M, n_par)
+        _jvp_folded_dispatch(V, Wt, lam, dz, out, H, n_par)
 
 
-def _jvp_folded_dispatch(V, Wt, lam, dz, out, M, n_par):
+def _jvp_folded_dispatch(V, Wt, lam, dz, out, H, n_par):
     if out.dtype == np.float32:
-        _jvp_folded[float](V, Wt, lam, dz, out, M, n_par)
+        _jvp_folded[float](V, Wt, lam, dz, out, H, n_par)
     else:
-        _jvp_folded[double](V, Wt, lam, dz, out, M, n_par)
+        _jvp_folded[double](V, Wt, lam, dz, out, H, n_par)
 
 
 cdef void _jvp_folded(const floating[:, :, ::1] V, const floating[:, ::1] Wt,
                       const floating[:, :, :, ::1] lam, const floating[:, :, :, ::1] dz,
-                      floating[:, :, :] out, floating[:, :, ::1] M, int n_par) noexcept nogil:
-    """out_b = V_b M_b, M_b = diag(λ_b) + Wt diag(d_b): one (n, n) matrix and one GEMM per sample.
+                      floating[:, :, :] out, floating[:, :, ::1] H, int n_par) noexcept nogil:
+    """out_b = V_b H_bᵀ, H_bᵀ = diag(λ_b) + Wt diag(d_b): one (n, n) matrix and one GEMM per sample.
 
     ``out`` (B, K, n) may have any batch stride (its (K, n) blocks are C-contiguous);
-    M (n_par, n, n) holds one M_b per thread, built just before its GEMM reads it.
+    H (n_par, n, n) holds one H_bᵀ per thread, built just before its GEMM reads it.
     Samples run in parallel (each GEMM on one BLAS thread: the caller holds BLAS
     at 1) when n_par > 1, else in turn with BLAS threading each GEMM.
     """
-    cdef Py_ssize_t K = V.shape[1], n = V.shape[2], b, s, t
-    cdef floating *row
-    cdef floating *Mb
+    cdef Py_ssize_t b
+    cdef int K = V.shape[1], n = V.shape[2]
     for b in prange(V.shape[0], nogil=True, num_threads=n_par, schedule='static'):
-        Mb = &M[threadid(), 0, 0]
-        for s in range(n):
-            row = Mb + s * n
-            for t in range(n):
-                row[t] = Wt[s, t] * dz[b, 0, 0, t]
-            row[s] = row[s] + lam[b, 0, 0, s]
-        gemm(c'n', c'n', <int> K, <int> n, <int> n, <floating> 1.0, &V[b, 0, 0], <int> n,
-             Mb, <int> n, <floating> 0.0, &out[b, 0, 0], <int> n)
+        step_propagate(&V[b, 0, 0], K, &Wt[0, 0], n, &lam[b, 0, 0, 0], &dz[b, 0, 0, 0], n, True,
+                       &H[threadid(), 0, 0], &out[b, 0, 0])
 
 
 cdef void _jvp_blocks(const floating[:, :, ::1] V, const floating[:, :] A, char ta, int lda,
@@ -363,21 +357,11 @@ cdef void _kf_fused(const floating[:, :, :, ::1] A, const floating[:, :, ::1] u,
                     floating[:, :, :, ::1] A_out, floating[:, :, ::1] u_out,
                     floating[:, :, ::1] H, int n_par) noexcept nogil:
     """Per sample: H_b in this thread's scratch, one GEMM, then each chain's merge in cache."""
-    cdef Py_ssize_t C = A_out.shape[1], n = A_out.shape[2], m = u_out.shape[2], b, c, i, j
+    cdef Py_ssize_t C = A_out.shape[1], n = A_out.shape[2], m = u_out.shape[2], b, c
     cdef double n_d, n_a
-    cdef floating *Hb
-    cdef floating *row
-    cdef const floating *w
     for b in prange(A_out.shape[0], nogil=True, num_threads=n_par, schedule='static'):
-        Hb = &H[threadid(), 0, 0]
-        for i in range(n):
-            row = Hb + i * n
-            w = &W[i, 0]
-            for j in range(n):
-                row[j] = dz[b, i] * w[j]
-            row[i] = row[i] + lam[b, i]
-        gemm(c'n', c't', <int> (C * n), <int> n, <int> n, <floating> 1.0, &A[b, 0, 0, 0], <int> n,
-             Hb, <int> n, <floating> 0.0, &A_out[b, 0, 0, 0], <int> n)
+        step_propagate(&A[b, 0, 0, 0], <int> (C * n), &W[0, 0], <int> W.shape[1], &lam[b, 0],
+                       &dz[b, 0], <int> n, False, &H[threadid(), 0, 0], &A_out[b, 0, 0, 0])
         n_d = sqrt(sumsq(&dz[b, 0], n))
         n_a = sqrt(sumsq(&a[b, 0], m))
         for c in range(C):
@@ -494,17 +478,8 @@ cdef inline double _inverse(double rho) noexcept nogil:
 
 cdef extern from *:
     """
-    /* Row loops compiled for several x86-64 instruction sets, one picked at load time
-       (GCC's target_clones; the build itself targets baseline x86-64, SSE2, where these
-       memory-streaming loops run at a quarter of AVX-512's width). One portable version
-       elsewhere. No FMA in any clone, so all of them round alike. */
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define KFRTRL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-    #else
-    #define KFRTRL_CLONES
-    #endif
-
-    /* x <- x s + t y in place; returns the new sum of squares in double (8 partial sums). */
+    /* x <- x s + t y in place; returns the new sum of squares in double (8 partial sums).
+       KFRTRL_CLONES: _blas.pxd. */
     #define KFRTRL_SCALE_ADD_SQ(T, NAME)                                                  \
     static KFRTRL_CLONES double NAME(T *x, const T *y, T s, T t, Py_ssize_t m) {         \
         double acc[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};                        \

@@ -41,7 +41,7 @@ from libc.math cimport fabs, sqrt
 from libc.string cimport memset
 from scipy.linalg.cython_lapack cimport dgeqrf, dgesdd, dormqr, dorgqr
 
-from _blas cimport KFRTRL_OPENMP, PARALLEL_MIN_WORK, gemm, sumsq, threads_for
+from _blas cimport KFRTRL_OPENMP, PARALLEL_MIN_WORK, gemm, step_propagate, sumsq, threads_for
 
 from kfrtrl._reference.kernels import SVD_ZERO
 
@@ -57,15 +57,10 @@ cdef extern from *:
     /* The two long passes of the Gram route over the A side (float64), as plain C with
        GCC/Clang vector extensions (4 doubles; setup.py's flags already assume GCC or
        Clang), compiled for several x86-64 instruction sets and one picked at load time
-       (GCC's target_clones, as in propagate.pyx; the build targets baseline x86-64).
+       (KFRTRL_CLONES, from _blas.pxd; the build targets baseline x86-64).
        No packing, unlike BLAS on these short-and-wide shapes: ~2x faster for the Gram
        matrix, ~1.2x for the recombination at r = 8, n² = 16384. */
     #include <string.h>
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define KFRTRL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-    #else
-    #define KFRTRL_CLONES
-    #endif
     typedef double kfrtrl_v4 __attribute__((vector_size(32)));
     #define KFRTRL_LD(v, p) memcpy(&(v), (p), sizeof(kfrtrl_v4))
     #define KFRTRL_ST(p, v) memcpy((p), &(v), sizeof(kfrtrl_v4))
@@ -407,12 +402,11 @@ cdef void _fused_one(const floating *A, const floating *u, const floating *W, in
     cdef double *S = w.Wv
     cdef double *Z
     cdef double acc
-    _step_matrix(W, ldw, lam, dz, n, H)
     if floating is double:
-        gemm(c'n', c't', r * n, n, n, 1.0, A, n, H, n, 0.0, S, n)
+        step_propagate(A, r * n, W, ldw, lam, dz, n, False, H, S)
         Z = A_out
     else:
-        gemm(c'n', c't', r * n, n, n, <float> 1.0, A, n, H, n, <float> 0.0, A_out, n)
+        step_propagate(A, r * n, W, ldw, lam, dz, n, False, H, A_out)
         _widen(A_out, r * P, S)
         Z = w.Z
     kfrtrl_gram(S, r, P, w.Rv, k)              # G_V of the r terms
@@ -438,18 +432,6 @@ cdef void _fused_one(const floating *A, const floating *u, const floating *W, in
         _householder_route(eps, k, P, m, u_out, Z, &w, svd_zero)
     if floating is float:
         _narrow(Z, r * P, A_out)
-
-
-cdef inline void _step_matrix(const floating *W, int ldw, const floating *lam,
-                              const floating *dz, int n, floating *H) noexcept nogil:
-    """H (n, n) row-major = diag(lam) + diag(dz) W[:, :n] (W row-major, row stride ldw)."""
-    cdef int i, j
-    cdef floating *row
-    for i in range(n):
-        row = H + i * n
-        for j in range(n):
-            row[j] = dz[i] * W[i * ldw + j]
-        row[i] = row[i] + lam[i]
 
 
 cdef inline void _stack_u(const floating *u, const floating *a, int r, int m,
