@@ -8,7 +8,7 @@ layout (non-contiguous ones are copied; the recurrent slice ``Vr`` and the
 transposed weight ``Wt`` are read in place when BLAS can stride them);
 output arrays must be C-contiguous (``jvp_blocks``' ``out`` only per sample, or
 it goes through a copy) and must not overlap the inputs, except that ``kf_combine`` may write
-``A_out`` over ``HA``, ``rank1_update`` ``w_out`` over ``w`` and ``kf_fused``
+``A_out`` over ``HA`` and ``u_out`` over ``u``, ``rank1_update`` ``w_out`` over ``w`` and ``kf_fused``
 ``u_out`` over ``u`` (as the estimators do); ``uoro_fused`` updates its
 C-contiguous ``v``, ``w``, ``w_sq`` in place.
 """
@@ -249,7 +249,7 @@ def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
     """KF-RTRL's unbiased merge (see :func:`kfrtrl._reference.kernels.kf_combine`).
 
     HA (B, C, p, N); u (B, C, m); Dt (B, p, N); a (B, m); c1, c2 (B, C) of ±1;
-    A_out (B, C, p, N) and u_out (B, C, m) C-contiguous, written (A_out may be HA).
+    A_out (B, C, p, N) and u_out (B, C, m) C-contiguous, written (A_out may be HA, u_out u).
     Norms are accumulated in float64. Two passes over HA: its norm, then the merge.
     """
     dtype = u_out.dtype

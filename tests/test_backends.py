@@ -159,7 +159,7 @@ def test_rank1_update(backend, B, dtype, in_place):
 @pytest.mark.parametrize("B, C", [(1, 1), (4, 3)])
 @pytest.mark.parametrize("backend", COMPILED)
 def test_kf_combine(backend, B, C, dtype, in_place):
-    """Random factors with zero norms mixed in (the reset guard); A_out may be HA itself."""
+    """Random factors with zero norms mixed in (the reset guard); A_out may be HA, u_out u."""
     gen = np.random.default_rng(12)
     p, N, m = 5, 7, 9
     HA = gen.standard_normal((B, C, p, N)).astype(dtype)
@@ -172,10 +172,10 @@ def test_kf_combine(backend, B, C, dtype, in_place):
     c1, c2 = _signs(gen, (B, C), dtype), _signs(gen, (B, C), dtype)
     results = []
     for ops in (ref, _ops(backend)):
-        HA_in = HA.copy()
+        HA_in, u_in = HA.copy(), u.copy()
         A_out = HA_in if in_place else np.empty_like(HA)
-        u_out = np.empty_like(u)
-        ops.kf_combine(HA_in, u, Dt, a, c1, c2, A_out, u_out, 2)
+        u_out = u_in if in_place else np.empty_like(u)
+        ops.kf_combine(HA_in, u_in, Dt, a, c1, c2, A_out, u_out, 2)
         results.append((A_out, u_out))
     for got, want in zip(results[1], results[0]):
         assert rel_max(got, want) <= TOL[dtype]

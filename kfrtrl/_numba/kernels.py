@@ -258,7 +258,7 @@ def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
     """KF-RTRL's unbiased merge of (H A, u) and (D, a) into one Kronecker term (see the reference).
 
     HA : (B, C, p, N);  u : (B, C, m);  Dt : (B, p, N);  a : (B, m);  c1, c2 : (B, C);
-    A_out : (B, C, p, N) (may be HA itself), u_out : (B, C, m), written.
+    A_out : (B, C, p, N) (may be HA itself), u_out : (B, C, m) (may be u), written.
     Per (sample, chain) one pass for |H A| and |D| together (D is then in cache for the
     merge) and one fused pass for the merge.
     """

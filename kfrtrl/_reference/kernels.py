@@ -60,7 +60,7 @@ def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
 
     HA : (B, C, p, N) propagated factors of C independent chains;  u : (B, C, m)
     Dt : (B, p, N), a : (B, m): the immediate term;  c1, c2 : (B, C) signs ±1
-    A_out : (B, C, p, N), u_out : (B, C, m), written:
+    A_out : (B, C, p, N), u_out : (B, C, m), written (A_out may be HA, u_out may be u):
         A' = c1 HA / p1 + c2 D / p2,  u' = c1 p1 u + c2 p2 a,
         p1 = sqrt(|HA| / |u|),  p2 = sqrt(|D| / |a|)   (p = 1 where a norm is 0).
     """
