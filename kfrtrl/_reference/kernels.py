@@ -140,22 +140,23 @@ def uoro_fused(v, w, w_sq, W, lam, dz, a, nu, n_threads):
     Hv = lam * v + dz * (v @ W[:, :n].T)
     d = dz * nu
     n_f = np.sqrt(np.sum(d * d, axis=1) * np.sum(a * a, axis=1))
-    rho0 = _ratio_root(np.sqrt(w_sq), np.sqrt(np.sum(Hv * Hv, axis=1)))
-    rho1 = _ratio_root(n_f, np.full(v.shape[0], np.sqrt(n)))
+    rho0 = ratio_root(np.sqrt(w_sq), np.sqrt(np.sum(Hv * Hv, axis=1)))
+    rho1 = ratio_root(n_f, np.full(v.shape[0], np.sqrt(n)))
     v[...] = rho0[:, None] * Hv + rho1[:, None] * nu
-    s_w, s_d = _inverse(rho0), _inverse(rho1)
+    s_w, s_d = inverse_or_zero(rho0), inverse_or_zero(rho1)
     rank1_update(w, s_w.astype(w.dtype), d, a, s_d.astype(w.dtype), w, n_threads)
     w_sq[...] = np.einsum("bpm,bpm->b", w, w, dtype=np.float64)
 
 
-def _ratio_root(num, den):
-    """sqrt(num / den) where both are > 0, else 0 (meaning: drop that term)."""
+def ratio_root(num, den):
+    """sqrt(num / den) where both are > 0, else 0 (meaning: drop that term); also the UORO
+    family's general path (kfrtrl.estimators.uoro, nobacktrack)."""
     ok = (num > 0) & (den > 0)
     return np.where(ok, np.sqrt(np.where(ok, num, 0.0) / np.where(ok, den, 1.0)), 0.0)
 
 
-def _inverse(rho):
-    """1 / rho, and 0 where rho is 0 (the dropped term)."""
+def inverse_or_zero(rho):
+    """1 / rho, and 0 where rho is 0 (the dropped term), in rho's dtype."""
     return np.where(rho > 0, 1.0 / np.where(rho > 0, rho, 1.0), 0.0)
 
 

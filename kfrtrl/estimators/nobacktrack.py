@@ -14,7 +14,8 @@ the gradient is not implemented (see the README).
 """
 import numpy as np
 
-from .uoro import UORO, _norm_over, _ratio_root, _safe_inv
+from .._reference.kernels import inverse_or_zero, ratio_root
+from .uoro import UORO, _norm_over
 
 
 class NoBackTrack(UORO):
@@ -32,9 +33,9 @@ class NoBackTrack(UORO):
         f2 = sum(np.sum(Dt * Dt, axis=1) * np.sum(a * a, axis=1)[:, None] for Dt, a in imm.values())
         rho = np.sqrt(np.sqrt(f2))
         coef = np.where(rho > 0, eps / np.where(rho > 0, rho, 1.0), 0.0).astype(self.dtype)
-        rho0 = _ratio_root(_norm_over(self._w.values()), np.linalg.norm(Hv, axis=1))
+        rho0 = ratio_root(_norm_over(self._w.values()), np.linalg.norm(Hv, axis=1))
         self._v = (eps0 * rho0)[:, None] * Hv + eps * rho
-        s_w = _safe_inv(rho0, self.dtype) * eps0               # exact: eps0 = ±1
+        s_w = inverse_or_zero(rho0).astype(self.dtype, copy=False) * eps0   # exact: eps0 = ±1
         ones = np.ones(B, dtype=self.dtype)
         for k, (Dt, a) in imm.items():
             d = np.einsum("bpn,bn->bp", Dt, coef)

@@ -14,6 +14,7 @@ cells the θ update is one fused pass (``rank1_update``).
 """
 import numpy as np
 
+from .._reference.kernels import inverse_or_zero, ratio_root
 from ._base import Estimator
 
 
@@ -53,10 +54,10 @@ class UORO(Estimator):
         nuF = self.cell.backward(cache, nu, state=False)[1]     # νᵀF = (Dᵀ ν) ⊗ a per matrix, O(N m)
         n_w = _norm_over(self._w.values())
         n_f = np.sqrt(sum(np.vecdot(d, d) * np.vecdot(a, a) for d, a in nuF.values()))
-        rho0 = _ratio_root(n_w, np.linalg.norm(Hv, axis=1))
-        rho1 = _ratio_root(n_f, np.full(B, np.sqrt(N), dtype=self.dtype))
+        rho0 = ratio_root(n_w, np.linalg.norm(Hv, axis=1))
+        rho1 = ratio_root(n_f, np.full(B, np.sqrt(N), dtype=self.dtype))
         self._v = rho0[:, None] * Hv + rho1[:, None] * nu
-        inv0, inv1 = _safe_inv(rho0, self.dtype), _safe_inv(rho1, self.dtype)
+        inv0, inv1 = (inverse_or_zero(rho).astype(self.dtype, copy=False) for rho in (rho0, rho1))
         for k, (d, a) in nuF.items():
             self.ops.rank1_update(self._w[k], inv0, d, a, inv1, self._w[k], self.n_threads)
         self._check_factors(self._v)
@@ -70,14 +71,3 @@ def _norm_over(arrays):
     """Per-sample Frobenius norm over several (B, ...) arrays -> (B,)."""
     flat = [x.reshape(x.shape[0], -1) for x in arrays]
     return np.sqrt(sum(np.vecdot(x, x) for x in flat))
-
-
-def _ratio_root(num, den):
-    """sqrt(num / den) where both are > 0, else 0 (meaning: drop that term)."""
-    out = np.zeros(np.shape(num), np.result_type(num, den))
-    return np.sqrt(np.divide(num, den, out=out, where=(num > 0) & (den > 0)))
-
-
-def _safe_inv(rho, dtype):
-    """1 / rho per sample (rho (B,)) as ``dtype``, and 0 where rho is 0 (the dropped term)."""
-    return np.divide(1.0, rho, out=np.zeros_like(rho), where=rho > 0).astype(dtype, copy=False)
