@@ -205,7 +205,8 @@ def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
     lam, dz : (B, n), same dtype.
     a : (B, m), same dtype.
     signs : (B, r+1), same dtype, the mixing signs ±1.
-    A_out : (B, r, n, n), same dtype, C-contiguous, not overlapping the inputs; written.
+    A_out : (B, r, n, n), same dtype, C-contiguous, written; may be A itself (each sample's
+        factors are read before its output is written), must not overlap the other inputs.
     u_out : (B, r, m), same dtype, C-contiguous, not overlapping the inputs; written.
     n_threads : int, the OpenMP threads the kernel may use.
 
@@ -394,7 +395,7 @@ cdef void _fused_one(const floating *A, const floating *u, const floating *W, in
     """One sample of :func:`ok_fused`: A (r, n, n), u (r, m) -> A_out (r, n, n), u_out (r, m).
 
     The r terms S = H A_i, (r, P = n²) row-major, are the first r rows of w.Wv in
-    float64 (float32: computed in A_out, then widened); the diagonal term, row r,
+    float64 (float32: computed in w.Z, then widened); the diagonal term, row r,
     is written there only for the Householder route. H (n, n) is this thread's scratch.
     """
     cdef int k = r + 1, P = n * n, i, t
@@ -405,10 +406,10 @@ cdef void _fused_one(const floating *A, const floating *u, const floating *W, in
     if floating is double:
         step_propagate(A, r * n, W, ldw, lam, dz, n, False, H, S)
         Z = A_out
-    else:
-        step_propagate(A, r * n, W, ldw, lam, dz, n, False, H, A_out)
-        _widen(A_out, r * P, S)
-        Z = w.Z
+    else:                                      # the float32 GEMM lands in Z (2 r P floats of room),
+        Z = w.Z                                # so A_out may be A: A is only read here
+        step_propagate(A, r * n, W, ldw, lam, dz, n, False, H, <floating *> Z)
+        _widen(<floating *> Z, r * P, S)
     kfrtrl_gram(S, r, P, w.Rv, k)              # G_V of the r terms
     for i in range(r):                         # ... and of diag(dz): diagonals only
         acc = 0.0

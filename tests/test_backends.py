@@ -249,7 +249,8 @@ def test_uoro_fused(backend, n, B, dtype):
 @pytest.mark.parametrize("backend", COMPILED)
 def test_ok_fused(backend, n, B, r, dtype):
     """Random factors, a reset sample (exact immediate term) and, when B > 1, a sample with two
-    equal A factors (linearly dependent terms: the compiled Gram route must decline or cope)."""
+    equal A factors (linearly dependent terms: the compiled Gram route must decline or cope);
+    also written in place over A."""
     gen = np.random.default_rng(41 + n + B + r)
     m = n + 3
     W, lam, dz, a = _diagonal_step(gen, B, n, m, dtype)
@@ -260,6 +261,9 @@ def test_ok_fused(backend, n, B, r, dtype):
         A[1, 1] = A[1, 0]
     signs = _signs(gen, (B, r + 1), dtype)
     want, got = _fused_both(backend, "ok_fused", (A, u, W, lam, dz, a, signs), (A, u))
+    in_place, u_out = A.copy(), np.empty_like(u)                 # A_out may be A (what OK does)
+    _ops(backend).ok_fused(in_place, u, W, lam, dz, a, signs, in_place, u_out, 2)
+    assert rel_max(in_place, got[0]) <= TOL[dtype] and rel_max(u_out, got[1]) <= TOL[dtype]
     whole = [np.einsum("brij,brm->bijm", Ao, uo) for Ao, uo in (want, got)]
     assert rel_max(whole[1], whole[0]) <= TOL[dtype]
     for x, y in zip(got, want):

@@ -546,8 +546,10 @@ def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
     """OK's whole step for a diagonal step Jacobian (see the reference).
 
     A : (B, r, n, n);  u : (B, r, m);  W : (n, m);  lam, dz : (B, n);  a : (B, m);
-    signs : (B, r+1);  A_out : (B, r, n, n), u_out : (B, r, m), written (not overlapping
-    the inputs; A_out any layout, fastest C-contiguous).
+    signs : (B, r+1);  A_out : (B, r, n, n), written, may be A itself (any layout, fastest
+    C-contiguous: each sample's factors are read before its output is written, and a sample
+    left to the reference is not written before);  u_out : (B, r, m), written, not
+    overlapping the inputs.
     Per sample (:func:`_ok_fused`), with everything in cache: H_b formed in a scratch,
     one GEMM for the r terms ``H A_i``, their Gram matrix extended by the diagonal term
     (whose products need only the diagonals), the reduction's coefficients as in

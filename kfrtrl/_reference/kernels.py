@@ -106,7 +106,8 @@ def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
 
     A : (B, r, n, n) factors (tangent layout);  u : (B, r, m);  W : (n, m)
     lam, dz : (B, n);  a : (B, m);  signs : (B, r+1) of ±1, the mixing signs
-    A_out : (B, r, n, n), u_out : (B, r, m), written, not overlapping the inputs.
+    A_out : (B, r, n, n), written, may be A itself;  u_out : (B, r, m), written, not
+    overlapping the inputs.
     Cost per sample: one (r n, n) @ (n, n) GEMM plus the reduction's O(r² n²).
     """
     B, r, n, _ = A.shape

@@ -25,21 +25,19 @@ class OK(KroneckerSum):
 
     def _allocate(self):
         super()._allocate()
-        # the fused path writes the reduced A's into a spare buffer, then the two swap roles;
-        # the general path builds the r+1 terms in _V (both allocated at the first step that
+        # the fused path writes the reduced A's over the old ones (in cache: 10-15% faster at
+        # r = 8 than a second buffer) and the u's into a spare that swaps roles with u; the
+        # general path builds the r+1 terms in _V (both allocated at the first step that
         # needs them: a fresh multi-MB array per step costs more in page faults than a pass)
-        self._spare = self._u_spare = self._V = None
+        self._u_spare = self._V = None
 
     def _propagate_fused(self, name, lam, dz, a):
         """The Elman-type step: propagation and reduction in one kernel (``ok_fused``)."""
-        if self._spare is None:
-            self._spare = {k: np.empty_like(A) for k, A in self._A.items()}
+        if self._u_spare is None:
             self._u_spare = {k: np.empty_like(u) for k, u in self._u.items()}
-        A, u = self._A[name], self._u[name]
-        A_out, u_out = self._spare[name], self._u_spare[name]
+        A, u, u_out = self._A[name], self._u[name], self._u_spare[name]
         signs = self._draw_signs((self.batch_size, self.rank + 1))
-        self.ops.ok_fused(A, u, self.cell.params()[name], lam, dz, a, signs, A_out, u_out, self.n_threads)
-        self._A[name], self._spare[name] = A_out, A
+        self.ops.ok_fused(A, u, self.cell.params()[name], lam, dz, a, signs, A, u_out, self.n_threads)
         self._u[name], self._u_spare[name] = u_out, u
         self._check_factors(u_out)
 
