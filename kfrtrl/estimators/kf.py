@@ -29,25 +29,25 @@ class KFRTRL(KroneckerSum):
 
     def _allocate(self):
         super()._allocate()
-        # The fused step writes the new factors over the old ones. The general path writes
-        # H A into a spare buffer and merges there in place, then the two swap roles (a fresh
-        # multi-MB array per step costs more in page faults than a pass), and D gets its own
-        # buffer, zeroed once (immediate writes only its nonzero blocks); both allocated at
-        # the first step that needs them.
-        self._spare = self._Dt = None
+        # H A is written into a spare buffer (merged there in place on the general path),
+        # then the two swap roles: a fresh multi-MB array per step costs more in page faults
+        # than a pass. D (general path only) gets its own buffer, zeroed once (immediate
+        # writes only its nonzero blocks), allocated at the first step that needs it.
+        self._spare = {k: np.empty_like(A) for k, A in self._A.items()}
+        self._Dt = None
 
     def _propagate_fused(self, name, lam, dz, a):
-        """The Elman-type step: propagation and merge in one kernel (``kf_fused``), in place."""
-        A, u = self._A[name], self._u[name]
+        """The Elman-type step: propagation and merge in one kernel (``kf_fused``)."""
+        A, out, u = self._A[name], self._spare[name], self._u[name]
         c1, c2 = self._draw_signs((2, self.batch_size, self.n_chains))
-        self.ops.kf_fused(A, u, self.cell.params()[name], lam, dz, a, c1, c2, A, u, self.n_threads)
+        self.ops.kf_fused(A, u, self.cell.params()[name], lam, dz, a, c1, c2, out, u, self.n_threads)
+        self._A[name], self._spare[name] = out, A
         self._check_factors(u)
 
     def _propagate_layers(self, cache):
         """Any cell: H A by the cell's jvp, then the merge with the immediate term (``kf_combine``)."""
         B, C, N = self.batch_size, self.n_chains, self.cell.n_state
         if self._Dt is None:
-            self._spare = {k: np.empty_like(A) for k, A in self._A.items()}
             self._Dt = {k: np.zeros((B, p, N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
         imm = self.cell.immediate(cache, self.ops, self.n_threads, out=self._Dt)
         for name, A in self._A.items():
