@@ -9,7 +9,7 @@ transposed weight ``Wt`` are read in place when BLAS can stride them);
 output arrays must be C-contiguous (``jvp_blocks``' ``out`` only per sample, or
 it goes through a copy) and must not overlap the inputs, except that ``kf_combine`` may write
 ``A_out`` over ``HA`` and ``u_out`` over ``u``, ``rank1_update`` ``w_out`` over ``w`` and ``kf_fused``
-``A_out`` over ``A`` and ``u_out`` over ``u`` (as the estimators do); ``uoro_fused`` updates its
+``u_out`` over ``u`` (as the estimators do); ``uoro_fused`` updates its
 C-contiguous ``v``, ``w``, ``w_sq`` in place.
 """
 import numpy as np
@@ -308,13 +308,10 @@ def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
     """KF-RTRL's whole step for an Elman-type cell (see :func:`kfrtrl._reference.kernels.kf_fused`).
 
     Per sample, ``H_b = diag(lam_b) + diag(dz_b) W[:, :n]`` is formed in a per-thread
-    scratch and ``S = A[b] H_bᵀ`` is one GEMM over the C chains into another (C n, n)
-    per-thread scratch; then, while S is in cache, each chain's norm is taken over S and
-    the chain is merged with the immediate term ``diag(dz_b) ⊗ a_b`` in one pass writing
-    ``A_out[b, c]`` (the diagonal D_b is never formed). ``A_out[b]`` is written only after
-    the GEMM has read ``A[b]``, so A_out may be A (no second state buffer, and the lines
-    written are the ones just read). Samples run in parallel when the work allows (each
-    GEMM on one BLAS thread), else in turn with BLAS threading each GEMM.
+    scratch and ``A_out[b] = A[b] H_bᵀ`` is one GEMM over the C chains; then, while that
+    block is in cache, each chain is merged with the immediate term ``diag(dz_b) ⊗ a_b``
+    in one pass (the diagonal D_b is never formed). Samples run in parallel when the
+    work allows (each GEMM on one BLAS thread), else in turn with BLAS threading each GEMM.
 
     Parameters
     ----------
@@ -324,8 +321,8 @@ def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
     lam, dz : (B, n), same dtype.
     a : (B, m), same dtype.
     c1, c2 : (B, C), same dtype, signs ±1.
-    A_out : (B, C, n, n), same dtype, C-contiguous, may be ``A`` (else not overlapping
-        it); written with ``c1 H A / p1 + c2 D / p2``.
+    A_out : (B, C, n, n), same dtype, C-contiguous, not overlapping A; written with
+        ``c1 H A / p1 + c2 D / p2``.
     u_out : (B, C, m), same dtype, C-contiguous, may be ``u``; written with
         ``c1 p1 u + c2 p2 a``.
     n_threads : int, the OpenMP threads the kernel may use.
@@ -336,22 +333,21 @@ def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
     A, u, W, lam, dz, a, c1, c2 = (np.ascontiguousarray(x) for x in (A, u, W, lam, dz, a, c1, c2))
     n_par = threads_for(min(n_threads, B), A_out.size)
     H = np.empty((n_par, n, n), dtype=A_out.dtype)
-    S = np.empty((n_par, C * n, n), dtype=A_out.dtype)
     if n_par > 1:
         from kfrtrl.threads import blas_limit
 
         with blas_limit(1):
-            _kf_fused_dispatch(A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, S, n_par)
+            _kf_fused_dispatch(A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, n_par)
     else:
-        _kf_fused_dispatch(A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, S, n_par)
+        _kf_fused_dispatch(A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, n_par)
 
 
-def _kf_fused_dispatch(A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, S, n_par):
+def _kf_fused_dispatch(A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, n_par):
     """The call for A_out's dtype."""
     if A_out.dtype == np.float32:
-        _kf_fused[float](A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, S, n_par)
+        _kf_fused[float](A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, n_par)
     else:
-        _kf_fused[double](A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, S, n_par)
+        _kf_fused[double](A, u, W, lam, dz, a, c1, c2, A_out, u_out, H, n_par)
 
 
 cdef void _kf_fused(const floating[:, :, :, ::1] A, const floating[:, :, ::1] u,
@@ -359,45 +355,36 @@ cdef void _kf_fused(const floating[:, :, :, ::1] A, const floating[:, :, ::1] u,
                     const floating[:, ::1] dz, const floating[:, ::1] a,
                     const floating[:, ::1] c1, const floating[:, ::1] c2,
                     floating[:, :, :, ::1] A_out, floating[:, :, ::1] u_out,
-                    floating[:, :, ::1] H, floating[:, :, ::1] S, int n_par) noexcept nogil:
-    """Per sample: H_b in this thread's scratch H, one GEMM A[b] -> this thread's S, then
-    each chain's merge from S into A_out[b, c] (A_out may be A: A[b] is read first)."""
+                    floating[:, :, ::1] H, int n_par) noexcept nogil:
+    """Per sample: H_b in this thread's scratch, one GEMM, then each chain's merge in cache."""
     cdef Py_ssize_t C = A_out.shape[1], n = A_out.shape[2], m = u_out.shape[2], b, c
     cdef double n_d, n_a
-    cdef floating *s
     for b in prange(A_out.shape[0], nogil=True, num_threads=n_par, schedule='static'):
-        s = &S[threadid(), 0, 0]
         step_propagate(&A[b, 0, 0, 0], <int> (C * n), &W[0, 0], <int> W.shape[1], &lam[b, 0],
-                       &dz[b, 0], <int> n, False, &H[threadid(), 0, 0], s)
+                       &dz[b, 0], <int> n, False, &H[threadid(), 0, 0], &A_out[b, 0, 0, 0])
         n_d = sqrt(sumsq(&dz[b, 0], n))
         n_a = sqrt(sumsq(&a[b, 0], m))
         for c in range(C):
-            _kf_merge_chain(s + c * n * n, &u[b, c, 0], &dz[b, 0], &a[b, 0], c1[b, c], c2[b, c],
-                            n_d, n_a, &A_out[b, c, 0, 0], &u_out[b, c, 0], n, m)
+            _kf_merge_chain(&A_out[b, c, 0, 0], &u[b, c, 0], &dz[b, 0], &a[b, 0], c1[b, c], c2[b, c],
+                            n_d, n_a, &u_out[b, c, 0], n, m)
 
 
-cdef inline void _kf_merge_chain(const floating *HA, const floating *u, const floating *d,
+cdef inline void _kf_merge_chain(floating *HA, const floating *u, const floating *d,
                                  const floating *a, floating s1, floating s2, double n_d,
-                                 double n_a, floating *A_out, floating *u_out, Py_ssize_t n,
+                                 double n_a, floating *u_out, Py_ssize_t n,
                                  Py_ssize_t m) noexcept nogil:
-    """One chain's merge: A_out (n, n) = s1 HA / p1 + s2 diag(d) / p2, u_out = s1 p1 u + s2 p2 a.
+    """One chain's merge in place: HA (n, n) <- s1 HA / p1 + s2 diag(d) / p2, u_out <- s1 p1 u + s2 p2 a.
 
-    HA (n, n) is H A of the chain (scratch, not overlapping A_out); one pass writes A_out,
-    each row's diagonal entry added while the row is in cache. n_d = |d|, n_a = |a|;
-    u_out may be u (its norm is read first).
+    n_d = |d|, n_a = |a|; u_out may be u (its norm is read first).
     """
     cdef double p1 = _balance(sqrt(sumsq(HA, n * n)), sqrt(sumsq(u, m)))
     cdef double p2 = _balance(n_d, n_a)
     cdef floating f1 = <floating> (s1 / p1), f2 = <floating> (s2 / p2)
     cdef Py_ssize_t i, j
-    cdef const floating *h
-    cdef floating *o
+    for i in range(n * n):
+        HA[i] = f1 * HA[i]
     for i in range(n):
-        h = HA + i * n
-        o = A_out + i * n
-        for j in range(n):
-            o[j] = f1 * h[j]
-        o[i] = o[i] + f2 * d[i]
+        HA[i * n + i] = HA[i * n + i] + f2 * d[i]
     f1 = <floating> (s1 * p1)
     f2 = <floating> (s2 * p2)
     for j in range(m):
