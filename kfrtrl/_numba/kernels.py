@@ -344,14 +344,12 @@ def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
     """KF-RTRL's whole step for a diagonal step Jacobian (see the reference).
 
     A : (B, C, n, n);  u : (B, C, m);  W : (n, m);  lam, dz : (B, n);  a : (B, m);
-    c1, c2 : (B, C);  A_out : (B, C, n, n), may be A itself (any layout, fastest
+    c1, c2 : (B, C);  A_out : (B, C, n, n), not overlapping A (any layout, fastest
     C-contiguous);  u_out : (B, C, m), may be u; written.
     Per sample (:func:`_kf_fused`): H_b formed in an (n, n) scratch, one GEMM
-    ``S = A[b] H_bᵀ`` for all C chains into a (C n, n) scratch, then, while S is in
-    cache, each chain's norm and one pass writing ``A_out[b]`` from S, scaled, with the
-    diagonal D_b = diag(dz_b) added (so A_out[b] is written after A[b] was read, and the
-    lines written are those just read when A_out is A). Samples run in parallel (BLAS
-    held at one thread) from PARALLEL_MIN_WORK elements on.
+    ``A_out[b] = A[b] H_bᵀ`` for all C chains, then, while that block is in cache,
+    each chain's norm and one pass scaling it and adding the diagonal D_b = diag(dz_b).
+    Samples run in parallel (BLAS held at one thread) from PARALLEL_MIN_WORK elements on.
     """
     B, C, n, _ = A.shape
     V = np.ascontiguousarray(A).reshape(B, C * n, n)
@@ -373,10 +371,9 @@ def _kf_fused(V, u, W, lam, dz, a, c1, c2, out, u_out, lo, hi):
     n = V.shape[2]
     C = V.shape[1] // n
     H = np.empty((n, n), dtype=out.dtype)
-    S = np.empty((C * n, n), dtype=out.dtype)
     for b in range(lo, hi):
         _diagonal_jacobian(W, lam, dz, b, H)
-        np.dot(_block(V, b), H.T, S)
+        np.dot(_block(V, b), H.T, _block(out, b))
         sq_d = sq_a = 0.0
         for t in range(n):
             sq_d += np.float64(dz[b, t]) * np.float64(dz[b, t])
@@ -384,18 +381,18 @@ def _kf_fused(V, u, W, lam, dz, a, c1, c2, out, u_out, lo, hi):
             sq_a += np.float64(a[b, j]) * np.float64(a[b, j])
         p2 = _balance(sq_d, sq_a)
         for c in range(C):
-            _kf_fused_chain(S, u, dz, a, c1, c2, out, u_out, b, c, p2)
+            _kf_fused_chain(u, dz, a, c1, c2, out, u_out, b, c, p2)
 
 
 @kernel(inline=True)
-def _kf_fused_chain(S, u, dz, a, c1, c2, out, u_out, b, c, p2):
-    """Chain c of sample b: |H A| from S, then out[b] = c1 S / p1 + c2 diag(dz) / p2, and u_out."""
-    n = S.shape[1]
+def _kf_fused_chain(u, dz, a, c1, c2, out, u_out, b, c, p2):
+    """Chain c of sample b: |H A| from out, then out = c1 out / p1 + c2 diag(dz) / p2, u_out."""
+    n = out.shape[2]
     lo = c * n
     sq_ha = sq_u = 0.0
     for i in range(lo, lo + n):
         for t in range(n):
-            x = np.float64(S[i, t])
+            x = np.float64(out[b, i, t])
             sq_ha += x * x
     for j in range(u.shape[2]):
         x = np.float64(u[b, c, j])
@@ -404,7 +401,7 @@ def _kf_fused_chain(S, u, dz, a, c1, c2, out, u_out, b, c, p2):
     s1, s2 = c1[b, c] / p1, c2[b, c] / p2
     for i in range(n):
         for t in range(n):
-            out[b, lo + i, t] = s1 * S[lo + i, t]
+            out[b, lo + i, t] *= s1
         out[b, lo + i, i] += s2 * dz[b, i]
     w1, w2 = c1[b, c] * p1, c2[b, c] * p2
     for j in range(u.shape[2]):

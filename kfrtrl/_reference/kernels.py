@@ -84,7 +84,7 @@ def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
 
     A : (B, C, n, n) factors of C chains (tangent layout);  u : (B, C, m);  W : (n, m)
     lam, dz : (B, n);  a : (B, m);  c1, c2 : (B, C) signs ±1
-    A_out : (B, C, n, n), may be A;  u_out : (B, C, m), may be u; written.
+    A_out : (B, C, n, n), not overlapping A;  u_out : (B, C, m), may be u; written.
     Cost per sample: one (C n, n) @ (n, n) GEMM plus O(C n (n + m)).
     """
     B, C, n, _ = A.shape
