@@ -350,13 +350,17 @@ def test_numba_ok_gram_route_used_on_well_conditioned_input(monkeypatch):
     _assert_ok_equal(_ok_both("numba", V, U, signs), 1e-10)
 
 
+def _record_calls(monkeypatch, module, name):
+    """Wrap ``module.name`` so that each call appends 1 to the returned list (then runs it)."""
+    calls, real = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
 @needs_numba
 def test_numba_ok_fallback_on_ill_conditioned_input(monkeypatch):
     """Nearly dependent A-factors go through Householder QR and still match the reference."""
-    nb = importlib.import_module("kfrtrl._numba.kernels")
-    calls = []
-    real = nb.ok_reduce_one
-    monkeypatch.setattr(nb, "ok_reduce_one", lambda *a: calls.append(1) or real(*a))
+    calls = _record_calls(monkeypatch, importlib.import_module("kfrtrl._numba.kernels"), "ok_reduce_one")
     gen = np.random.default_rng(15)
     V, U, signs = _ok_inputs(gen, 3, 2, 30, 8, np.float64, zero_frac=0.0)
     V[1, 2] = V[1, 0] + 1e-6 * V[1, 1]
@@ -367,10 +371,7 @@ def test_numba_ok_fallback_on_ill_conditioned_input(monkeypatch):
 @needs_numba
 def test_numba_ok_fused_falls_back_on_dependent_terms(monkeypatch):
     """Two equal A factors: that sample (only) goes through the reference, and still matches it."""
-    nb = importlib.import_module("kfrtrl._numba.kernels")
-    calls = []
-    real = nb._reference_ok_fused
-    monkeypatch.setattr(nb, "_reference_ok_fused", lambda *a: calls.append(1) or real(*a))
+    calls = _record_calls(monkeypatch, importlib.import_module("kfrtrl._numba.kernels"), "_reference_ok_fused")
     gen = np.random.default_rng(47)
     B, r, n, m = 3, 2, 4, 7
     W, lam, dz, a = _diagonal_step(gen, B, n, m, np.float64)
