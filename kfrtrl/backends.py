@@ -16,11 +16,11 @@ _MODULES = {
     "cython": "kfrtrl._cy",
 }
 # estimator name -> the backends "auto" tries, in order (numpy when none is available), from
-# bench/test_kernels.py (1 thread, float64, step / same-run GEMM bound, medians of 3-4 runs on
-# 2026-11-22): the compiled steps are 1.5-5x faster than numpy's from n = 16 on. numba and
-# cython are within ~5% of each other for RTRL, KF, UORO and NoBackTrack (numba first: no build
-# needed); for OK at r = 8, batch 16, cython's reduction loops make its step 5-10% faster
-# (n = 128: 1.27-1.42 vs 1.40-1.49 GEMMs), while at r = 1 numba is ~4% ahead. TBPTT calls no kernel.
+# bench/test_kernels.py (1 thread, float64, step / same-run GEMM bound, 2-4 runs on 2026-11-22):
+# the compiled steps are 1.5-5x faster than numpy's from n = 16 on. numba and cython are within
+# ~5% of each other for RTRL, KF, UORO and NoBackTrack (numba first: no build needed); for OK
+# cython is ahead at small n (24 vs 26.5 us at n = 16, batch 1) and at r = 8, n = 256, batch 16
+# (1.12 vs 1.16 GEMMs), and the two trade places at n = 128. TBPTT calls no kernel.
 _AUTO = {
     "rtrl": ("numba", "cython"),
     "uoro": ("numba", "cython"),
