@@ -13,8 +13,11 @@ from ..threads import limit
 class Estimator:
     """Base class of the online gradient estimators.
 
-    Subclasses implement ``_reset_influence(mask)``, ``_propagate(cache)``
-    and ``_gradient(c)``; this class validates, keeps the state and calls them.
+    Subclasses implement ``_reset_influence(mask)``, ``_gradient(c)`` and either
+    ``_propagate(cache)`` or, when they have a fused kernel for a cell whose step
+    is diagonal (``Cell.diagonal_step``), ``_propagate_fused(name, lam, dz, a)``
+    and ``_propagate_layers(cache)``; this class validates, keeps the state and
+    calls them.
 
     Parameters
     ----------
@@ -47,6 +50,14 @@ class Estimator:
     def _allocate(self):
         """Allocate the influence state (called once; zero = freshly reset)."""
         raise NotImplementedError
+
+    def _propagate(self, cache):
+        """Advance the influence: one fused kernel for a diagonal step, else layer by layer."""
+        diagonal = self.cell.diagonal_step(cache)
+        if diagonal is not None:
+            self._propagate_fused(*diagonal)
+        else:
+            self._propagate_layers(cache)
 
     @property
     def state(self):

@@ -5,7 +5,8 @@ from ._base import Estimator
 
 
 class KroneckerSum(Estimator):
-    """``G ≈ weight · Σ_i A_i ⊗ u_i`` per weight matrix; subclasses implement the two steps below.
+    """``G ≈ weight · Σ_i A_i ⊗ u_i`` per weight matrix; subclasses implement ``_propagate_fused``
+    and ``_propagate_layers`` (see :class:`Estimator`).
 
     Subclasses set ``_n_terms`` (terms per sample) and ``_weight`` before
     ``super().__init__``. Storage per matrix (p, m): A (batch, terms, p, n_state)
@@ -16,21 +17,6 @@ class KroneckerSum(Estimator):
         B, T, N = self.batch_size, self._n_terms, self.cell.n_state
         self._A = {k: np.zeros((B, T, p, N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
         self._u = {k: np.zeros((B, T, m), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
-
-    def _propagate(self, cache):
-        diagonal = self.cell.diagonal_step(cache)
-        if diagonal is not None:
-            self._propagate_fused(*diagonal)
-        else:
-            self._propagate_layers(cache)
-
-    def _propagate_fused(self, name, lam, dz, a):
-        """The step of a cell with a diagonal step Jacobian (``Cell.diagonal_step``), in one kernel."""
-        raise NotImplementedError
-
-    def _propagate_layers(self, cache):
-        """The step of any cell, through the cell's jvp and immediate terms."""
-        raise NotImplementedError
 
     def _reset_influence(self, mask):
         for name in self._A:

@@ -35,16 +35,12 @@ class UORO(Estimator):
         for w in self._w.values():
             w[mask] = 0.0
 
-    def _propagate(self, cache):
-        diagonal = self.cell.diagonal_step(cache)
-        if diagonal is not None:
-            name, lam, dz, a = diagonal
-            nu = self._draw_signs(self._v.shape)
-            W = self.cell.params()[name]
-            self.ops.uoro_fused(self._v, self._w[name], self._w_sq, W, lam, dz, a, nu, self.n_threads)
-            self._check_factors(self._v, self._w_sq)
-        else:
-            self._propagate_layers(cache)
+    def _propagate_fused(self, name, lam, dz, a):
+        """The Elman-type step in one kernel (``uoro_fused``), keeping |θ|² up to date."""
+        nu = self._draw_signs(self._v.shape)
+        W = self.cell.params()[name]
+        self.ops.uoro_fused(self._v, self._w[name], self._w_sq, W, lam, dz, a, nu, self.n_threads)
+        self._check_factors(self._v, self._w_sq)
 
     def _propagate_layers(self, cache):
         """Any cell: H v by the cell's jvp, νᵀF by its reverse sweep, then ``rank1_update``."""
