@@ -127,7 +127,7 @@ class Cell:
         That is: the step Jacobian is ``H_b = diag(lam_b) + diag(dz_b) W[:, :N]`` for the
         cell's only weight ``W = params()[name]`` (N, m), whose immediate term is then
         ``diag(dz_b) ⊗ a_b`` (the Elman cell). lam, dz : (batch, N); a : (batch, m).
-        Estimators run such a step in one fused kernel (``kf_fused``, ``uoro_fused``).
+        Estimators run such a step in one fused kernel (``kf_fused``, ``ok_fused``, ``uoro_fused``).
         """
         if len(cache) != 1:
             return None
