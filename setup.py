@@ -73,7 +73,7 @@ def _extensions():
             include_dirs=[numpy.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=list(compile_args),
-            depends=sorted(glob.glob("kernels/*.pxd")),
+            depends=sorted(glob.glob("kernels/*.pxd") + glob.glob("kernels/*.h")),
         )
         for src in sorted(glob.glob("kernels/*.pyx"))
     ]

@@ -1,6 +1,7 @@
 # cython: language_level=3
-"""Shared inline helpers of the Cython kernels: the one BLAS wrapper, the OpenMP shim, threads,
-the C macro that compiles row loops for several instruction sets, and the Elman-type step.
+"""Shared inline helpers of the Cython kernels: the one BLAS wrapper, the OpenMP shim, a sum of
+squares and the Elman-type step. (Thresholds and thread counts: ``kfrtrl._thresholds``; the C
+row loops: the headers beside each ``.pyx``.)
 
 BLAS comes only from ``scipy.linalg.cython_blas`` (function pointers
 resolved at import; nothing is linked at build time).
@@ -18,33 +19,6 @@ cdef extern from *:
     """
     # 1 when this module was compiled with OpenMP (prange runs in parallel), else 0.
     const bint KFRTRL_OPENMP
-
-
-cdef extern from *:
-    """
-    /* KFRTRL_CLONES, put before a C function: compile it for several x86-64 instruction sets
-       and pick one at load time (GCC's target_clones; the build itself targets baseline
-       x86-64, SSE2, where memory-streaming row loops run at a quarter of AVX-512's width).
-       Nothing elsewhere: one portable version. No FMA in any clone, so all of them round
-       alike. The row loops that use it live in the modules' own C blocks. */
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-    #define KFRTRL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-    #else
-    #define KFRTRL_CLONES
-    #endif
-    """
-
-
-cdef enum:
-    # Elements of work below which a kernel runs on one thread: opening a parallel
-    # region costs more than it saves there, and far more on a loaded machine
-    # (every region waits for its slowest thread to be scheduled).
-    PARALLEL_MIN_WORK = 1 << 16
-
-
-cdef inline int threads_for(int n_threads, Py_ssize_t work) noexcept nogil:
-    """The thread count a kernel uses: ``n_threads``, or 1 below PARALLEL_MIN_WORK elements."""
-    return n_threads if work >= PARALLEL_MIN_WORK and n_threads > 1 else 1
 
 
 cdef inline void gemm(char ta, char tb, int m, int n, int k, floating alpha,

@@ -2,7 +2,7 @@
 """Propagation kernels of the Cython backend: ``jvp_blocks``, ``outer_add``, ``rank1_update``,
 ``kf_combine``, and the fused Elman-type steps ``kf_fused`` and ``uoro_fused``.
 
-Same semantics and argument order as :mod:`kfrtrl._reference.kernels`; the
+Same semantics and argument order as :mod:`kfrtrl._reference.propagate`; the
 last argument is the number of OpenMP threads. Input arrays may be any
 layout (non-contiguous ones are copied; the recurrent slice ``Vr`` and the
 transposed weight ``Wt`` are read in place when BLAS can stride them);
@@ -21,11 +21,9 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport sqrt
 from libc.string cimport memcpy
 
-from _blas cimport KFRTRL_OPENMP, gemm, step_propagate, sumsq, threads_for
-from _blas cimport PARALLEL_MIN_WORK as _MIN_WORK
+from _blas cimport KFRTRL_OPENMP, gemm, step_propagate, sumsq
 
-# Elements of work from which the kernels of this backend run in parallel.
-PARALLEL_MIN_WORK = _MIN_WORK
+from kfrtrl._thresholds import threads_for
 
 
 def openmp_enabled():
@@ -54,7 +52,7 @@ def _gemm_operand(X):
 def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     """``out = Λ V + D (Vr @ Wt)``: one Jacobian layer on a stack of tangents.
 
-    Shapes as :func:`kfrtrl._reference.kernels.jvp_blocks`: V (B, K, S_in*n),
+    Shapes as :func:`kfrtrl._reference.propagate.jvp_blocks`: V (B, K, S_in*n),
     Vr (B, K, n_rec), Wt (n_rec, Z*n), lam (B, S, S_in, n), dz (B, S, Z, n),
     out (B, K, S*n), written in place when each sample's (K, S*n) block is
     C-contiguous (the batch stride is free), else through a copy. Two routes:
@@ -64,8 +62,7 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
       Wt diag(d_b)`` (B n² work), and ``out_b = V_b H_bᵀ`` is one BLAS GEMM
       per sample (``kf_fused``'s propagation, from Wt): no element-wise pass.
       With several threads and samples the samples run in parallel, BLAS held
-      at one thread (one fork-join instead of one per GEMM: measured ~10x
-      faster on a loaded machine).
+      at one thread (one fork-join instead of one per GEMM; see docs/performance.md).
     - otherwise ``Vr @ Wt`` of the whole batch is one BLAS GEMM, written into
       ``out`` when Z <= S (else into a temporary), then one fused element-wise
       pass, parallel over the B*K tangents.
@@ -246,7 +243,7 @@ cdef void _rank1_update(const floating[:, :, ::1] w, const floating[::1] s_w,
 
 
 def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
-    """KF-RTRL's unbiased merge (see :func:`kfrtrl._reference.kernels.kf_combine`).
+    """KF-RTRL's unbiased merge (see :func:`kfrtrl._reference.propagate.kf_combine`).
 
     HA (B, C, p, N); u (B, C, m); Dt (B, p, N); a (B, m); c1, c2 (B, C) of ±1;
     A_out (B, C, p, N) and u_out (B, C, m) C-contiguous, written (A_out may be HA, u_out u).
@@ -305,7 +302,7 @@ cdef void _kf_combine(const floating[:, :, :, ::1] HA, const floating[:, :, ::1]
 
 
 def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
-    """KF-RTRL's whole step for an Elman-type cell (see :func:`kfrtrl._reference.kernels.kf_fused`).
+    """KF-RTRL's whole step for an Elman-type cell (see :func:`kfrtrl._reference.propagate.kf_fused`).
 
     Per sample, ``H_b = diag(lam_b) + diag(dz_b) W[:, :n]`` is formed in a per-thread
     scratch and ``A_out[b] = A[b] H_bᵀ`` is one GEMM over the C chains; then, while that
@@ -392,7 +389,7 @@ cdef inline void _kf_merge_chain(floating *HA, const floating *u, const floating
 
 
 def uoro_fused(v, w, w_sq, W, lam, dz, a, nu, n_threads):
-    """UORO's whole step in place for an Elman-type cell (see :func:`kfrtrl._reference.kernels.uoro_fused`).
+    """UORO's whole step in place for an Elman-type cell (see :func:`kfrtrl._reference.propagate.uoro_fused`).
 
     ``H v`` of the whole batch is one GEMM (``v @ W[:, :n]ᵀ``, then ``lam v + dz ·`` per
     sample), the scalars ρ0, ρ1 come from |w| (``w_sq``), |H v|, |dz| and |a|, and w is
@@ -476,30 +473,7 @@ cdef inline double _inverse(double rho) noexcept nogil:
     return 1.0 / rho if rho > 0.0 else 0.0
 
 
-cdef extern from *:
-    """
-    /* x <- x s + t y in place; returns the new sum of squares in double (8 partial sums).
-       KFRTRL_CLONES: _blas.pxd. */
-    #define KFRTRL_SCALE_ADD_SQ(T, NAME)                                                  \
-    static KFRTRL_CLONES double NAME(T *x, const T *y, T s, T t, Py_ssize_t m) {         \
-        double acc[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};                        \
-        Py_ssize_t i, j, end = m - m % 8;                                                 \
-        for (i = 0; i < end; i += 8)                                                      \
-            for (j = 0; j < 8; j++) {                                                     \
-                T o = x[i + j] * s + t * y[i + j];                                        \
-                x[i + j] = o;                                                             \
-                acc[j] += (double) o * o;                                                 \
-            }                                                                             \
-        for (i = end; i < m; i++) {                                                       \
-            T o = x[i] * s + t * y[i];                                                    \
-            x[i] = o;                                                                     \
-            acc[0] += (double) o * o;                                                     \
-        }                                                                                 \
-        return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])); \
-    }
-    KFRTRL_SCALE_ADD_SQ(double, kfrtrl_scale_add_sq_d)
-    KFRTRL_SCALE_ADD_SQ(float, kfrtrl_scale_add_sq_f)
-    """
+cdef extern from "propagate.h":
     double kfrtrl_scale_add_sq_d(double *x, const double *y, double s, double t, Py_ssize_t m) noexcept nogil
     double kfrtrl_scale_add_sq_f(float *x, const float *y, float s, float t, Py_ssize_t m) noexcept nogil
 

@@ -1,6 +1,6 @@
 """The registry of kernel backends.
 
-A backend is a module exposing the kernels of :mod:`kfrtrl._reference.kernels`
+A backend is a module exposing the kernels of :mod:`kfrtrl._reference`
 under the same names and signatures. ``"numpy"`` is the reference and always
 present; compiled backends register here and are tested against it.
 """

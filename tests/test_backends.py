@@ -11,7 +11,7 @@ import pytest
 
 import kfrtrl
 from kfrtrl import backends
-from kfrtrl._reference import kernels as ref
+import kfrtrl._reference as ref
 from _helpers import rel_max
 
 COMPILED = [b for b in kfrtrl.available_backends() if b != "numpy"]
@@ -336,7 +336,7 @@ needs_numba = pytest.mark.skipif("numba" not in COMPILED, reason="numba backend 
 @needs_numba
 def test_numba_ok_gram_route_used_on_well_conditioned_input(monkeypatch):
     """Zero terms, dependent or too few u-factors never reach the Householder fallback."""
-    nb = importlib.import_module("kfrtrl._numba.kernels")
+    nb = importlib.import_module("kfrtrl._numba.reduce")
 
     def fail(*args):
         raise AssertionError("fallback used")
@@ -360,7 +360,7 @@ def _record_calls(monkeypatch, module, name):
 @needs_numba
 def test_numba_ok_fallback_on_ill_conditioned_input(monkeypatch):
     """Nearly dependent A-factors go through Householder QR and still match the reference."""
-    calls = _record_calls(monkeypatch, importlib.import_module("kfrtrl._numba.kernels"), "ok_reduce_one")
+    calls = _record_calls(monkeypatch, importlib.import_module("kfrtrl._numba.reduce"), "ok_reduce_one")
     gen = np.random.default_rng(15)
     V, U, signs = _ok_inputs(gen, 3, 2, 30, 8, np.float64, zero_frac=0.0)
     V[1, 2] = V[1, 0] + 1e-6 * V[1, 1]
@@ -371,7 +371,7 @@ def test_numba_ok_fallback_on_ill_conditioned_input(monkeypatch):
 @needs_numba
 def test_numba_ok_fused_falls_back_on_dependent_terms(monkeypatch):
     """Two equal A factors: that sample (only) goes through the reference, and still matches it."""
-    calls = _record_calls(monkeypatch, importlib.import_module("kfrtrl._numba.kernels"), "_reference_ok_fused")
+    calls = _record_calls(monkeypatch, importlib.import_module("kfrtrl._numba.reduce"), "_reference_ok_fused")
     gen = np.random.default_rng(47)
     B, r, n, m = 3, 2, 4, 7
     W, lam, dz, a = _diagonal_step(gen, B, n, m, np.float64)
@@ -388,7 +388,7 @@ def test_numba_ok_fused_falls_back_on_dependent_terms(monkeypatch):
 @pytest.mark.parametrize("est_name", ["rtrl", "kf3", "ok3", "uoro"])
 def test_numba_parallel_loops_match(monkeypatch, est_name, sequence):
     """With the parallel threshold at 0 the prange variants run, and match the reference."""
-    monkeypatch.setattr(importlib.import_module("kfrtrl._numba.kernels"), "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr("kfrtrl._thresholds.PARALLEL_MIN_WORK", 0)
     cell = kfrtrl.Elman(N_IN, 5, rng=16)
     xs, dl_dhs = sequence(5, 4, N_IN, 5, seed=17)
     ests = [ESTIMATORS[est_name](cell, batch_size=4, rng=18, backend=b, n_threads=2)
@@ -418,7 +418,7 @@ def test_auto_resolves_to_an_available_backend(est_name, sequence):
 
 def test_a_backend_missing_a_kernel_is_unavailable(monkeypatch):
     """A module lacking any kernel of the reference is not offered (nor used by "auto")."""
-    monkeypatch.setitem(backends._MODULES, "partial", "kfrtrl._reference.kernels")
+    monkeypatch.setitem(backends._MODULES, "partial", "kfrtrl._reference")
     monkeypatch.delattr(ref, "jvp_blocks")
     assert "partial" not in kfrtrl.available_backends()
     with pytest.raises(ImportError, match=r"lacks the kernels \['jvp_blocks'\]"):

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from _helpers import rel_max
-from kfrtrl._reference import kernels as ref
+import kfrtrl._reference as ref
 
 cy = pytest.importorskip("kfrtrl._cy", reason="Cython extensions not built")
 
@@ -199,7 +199,7 @@ def test_ok_reduce(n, r, B, dtype, route, monkeypatch):
     of a unit-diagonal Cholesky are <= 1) sends every sample the Householder way.
     """
     if route == "Householder only":
-        monkeypatch.setattr("kfrtrl._cy.reduce.MIN_PIVOT", 2.0)
+        monkeypatch.setattr("kfrtrl._thresholds.MIN_PIVOT", 2.0)
     V, U, signs = _ok_inputs(np.random.default_rng(100 * n + 10 * r + B), B, r, n, dtype)
     _assert_ok_matches(V, U, signs)
 
@@ -382,7 +382,7 @@ def test_ok_fused(case, r, route, n, B, dtype, n_threads, monkeypatch):
     the result is exactly the immediate term diag(dz) ⊗ a.
     """
     if route == "Householder only":
-        monkeypatch.setattr("kfrtrl._cy.reduce.MIN_PIVOT", 2.0)
+        monkeypatch.setattr("kfrtrl._thresholds.MIN_PIVOT", 2.0)
     args = _ok_fused_inputs(np.random.default_rng(1000 * n + 100 * r + 10 * B + len(case)), B, r, n, dtype, case)
     A_ref, u_ref = _ok_fused_run(ref, *args, 1)
     A_out, u_out = _ok_fused_run(cy, *args, n_threads)
@@ -401,7 +401,7 @@ def test_ok_fused_parallel_path_is_exact_and_matches_one_thread():
     """Samples in parallel (one BLAS thread each) just past PARALLEL_MIN_WORK, with a reset
     sample and one with equal factors (Householder route): same bits on 1 and 2 threads,
     and the reference."""
-    from kfrtrl._cy.propagate import PARALLEL_MIN_WORK as work
+    from kfrtrl._thresholds import PARALLEL_MIN_WORK as work
 
     B, r = 4, 2
     n = int(np.ceil(np.sqrt(work / (B * r))))
@@ -451,7 +451,7 @@ def test_fused_kernels_read_any_input_layout(dtype):
 def test_fused_parallel_path_is_exact_and_matches_one_thread():
     """kf_fused (samples in parallel, one BLAS thread each) and uoro_fused (rows of w in
     parallel) just past PARALLEL_MIN_WORK: same bits on 1 and 2 threads, and the reference."""
-    from kfrtrl._cy.propagate import PARALLEL_MIN_WORK as work
+    from kfrtrl._thresholds import PARALLEL_MIN_WORK as work
 
     gen = np.random.default_rng(13)
     B, n = 4, 128                              # KF: B n² >= work
@@ -482,7 +482,7 @@ def test_parallel_path_is_exact_and_matches_one_thread():
     Sizes are just past the threshold (below it every kernel runs serially),
     and the reference checks the parallel result.
     """
-    from kfrtrl._cy.propagate import PARALLEL_MIN_WORK as work
+    from kfrtrl._thresholds import PARALLEL_MIN_WORK as work
 
     gen = np.random.default_rng(11)
     B, n = 4, 16
@@ -534,7 +534,7 @@ def test_parallel_path_is_exact_and_matches_one_thread():
 SERIAL_CHECK = """
 import importlib.util, sys
 import numpy as np
-from kfrtrl._reference import kernels as ref
+import kfrtrl._reference as ref
 
 def load(name):
     spec = importlib.util.spec_from_file_location("kfrtrl._cy." + name, sys.argv[1 + (name == "reduce")])

@@ -1,4 +1,4 @@
-"""The OK reduction on its own (kfrtrl._reference.kernels.ok_reduce) and the OK estimator's exact start.
+"""The OK reduction on its own (kfrtrl._reference.reduce.ok_reduce) and the OK estimator's exact start.
 
 The reduction maps r+1 Kronecker terms (rows of U (r+1, m) and V (r+1, P)) to r terms whose sum
 ``Σ_i u_i v_iᵀ`` (m, P) equals the input sum in expectation over the signs, with the minimal added
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import kfrtrl
-from kfrtrl._reference.kernels import ok_reduce
+from kfrtrl._reference.reduce import ok_reduce
 
 
 def _terms(sigma, m, P, seed):

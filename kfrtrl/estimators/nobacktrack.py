@@ -14,7 +14,7 @@ the gradient is not implemented (see the README).
 """
 import numpy as np
 
-from .._reference.kernels import inverse_or_zero, ratio_root
+from .._reference.propagate import inverse_or_zero, ratio_root
 from .uoro import UORO, _norm_over
 
 

@@ -4,7 +4,7 @@
 ``(H A_i, u_i)`` and ``(D, a)``; the reduction back to r terms is the optimal
 unbiased one (QR of both factor stacks, SVD of the (r+1)² core, keep the
 large singular pairs, mix the rest with random signs; see
-:func:`kfrtrl._reference.kernels.ok_reduce`). Exact for the first r steps
+:func:`kfrtrl._reference.reduce.ok_reduce`). Exact for the first r steps
 after a reset. Cost O(r N² p + r² N p) per sample, memory O(r N p).
 """
 import numpy as np

@@ -14,7 +14,7 @@ cells the θ update is one fused pass (``rank1_update``).
 """
 import numpy as np
 
-from .._reference.kernels import inverse_or_zero, ratio_root
+from .._reference.propagate import inverse_or_zero, ratio_root
 from ._base import Estimator
 
 

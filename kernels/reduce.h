@@ -1,0 +1,96 @@
+/* C helpers of reduce.pyx (cdef extern from "reduce.h"). Included into Cython's generated C,
+   which defines Py_ssize_t before it. */
+#ifndef KFRTRL_REDUCE_H
+#define KFRTRL_REDUCE_H
+
+#include "clones.h"
+/* The two long passes of the Gram route over the A side (float64), as plain C with
+   GCC/Clang vector extensions (4 doubles; setup.py's flags already assume GCC or
+   Clang), compiled for several x86-64 instruction sets and one picked at load time
+   (KFRTRL_CLONES, clones.h; the build targets baseline x86-64).
+   No packing, unlike BLAS: faster on these short-and-wide shapes (docs/performance.md). */
+#include <string.h>
+typedef double kfrtrl_v4 __attribute__((vector_size(32)));
+#define KFRTRL_LD(v, p) memcpy(&(v), (p), sizeof(kfrtrl_v4))
+#define KFRTRL_ST(p, v) memcpy((p), &(v), sizeof(kfrtrl_v4))
+#define KFRTRL_HSUM(v) (((v)[0] + (v)[1]) + ((v)[2] + (v)[3]))
+#define KFRTRL_ROW(X, i, k, L) ((X) + (Py_ssize_t) ((i) < (k) ? (i) : (k) - 1) * (L))
+
+/* G[i ldg + j] = <X_i, X_j> for i, j < k, X (k, L) row-major: 3 x 3 tiles of row pairs
+   (6 row loads per 9 products), edge tiles repeating the last row. */
+static KFRTRL_CLONES void kfrtrl_gram(const double *X, int k, Py_ssize_t L, double *G, int ldg) {
+    Py_ssize_t t, end = L - L % 4;
+    int ib, jb, a, c;
+    for (ib = 0; ib < k; ib += 3)
+        for (jb = 0; jb <= ib; jb += 3) {
+            const double *x[3], *y[3];
+            double tot[9];
+            kfrtrl_v4 a00 = {0}, a01 = {0}, a02 = {0}, a10 = {0}, a11 = {0}, a12 = {0},
+                      a20 = {0}, a21 = {0}, a22 = {0}, x0, x1, x2, y0, y1, y2;
+            for (a = 0; a < 3; a++) {
+                x[a] = KFRTRL_ROW(X, ib + a, k, L);
+                y[a] = KFRTRL_ROW(X, jb + a, k, L);
+            }
+            for (t = 0; t < end; t += 4) {
+                KFRTRL_LD(x0, x[0] + t); KFRTRL_LD(x1, x[1] + t); KFRTRL_LD(x2, x[2] + t);
+                KFRTRL_LD(y0, y[0] + t); KFRTRL_LD(y1, y[1] + t); KFRTRL_LD(y2, y[2] + t);
+                a00 += x0 * y0; a01 += x0 * y1; a02 += x0 * y2;
+                a10 += x1 * y0; a11 += x1 * y1; a12 += x1 * y2;
+                a20 += x2 * y0; a21 += x2 * y1; a22 += x2 * y2;
+            }
+            tot[0] = KFRTRL_HSUM(a00); tot[1] = KFRTRL_HSUM(a01); tot[2] = KFRTRL_HSUM(a02);
+            tot[3] = KFRTRL_HSUM(a10); tot[4] = KFRTRL_HSUM(a11); tot[5] = KFRTRL_HSUM(a12);
+            tot[6] = KFRTRL_HSUM(a20); tot[7] = KFRTRL_HSUM(a21); tot[8] = KFRTRL_HSUM(a22);
+            for (t = end; t < L; t++)
+                for (a = 0; a < 3; a++)
+                    for (c = 0; c < 3; c++)
+                        tot[3 * a + c] += x[a][t] * y[c][t];
+            for (a = 0; a < 3; a++)
+                for (c = 0; c < 3; c++) {
+                    int i = ib + a < k ? ib + a : k - 1, j = jb + c < k ? jb + c : k - 1;
+                    G[i * ldg + j] = tot[3 * a + c];
+                    G[j * ldg + i] = tot[3 * a + c];
+                }
+        }
+}
+
+/* O (rows, L) = C X: C (rows, inner) row-major with row stride ldc, X (inner, L) and O
+   row-major, O not overlapping X. Tiles of 4 output rows x 8 columns in registers, edge
+   tiles repeating the last row (the same values written twice). */
+static KFRTRL_CLONES void kfrtrl_combine(const double *restrict C, int ldc, int rows, int inner,
+                                         const double *restrict X, Py_ssize_t L,
+                                         double *restrict O) {
+    Py_ssize_t t, end = L - L % 8;
+    int jb, i;
+    for (jb = 0; jb < rows; jb += 4) {
+        const double *c0 = KFRTRL_ROW(C, jb, rows, ldc), *c1 = KFRTRL_ROW(C, jb + 1, rows, ldc);
+        const double *c2 = KFRTRL_ROW(C, jb + 2, rows, ldc), *c3 = KFRTRL_ROW(C, jb + 3, rows, ldc);
+        double *o0 = KFRTRL_ROW(O, jb, rows, L), *o1 = KFRTRL_ROW(O, jb + 1, rows, L);
+        double *o2 = KFRTRL_ROW(O, jb + 2, rows, L), *o3 = KFRTRL_ROW(O, jb + 3, rows, L);
+        for (t = 0; t < end; t += 8) {
+            kfrtrl_v4 p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0}, q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0}, x, y;
+            for (i = 0; i < inner; i++) {
+                KFRTRL_LD(x, X + i * L + t);
+                KFRTRL_LD(y, X + i * L + t + 4);
+                p0 += c0[i] * x; q0 += c0[i] * y;
+                p1 += c1[i] * x; q1 += c1[i] * y;
+                p2 += c2[i] * x; q2 += c2[i] * y;
+                p3 += c3[i] * x; q3 += c3[i] * y;
+            }
+            KFRTRL_ST(o3 + t, p3); KFRTRL_ST(o3 + t + 4, q3);
+            KFRTRL_ST(o2 + t, p2); KFRTRL_ST(o2 + t + 4, q2);
+            KFRTRL_ST(o1 + t, p1); KFRTRL_ST(o1 + t + 4, q1);
+            KFRTRL_ST(o0 + t, p0); KFRTRL_ST(o0 + t + 4, q0);
+        }
+        for (t = end; t < L; t++) {
+            double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+            for (i = 0; i < inner; i++) {
+                double xi = X[i * L + t];
+                s0 += c0[i] * xi; s1 += c1[i] * xi; s2 += c2[i] * xi; s3 += c3[i] * xi;
+            }
+            o3[t] = s3; o2[t] = s2; o1[t] = s1; o0[t] = s0;
+        }
+    }
+}
+
+#endif

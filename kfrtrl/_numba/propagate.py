@@ -1,0 +1,410 @@
+"""Propagation kernels of the numba backend: ``jvp_blocks``, ``outer_add``, ``rank1_update``,
+``kf_combine``, and the fused Elman-type steps ``kf_fused`` and ``uoro_fused``.
+
+Same names and arguments as :mod:`kfrtrl._reference.propagate` (see :mod:`._common` for how
+the work is split between BLAS and compiled loops).
+"""
+import numpy as np
+from numba import get_num_threads, prange
+
+from .._jit import kernel
+from ..threads import blas_limit
+from ._common import _block, _blocks_contiguous, _diagonal_jacobian, _has_contiguous_blocks, _parallel
+
+# ---------------------------------------------------------------- jvp_blocks
+
+
+def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
+    """Apply one Jacobian layer ``J = Λ + D R`` to a stack of tangents (see the reference).
+
+    V : (B, K, S_in*n);  Vr : (B, K, n_rec);  Wt : (n_rec, Z*n);
+    lam : (B, S, S_in, n);  dz : (B, S, Z, n);  out : (B, K, S*n), written (any
+    layout, fastest with each out[b] C-contiguous: the batch stride is free).
+    One GEMM (B*K, n_rec) @ (n_rec, Z*n) through BLAS, written straight into
+    ``out`` when S = Z = 1, then one fused pass applying Λ and D. For a
+    one-block layer whose recurrent part is the whole input (the Elman cell)
+    and K >= n, each sample's Jacobian ``H_b = diag(dz_b) R + diag(lam_b)`` is
+    formed in an (n, n) scratch and ``out_b = V_b H_bᵀ`` is one GEMM while it
+    is in cache (:func:`_jvp_folded`): no extra pass, no (B, n, n) array.
+    """
+    B, K, _ = V.shape
+    _, S, Z, n = dz.shape
+    if S == Z == lam.shape[2] == 1 and Vr.shape[2] == n and K >= n:
+        V, R = _blocks_contiguous(V), Wt.T         # R read in place (its rows are contiguous in W)
+        target = out if _has_contiguous_blocks(out) else np.empty(out.shape, out.dtype)
+        if B > 1 and _parallel(n_threads, out.size):
+            with blas_limit(1):
+                _jvp_folded_par(V, R, lam, dz, target, min(get_num_threads(), B))
+        else:
+            _jvp_folded(V, R, lam, dz, target, 0, B)
+        if target is not out:
+            out[...] = target
+        return
+    if S == 1 and Z == 1 and out.flags.c_contiguous:
+        Y = out
+    else:
+        Y = np.empty((B, K, Z * n), dtype=out.dtype)
+    np.matmul(Vr.reshape(B * K, Vr.shape[2]), Wt, out=Y.reshape(B * K, Z * n))
+    if _parallel(n_threads, B * K * n * S):
+        _jvp_scale_par(V, Y, lam, dz, out)
+    else:
+        _jvp_scale(V, Y, lam, dz, out)
+
+
+@kernel()
+def _jvp_folded(V, R, lam, dz, out, lo, hi):
+    """out[b] = V[b] H_bᵀ for samples lo..hi-1, H_b = diag(dz[b, 0, 0]) R + diag(lam[b, 0, 0]).
+
+    R (n, n), any layout (rows with unit stride, as in W[:, :n], keep the row loop
+    vectorised; copying R would cost a pass per step); one (n, n) scratch holds H_b.
+    """
+    n = R.shape[0]
+    H = np.empty((n, n), dtype=out.dtype)
+    for b in range(lo, hi):
+        _diagonal_jacobian(R, lam[:, 0, 0], dz[:, 0, 0], b, H)
+        np.dot(_block(V, b), H.T, _block(out, b))
+
+
+@kernel(parallel=True)
+def _jvp_folded_par(V, R, lam, dz, out, chunks):
+    """:func:`_jvp_folded` over ``chunks`` contiguous sample ranges in parallel (BLAS held at one thread).
+
+    ``chunks`` is the thread count, an argument: numba's thread query is a ctypes call, which
+    would stop the kernel from being cached.
+    """
+    B = V.shape[0]
+    for c in prange(chunks):
+        _jvp_folded(V, R, lam, dz, out, c * B // chunks, (c + 1) * B // chunks)
+
+
+@kernel(inline=True)
+def _jvp_row(V, Y, lam, dz, out, b, k):
+    """out[b, k] = Λ_b V[b, k] + D_b Y[b, k] for one tangent (indexing the full arrays: no views).
+
+    ``Y`` may be ``out`` itself when S = Z = 1 (each entry is read before it is written).
+    """
+    S, Z, n = dz.shape[1], dz.shape[2], dz.shape[3]
+    S_in = lam.shape[2]
+    for i in range(S):
+        base = i * n
+        for t in range(n):
+            out[b, k, base + t] = dz[b, i, 0, t] * Y[b, k, t]
+        for z in range(1, Z):
+            for t in range(n):
+                out[b, k, base + t] += dz[b, i, z, t] * Y[b, k, z * n + t]
+        for j in range(S_in):
+            for t in range(n):
+                out[b, k, base + t] += lam[b, i, j, t] * V[b, k, j * n + t]
+
+
+@kernel()
+def _jvp_scale(V, Y, lam, dz, out):
+    K = V.shape[1]
+    for row in range(V.shape[0] * K):
+        _jvp_row(V, Y, lam, dz, out, row // K, row % K)
+
+
+@kernel(parallel=True)
+def _jvp_scale_par(V, Y, lam, dz, out):
+    K = V.shape[1]
+    for row in prange(V.shape[0] * K):
+        _jvp_row(V, Y, lam, dz, out, row // K, row % K)
+
+
+# ---------------------------------------------------------------- outer_add
+
+
+def outer_add(G, Dt, a, n_threads):
+    """Exact RTRL immediate term ``G[b, i, j, :] += Dt[b, i, :] * a[b, j]`` (see the reference).
+
+    G : (B, p, m, N) in place;  Dt : (B, p, N);  a : (B, m). One pass over G.
+    """
+    if _parallel(n_threads, G.size):
+        _outer_add_par(G, Dt, a)
+    else:
+        _outer_add(G, Dt, a)
+
+
+@kernel(inline=True)
+def _outer_row(G, Dt, a, b, i):
+    """G[b, i, j, :] += Dt[b, i, :] * a[b, j] for all j (indexing the full arrays: no views)."""
+    for j in range(G.shape[2]):
+        aj = a[b, j]
+        for t in range(G.shape[3]):
+            G[b, i, j, t] += Dt[b, i, t] * aj
+
+
+@kernel()
+def _outer_add(G, Dt, a):
+    p = G.shape[1]
+    for row in range(G.shape[0] * p):
+        _outer_row(G, Dt, a, row // p, row % p)
+
+
+@kernel(parallel=True)
+def _outer_add_par(G, Dt, a):
+    p = G.shape[1]
+    for row in prange(G.shape[0] * p):
+        _outer_row(G, Dt, a, row // p, row % p)
+
+
+# ---------------------------------------------------------------- rank1_update
+
+
+def rank1_update(w, s_w, d, a, s_d, w_out, n_threads):
+    """``w_out[b] = w[b] * s_w[b] + (d[b] ⊗ a[b]) * s_d[b]`` in one pass (see the reference).
+
+    w, w_out : (B, p, m) (w_out may be w);  s_w, s_d : (B,);  d : (B, p);  a : (B, m).
+    """
+    in_place = w_out is w             # then the loop reads and writes one array and vectorises
+    if _parallel(n_threads, w.size):  # (the runtime alias check sends w_out = w to scalar code)
+        _rank1_update_par(w, s_w, d, a, s_d, w_out, in_place)
+    else:
+        _rank1_update(w, s_w, d, a, s_d, w_out, in_place)
+
+
+@kernel(inline=True)
+def _rank1_row(w, s_w, d, a, s_d, w_out, b, i, in_place):
+    """Row (b, i) of the update (indexing the full arrays: no views); ``in_place``: w_out is w."""
+    sw, di, sd = s_w[b], d[b, i], s_d[b]
+    if in_place:
+        for j in range(w.shape[2]):
+            w[b, i, j] = w[b, i, j] * sw + (di * a[b, j]) * sd
+    else:
+        for j in range(w.shape[2]):
+            w_out[b, i, j] = w[b, i, j] * sw + (di * a[b, j]) * sd
+
+
+@kernel()
+def _rank1_update(w, s_w, d, a, s_d, w_out, in_place):
+    p = w.shape[1]
+    for row in range(w.shape[0] * p):
+        _rank1_row(w, s_w, d, a, s_d, w_out, row // p, row % p, in_place)
+
+
+@kernel(parallel=True)
+def _rank1_update_par(w, s_w, d, a, s_d, w_out, in_place):
+    p = w.shape[1]
+    for row in prange(w.shape[0] * p):
+        _rank1_row(w, s_w, d, a, s_d, w_out, row // p, row % p, in_place)
+
+
+# ---------------------------------------------------------------- kf_combine
+
+
+def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
+    """KF-RTRL's unbiased merge of (H A, u) and (D, a) into one Kronecker term (see the reference).
+
+    HA : (B, C, p, N);  u : (B, C, m);  Dt : (B, p, N);  a : (B, m);  c1, c2 : (B, C);
+    A_out : (B, C, p, N) (may be HA itself), u_out : (B, C, m) (may be u), written.
+    Per (sample, chain) one pass for |H A| and |D| together (D is then in cache for the
+    merge) and one fused pass for the merge.
+    """
+    in_place = A_out is HA                    # then the merge loop reads and writes one array
+    if _parallel(n_threads, HA.size):
+        _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out, in_place)
+    else:
+        _kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, in_place)
+
+
+@kernel()
+def _balance(sq_left, sq_right):
+    """sqrt(|left| / |right|) from squared norms, 1 where either is zero."""
+    if sq_left > 0.0 and sq_right > 0.0:
+        return np.sqrt(np.sqrt(sq_left) / np.sqrt(sq_right))
+    return 1.0
+
+
+@kernel(inline=True)
+def _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, b, c, in_place):
+    """Chain c of sample b (indexing the full arrays: no views); squared norms in float64.
+
+    ``in_place``: A_out is HA; the merge then touches only HA, which the compiler can
+    vectorise without runtime alias checks.
+    """
+    p, N, m = HA.shape[2], HA.shape[3], u.shape[2]
+    sq_ha = sq_d = 0.0
+    for i in range(p):
+        for t in range(N):
+            x, y = np.float64(HA[b, c, i, t]), np.float64(Dt[b, i, t])
+            sq_ha += x * x
+            sq_d += y * y
+    sq_u = sq_a = 0.0
+    for j in range(m):
+        x, y = np.float64(u[b, c, j]), np.float64(a[b, j])
+        sq_u += x * x
+        sq_a += y * y
+    p1 = _balance(sq_ha, sq_u)
+    p2 = _balance(sq_d, sq_a)
+    s1, s2 = c1[b, c] / p1, c2[b, c] / p2
+    if in_place:
+        for i in range(p):
+            for t in range(N):
+                HA[b, c, i, t] = s1 * HA[b, c, i, t] + s2 * Dt[b, i, t]
+    else:
+        for i in range(p):
+            for t in range(N):
+                A_out[b, c, i, t] = s1 * HA[b, c, i, t] + s2 * Dt[b, i, t]
+    w1, w2 = c1[b, c] * p1, c2[b, c] * p2
+    for j in range(m):
+        u_out[b, c, j] = w1 * u[b, c, j] + w2 * a[b, j]
+
+
+@kernel()
+def _kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, in_place):
+    C = HA.shape[1]
+    for row in range(HA.shape[0] * C):
+        _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, row // C, row % C, in_place)
+
+
+@kernel(parallel=True)
+def _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out, in_place):
+    C = HA.shape[1]
+    for row in prange(HA.shape[0] * C):
+        _kf_row(HA, u, Dt, a, c1, c2, A_out, u_out, row // C, row % C, in_place)
+
+
+
+# ---------------------------------------------------------------- kf_fused
+
+
+def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
+    """KF-RTRL's whole step for a diagonal step Jacobian (see the reference).
+
+    A : (B, C, n, n);  u : (B, C, m);  W : (n, m);  lam, dz : (B, n);  a : (B, m);
+    c1, c2 : (B, C);  A_out : (B, C, n, n), not overlapping A (any layout, fastest
+    C-contiguous);  u_out : (B, C, m), may be u; written.
+    Per sample (:func:`_kf_fused`): H_b formed in an (n, n) scratch, one GEMM
+    ``A_out[b] = A[b] H_bᵀ`` for all C chains, then, while that block is in cache,
+    each chain's norm and one pass scaling it and adding the diagonal D_b = diag(dz_b).
+    Samples run in parallel (BLAS held at one thread) from PARALLEL_MIN_WORK elements on.
+    """
+    B, C, n, _ = A.shape
+    V = np.ascontiguousarray(A).reshape(B, C * n, n)
+    target = A_out if A_out.flags.c_contiguous else np.empty(A_out.shape, A_out.dtype)
+    out = target.reshape(B, C * n, n)
+    W = np.ascontiguousarray(W)
+    if B > 1 and _parallel(n_threads, A.size):
+        with blas_limit(1):
+            _kf_fused_par(V, u, W, lam, dz, a, c1, c2, out, u_out, min(get_num_threads(), B))
+    else:
+        _kf_fused(V, u, W, lam, dz, a, c1, c2, out, u_out, 0, B)
+    if target is not A_out:
+        A_out[...] = target
+
+
+@kernel()
+def _kf_fused(V, u, W, lam, dz, a, c1, c2, out, u_out, lo, hi):
+    """Samples lo..hi-1 of :func:`kf_fused`; V, out (B, C*n, n) with C-contiguous blocks."""
+    n = V.shape[2]
+    C = V.shape[1] // n
+    H = np.empty((n, n), dtype=out.dtype)
+    for b in range(lo, hi):
+        _diagonal_jacobian(W, lam, dz, b, H)
+        np.dot(_block(V, b), H.T, _block(out, b))
+        sq_d = sq_a = 0.0
+        for t in range(n):
+            sq_d += np.float64(dz[b, t]) * np.float64(dz[b, t])
+        for j in range(a.shape[1]):
+            sq_a += np.float64(a[b, j]) * np.float64(a[b, j])
+        p2 = _balance(sq_d, sq_a)
+        for c in range(C):
+            _kf_fused_chain(u, dz, a, c1, c2, out, u_out, b, c, p2)
+
+
+@kernel(inline=True)
+def _kf_fused_chain(u, dz, a, c1, c2, out, u_out, b, c, p2):
+    """Chain c of sample b: |H A| from out, then out = c1 out / p1 + c2 diag(dz) / p2, u_out."""
+    n = out.shape[2]
+    lo = c * n
+    sq_ha = sq_u = 0.0
+    for i in range(lo, lo + n):
+        for t in range(n):
+            x = np.float64(out[b, i, t])
+            sq_ha += x * x
+    for j in range(u.shape[2]):
+        x = np.float64(u[b, c, j])
+        sq_u += x * x
+    p1 = _balance(sq_ha, sq_u)
+    s1, s2 = c1[b, c] / p1, c2[b, c] / p2
+    for i in range(n):
+        for t in range(n):
+            out[b, lo + i, t] *= s1
+        out[b, lo + i, i] += s2 * dz[b, i]
+    w1, w2 = c1[b, c] * p1, c2[b, c] * p2
+    for j in range(u.shape[2]):
+        u_out[b, c, j] = w1 * u[b, c, j] + w2 * a[b, j]
+
+
+@kernel(parallel=True)
+def _kf_fused_par(V, u, W, lam, dz, a, c1, c2, out, u_out, chunks):
+    """:func:`_kf_fused` over ``chunks`` contiguous sample ranges in parallel."""
+    B = V.shape[0]
+    for c in prange(chunks):
+        _kf_fused(V, u, W, lam, dz, a, c1, c2, out, u_out, c * B // chunks, (c + 1) * B // chunks)
+
+
+# ---------------------------------------------------------------- uoro_fused
+
+
+def uoro_fused(v, w, w_sq, W, lam, dz, a, nu, n_threads):
+    """UORO's whole step in place for a diagonal step Jacobian (see the reference).
+
+    v : (B, n);  w : (B, n, m);  w_sq : (B,) float64, |w_b|² in and out;  W : (n, m);
+    lam, dz, nu : (B, n);  a : (B, m). Per sample one matrix-vector product over
+    W's first n columns and one pass over w that also accumulates its new norm;
+    samples in parallel when B > 1 and the work reaches PARALLEL_MIN_WORK.
+    """
+    if v.shape[0] > 1 and _parallel(n_threads, w.size):
+        _uoro_fused_par(v, w, w_sq, W, lam, dz, a, nu)
+    else:
+        _uoro_fused(v, w, w_sq, W, lam, dz, a, nu, 0, v.shape[0])
+
+
+@kernel()
+def _ratio_root(num, den):
+    """sqrt(num / den) where both are > 0, else 0 (drop the term)."""
+    if num > 0.0 and den > 0.0:
+        return np.sqrt(num / den)
+    return 0.0
+
+
+@kernel()
+def _uoro_fused(v, w, w_sq, W, lam, dz, a, nu, lo, hi):
+    """Samples lo..hi-1 of :func:`uoro_fused`."""
+    n, m = v.shape[1], w.shape[2]
+    Hv = np.empty(n)
+    for b in range(lo, hi):
+        sq_hv = sq_d = sq_a = 0.0
+        for i in range(n):
+            acc = 0.0
+            for j in range(n):
+                acc += W[i, j] * v[b, j]
+            Hv[i] = lam[b, i] * v[b, i] + dz[b, i] * acc
+            sq_hv += Hv[i] * Hv[i]
+            sq_d += np.float64(dz[b, i]) * np.float64(dz[b, i])
+        for j in range(m):
+            sq_a += np.float64(a[b, j]) * np.float64(a[b, j])
+        rho0 = _ratio_root(np.sqrt(w_sq[b]), np.sqrt(sq_hv))
+        rho1 = _ratio_root(np.sqrt(sq_d * sq_a), np.sqrt(n))
+        inv0 = 1.0 / rho0 if rho0 > 0.0 else 0.0
+        inv1 = 1.0 / rho1 if rho1 > 0.0 else 0.0
+        for i in range(n):
+            v[b, i] = rho0 * Hv[i] + rho1 * nu[b, i]
+        sq = 0.0
+        for i in range(n):
+            d = dz[b, i] * nu[b, i] * inv1
+            for j in range(m):
+                w[b, i, j] = w[b, i, j] * inv0 + d * a[b, j]
+                x = np.float64(w[b, i, j])
+                sq += x * x
+        w_sq[b] = sq
+
+
+@kernel(parallel=True)
+def _uoro_fused_par(v, w, w_sq, W, lam, dz, a, nu):
+    """:func:`_uoro_fused` with samples in parallel."""
+    for b in prange(v.shape[0]):
+        _uoro_fused(v, w, w_sq, W, lam, dz, a, nu, b, b + 1)
+
+

@@ -1,0 +1,364 @@
+"""OK's reduction in the numba backend: ``ok_reduce`` and the fused Elman-type step ``ok_fused``.
+
+Same names and arguments as :mod:`kfrtrl._reference.reduce`. The reduction uses the Gram
+matrix (a compiled, tiled loop) instead of Householder QR on the long A side (see
+:func:`ok_reduce`).
+"""
+import numpy as np
+from numba import get_num_threads, prange
+
+from .. import _thresholds
+from .._jit import kernel
+from .._reference.reduce import ok_fused as _reference_ok_fused
+from .._reference.reduce import ok_reduce_one
+from ..threads import blas_limit
+from ._common import _block, _blocks_contiguous, _diagonal_jacobian, _has_contiguous_blocks, _parallel
+
+# ---------------------------------------------------------------- ok_reduce
+
+
+def ok_reduce(V, U, signs, V_out, U_out, n_threads):
+    """OK's optimal unbiased reduction of r+1 Kronecker terms to r, per sample (see the reference).
+
+    V : (B, r+1, P);  U : (B, r+1, m);  signs : (B, r+1) of ±1;
+    V_out : (B, r, P), U_out : (B, r, m), written (must not overlap V, U; any
+    layout, fastest with each V_out[b] C-contiguous).
+
+    Same result as the reference (Householder QR of both factor stacks, SVD
+    of the core, the same sign convention, thresholds of :mod:`kfrtrl._thresholds`, m* and mixing),
+    computed with two passes over each sample's long A side, the second while
+    it is still in cache: the Gram matrix ``V_b V_bᵀ`` (compiled loop, float64)
+    gives its triangular factor by Cholesky of its unit-diagonal scaling (so
+    only the conditioning of the row-normalised factors matters), the small u
+    side is QR-factored as in the reference, the (r+1)² core is decomposed as
+    there, and the new A's are one GEMM ``V_out[b] = C_b V_b`` with C_b (r, r+1).
+    Samples run in parallel (BLAS held at one thread) from PARALLEL_MIN_WORK
+    elements on. Terms whose A or u factor is exactly zero are dropped first.
+    A sample whose active terms exceed P, or whose A-side Gram matrix has a
+    Cholesky pivot below ``MIN_PIVOT``, is reduced by the reference instead.
+    Cost per sample: ~(r+1)² P / 2 multiply-adds for the Gram matrix, r (r+1) P
+    for the recombination (BLAS), O((r+1)³) for the rest.
+    """
+    B = V.shape[0]
+    done = np.empty(B, dtype=np.bool_)
+    V = _blocks_contiguous(V)
+    target = V_out if _has_contiguous_blocks(V_out) else np.empty(V_out.shape, V_out.dtype)
+    zero, pivot = _thresholds.SVD_ZERO, _thresholds.MIN_PIVOT
+    if B > 1 and _parallel(n_threads, V.size):
+        with blas_limit(1):
+            _ok_reduce_par(V, U, signs, zero, pivot, target, U_out, done, min(get_num_threads(), B))
+    else:
+        _ok_reduce_range(V, U, signs, zero, pivot, target, U_out, done, 0, B)
+    if target is not V_out:
+        V_out[...] = target
+    for b in np.flatnonzero(~done):
+        V_out[b], U_out[b] = ok_reduce_one(V[b], U[b], signs[b])
+
+
+@kernel()
+def _ok_reduce_range(V, U, signs, zero, pivot, V_out, U_out, done, lo, hi):
+    """Samples lo..hi-1 by the Gram route; done[b] = False leaves sample b to the reference."""
+    k, P = V.shape[1], V.shape[2]
+    G = np.empty((k, k))
+    coef = np.empty((k - 1, k))
+    for b in range(lo, hi):
+        X = _block(V, b)
+        _gram(X, G)
+        done[b] = _ok_gram_route(G, U[b], P, signs[b], zero, pivot, coef, U_out[b])
+        if done[b]:
+            np.dot(coef.astype(X.dtype), X, _block(V_out, b))
+
+
+@kernel(parallel=True)
+def _ok_reduce_par(V, U, signs, zero, pivot, V_out, U_out, done, chunks):
+    """:func:`_ok_reduce_range` over ``chunks`` contiguous sample ranges in parallel."""
+    B = V.shape[0]
+    for c in prange(chunks):
+        _ok_reduce_range(V, U, signs, zero, pivot, V_out, U_out, done, c * B // chunks, (c + 1) * B // chunks)
+
+
+def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
+    """OK's whole step for a diagonal step Jacobian (see the reference).
+
+    A : (B, r, n, n);  u : (B, r, m);  W : (n, m);  lam, dz : (B, n);  a : (B, m);
+    signs : (B, r+1);  A_out : (B, r, n, n), written, may be A itself (any layout, fastest
+    C-contiguous: each sample's factors are read before its output is written, and a sample
+    left to the reference is not written before);  u_out : (B, r, m), written, not
+    overlapping the inputs.
+    Per sample (:func:`_ok_fused`), with everything in cache: H_b formed in a scratch,
+    one GEMM for the r terms ``H A_i``, their Gram matrix extended by the diagonal term
+    (whose products need only the diagonals), the reduction's coefficients as in
+    :func:`ok_reduce`, and one GEMM recombining the terms plus a diagonal update for D_b.
+    A sample the Gram route declines is reduced by the reference. Samples run in
+    parallel (BLAS held at one thread) from PARALLEL_MIN_WORK elements on.
+    """
+    B, r, n, _ = A.shape
+    A3 = np.ascontiguousarray(A).reshape(B, r * n, n)
+    target = A_out if A_out.flags.c_contiguous else np.empty(A_out.shape, A_out.dtype)
+    out = target.reshape(B, r, n * n)
+    W = np.ascontiguousarray(W)
+    done = np.empty(B, dtype=np.bool_)
+    zero, pivot = _thresholds.SVD_ZERO, _thresholds.MIN_PIVOT
+    if B > 1 and _parallel(n_threads, A.size):
+        with blas_limit(1):
+            _ok_fused_par(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, done, min(get_num_threads(), B))
+    else:
+        _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, done, 0, B)
+    for b in np.flatnonzero(~done):
+        ref_out = np.empty((1,) + A_out.shape[1:], A_out.dtype)
+        ref_u = np.empty((1,) + u_out.shape[1:], u_out.dtype)
+        _reference_ok_fused(A[b:b + 1], u[b:b + 1], W, lam[b:b + 1], dz[b:b + 1], a[b:b + 1],
+                            signs[b:b + 1], ref_out, ref_u, 1)
+        target[b], u_out[b] = ref_out[0], ref_u[0]
+    if target is not A_out:
+        A_out[...] = target
+
+
+@kernel()
+def _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, done, lo, hi):
+    """Samples lo..hi-1 of :func:`ok_fused`; A3 (B, r*n, n) and out (B, r, n*n) C-contiguous blocks."""
+    n = A3.shape[2]
+    r = A3.shape[1] // n
+    k, m = r + 1, a.shape[1]
+    H = np.empty((n, n), dtype=out.dtype)
+    S = np.empty((r * n, n), dtype=out.dtype)
+    T = S.reshape(r, n * n)
+    G = np.empty((k, k))
+    Ub = np.empty((k, m), dtype=u.dtype)
+    coef = np.empty((r, k))
+    for b in range(lo, hi):
+        _diagonal_jacobian(W, lam, dz, b, H)
+        np.dot(_block(A3, b), H.T, S)
+        _gram(T, G[:r, :r])
+        sq = 0.0
+        for t in range(n):
+            sq += np.float64(dz[b, t]) * np.float64(dz[b, t])
+        G[r, r] = sq
+        for i in range(r):
+            acc = 0.0
+            for t in range(n):
+                acc += np.float64(S[i * n + t, t]) * np.float64(dz[b, t])
+            G[i, r] = acc
+            G[r, i] = acc
+        Ub[:r] = u[b]
+        Ub[r] = a[b]
+        done[b] = _ok_gram_route(G, Ub, n * n, signs[b], zero, pivot, coef, u_out[b])
+        if done[b]:
+            Ob = _block(out, b)
+            np.dot(coef[:, :r].astype(out.dtype), T, Ob)
+            for j in range(r):
+                cj = coef[j, r]
+                for t in range(n):
+                    Ob[j, t * (n + 1)] += cj * dz[b, t]
+
+
+@kernel(parallel=True)
+def _ok_fused_par(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, done, chunks):
+    """:func:`_ok_fused` over ``chunks`` contiguous sample ranges in parallel."""
+    B = A3.shape[0]
+    for c in prange(chunks):
+        _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, done, c * B // chunks, (c + 1) * B // chunks)
+
+
+@kernel()
+def _gram(X, G):
+    """G = X Xᵀ (k, k) accumulated in float64, for X (k, L) C-contiguous.
+
+    In 3 x 3 tiles of row pairs (:func:`_gram_tile`): 6 row loads per 9 multiply-adds
+    instead of 2 per 1: faster than row-by-row dots and than BLAS on these short-and-wide
+    shapes (docs/performance.md). Edge tiles repeat the last row (same values written twice).
+    """
+    k = X.shape[0]
+    T = np.empty((3, 3))
+    for ib in range(0, k, 3):
+        i0, i1, i2 = ib, min(ib + 1, k - 1), min(ib + 2, k - 1)
+        for jb in range(0, ib + 1, 3):
+            j0, j1, j2 = jb, min(jb + 1, k - 1), min(jb + 2, k - 1)
+            _gram_tile(X, i0, i1, i2, j0, j1, j2, T)
+            for a, i in enumerate((i0, i1, i2)):
+                for c, j in enumerate((j0, j1, j2)):
+                    G[i, j] = T[a, c]
+                    G[j, i] = T[a, c]
+
+
+@kernel()
+def _gram_tile(X, i0, i1, i2, j0, j1, j2, T):
+    """T[a, c] = <X[i_a], X[j_c]> in float64, one pass over the six rows (vectorised over columns)."""
+    a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = 0.0
+    for t in range(X.shape[1]):
+        x0, x1, x2 = np.float64(X[i0, t]), np.float64(X[i1, t]), np.float64(X[i2, t])
+        y0, y1, y2 = np.float64(X[j0, t]), np.float64(X[j1, t]), np.float64(X[j2, t])
+        a00 += x0 * y0
+        a01 += x0 * y1
+        a02 += x0 * y2
+        a10 += x1 * y0
+        a11 += x1 * y1
+        a12 += x1 * y2
+        a20 += x2 * y0
+        a21 += x2 * y1
+        a22 += x2 * y2
+    T[0, 0], T[0, 1], T[0, 2] = a00, a01, a02
+    T[1, 0], T[1, 1], T[1, 2] = a10, a11, a12
+    T[2, 0], T[2, 1], T[2, 2] = a20, a21, a22
+
+
+@kernel()
+def _ok_gram_route(Gv, U, P, eps, zero, pivot, coef, U_out):
+    """One sample: coef (r, k) with V_out = coef @ V, and U_out (r, m); False = use Householder.
+
+    Gv = V Vᵀ (k, k) float64, U (k, m), P the length of V's rows, eps (k,), zero = SVD_ZERO,
+    pivot = MIN_PIVOT (arguments, not globals, so cached code never holds a stale value). Follows
+    :func:`kfrtrl._reference.kernels.ok_reduce_one` step by step: the small u side by
+    Householder QR as there, the long A side's R by Cholesky of Gv with Q never formed,
+    so left = Q_u P_m and right = Vᵀ R_v⁻¹ Q_mᵀ = V[idx]ᵀ Cr.
+    """
+    k, m = U.shape
+    r = k - 1
+    coef[:, :] = 0.0
+    U_out[:, :] = 0.0
+    idx = _active_terms(Gv, U)
+    ka = idx.size
+    if ka == 0:
+        return True
+    if ka > P:
+        return False
+    Rv = _scaled_cholesky_r(Gv, idx, pivot)
+    if Rv[0, 0] < 0.0:
+        return False
+    Ua = np.empty((m, ka))
+    for i in range(ka):
+        for t in range(m):
+            Ua[t, i] = U[idx[i], t]
+    Qu, Ru = np.linalg.qr(Ua)
+    Pm, sigma, QmT = np.linalg.svd(np.ascontiguousarray(Ru) @ Rv.T, full_matrices=False)
+    left = np.ascontiguousarray(Qu) @ Pm                         # (m, qa) unit u-directions
+    Cr = _solve_upper(Rv, np.ascontiguousarray(QmT.T))          # (ka, qa): right = V[idx]ᵀ Cr
+    _fix_signs(left, Cr)
+    if sigma[0] == 0.0:
+        return True
+    qa = sigma.size
+    q = min(k, m, P)                                             # the reference's number of σ
+    sig = np.zeros(q)
+    for j in range(qa):
+        sig[j] = sigma[j] if sigma[j] >= zero * sigma[0] else 0.0
+    m_star = q if q <= r else _n_kept(sig, r)
+    for j in range(min(m_star, qa)):
+        root = np.sqrt(sig[j])
+        for t in range(m):
+            U_out[j, t] = left[t, j] * root
+        for i in range(ka):
+            coef[j, idx[i]] = Cr[i, j] * root
+    S = sig[m_star:].sum()
+    if m_star < q and S > 0.0:
+        kk = k - m_star
+        scale = np.sqrt(S / (kk - 1))
+        M = _orth_complement(sig[m_star:], S)
+        for j in range(kk):
+            M[j, :] *= eps[j] * scale
+        for jj in range(min(kk, qa - m_star)):                  # zero directions carry no weight
+            j = m_star + jj
+            for ll in range(kk - 1):
+                for t in range(m):
+                    U_out[m_star + ll, t] += left[t, j] * M[jj, ll]
+                for i in range(ka):
+                    coef[m_star + ll, idx[i]] += Cr[i, j] * M[jj, ll]
+    return True
+
+
+@kernel()
+def _active_terms(Gv, U):
+    """Indices of the terms whose A factor (Gv's diagonal) and u factor are both nonzero."""
+    keep = np.zeros(Gv.shape[0], dtype=np.bool_)
+    for i in range(Gv.shape[0]):
+        keep[i] = Gv[i, i] > 0.0 and np.any(U[i] != 0.0)
+    return np.flatnonzero(keep)
+
+
+@kernel()
+def _scaled_cholesky_r(G, idx, pivot):
+    """Upper R with RᵀR = G[idx][:, idx], from Cholesky of its unit-diagonal scaling.
+
+    Returns R with R[0, 0] = -1 if a pivot of the scaled matrix is below ``pivot``.
+    """
+    ka = idx.size
+    d = np.empty(ka)
+    for j in range(ka):
+        d[j] = np.sqrt(G[idx[j], idx[j]])
+    L = np.zeros((ka, ka))
+    for j in range(ka):
+        s = 1.0
+        for l in range(j):
+            s -= L[j, l] * L[j, l]
+        if s < pivot * pivot:
+            L[0, 0] = -1.0
+            return L
+        L[j, j] = np.sqrt(s)
+        for i in range(j + 1, ka):
+            s = G[idx[i], idx[j]] / (d[i] * d[j])
+            for l in range(j):
+                s -= L[i, l] * L[j, l]
+            L[i, j] = s / L[j, j]
+    R = np.zeros((ka, ka))
+    for i in range(ka):
+        for j in range(i, ka):
+            R[i, j] = L[j, i] * d[j]
+    return R
+
+
+@kernel()
+def _solve_upper(R, Y):
+    """X = R⁻¹ Y for upper-triangular R (n, n) and Y (n, c), by back substitution."""
+    n, c = Y.shape
+    X = np.empty((n, c))
+    for col in range(c):
+        for i in range(n - 1, -1, -1):
+            s = Y[i, col]
+            for l in range(i + 1, n):
+                s -= R[i, l] * X[l, col]
+            X[i, col] = s / R[i, i]
+    return X
+
+
+@kernel()
+def _fix_signs(left, right):
+    """Flip each column pair so that the largest |entry| of left's column is positive."""
+    for j in range(left.shape[1]):
+        best = 0
+        for t in range(1, left.shape[0]):
+            if abs(left[t, j]) > abs(left[best, j]):
+                best = t
+        if left[best, j] < 0.0:
+            left[:, j] *= -1.0
+            right[:, j] *= -1.0
+
+
+@kernel()
+def _n_kept(sigma, r):
+    """Smallest m with (r - m) σ_m <= Σ_{i>=m} σ_i (σ descending, length r+1)."""
+    tail = np.empty(sigma.size)
+    acc = 0.0
+    for i in range(sigma.size - 1, -1, -1):
+        acc += sigma[i]
+        tail[i] = acc
+    for m in range(r + 1):
+        if (r - m) * sigma[m] <= tail[m]:
+            return m
+    return r
+
+
+@kernel()
+def _orth_complement(sigma_mix, S):
+    """Orthonormal basis (k, k-1) of v0⊥, v0 = sqrt(1 - (k-1) σ / S), by a Householder reflection."""
+    kk = sigma_mix.size
+    w = np.empty(kk)
+    for j in range(kk):
+        s_tilde = min(max((kk - 1) * sigma_mix[j] / S, 0.0), 1.0)
+        w[j] = np.sqrt(1.0 - s_tilde)
+    w /= np.sqrt(np.sum(w * w))
+    w[0] += 1.0 if w[0] >= 0.0 else -1.0
+    beta = 2.0 / np.sum(w * w)
+    H = np.empty((kk, kk - 1))
+    for i in range(kk):
+        for j in range(1, kk):
+            H[i, j - 1] = (1.0 if i == j else 0.0) - beta * w[i] * w[j]
+    return H

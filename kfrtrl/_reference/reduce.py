@@ -1,0 +1,112 @@
+"""Reference OK kernels in plain numpy: the reduction ``ok_reduce`` and the fused Elman-type step
+``ok_fused`` (the same names in every backend's ``reduce`` module; see :mod:`.propagate`).
+"""
+import numpy as np
+
+from .. import _thresholds
+from .propagate import jvp_blocks
+
+
+def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
+    """OK's whole step (propagation and reduction) for a cell with a diagonal step Jacobian.
+
+    For a step whose Jacobian is ``H_b = diag(lam_b) + diag(dz_b) W[:, :n]`` and whose
+    immediate term is ``diag(dz_b) ⊗ a_b`` (see ``Cell.diagonal_step``): :func:`ok_reduce`
+    of the r + 1 terms ``(H A_i, u_i)`` and ``(diag(dz), a)``, in a compiled backend
+    without forming H_b, the diagonal D_b or the (r + 1)-term stack as arrays.
+
+    A : (B, r, n, n) factors (tangent layout);  u : (B, r, m);  W : (n, m)
+    lam, dz : (B, n);  a : (B, m);  signs : (B, r+1) of ±1, the mixing signs
+    A_out : (B, r, n, n), written, may be A itself;  u_out : (B, r, m), written, not
+    overlapping the inputs.
+    Cost per sample: one (r n, n) @ (n, n) GEMM plus the reduction's O(r² n²).
+    """
+    B, r, n, _ = A.shape
+    HA = np.empty((B, r * n, n), dtype=A.dtype)
+    V3 = A.reshape(B, r * n, n)
+    jvp_blocks(V3, V3, W[:, :n].T, lam.reshape(B, 1, 1, n), dz.reshape(B, 1, 1, n), HA, n_threads)
+    V = np.zeros((B, r + 1, n * n), dtype=A.dtype)
+    V[:, :r] = HA.reshape(B, r, n * n)
+    V[:, r, ::n + 1] = dz
+    U = np.concatenate([u, a[:, None]], axis=1)
+    out = np.empty((B, r, n * n), dtype=A.dtype)
+    ok_reduce(V, U, signs, out, u_out, n_threads)
+    A_out[...] = out.reshape(A_out.shape)
+
+
+def ok_reduce(V, U, signs, V_out, U_out, n_threads):
+    """OK's optimal unbiased reduction of r+1 Kronecker terms to r, per sample.
+
+    V : (B, r+1, P) vectorised A-factors (P = p*N);  U : (B, r+1, m) u-factors;
+    signs : (B, r+1) of ±1, the mixing signs E;
+    V_out : (B, r, P), U_out : (B, r, m), written. Small factors in float64.
+    Cost per sample: O(P (r+1)²) for the QR plus O((r+1)³).
+    """
+    for b in range(V.shape[0]):
+        vb, ub = ok_reduce_one(V[b], U[b], signs[b])
+        V_out[b] = vb
+        U_out[b] = ub
+
+
+def ok_reduce_one(V, U, eps):
+    """One sample of :func:`ok_reduce`: (k, P), (k, m), (k,) -> (k-1, P), (k-1, m)."""
+    k = V.shape[0]
+    r = k - 1
+    Qv, Rv = np.linalg.qr(V.T.astype(np.float64))
+    Qu, Ru = np.linalg.qr(U.T.astype(np.float64))
+    Pm, sigma, QmT = np.linalg.svd(Ru @ Rv.T, full_matrices=False)
+    left = Qu @ Pm                              # (m, q) unit u-directions
+    right = Qv @ QmT.T                          # (P, q) unit A-directions
+    _fix_signs(left, right)
+    if sigma.size == 0 or sigma[0] == 0.0:
+        return np.zeros((r, V.shape[1]), V.dtype), np.zeros((r, U.shape[1]), U.dtype)
+    sigma = np.where(sigma < _thresholds.SVD_ZERO * sigma[0], 0.0, sigma)
+    q = sigma.size
+    V_new = np.zeros((r, V.shape[1]))
+    U_new = np.zeros((r, U.shape[1]))
+    if q <= r:                                  # rank ≤ r: keep everything exactly
+        root = np.sqrt(sigma)
+        U_new[:q] = (left * root).T
+        V_new[:q] = (right * root).T
+        return V_new.astype(V.dtype), U_new.astype(U.dtype)
+    m_star = _n_kept(sigma, r)
+    root = np.sqrt(sigma[:m_star])
+    U_new[:m_star] = (left[:, :m_star] * root).T
+    V_new[:m_star] = (right[:, :m_star] * root).T
+    S = sigma[m_star:].sum()
+    if S > 0.0:
+        kk = k - m_star
+        M = eps[:kk, None] * _orth_complement(sigma[m_star:], S)  # (kk, kk-1) = E B
+        scale = np.sqrt(S / (kk - 1))
+        U_new[m_star:] = scale * (left[:, m_star:] @ M).T
+        V_new[m_star:] = scale * (right[:, m_star:] @ M).T
+    return V_new.astype(V.dtype), U_new.astype(U.dtype)
+
+
+def _fix_signs(left, right):
+    """Make each singular pair's sign deterministic: largest |entry| of left > 0."""
+    idx = np.argmax(np.abs(left), axis=0)
+    flip = np.sign(left[idx, np.arange(left.shape[1])])
+    flip[flip == 0] = 1.0
+    left *= flip
+    right *= flip
+
+
+def _n_kept(sigma, r):
+    """Smallest m with (r - m) σ_{m+1} ≤ Σ_{i>m} σ_i (σ descending, length r+1)."""
+    tail = np.cumsum(sigma[::-1])[::-1]         # tail[m] = Σ_{i≥m} σ_i (0-based)
+    for m in range(r + 1):
+        if (r - m) * sigma[m] <= tail[m]:
+            return m
+    return r
+
+
+def _orth_complement(sigma_mix, S):
+    """Orthonormal basis B (k, k-1) of v0⊥, v0 = sqrt(1 - (k-1) σ / S), by a Householder reflection."""
+    kk = sigma_mix.size
+    s_tilde = np.clip((kk - 1) * sigma_mix / S, 0.0, 1.0)
+    w = np.sqrt(1.0 - s_tilde)
+    w /= np.linalg.norm(w)                      # v0 is a unit vector up to round-off
+    w[0] += 1.0 if w[0] >= 0.0 else -1.0
+    H = np.eye(kk) - (2.0 / (w @ w)) * np.outer(w, w)
+    return H[:, 1:]

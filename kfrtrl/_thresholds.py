@@ -1,0 +1,25 @@
+"""The kernels' thresholds, defined once and read by every backend (numpy, numba, Cython).
+
+Kernels read them from this module at each call (not at import or compile time), so a
+test can change one for every backend at once.
+"""
+
+# Singular values below this fraction of the largest are exact zeros in the OK reduction
+# (otherwise the √σ split turns round-off into ~1e-9 errors).
+SVD_ZERO = 1e-13
+
+# Smallest pivot of the Cholesky factor of a unit-diagonal Gram matrix (the sine of the angle
+# between a term and the span of the earlier ones) that the OK reduction's Gram route accepts.
+# Its error grows as eps / pivot²; below the threshold a compiled backend takes its
+# rank-revealing route, which keeps every sample within ~1e-10 relative of the reference.
+MIN_PIVOT = 1e-3
+
+# Elements of work below which a kernel runs on one thread: opening a parallel region costs
+# more than it saves there, and far more on a loaded machine (every region waits for its
+# slowest thread to be scheduled).
+PARALLEL_MIN_WORK = 1 << 16
+
+
+def threads_for(n_threads, work):
+    """The thread count a kernel uses for ``work`` elements: ``n_threads``, or 1 below PARALLEL_MIN_WORK."""
+    return n_threads if n_threads > 1 and work >= PARALLEL_MIN_WORK else 1
