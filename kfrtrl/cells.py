@@ -58,6 +58,10 @@ _ACTIVATIONS = {
 }
 
 
+# RHN candidates as tanh(scale · z): "sigmoid" is 2σ(z) − 1 = tanh(z / 2).
+_CANDIDATE_SCALE = {"tanh": 1.0, "sigmoid": 0.5}
+
+
 @dataclass
 class Layer:
     """One Jacobian layer of a step (see the module docstring).
@@ -308,13 +312,18 @@ class RHN(Cell):
         [z_c; z_g] = W_l a_l,  c̃ = tanh(z_c),  g = σ(z_g)
         s_{l+1} = g ⊙ s_l + (1 − g) ⊙ c̃
 
+    With ``candidate="sigmoid"`` the candidate is c̃ = 2σ(z_c) − 1 = tanh(z_c / 2), the
+    OK authors' code (half the candidate's gain at z = 0).
+
     One Jacobian layer per micro-layer (S = S_in = 1, Z = 2): Λ = diag(g),
-    ∂s_{l+1}/∂z_c = (1 − g)(1 − c̃²), ∂s_{l+1}/∂z_g = (s_l − c̃) g (1 − g).
+    ∂s_{l+1}/∂z_c = (1 − g) c̃′ with c̃′ = 1 − c̃² (tanh) or (1 − c̃²)/2 (sigmoid),
+    ∂s_{l+1}/∂z_g = (s_l − c̃) g (1 − g).
 
     Parameters
     ----------
     n_in, n_hidden : int >= 1
     depth : int >= 1, the number L of micro-layers
+    candidate : "tanh" (default) or "sigmoid" (c̃ = 2σ(z_c) − 1)
     dtype : float32 or float64
     rng : None, int or numpy.random.Generator, for the initialisation
 
@@ -331,9 +340,10 @@ class RHN(Cell):
 
     W = _weight_property("W")
 
-    def __init__(self, n_in, n_hidden, depth=1, dtype=np.float64, rng=None):
+    def __init__(self, n_in, n_hidden, depth=1, dtype=np.float64, rng=None, candidate="tanh"):
         _check_sizes(self, n_in, n_hidden, dtype)
         self.depth = check_int("depth", depth, 1)
+        self.candidate = check_choice("candidate", candidate, _CANDIDATE_SCALE)
         self.n_state = self.n_hidden
         self.out = slice(0, self.n_hidden)
         gen = as_generator(rng)
@@ -351,9 +361,10 @@ class RHN(Cell):
         for l, (name, W) in enumerate(self._params.items()):
             a = np.concatenate([s, x, one] if l == 0 else [s, one], axis=1)
             z = a @ W.T
-            c = np.tanh(z[:, :n])
+            scale = _CANDIDATE_SCALE[self.candidate]
+            c = np.tanh(scale * z[:, :n])
             g = _sigmoid(z[:, n:])
-            dz = np.stack([(1.0 - g) * (1.0 - c * c), (s - c) * g * (1.0 - g)], axis=1)
+            dz = np.stack([(1.0 - g) * (scale * (1.0 - c * c)), (s - c) * g * (1.0 - g)], axis=1)
             layers.append(Layer(name, a, g.reshape(B, 1, 1, n), dz.reshape(B, 1, 2, n), slice(0, n)))
             s = g * s + (1.0 - g) * c
         return s, layers

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import as_generator, check_dtype, check_float, check_int
+from ._validation import as_generator, check_choice, check_dtype, check_float, check_int
 
 MARKER, BLANK = 2, 3
 """Copy-task symbols: bits are 0 and 1, then the start marker and the blank."""
@@ -59,28 +59,34 @@ class Curriculum:
     The running loss is an exponential moving average (``decay``) of the
     per-step cross-entropy in bits. When it falls below ``threshold``,
     ``T_cur`` grows by one and the average is set back to ``reset_value``.
-    It also starts at ``reset_value`` (the papers leave the start unsaid).
+    It starts at ``start_value`` (default ``reset_value``; the papers leave
+    the start unsaid, the OK authors' code starts at 1 bit).
 
     Parameters
     ----------
     T_start : int >= 1
     decay : float in [0, 1)
     threshold, reset_value : float >= 0
+    start_value : float >= 0 or None (``reset_value``)
     """
 
-    def __init__(self, T_start=1, decay=0.999, threshold=0.15, reset_value=0.3):
+    def __init__(self, T_start=1, decay=0.999, threshold=0.15, reset_value=0.3, start_value=None):
         self.T_cur = check_int("T_start", T_start, 1)
         self.decay = check_float("decay", decay, 0.0, 1.0)
         if self.decay == 1.0:
             raise ValueError("decay: expected a real number in [0, 1), got 1.0")
         self.threshold = check_float("threshold", threshold, 0.0, np.inf)
         self.reset_value = check_float("reset_value", reset_value, 0.0, np.inf)
-        self.running_loss = self.reset_value
+        start = self.reset_value if start_value is None else check_float("start_value", start_value, 0.0, np.inf)
+        self.running_loss = start
 
-    def update(self, loss_bits):
-        """Fold one step's loss (float, bits) in; return True if T_cur advanced."""
+    def update(self, loss_bits, check=True):
+        """Fold one step's loss (float, bits) in; return True if T_cur advanced.
+
+        ``check=False`` only updates the average (T_cur is compared at chosen steps).
+        """
         self.running_loss = self.decay * self.running_loss + (1.0 - self.decay) * float(loss_bits)
-        if self.running_loss < self.threshold:
+        if check and self.running_loss < self.threshold:
             self.T_cur += 1
             self.running_loss = self.reset_value
             return True
@@ -110,17 +116,21 @@ class CopyTask:
     curriculum : Curriculum or None (a default one)
     rng : None, int or numpy.random.Generator
     dtype : float32 or float64, of the inputs
+    check : "step" (T_cur may advance after any step) or "sequence_end" (only after a step
+        that ends some stream's sequence, as in the OK authors' code; the running loss is
+        still updated every step)
     """
 
     n_in = n_out = 4
 
-    def __init__(self, batch_size=1, curriculum=None, rng=None, dtype=np.float64):
+    def __init__(self, batch_size=1, curriculum=None, rng=None, dtype=np.float64, check="step"):
         self.batch_size = check_int("batch_size", batch_size, 1)
         if curriculum is not None and not isinstance(curriculum, Curriculum):
             raise TypeError(f"curriculum: expected a kfrtrl.tasks.Curriculum or None, got {type(curriculum).__name__}")
         self.curriculum = Curriculum() if curriculum is None else curriculum
         self.rng = as_generator(rng)
         self.dtype = check_dtype("dtype", dtype)
+        self.check = check_choice("check", check, ("step", "sequence_end"))
         self._inputs = [np.zeros(0, dtype=np.int64)] * self.batch_size
         self._targets = [np.zeros(0, dtype=np.int64)] * self.batch_size
         self._pos = np.zeros(self.batch_size, dtype=np.int64)
@@ -149,7 +159,8 @@ class CopyTask:
 
     def observe(self, loss_bits):
         """Per-sample losses (batch,) in bits of the last step -> curriculum; True if T_cur advanced."""
-        return self.curriculum.update(np.mean(loss_bits))
+        check = self.check == "step" or any(self._pos[b] >= len(self._inputs[b]) for b in range(self.batch_size))
+        return self.curriculum.update(np.mean(loss_bits), check)
 
     def state_dict(self):
         return {

@@ -10,7 +10,8 @@ One step of :class:`Trainer` (per sample b of the batch)::
 
 Gradients are means over the batch; with ``update_every = k`` the mean of
 k steps' gradients is clipped to global norm ``clip`` (all parameters
-together; the OK authors clip to 1) and applied by Adam or SGD.
+together, or with ``clip_scope="cell"`` the cell's alone, the readout's left
+unclipped as in the OK authors' code, which clips to 1) and applied by Adam or SGD.
 
 :func:`make_estimator` builds an estimator from a spec string such as
 ``"ok:4"``; :func:`run` drives a trainer on a task (:mod:`kfrtrl.tasks`);
@@ -194,6 +195,7 @@ class Trainer:
         (½|y − logits|², float targets (B, n_out))
     optimizer : "adam" or "sgd";  lr : float > 0
     clip : float > 0 or None, global gradient-norm clip
+    clip_scope : "all" (every parameter's gradient together) or "cell" (the cell's only)
     update_every : int >= 1, apply the mean gradient every k steps
     rng : None, int or Generator, for the readout's initialisation
 
@@ -202,7 +204,7 @@ class Trainer:
     """
 
     def __init__(self, estimator, n_out, loss="xent", optimizer="adam", lr=1e-3, clip=1.0, update_every=1,
-                 rng=None):
+                 rng=None, clip_scope="all"):
         if not isinstance(getattr(estimator, "cell", None), Cell):
             raise TypeError(f"estimator: expected a kfrtrl estimator, got {type(estimator).__name__}")
         self.estimator = estimator
@@ -210,6 +212,7 @@ class Trainer:
         self.loss = check_choice("loss", loss, ("xent", "mse"))
         self.optimizer = _OPTIMIZERS[check_choice("optimizer", optimizer, _OPTIMIZERS)](lr)
         self.clip = None if clip is None else check_float("clip", clip, 0.0, np.inf)
+        self.clip_scope = check_choice("clip_scope", clip_scope, ("all", "cell"))
         self.update_every = check_int("update_every", update_every, 1)
         self.readout = Readout(self.cell.n_hidden, n_out, self.cell.dtype, rng)
         self.n_out = n_out
@@ -268,7 +271,8 @@ class Trainer:
 
     def _apply(self):
         grads = {k: g / self.update_every for k, g in self._accum.items()}
-        clip_global_norm(grads, self.clip)
+        clip_global_norm({k: g for k, g in grads.items() if self.clip_scope == "all" or k.startswith("cell.")},
+                         self.clip)
         self.optimizer.update(self._params(), grads)
         for g in self._accum.values():
             g[...] = 0.0

@@ -15,6 +15,7 @@ N_IN, N_HIDDEN = 2, 3
 CELLS = {
     "rhn1": lambda **kw: kfrtrl.RHN(N_IN, N_HIDDEN, depth=1, **kw),
     "rhn3": lambda **kw: kfrtrl.RHN(N_IN, N_HIDDEN, depth=3, **kw),
+    "rhn2-sigmoid": lambda **kw: kfrtrl.RHN(N_IN, N_HIDDEN, depth=2, candidate="sigmoid", **kw),
     "lstm": lambda **kw: kfrtrl.LSTM(N_IN, N_HIDDEN, **kw),
     "gru": lambda **kw: kfrtrl.GRU(N_IN, N_HIDDEN, **kw),
 }
@@ -37,15 +38,16 @@ def _ones(B):
     return np.ones((B, 1))
 
 
-def _rhn_step(W_list, h, x):
+def _rhn_step(W_list, h, x, candidate="tanh"):
     """The documented RHN equations, written out independently of the cell."""
+    act = np.tanh if candidate == "tanh" else lambda z: 2.0 * _sig(z) - 1.0
     n = h.shape[1]
     s = h
     for l, W in enumerate(W_list):
         a = np.concatenate([s, x, _ones(len(s))] if l == 0 else [s, _ones(len(s))], axis=1)
         z = a @ W.T
         g = _sig(z[:, n:])
-        s = g * s + (1 - g) * np.tanh(z[:, :n])
+        s = g * s + (1 - g) * act(z[:, :n])
     return s
 
 
@@ -69,7 +71,7 @@ def _gru_step(W, Wc, h, x):
 def _written_out(name, cell, s, x):
     p = cell.params()
     if name.startswith("rhn"):
-        return _rhn_step(list(p.values()), s, x)
+        return _rhn_step(list(p.values()), s, x, cell.candidate)
     if name == "lstm":
         return _lstm_step(p["W"], s, x)
     return _gru_step(p["W"], p["Wc"], s, x)
@@ -317,6 +319,7 @@ def test_unbiased_against_exact_rtrl(name, est_name):
     (lambda: kfrtrl.RHN(2, 3, depth=0), ValueError, r"depth: expected an integer >= 1, got 0"),
     (lambda: kfrtrl.RHN(2, 3, depth="2"), TypeError, r"depth: expected an integer >= 1, got '2'"),
     (lambda: kfrtrl.RHN(2, 3, dtype=np.int32), TypeError, r"dtype: expected float32 or float64"),
+    (lambda: kfrtrl.RHN(2, 3, candidate="relu"), ValueError, r"candidate: expected one of"),
     (lambda: kfrtrl.LSTM(2, -1), ValueError, r"n_hidden: expected an integer >= 1, got -1"),
     (lambda: kfrtrl.LSTM(2, 3, forget_bias="1"), TypeError, r"forget_bias: expected a real number"),
     (lambda: kfrtrl.LSTM(2, 3, forget_bias=np.inf), ValueError, r"forget_bias: expected a real number in"),
