@@ -4,14 +4,17 @@ Compiled from ``kernels/*.pyx`` by ``setup.py`` (``pip install .`` or, in a
 source tree, ``python setup.py build_ext --inplace``). Importing this package
 raises ImportError when the extensions are not built.
 """
+from .elementwise import ew_gradient, ew_propagate
+from .elementwise import openmp_enabled as _elementwise_openmp
 from .propagate import jvp_blocks, kf_combine, kf_fused, outer_add, rank1_update, uoro_fused
 from .propagate import openmp_enabled as _propagate_openmp
 from .reduce import ok_fused, ok_reduce
 from .reduce import openmp_enabled as _reduce_openmp
 
-__all__ = ["jvp_blocks", "kf_combine", "kf_fused", "ok_fused", "ok_reduce", "outer_add", "rank1_update", "uoro_fused"]
+__all__ = [
+    "ew_gradient", "ew_propagate", "jvp_blocks", "kf_combine", "kf_fused", "ok_fused", "ok_reduce", "outer_add", "rank1_update", "uoro_fused"]
 
 
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP (else they run serially)."""
-    return _propagate_openmp() and _reduce_openmp()
+    return _propagate_openmp() and _reduce_openmp() and _elementwise_openmp()

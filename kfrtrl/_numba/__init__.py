@@ -3,7 +3,9 @@
 Imported only when the ``"numba"`` backend is requested (this imports numba;
 the kernels compile at their first call, cached on disk).
 """
+from .elementwise import ew_gradient, ew_propagate
 from .propagate import jvp_blocks, kf_combine, kf_fused, outer_add, rank1_update, uoro_fused
 from .reduce import ok_fused, ok_reduce
 
-__all__ = ["jvp_blocks", "kf_combine", "kf_fused", "ok_fused", "ok_reduce", "outer_add", "rank1_update", "uoro_fused"]
+__all__ = [
+    "ew_gradient", "ew_propagate", "jvp_blocks", "kf_combine", "kf_fused", "ok_fused", "ok_reduce", "outer_add", "rank1_update", "uoro_fused"]

@@ -35,6 +35,9 @@ class Estimator:
     def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_threads=None):
         if not isinstance(cell, Cell):
             raise TypeError(f"cell: expected a kfrtrl cell (e.g. kfrtrl.Elman), got {type(cell).__name__}")
+        allowed = getattr(cell, "estimators", None)         # a Stack: RTRL and TBPTT only
+        if allowed is not None and self.name not in allowed:
+            raise TypeError(f"cell: a {type(cell).__name__} supports the estimators {list(allowed)}, not {self.name!r}")
         self.cell = cell
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.rng = as_generator(rng)

@@ -1,0 +1,94 @@
+"""A stack of element-wise recurrent layers, each reading the output of the one below.
+
+:class:`Stack` is itself a cell: its state is the layers' states side by side,
+its output the top layer's. ``bptt`` and ``TBPTT`` back-propagate through
+the whole stack exactly; :class:`kfrtrl.RTRL` runs exact element-wise RTRL
+inside each layer and passes the loss signal between layers by the step's
+own (spatial) backpropagation only, as Irie, Gopalakrishnan & Schmidhuber
+and Zucchet et al. do: the gradient of a lower layer then misses the paths
+through the upper layers' recurrences (exact for one layer, approximate for
+more; see the README for the measured deviation).
+"""
+import numpy as np
+
+from .cells import Cell
+from .cells_elementwise import ElementwiseCell
+
+
+class Stack(Cell):
+    """Layers ``cells[0]`` (reads x_t) to ``cells[-1]`` (gives h_t), each an element-wise cell.
+
+    Parameters
+    ----------
+    cells : sequence of element-wise cells (:class:`kfrtrl.ELSTM`, :class:`kfrtrl.LRU`),
+        ``cells[i].n_in == cells[i-1].n_hidden``, one dtype. The cells are used live
+        (training the stack trains them).
+
+    Parameter names: ``"{i}.{name}"`` for parameter ``name`` of ``cells[i]``.
+    Only :class:`kfrtrl.RTRL` (per-layer exact, spatial between layers),
+    :class:`kfrtrl.TBPTT` and :func:`kfrtrl.bptt` support a stack.
+    """
+
+    elementwise = True
+    estimators = ("rtrl", "tbptt")
+
+    def __init__(self, cells):
+        cells = list(cells) if isinstance(cells, (list, tuple)) else cells
+        if not isinstance(cells, list) or not cells:
+            raise TypeError(f"cells: expected a non-empty list of element-wise cells, got {cells!r}")
+        for i, cell in enumerate(cells):
+            if not isinstance(cell, ElementwiseCell):
+                raise TypeError(f"cells[{i}]: expected an element-wise cell (kfrtrl.ELSTM or kfrtrl.LRU), "
+                                f"got {type(cell).__name__}")
+            if i and cell.n_in != cells[i - 1].n_hidden:
+                raise ValueError(f"cells[{i}]: expected n_in = {cells[i - 1].n_hidden} (n_hidden of "
+                                 f"cells[{i - 1}]), got {cell.n_in}")
+            if cell.dtype != cells[0].dtype:
+                raise TypeError(f"cells[{i}]: expected dtype {cells[0].dtype} (that of cells[0]), got {cell.dtype}")
+        self.cells = cells
+        self.n_in, self.n_hidden, self.dtype = cells[0].n_in, cells[-1].n_hidden, cells[0].dtype
+        starts = np.cumsum([0] + [cell.n_state for cell in cells])
+        self._slices = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+        self.n_state = int(starts[-1])
+        top = cells[-1].out
+        self.out = slice(self._slices[-1].start + top.start, self._slices[-1].start + top.stop)
+        self._params = {f"{i}.{k}": v for i, cell in enumerate(cells) for k, v in cell.params().items()}
+
+    def parts(self, cache):
+        """[(prefix, cell, state slice, the cell's cache)] bottom to top, for a step's ``cache``."""
+        return [(f"{i}.", cell, sl, c) for i, (cell, sl, c) in enumerate(zip(self.cells, self._slices, cache))]
+
+    def forward(self, s, x):
+        """One step of every layer. s (batch, n_state), x (batch, n_in) -> (s_new, [each cell's cache])."""
+        s_new = np.empty_like(s)
+        caches = []
+        for cell, sl in zip(self.cells, self._slices):
+            s_new[:, sl], cache = cell.forward(s[:, sl], x)
+            caches.append(cache)
+            x = s_new[:, sl][:, cell.out]
+        return s_new, caches
+
+    def backward(self, cache, c, state=True):
+        """One exact reverse sweep through the whole step (see :meth:`Cell.backward`), top to bottom."""
+        c_prev = np.zeros_like(c) if state else None
+        proj, x_cot = {}, None
+        for prefix, cell, sl, part in reversed(self.parts(cache)):
+            c_l = c[:, sl].copy()
+            if x_cot is not None:
+                c_l[:, cell.out] += x_cot
+            prev, p = cell.backward(part, c_l, state)
+            if state:
+                c_prev[:, sl] = prev
+            x_cot = cell.input_cotangent(p)
+            proj.update({prefix + k: v for k, v in p.items()})
+        return c_prev, proj
+
+    def diagonal_step(self, cache):
+        """None: a stack's step is never one diagonal layer."""
+        return None
+
+    def jvp(self, cache, V, ops, n_threads=1, out=None):
+        raise TypeError("cell: a Stack supports only RTRL, TBPTT and bptt (it has no tangent propagation)")
+
+    def immediate(self, cache, ops, n_threads=1, out=None):
+        raise TypeError("cell: a Stack supports only RTRL, TBPTT and bptt (it has no immediate term)")
