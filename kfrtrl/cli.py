@@ -217,6 +217,14 @@ def train_specs(text):
     return [train_spec(item) for item in text.split(",")]
 
 
+def cell_spec(text):
+    """argparse type: one cell (:func:`kfrtrl.scaling.parse_cell`), as its label."""
+    try:
+        return scaling.canonical_cell(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cell_specs(text):
     """argparse type: a comma-separated list of benchmark cells (:func:`kfrtrl.scaling.parse_cell`), as labels."""
     try:
@@ -263,6 +271,8 @@ def add_training_args(parser, steps, lr):
 def _add_model_args(parser, steps, lr):
     parser.add_argument("--rank", type=positive_int, default=1, metavar="R", help="OK rank when NAME has no :k (default: 1)")
     parser.add_argument("--hidden", type=positive_int, default=32, metavar="N", help="hidden units (default: 32)")
+    parser.add_argument("--cell", type=cell_spec, default="elman", metavar="C",
+                        help=f"the recurrent cell, {', '.join(scaling.CELLS)} or rhnL (default: elman)")
     parser.add_argument("--batch", type=positive_int, default=16, metavar="B", help="parallel streams (default: 16)")
     parser.add_argument("--steps", type=positive_int, default=steps, metavar="S", help=f"online steps (default: {steps})")
     parser.add_argument("--lr", type=positive_float, default=lr, metavar="LR", help=f"Adam learning rate (default: {lr})")
@@ -355,7 +365,7 @@ def _missing_matplotlib(args):
 def _build_trainer(args, spec, n_io):
     """Cell, estimator and trainer for ``spec`` from the shared flags; same seeds for every spec."""
     cell_rng, est_rng, readout_rng, _ = np.random.default_rng(args.seed).spawn(4)
-    cell = kfrtrl.Elman(n_io, args.hidden, rng=cell_rng)
+    cell = scaling.make_cell(args.cell, args.hidden, rng=cell_rng, n_in=n_io)
     est = train.make_estimator(spec, cell, args.batch, est_rng, args.backend, args.threads, rank=args.rank)
     return train.Trainer(est, n_io, lr=args.lr, clip=args.clip, update_every=args.update_every, rng=readout_rng)
 
@@ -423,7 +433,7 @@ def _cmd_copy(args):
     if _missing_matplotlib(args):
         return 2
     row = _run_copy(args, args.estimator)
-    print(f"copy task, hidden {args.hidden}, batch {args.batch}, seed {args.seed}")
+    print(f"copy task, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, seed {args.seed}")
     _print_rows([row], ["estimator", "T_cur", "running loss", "seconds"])
     print(f"T_cur {row['T_cur']}")
     _plot_curves(args.plot, {row["estimator"]: row["curve"]}, "T_cur")
@@ -434,7 +444,7 @@ def _cmd_charlm(args):
     if _missing_matplotlib(args):
         return 2
     row = _run_charlm(args, args.estimator, args.file)
-    print(f"charlm, vocabulary {len(args.file.vocab)}, hidden {args.hidden}, batch {args.batch}, seed {args.seed}")
+    print(f"charlm, vocabulary {len(args.file.vocab)}, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, seed {args.seed}")
     _print_rows([row], ["estimator", "train bpc", "valid bpc", "seconds"])
     print(f"bpc {row['valid bpc']:.4f}")
     _plot_curves(args.plot, {row["estimator"]: row["curve"]}, "training bits per character")
@@ -453,7 +463,7 @@ def _cmd_compare(args):
     else:
         rows = [_run_charlm(args, spec, args.file) for spec in args.estimators]
         columns, ylabel = ["estimator", "train bpc", "valid bpc", "seconds"], "training bits per character"
-    print(f"{args.task}, hidden {args.hidden}, batch {args.batch}, {args.steps} steps, seed {args.seed}")
+    print(f"{args.task}, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, {args.steps} steps, seed {args.seed}")
     _print_rows(rows, columns)
     _plot_curves(args.plot, {row["estimator"]: row["curve"] for row in rows}, ylabel)
     return 0

@@ -5,7 +5,7 @@ One place for the whole pipeline, shared by ``bench/test_scaling.py``
 
 - estimators are named as everywhere in kfrtrl (:func:`kfrtrl.train.parse_spec`:
   ``"ok-8"`` or ``"ok:8"``, ``"tbptt-25"``), labelled by :func:`canonical`;
-- cells are named ``elman``, ``rhn`` (``rhnL``: depth L), ``lstm``, ``gru``
+- cells are named ``elman``, ``rhn`` (``rhnL``: depth L), ``lstm``, ``gru``, ``elstm``, ``lru``
   (:func:`parse_cell`, labelled by :func:`canonical_cell`);
 - :class:`Workload` builds a cell and an estimator and runs one online
   step (``step`` then ``gradient``), the unit that is timed;
@@ -40,6 +40,7 @@ import numpy as np
 from . import estimators, train
 from ._validation import check_dtype, check_int
 from .cells import GRU, LSTM, RHN, Elman
+from .cells_elementwise import ELSTM, LRU
 from .threads import limit
 
 #: the sizes of the scaling grid; the exponent is fitted on the upper half
@@ -47,7 +48,7 @@ SIZES = (16, 32, 64, 128, 256, 512)
 #: the estimators compared by default
 DEFAULT_ESTIMATORS = ("rtrl", "uoro", "kf", "ok-2", "ok-8", "nobacktrack", "tbptt-25")
 #: the benchmark cells by name; ``rhnL`` (or ``rhn:L``, ``rhn-L``) is an RHN of depth L
-CELLS = {"elman": Elman, "rhn": RHN, "lstm": LSTM, "gru": GRU}
+CELLS = {"elman": Elman, "rhn": RHN, "lstm": LSTM, "gru": GRU, "elstm": ELSTM, "lru": LRU}
 #: the cells measured by default
 DEFAULT_CELLS = ("elman",)
 #: inputs of the benchmark cell (m = n + N_IN + 1 for a layer reading [h; x; 1])
@@ -94,21 +95,23 @@ def canonical_cell(spec):
     return name if depth in (None, 1) else f"{name}{depth}"
 
 
-def make_cell(spec, n, dtype="float64", rng=None):
-    """The benchmark cell ``spec`` (:func:`parse_cell`) with n_in = :data:`N_IN` and n hidden units."""
+def make_cell(spec, n, dtype="float64", rng=None, n_in=N_IN):
+    """The cell ``spec`` (:func:`parse_cell`) with ``n_in`` inputs (default :data:`N_IN`) and n hidden units."""
     name, depth = parse_cell(spec)
     kwargs = {"depth": depth} if depth else {}
-    return CELLS[name](N_IN, n, dtype=dtype, rng=rng, **kwargs)
+    return CELLS[name](n_in, n, dtype=dtype, rng=rng, **kwargs)
 
 
 def tangents(est):
     """K: state tangents per sample pushed through the whole cell step in one step (step + gradient) of ``est``.
 
-    With p_l × m_l the weight matrices: RTRL: all Σ p_l·m_l columns of G;
+    With p_l × m_l the weight matrices: RTRL: all Σ p_l·m_l columns of G (element-wise RTRL: 1);
     KF: the Σ p_l rows of the A factors per chain; OK: r·Σ p_l;
     TBPTT: one cotangent per step of the window; UORO and NoBackTrack: s.
     """
     shapes = est.cell.param_shapes().values()
+    if isinstance(est, estimators.RTRL) and est.elementwise:
+        return 1                # no tangent through the step: one cotangent through the readout
     if isinstance(est, estimators.RTRL):
         return sum(p * m for p, m in shapes)
     if isinstance(est, estimators.KFRTRL):
@@ -175,7 +178,7 @@ class Workload:
     backend : str, passed to the estimator ("auto", "numpy", ...)
     n_threads : int >= 1 or None (all cores), for the estimator and the GEMM
     seed : int, seeds the cell, the estimator and the inputs
-    cell : str, a cell spec of :func:`parse_cell` ("elman", "rhn", "rhn3", "lstm", "gru")
+    cell : str, a cell spec of :func:`parse_cell` ("elman", "rhn", "rhn3", "lstm", "gru", "elstm", "lru")
     """
 
     def __init__(self, spec, n, batch_size=1, dtype="float64", backend="auto", n_threads=None, seed=0,

@@ -48,10 +48,11 @@ def test_entry_point_is_main():
     (["bench", "--batch", "0"], "argument --batch: expected an integer >= 1, got 0"),
     (["bench", "--backend", "fortran"], "argument --backend: unknown backend 'fortran'"),
     (["bench", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
-    (["bench", "--cells", "elman,foo"], "argument --cells: cell: expected one of ['elman', 'gru', 'lstm', 'rhn'] "
+    (["bench", "--cells", "elman,foo"], "argument --cells: cell: expected one of ['elman', 'elstm', 'gru', 'lru', 'lstm', 'rhn'] "
                                         "(rhnL: depth L), got 'foo'"),
     (["bench", "--cells", "gru", "lstm2"], "argument --cells: cell: only rhn takes a depth, rhnL with an integer L >= 1"),
     (["bench", "--from", "/no/such/file.json"], "argument --from: cannot read '/no/such/file.json'"),
+    (["copy", "--cell", "lru2"], "argument --cell: cell: only rhn takes a depth"),
     (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
     ([], "the following arguments are required: COMMAND"),
 ])

@@ -70,7 +70,7 @@ def test_parse_cell_and_labels(spec, parsed, label):
 
 
 @pytest.mark.parametrize(("spec", "match"), [
-    ("foo", "cell: expected one of \\['elman', 'gru', 'lstm', 'rhn'\\] .*got 'foo'"),
+    ("foo", "cell: expected one of \\['elman', 'elstm', 'gru', 'lru', 'lstm', 'rhn'\\] .*got 'foo'"),
     ("", "cell: expected one of .*got ''"), ("RHN", "got 'RHN'"), ("rhn:", "got 'rhn:'"), ("rhn-x", "got 'rhn-x'"),
     ("rhn0", "cell: only rhn takes a depth, rhnL with an integer L >= 1, got 'rhn0'"),
     ("lstm2", "cell: only rhn takes a depth.*got 'lstm2'"),
@@ -89,6 +89,8 @@ def test_parse_cell_rejects_non_strings():
     ("elman", kfrtrl.Elman, {"W": (5, 14)}), ("rhn", kfrtrl.RHN, {"W": (10, 14)}),
     ("rhn3", kfrtrl.RHN, {"W0": (10, 14), "W1": (10, 6), "W2": (10, 6)}), ("lstm", kfrtrl.LSTM, {"W": (20, 14)}),
     ("gru", kfrtrl.GRU, {"W": (10, 14), "Wc": (5, 14)}),
+    ("elstm", kfrtrl.ELSTM, {"W": (10, 9), "w": (10, 1), "Wo": (5, 14)}),
+    ("lru", kfrtrl.LRU, {"B": (5, 8), "nu": (5, 1), "C": (5, 14)}),
 ])
 def test_make_cell_builds_the_named_cell(spec, cls, shapes):
     cell = scaling.make_cell(spec, 5, dtype="float32", rng=0)

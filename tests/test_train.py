@@ -288,6 +288,12 @@ def test_cli_copy_prints_t_cur_and_plots(capsys, tmp_path):
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("cell", ["elstm", "lru", "rhn"])
+def test_cli_copy_takes_a_cell(capsys, cell):
+    rc, out, _ = _cli(capsys, "copy", "--estimator", "rtrl", "--cell", cell, *TINY)
+    assert rc == 0 and out.startswith(f"copy task, cell {cell}, hidden 4") and "T_cur 1" in out.splitlines()
+
+
 def test_cli_charlm_prints_bpc(capsys, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("abcabcabd" * 20, encoding="utf-8")
