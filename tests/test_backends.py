@@ -421,7 +421,7 @@ def test_a_backend_missing_a_kernel_is_unavailable(monkeypatch):
     monkeypatch.setitem(backends._MODULES, "partial", "kfrtrl._reference")
     monkeypatch.delattr(ref, "jvp_blocks")
     assert "partial" not in kfrtrl.available_backends()
-    with pytest.raises(ImportError, match=r"lacks the kernels \['jvp_blocks'\]"):
+    with pytest.raises(ImportError, match=r"lacks the kernels \[.*'jvp_blocks'"):
         kfrtrl.UORO(kfrtrl.Elman(N_IN, 3, rng=23), backend="partial")
 
 
