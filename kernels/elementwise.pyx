@@ -11,7 +11,9 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange
 
-from _blas cimport KFRTRL_OPENMP, threads_for
+from _blas cimport KFRTRL_OPENMP
+
+from kfrtrl._thresholds import threads_for
 
 
 def openmp_enabled():

@@ -73,11 +73,11 @@ def _calls_openmp(path):
 
 
 def test_openmp_enabled_reports_how_the_extensions_were_built():
-    from kfrtrl._cy import propagate, reduce
+    from kfrtrl._cy import elementwise, propagate, reduce
 
     flag = cy.openmp_enabled()
     assert isinstance(flag, bool)
-    for module in (propagate, reduce):
+    for module in (elementwise, propagate, reduce):
         assert _calls_openmp(module.__file__) == flag, module.__file__
 
 
