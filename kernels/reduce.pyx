@@ -11,13 +11,14 @@ equal in exact arithmetic:
   factor R of the QR ``Vᵀ = Q R`` by Cholesky of the unit-diagonal scaling of
   G (so only the conditioning of the row-normalised factors matters), Q never
   formed: the new A's are ``V_out = Tᵀ V`` (:c:func:`kfrtrl_combine`) with
-  ``T = R⁻¹ (...)`` small. The same for U (by BLAS). Two passes over the long
-  A side in all, both register-tiled C loops.
+  ``T = R⁻¹ (...)`` small. Two passes over the long A side in all, both
+  register-tiled C loops. The short u side (m rows) is Householder-factored
+  (dgeqrf), as in the reference: repeated inputs make the u's nearly dependent.
   Terms with a zero factor (right after a reset) are dropped first.
-- Householder (the reference's): when a Cholesky pivot of a scaled Gram
-  matrix is below ``kfrtrl._thresholds.MIN_PIVOT`` (nearly dependent terms) or there are
-  more nonzero terms than rows (m or P): dgeqrf on both stacks, the new A's
-  applied by dormqr as ``Q_V T``.
+- Householder (the reference's): when a Cholesky pivot of the scaled A-side Gram
+  matrix is below ``kfrtrl._thresholds.MIN_PIVOT`` (exactly or nearly dependent A
+  factors) or there are more nonzero terms than rows (m or P): dgeqrf on both
+  stacks, the new A's applied by dormqr as ``Q_V T``.
 
 ``ok_fused`` feeds the same per-sample code (:func:`_gram_coefficients`,
 :func:`_householder_route`) from the propagated terms ``H A_i`` in a thread
@@ -41,7 +42,7 @@ from libc.math cimport fabs, sqrt
 from libc.string cimport memset
 from scipy.linalg.cython_lapack cimport dgeqrf, dgesdd, dormqr, dorgqr
 
-from _blas cimport KFRTRL_OPENMP, gemm, step_propagate, sumsq
+from _blas cimport KFRTRL_OPENMP, step_propagate, sumsq
 
 from kfrtrl import _thresholds
 from kfrtrl._thresholds import threads_for
@@ -152,7 +153,7 @@ def _scratch(P, m, k, dtype, n_par):
 
 def _workspace(int P, int m, int k, int lwork):
     """Doubles of per-thread workspace of :func:`_carve` (without the float32 output buffer Z)."""
-    return P * k + 2 * m * k + 7 * k * k + 3 * k * (k - 1) + 9 * k + lwork
+    return P * k + 2 * m * k + 5 * k * k + 3 * k * (k - 1) + 8 * k + lwork
 
 
 cdef int _lwork(int P, int m, int k) noexcept nogil:
@@ -185,8 +186,6 @@ cdef struct Work:
     double *Pm
     double *QmT
     double *Rv        # Gram route: G_V, then R_V (row-major)
-    double *Ru        # Gram route: G_U, then R_U (row-major)
-    double *Lu        # Gram route: R_U⁻¹ Pm
     double *Cl        # (q, r) row-major: the new terms' coefficients on the singular pairs
     double *Tv
     double *Tk        # Gram route: (r, k) row-major, V_out = Tk V
@@ -194,7 +193,7 @@ cdef struct Work:
     double *tauu
     double *s
     double *flip
-    double *scale     # 2k: row norms of V and U (Gram route)
+    double *scale     # k: row norms of V (Gram route)
     double *scratch   # 3k: tail sums and the Householder vector
     double *work      # lwork: LAPACK's
     double *Z         # (r, P) float64 output buffer (float32 outputs only)
@@ -214,9 +213,7 @@ cdef Work _carve(double *ws, int *iwork, int P, int m, int k, int lwork) noexcep
     w.Pm = w.core + k * k
     w.QmT = w.Pm + k * k
     w.Rv = w.QmT + k * k
-    w.Ru = w.Rv + k * k
-    w.Lu = w.Ru + k * k
-    w.Cl = w.Lu + k * k
+    w.Cl = w.Rv + k * k
     w.Tv = w.Cl + k * r
     w.Tk = w.Tv + k * r
     w.tauv = w.Tk + k * r
@@ -224,7 +221,7 @@ cdef Work _carve(double *ws, int *iwork, int P, int m, int k, int lwork) noexcep
     w.s = w.tauu + k
     w.flip = w.s + k
     w.scale = w.flip + k
-    w.scratch = w.scale + 2 * k
+    w.scratch = w.scale + k
     w.work = w.scratch + 3 * k
     w.Z = w.work + lwork
     w.iwork = iwork
@@ -369,18 +366,19 @@ cdef bint _gram_coefficients(const floating *eps, int k, int P, int m, floating 
     w.Wu (m, k). On False the outputs are untouched and w.Wu is scrambled.
     Terms whose A or u factor is exactly zero (right after a reset) are
     dropped: they add nothing to the sum, and the reference gives their zero
-    singular values no weight. The singular values are padded with zeros to
+    singular values no weight. The long A side's R_V comes from the Cholesky
+    factor of G_V (False when a scaled pivot is below min_pivot); the short u side
+    is Householder-factored as in the reference (cheap, and repeated inputs make
+    the u's nearly dependent). The singular values are padded with zeros to
     the reference's count min(r+1, m, P), so that m* and the branch agree.
     """
     cdef int r = k - 1, q = min(k, min(m, P)), ka = 0, info, i, j, t
     cdef char jobz = b'S'
     cdef double *Rv = w.Rv
-    cdef double *Ru = w.Ru
     cdef double *Wu = w.Wu
     cdef int *idx = w.idx
-    gemm(c'n', c't', k, k, m, 1.0, Wu, m, Wu, m, 0.0, Ru, k)
     for i in range(k):
-        if Rv[i * k + i] > 0.0 and Ru[i * k + i] > 0.0:
+        if Rv[i * k + i] > 0.0 and sumsq(Wu + i * m, m) > 0.0:
             idx[ka] = i
             ka = ka + 1
     if ka > m or ka > P:
@@ -391,25 +389,24 @@ cdef bint _gram_coefficients(const floating *eps, int k, int P, int m, floating 
             U_out[t] = 0.0
         return True
     _compact(Rv, k, idx, ka)
-    _compact(Ru, k, idx, ka)
+    if not _scaled_cholesky(Rv, ka, w.scale, min_pivot):
+        return False
     for i in range(ka):                        # Wu's columns -> the active u's
         for t in range(m):
             Wu[t + i * m] = Wu[t + idx[i] * m]
-    if not (_scaled_cholesky(Rv, ka, w.scale, min_pivot) and _scaled_cholesky(Ru, ka, w.scale + k, min_pivot)):
-        return False
-    for j in range(ka):                        # core = R_U R_Vᵀ
+    dgeqrf(&m, &ka, Wu, &m, w.tauu, w.work, &w.lwork, &info)
+    for j in range(ka):                        # core = R_U R_Vᵀ (R_U in Wu's upper triangle)
         for i in range(ka):
             w.core[i + j * ka] = 0.0
             for t in range(max(i, j), ka):
-                w.core[i + j * ka] += Ru[i * ka + t] * Rv[j * ka + t]
+                w.core[i + j * ka] += Wu[i + t * m] * Rv[j * ka + t]
     dgesdd(&jobz, &ka, &ka, w.core, &ka, w.s, w.Pm, &ka, w.QmT, &ka, w.work, &w.lwork, w.iwork, &info)
     if info != 0:
         return False
     for i in range(ka, q):
         w.s[i] = 0.0
-    for j in range(ka):                        # Lu = R_U⁻¹ Pm, so left = Uᵀ Lu
-        _solve_upper(Ru, ka, w.Pm + j * ka, w.Lu + j * ka)
-    _finish(Wu, w.Lu, w.s, eps, ka, q, ka, ka, m, r, U_out, w.QmT, w.left, w.Cl, w.Tv, w.flip,
+    dorgqr(&m, &ka, &ka, Wu, &m, w.tauu, w.work, &w.lwork, &info)
+    _finish(Wu, w.Pm, w.s, eps, ka, q, ka, ka, m, r, U_out, w.QmT, w.left, w.Cl, w.Tv, w.flip,
             w.scratch, svd_zero)
     for j in range(r):                         # T = R_V⁻¹ QmTᵀ F Cl, on the active terms
         _solve_upper(Rv, ka, w.Tv + j * ka, w.Tv + j * ka)

@@ -8,10 +8,10 @@ test can change one for every backend at once.
 # (otherwise the √σ split turns round-off into ~1e-9 errors).
 SVD_ZERO = 1e-13
 
-# Smallest pivot of the Cholesky factor of a unit-diagonal Gram matrix (the sine of the angle
-# between a term and the span of the earlier ones) that the OK reduction's Gram route accepts.
-# Its error grows as eps / pivot²; below the threshold a compiled backend takes its
-# rank-revealing route, which keeps every sample within ~1e-10 relative of the reference.
+# Smallest pivot of the Cholesky factor of the unit-diagonal A-side Gram matrix (the sine of
+# the angle between a term and the span of the earlier ones) that the OK reduction's Gram route
+# accepts: its error grows as eps / pivot². Below it (exactly or nearly dependent A factors) a
+# compiled backend takes the reference's Householder route in compiled code.
 MIN_PIVOT = 1e-3
 
 # Elements of work below which a kernel runs on one thread: opening a parallel region costs

@@ -9,8 +9,6 @@ from numba import get_num_threads, prange
 
 from .. import _thresholds
 from .._jit import kernel
-from .._reference.reduce import ok_fused as _reference_ok_fused
-from .._reference.reduce import ok_reduce_one
 from ..threads import blas_limit
 from ._common import _block, _blocks_contiguous, _diagonal_jacobian, _has_contiguous_blocks, _parallel
 
@@ -32,49 +30,48 @@ def ok_reduce(V, U, signs, V_out, U_out, n_threads):
     only the conditioning of the row-normalised factors matters), the small u
     side is QR-factored as in the reference, the (r+1)² core is decomposed as
     there, and the new A's are one GEMM ``V_out[b] = C_b V_b`` with C_b (r, r+1).
-    Samples run in parallel (BLAS held at one thread) from PARALLEL_MIN_WORK
-    elements on. Terms whose A or u factor is exactly zero are dropped first.
-    A sample whose active terms exceed P, or whose A-side Gram matrix has a
-    Cholesky pivot below ``MIN_PIVOT``, is reduced by the reference instead.
+    Terms whose A or u factor is exactly zero are dropped first. A sample whose
+    active terms exceed P, or whose A-side Gram matrix has a scaled Cholesky pivot
+    below ``MIN_PIVOT`` (exactly or nearly dependent A factors), takes the reference's
+    Householder route, compiled in the same loop (:func:`_householder_reduce`).
+    Samples run in parallel (BLAS held at one thread) from PARALLEL_MIN_WORK elements on.
     Cost per sample: ~(r+1)² P / 2 multiply-adds for the Gram matrix, r (r+1) P
-    for the recombination (BLAS), O((r+1)³) for the rest.
+    for the recombination (BLAS), O((r+1)³) for the rest; ~4 (r+1)² P on the Householder route.
     """
     B = V.shape[0]
-    done = np.empty(B, dtype=np.bool_)
     V = _blocks_contiguous(V)
     target = V_out if _has_contiguous_blocks(V_out) else np.empty(V_out.shape, V_out.dtype)
     zero, pivot = _thresholds.SVD_ZERO, _thresholds.MIN_PIVOT
     if B > 1 and _parallel(n_threads, V.size):
         with blas_limit(1):
-            _ok_reduce_par(V, U, signs, zero, pivot, target, U_out, done, min(get_num_threads(), B))
+            _ok_reduce_par(V, U, signs, zero, pivot, target, U_out, min(get_num_threads(), B))
     else:
-        _ok_reduce_range(V, U, signs, zero, pivot, target, U_out, done, 0, B)
+        _ok_reduce_range(V, U, signs, zero, pivot, target, U_out, 0, B)
     if target is not V_out:
         V_out[...] = target
-    for b in np.flatnonzero(~done):
-        V_out[b], U_out[b] = ok_reduce_one(V[b], U[b], signs[b])
 
 
 @kernel()
-def _ok_reduce_range(V, U, signs, zero, pivot, V_out, U_out, done, lo, hi):
-    """Samples lo..hi-1 by the Gram route; done[b] = False leaves sample b to the reference."""
+def _ok_reduce_range(V, U, signs, zero, pivot, V_out, U_out, lo, hi):
+    """Samples lo..hi-1: the Gram route, else the Householder route."""
     k, P = V.shape[1], V.shape[2]
     G = np.empty((k, k))
     coef = np.empty((k - 1, k))
     for b in range(lo, hi):
         X = _block(V, b)
         _gram(X, G)
-        done[b] = _ok_gram_route(G, U[b], P, signs[b], zero, pivot, coef, U_out[b])
-        if done[b]:
+        if _ok_gram_route(G, U[b], P, signs[b], zero, pivot, coef, U_out[b]):
             np.dot(coef.astype(X.dtype), X, _block(V_out, b))
+        else:
+            _householder_reduce(X, U[b], signs[b], zero, _block(V_out, b), U_out[b])
 
 
 @kernel(parallel=True)
-def _ok_reduce_par(V, U, signs, zero, pivot, V_out, U_out, done, chunks):
+def _ok_reduce_par(V, U, signs, zero, pivot, V_out, U_out, chunks):
     """:func:`_ok_reduce_range` over ``chunks`` contiguous sample ranges in parallel."""
     B = V.shape[0]
     for c in prange(chunks):
-        _ok_reduce_range(V, U, signs, zero, pivot, V_out, U_out, done, c * B // chunks, (c + 1) * B // chunks)
+        _ok_reduce_range(V, U, signs, zero, pivot, V_out, U_out, c * B // chunks, (c + 1) * B // chunks)
 
 
 def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
@@ -82,40 +79,32 @@ def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
 
     A : (B, r, n, n);  u : (B, r, m);  W : (n, m);  lam, dz : (B, n);  a : (B, m);
     signs : (B, r+1);  A_out : (B, r, n, n), written, may be A itself (any layout, fastest
-    C-contiguous: each sample's factors are read before its output is written, and a sample
-    left to the reference is not written before);  u_out : (B, r, m), written, not
-    overlapping the inputs.
+    C-contiguous: each sample's factors are read before its output is written);
+    u_out : (B, r, m), written, not overlapping the inputs.
     Per sample (:func:`_ok_fused`), with everything in cache: H_b formed in a scratch,
     one GEMM for the r terms ``H A_i``, their Gram matrix extended by the diagonal term
     (whose products need only the diagonals), the reduction's coefficients as in
     :func:`ok_reduce`, and one GEMM recombining the terms plus a diagonal update for D_b.
-    A sample the Gram route declines is reduced by the reference. Samples run in
-    parallel (BLAS held at one thread) from PARALLEL_MIN_WORK elements on.
+    A sample the Gram route declines takes the Householder route in the same loop.
+    Samples run in parallel (BLAS held at one thread) from PARALLEL_MIN_WORK elements on.
     """
     B, r, n, _ = A.shape
     A3 = np.ascontiguousarray(A).reshape(B, r * n, n)
     target = A_out if A_out.flags.c_contiguous else np.empty(A_out.shape, A_out.dtype)
     out = target.reshape(B, r, n * n)
     W = np.ascontiguousarray(W)
-    done = np.empty(B, dtype=np.bool_)
     zero, pivot = _thresholds.SVD_ZERO, _thresholds.MIN_PIVOT
     if B > 1 and _parallel(n_threads, A.size):
         with blas_limit(1):
-            _ok_fused_par(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, done, min(get_num_threads(), B))
+            _ok_fused_par(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, min(get_num_threads(), B))
     else:
-        _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, done, 0, B)
-    for b in np.flatnonzero(~done):
-        ref_out = np.empty((1,) + A_out.shape[1:], A_out.dtype)
-        ref_u = np.empty((1,) + u_out.shape[1:], u_out.dtype)
-        _reference_ok_fused(A[b:b + 1], u[b:b + 1], W, lam[b:b + 1], dz[b:b + 1], a[b:b + 1],
-                            signs[b:b + 1], ref_out, ref_u, 1)
-        target[b], u_out[b] = ref_out[0], ref_u[0]
+        _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, 0, B)
     if target is not A_out:
         A_out[...] = target
 
 
 @kernel()
-def _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, done, lo, hi):
+def _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, lo, hi):
     """Samples lo..hi-1 of :func:`ok_fused`; A3 (B, r*n, n) and out (B, r, n*n) C-contiguous blocks."""
     n = A3.shape[2]
     r = A3.shape[1] // n
@@ -142,22 +131,73 @@ def _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, done, lo, hi
             G[r, i] = acc
         Ub[:r] = u[b]
         Ub[r] = a[b]
-        done[b] = _ok_gram_route(G, Ub, n * n, signs[b], zero, pivot, coef, u_out[b])
-        if done[b]:
-            Ob = _block(out, b)
+        Ob = _block(out, b)
+        if _ok_gram_route(G, Ub, n * n, signs[b], zero, pivot, coef, u_out[b]):
             np.dot(coef[:, :r].astype(out.dtype), T, Ob)
             for j in range(r):
                 cj = coef[j, r]
                 for t in range(n):
                     Ob[j, t * (n + 1)] += cj * dz[b, t]
+        else:
+            X = np.zeros((k, n * n))
+            X[:r] = T
+            for t in range(n):
+                X[r, t * (n + 1)] = dz[b, t]
+            _householder_reduce(X, Ub, signs[b], zero, Ob, u_out[b])
 
 
 @kernel(parallel=True)
-def _ok_fused_par(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, done, chunks):
+def _ok_fused_par(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, chunks):
     """:func:`_ok_fused` over ``chunks`` contiguous sample ranges in parallel."""
     B = A3.shape[0]
     for c in prange(chunks):
-        _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, done, c * B // chunks, (c + 1) * B // chunks)
+        _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, c * B // chunks, (c + 1) * B // chunks)
+
+
+@kernel()
+def _householder_reduce(V, U, eps, zero, V_out, U_out):
+    """One sample the reference's way (:func:`kfrtrl._reference.reduce.ok_reduce_one`), compiled.
+
+    V (k, P), U (k, m), eps (k,) -> V_out (k-1, P), U_out (k-1, m), written in their dtypes.
+    Householder QR of both stacks in float64 (the same LAPACK calls as numpy's), the SVD of
+    the core, then the kept and mixed pairs. For exactly or nearly dependent A factors, where
+    the Gram route would lose accuracy. Cost ~4 k² P for the QR and k (k-1) P for V_out.
+    """
+    k, P = V.shape
+    m = U.shape[1]
+    r = k - 1
+    Qv, Rv = np.linalg.qr(np.asfortranarray(V.T.astype(np.float64)))
+    Qu, Ru = np.linalg.qr(np.asfortranarray(U.T.astype(np.float64)))
+    core = np.ascontiguousarray(Ru) @ np.ascontiguousarray(Rv.T)
+    Pm, sigma, QmT = np.linalg.svd(core, full_matrices=False)
+    left = np.ascontiguousarray(Qu) @ np.ascontiguousarray(Pm)
+    right = np.ascontiguousarray(Qv) @ np.ascontiguousarray(QmT.T)
+    _fix_signs(left, right)
+    V_out[:, :] = 0.0
+    U_out[:, :] = 0.0
+    if sigma.size == 0 or sigma[0] == 0.0:
+        return
+    sig = np.where(sigma < zero * sigma[0], 0.0, sigma)
+    q = sig.size
+    m_star = q if q <= r else _n_kept(sig, r)
+    C = np.zeros((q, r))                                         # new term j = Σ_i pair i C[i, j]
+    for j in range(min(m_star, r)):
+        C[j, j] = np.sqrt(sig[j])
+    S = sig[m_star:].sum()
+    if m_star < q and S > 0.0:
+        kk = k - m_star
+        M = _orth_complement(sig[m_star:], S)
+        scale = np.sqrt(S / (kk - 1))
+        for i in range(kk):
+            for ll in range(kk - 1):
+                C[m_star + i, m_star + ll] = eps[i] * M[i, ll] * scale
+    Vn = np.ascontiguousarray((right @ C).T)
+    Un = (left @ C).T
+    for j in range(r):
+        for t in range(P):
+            V_out[j, t] = Vn[j, t]
+        for t in range(m):
+            U_out[j, t] = Un[j, t]
 
 
 @kernel()
@@ -208,7 +248,7 @@ def _ok_gram_route(Gv, U, P, eps, zero, pivot, coef, U_out):
 
     Gv = V Vᵀ (k, k) float64, U (k, m), P the length of V's rows, eps (k,), zero = SVD_ZERO,
     pivot = MIN_PIVOT (arguments, not globals, so cached code never holds a stale value). Follows
-    :func:`kfrtrl._reference.kernels.ok_reduce_one` step by step: the small u side by
+    :func:`kfrtrl._reference.reduce.ok_reduce_one` step by step: the small u side by
     Householder QR as there, the long A side's R by Cholesky of Gv with Q never formed,
     so left = Q_u P_m and right = Vᵀ R_v⁻¹ Q_mᵀ = V[idx]ᵀ Cr.
     """
@@ -348,12 +388,16 @@ def _n_kept(sigma, r):
 
 @kernel()
 def _orth_complement(sigma_mix, S):
-    """Orthonormal basis (k, k-1) of v0⊥, v0 = sqrt(1 - (k-1) σ / S), by a Householder reflection."""
+    """Orthonormal basis (k, k-1) of v0⊥, v0 = sqrt(1 - (k-1) σ / S), by a Householder reflection.
+
+    v0 ∝ sqrt(S - (k-1) σ) (clipped to [0, S]) before normalising: no division, so a pair that
+    carries all of S gets exactly 0 (fastmath's reciprocal division would leave ~1e-8 there,
+    which then weights a null direction).
+    """
     kk = sigma_mix.size
     w = np.empty(kk)
     for j in range(kk):
-        s_tilde = min(max((kk - 1) * sigma_mix[j] / S, 0.0), 1.0)
-        w[j] = np.sqrt(1.0 - s_tilde)
+        w[j] = np.sqrt(min(max(S - (kk - 1) * sigma_mix[j], 0.0), S))
     w /= np.sqrt(np.sum(w * w))
     w[0] += 1.0 if w[0] >= 0.0 else -1.0
     beta = 2.0 / np.sum(w * w)
