@@ -16,7 +16,7 @@ _MODULES = {
     "cython": "kfrtrl._cy",
 }
 # estimator name -> the backends "auto" tries, in order (numpy when none is available), from
-# bench/test_kernels.py (1 thread, float64, step / same-run GEMM bound, 2-4 runs on 2026-11-22):
+# bench/test_kernels.py (1 thread, float64, step / same-run GEMM bound, 2-4 runs; see the README):
 # the compiled steps are 1.5-5x faster than numpy's from n = 16 on. numba and cython are within
 # ~5% of each other for RTRL, KF, UORO and NoBackTrack (numba first: no build needed); for OK
 # cython is ahead at small n (24 vs 26.5 us at n = 16, batch 1) and at r = 8, n = 256, batch 16

@@ -1,15 +1,11 @@
 """The task generators produce the specified sequences; the curriculum follows its rule."""
 import math
-import os
 
 import numpy as np
 import pytest
 
 import kfrtrl
-from kfrtrl import tasks, train
-
-SHAKESPEARE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "tinyshakespeare.txt")
-
+from kfrtrl import datasets, tasks, train
 
 def test_copy_sequence_layout():
     inputs, targets = tasks.copy_sequence([1, 0, 1])
@@ -129,9 +125,10 @@ def test_validation_bpc_of_uniform_model_is_log2_vocab(tmp_path):
     assert bpc == pytest.approx(np.log2(len(corpus.vocab)), rel=1e-12)
 
 
-@pytest.mark.skipif(not os.path.exists(SHAKESPEARE), reason="tinyshakespeare.txt not present")
-def test_tinyshakespeare_corpus():
-    corpus = tasks.load_corpus(SHAKESPEARE)
+def test_bundled_tinyshakespeare_corpus():
+    path = datasets.tinyshakespeare_path()
+    assert path.is_file() and datasets.tinyshakespeare().startswith("First Citizen:\n")
+    corpus = tasks.load_corpus(path)
     assert len(corpus.vocab) == 65 and corpus.vocab[0] == "\n"
     assert len(corpus.train) + len(corpus.valid) == 1115394
     task = tasks.CharLM(corpus, batch_size=4, rng=0)
