@@ -6,13 +6,18 @@ Cells (:class:`Elman`, :class:`RHN`, :class:`LSTM`, :class:`GRU`, the element-wi
 :class:`TBPTT`) carry the influence forward and turn ∂L_t/∂h_t into a
 parameter gradient; :func:`bptt` is the exact sequence-level gradient.
 """
-from .backends import available_backends, show_config
+import warnings as _warnings
+
+from .backends import available_backends, show_config, unbuilt_checkout_hint
 from .cells import GRU, LSTM, RHN, Elman
 from .cells_elementwise import ELSTM, LRU
 from .estimators import KFRTRL, OK, RTRL, TBPTT, UORO, NoBackTrack, bptt
 from .stack import Stack
 
 __version__ = "0.1.0"
+
+if unbuilt_checkout_hint():
+    _warnings.warn(unbuilt_checkout_hint(), stacklevel=2)
 
 __all__ = [
     "Elman", "RHN", "LSTM", "GRU", "ELSTM", "LRU", "Stack", "RTRL", "UORO", "KFRTRL", "OK", "NoBackTrack", "TBPTT", "bptt",

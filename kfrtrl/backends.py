@@ -6,6 +6,8 @@ present; compiled backends register here and are tested against it.
 """
 import importlib
 import warnings
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
 
 from . import _reference
 
@@ -29,6 +31,23 @@ _AUTO = {
     "nobacktrack": ("numba", "cython"),
     "tbptt": (),
 }
+
+
+def unbuilt_checkout_hint():
+    """One line saying what to run when kfrtrl is imported from a source checkout without its
+    compiled kernels (``kernels/*.pyx`` beside the package, no ``kfrtrl/_cy/<name>.so``), else None.
+
+    An installed package has no ``kernels/`` beside it, so this costs one directory listing.
+    """
+    package = Path(__file__).resolve().parent
+    root = package.parent
+    sources = sorted(root.glob("kernels/*.pyx")) if (root / "setup.py").is_file() else []
+    missing = [src.stem for src in sources
+               if not any((package / "_cy" / (src.stem + suffix)).is_file() for suffix in EXTENSION_SUFFIXES)]
+    if not missing:
+        return None
+    return (f"kfrtrl: the compiled kernels of the source checkout {root} are not built; run "
+            f"`pip install -e .` there (or `python setup.py build_ext --inplace`)")
 
 
 def known_backends():
@@ -76,13 +95,17 @@ def get_backend(backend, estimator):
 
 
 def _auto(estimator):
-    """(name, module) of the first available backend of ``_AUTO[estimator]``, else numpy."""
+    """(name, module) of the first available backend of ``_AUTO[estimator]``, else numpy.
+
+    Cython missing from an unbuilt checkout is not warned about again: importing kfrtrl said so.
+    """
     first_error = None
     for name in _AUTO.get(estimator, ()):
         try:
             module = _load(name)
         except ImportError as exc:
-            first_error = first_error or f"backend {name!r} unavailable ({exc})"
+            if not (name == "cython" and unbuilt_checkout_hint()):
+                first_error = first_error or f"backend {name!r} unavailable ({exc})"
             continue
         if first_error:
             warnings.warn(f"kfrtrl: {first_error}; using {name!r}", stacklevel=4)

@@ -31,3 +31,22 @@ def test_ci_runs_the_readme_test_command():
     assert len(test_cmd) == 1
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_cmd[0] in [line.strip() for line in ci]
+
+
+def test_torch_example_trains(tmp_path, monkeypatch):
+    pytest.importorskip("torch", reason="torch not installed (pip install 'kfrtrl[torch]')")
+    import torch
+
+    code = re.search(r"## PyTorch\n.*?```python\n(.*?)```", _readme(), re.S).group(1)
+    code = code.replace("range(3000)", "range(400)").replace("    opt.step()\n", "    opt.step()\n    losses.append(loss.item())\n")
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                # torch's pool fights the kernels' threads on a busy machine
+    try:
+        scope = {"losses": []}
+        exec(compile(code, "README torch example", "exec"), scope)
+    finally:
+        torch.set_num_threads(threads)
+    losses = scope["losses"]
+    assert np.mean(losses[-50:]) < 0.5 * np.mean(losses[:50])
+    assert (tmp_path / "rnn.pt").is_file()

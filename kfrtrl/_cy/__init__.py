@@ -4,12 +4,15 @@ Compiled from ``kernels/*.pyx`` by ``setup.py`` (``pip install .`` or, in a
 source tree, ``python setup.py build_ext --inplace``). Importing this package
 raises ImportError when the extensions are not built.
 """
-from .elementwise import ew_gradient, ew_propagate
-from .elementwise import openmp_enabled as _elementwise_openmp
-from .propagate import jvp_blocks, kf_combine, kf_fused, outer_add, rank1_update, uoro_fused
-from .propagate import openmp_enabled as _propagate_openmp
-from .reduce import ok_fused, ok_reduce
-from .reduce import openmp_enabled as _reduce_openmp
+try:
+    from .elementwise import ew_gradient, ew_propagate
+    from .elementwise import openmp_enabled as _elementwise_openmp
+    from .propagate import jvp_blocks, kf_combine, kf_fused, outer_add, rank1_update, uoro_fused
+    from .propagate import openmp_enabled as _propagate_openmp
+    from .reduce import ok_fused, ok_reduce
+    from .reduce import openmp_enabled as _reduce_openmp
+except ImportError as exc:
+    raise ImportError(f"the Cython kernels are not built ({exc}; in a source checkout run `pip install -e .`)") from exc
 
 __all__ = [
     "ew_gradient", "ew_propagate", "jvp_blocks", "kf_combine", "kf_fused", "ok_fused", "ok_reduce", "outer_add", "rank1_update", "uoro_fused"]
