@@ -5,6 +5,9 @@ import re
 import numpy as np
 import pytest
 
+import kfrtrl
+from kfrtrl import train
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -50,3 +53,51 @@ def test_torch_example_trains(tmp_path, monkeypatch):
     losses = scope["losses"]
     assert np.mean(losses[-50:]) < 0.5 * np.mean(losses[:50])
     assert (tmp_path / "rnn.pt").is_file()
+
+
+def _own_cell():
+    """Run the README's "Write your own cell" example; return its namespace."""
+    code = re.search(r"## Write your own cell\n.*?```python\n(.*?)```", _readme(), re.S).group(1)
+    scope = {"__name__": "readme_cell"}
+    exec(compile(code, "README cell example", "exec"), scope)
+    return scope
+
+
+def test_own_cell_example_derivatives_match_finite_differences(capsys):
+    from _helpers import sequence_loss
+
+    scope = _own_cell()
+    printed = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    assert float(printed["RTRL"]) < 1e-12 and 0.0 < float(printed["OK"]) < 1.0
+    cell, xs, dl_dhs = scope["cell"], scope["xs"][:6], scope["dl_dhs"][:6]
+    exact = kfrtrl.bptt(cell, xs, dl_dhs)["W"]
+    W, eps = cell.params()["W"], 1e-6
+    for i, j in [(0, 0), (3, 5), (15, 18), (7, 19)]:          # recurrent, recurrent, input, bias
+        old = W[i, j]
+        W[i, j] = old + eps
+        up = sequence_loss(cell, xs, dl_dhs)
+        W[i, j] = old - eps
+        down = sequence_loss(cell, xs, dl_dhs)
+        W[i, j] = old
+        assert (up - down) / (2 * eps) == pytest.approx(exact[i, j], rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("spec", train.ESTIMATOR_NAMES)
+def test_every_estimator_and_backend_works_with_the_own_cell(spec, capsys):
+    """Exact methods equal bptt; every backend gives numpy's estimate with the same seed."""
+    scope = _own_cell()
+    cell, xs, dl_dhs = scope["cell"], scope["xs"][:8], scope["dl_dhs"][:8]
+    exact = kfrtrl.bptt(cell, xs, dl_dhs)["W"]
+    spec = "tbptt:8" if spec == "tbptt" else spec
+    totals = {}
+    for backend in kfrtrl.available_backends():
+        est = train.make_estimator(spec, cell, batch_size=4, rng=5, backend=backend)
+        total = 0.0
+        for x, dl in zip(xs, dl_dhs):
+            est.step(x)
+            total = total + est.gradient(dl)["W"]
+        totals[backend] = total
+    for backend, total in totals.items():
+        assert np.abs(total - totals["numpy"]).max() <= 1e-10 * np.abs(exact).max(), backend
+    error = np.linalg.norm(totals["numpy"] - exact) / np.linalg.norm(exact)
+    assert error < 1e-12 if spec in ("rtrl", "tbptt:8") else 0.0 < error < 10.0
