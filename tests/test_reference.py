@@ -8,10 +8,14 @@ from _helpers import sequence_loss
 N_IN, N_HIDDEN = 2, 4
 
 
+ACTIVATIONS = ["tanh", "sigmoid"]                   # the other cells: tests/test_cells.py
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_bptt_matches_central_differences(alpha, batch, sequence):
-    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=alpha, rng=10)
+def test_bptt_matches_central_differences(alpha, batch, activation, sequence):
+    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=alpha, activation=activation, rng=10)
     xs, dl_dhs = sequence(30, batch, N_IN, N_HIDDEN, seed=11)
     g = kfrtrl.bptt(cell, xs, dl_dhs)["W"]
     eps = 1e-6
@@ -27,10 +31,11 @@ def test_bptt_matches_central_differences(alpha, batch, sequence):
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7 * np.abs(fd).max())
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
 @pytest.mark.parametrize("batch", [1, 4])
-def test_rtrl_summed_equals_bptt(alpha, batch, sequence, run_online, relative_error):
-    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=alpha, rng=1)
+def test_rtrl_summed_equals_bptt(alpha, batch, activation, sequence, run_online, relative_error):
+    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=alpha, activation=activation, rng=1)
     xs, dl_dhs = sequence(35, batch, N_IN, N_HIDDEN, seed=2)
     est = kfrtrl.RTRL(cell, batch_size=batch, backend="numpy")
     online = run_online(est, xs, dl_dhs)["W"]
@@ -38,9 +43,10 @@ def test_rtrl_summed_equals_bptt(alpha, batch, sequence, run_online, relative_er
     assert relative_error(online, exact) <= 1e-10
 
 
-def test_rtrl_influence_matches_finite_differences_of_state():
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_rtrl_influence_matches_finite_differences_of_state(activation):
     """G_t[b, k, i, j] = ∂h_t[b, k]/∂W_ij, checked directly for the final step."""
-    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=0.7, rng=3)
+    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=0.7, activation=activation, rng=3)
     xs = np.random.default_rng(4).standard_normal((12, 2, N_IN))
     est = kfrtrl.RTRL(cell, batch_size=2, backend="numpy")
     for x in xs:
@@ -64,9 +70,10 @@ def test_rtrl_influence_matches_finite_differences_of_state():
         np.testing.assert_allclose(G[:, :, idx[0], idx[1]], (plus - minus) / (2 * eps), atol=1e-8)
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("batch", [1, 4])
-def test_tbptt_with_full_window_equals_bptt(batch, sequence, run_online, relative_error):
-    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=0.8, rng=5)
+def test_tbptt_with_full_window_equals_bptt(batch, activation, sequence, run_online, relative_error):
+    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=0.8, activation=activation, rng=5)
     xs, dl_dhs = sequence(30, batch, N_IN, N_HIDDEN, seed=6)
     exact = kfrtrl.bptt(cell, xs, dl_dhs)["W"]
     for truncation in (30, 45):
