@@ -86,7 +86,7 @@ def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
     """
     B, C, n, _ = A.shape
     V = A.reshape(B, C * n, n)
-    HA = np.empty_like(A)
+    HA = np.empty(A.shape, dtype=A.dtype)      # C order whatever A's layout: the reshape below is a view
     jvp_blocks(V, V, W[:, :n].T, lam.reshape(B, 1, 1, n), dz.reshape(B, 1, 1, n), HA.reshape(B, C * n, n), n_threads)
     Dt = np.zeros((B, n, n), dtype=A.dtype)
     Dt[:, np.arange(n), np.arange(n)] = dz
