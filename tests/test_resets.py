@@ -22,6 +22,7 @@ CELLS = {
     "elman": lambda: kfrtrl.Elman(N_IN, N_HIDDEN, alpha=0.7, rng=1),
     "elman-sigmoid": lambda: kfrtrl.Elman(N_IN, N_HIDDEN, activation="sigmoid", rng=1),
     "rhn": lambda: kfrtrl.RHN(N_IN, N_HIDDEN, rng=1),
+    "rhn2-sigmoid": lambda: kfrtrl.RHN(N_IN, N_HIDDEN, depth=2, candidate="sigmoid", rng=1),
     "lstm": lambda: kfrtrl.LSTM(N_IN, N_HIDDEN, rng=1),
     "gru": lambda: kfrtrl.GRU(N_IN, N_HIDDEN, rng=1),
 }
