@@ -30,7 +30,25 @@ def _blas_pools():
 class limit:
     """Context manager: at most ``n_threads`` BLAS and numba threads in the body, then restore.
 
-    ``numba=False`` leaves numba's count alone (:func:`blas_limit`).
+    Parameters
+    ----------
+    n_threads : int >= 1
+        Thread count of every loaded BLAS pool (through threadpoolctl) and of numba (capped at
+        ``NUMBA_NUM_THREADS``; only if numba is already imported) inside the ``with`` block.
+    numba : bool
+        False leaves numba's count alone (:func:`blas_limit`).
+
+    Notes
+    -----
+    Cost: about 2 µs on entry and exit when nothing changes, about 1 µs more per pool that
+    does. The Cython/OpenMP kernels take their count as an argument and are not affected.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kfrtrl.threads import limit
+    >>> with limit(1):
+    ...     c = np.ones((64, 64)) @ np.ones((64, 64))      # single-threaded BLAS
     """
 
     def __init__(self, n_threads, numba=True):
@@ -62,5 +80,15 @@ class limit:
 
 
 def blas_limit(n_threads):
-    """Context manager: every loaded BLAS pool at ``n_threads`` threads in the body, then restored."""
+    """Context manager: every loaded BLAS pool at ``n_threads`` threads in the body, then restored.
+
+    Parameters
+    ----------
+    n_threads : int >= 1
+
+    Returns
+    -------
+    limit
+        ``limit(n_threads, numba=False)``.
+    """
     return limit(n_threads, numba=False)
