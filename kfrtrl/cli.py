@@ -17,6 +17,7 @@ import numpy as np
 import kfrtrl
 
 from . import diagnostics, scaling, tasks, train
+from ._series_cli import add_series
 from .backends import available_backends, known_backends
 
 
@@ -552,7 +553,7 @@ def _plot_curves(path, curves, ylabel, xlabel="step", scale="linear"):
 # ---------------------------------------------------------------- main
 
 #: subcommand registrars, in the order ``kfrtrl --help`` lists them
-COMMANDS = [_add_info, _add_bench, _add_copy, _add_charlm, _add_noise, _add_compare]
+COMMANDS = [_add_info, _add_bench, _add_copy, _add_charlm, _add_noise, _add_compare, add_series]
 
 
 def build_parser():

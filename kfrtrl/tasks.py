@@ -5,13 +5,15 @@ A task hands the trainer one step at a time: :meth:`next` returns
 dtype, ``y`` (batch,) int64 target classes and ``reset`` (batch,) bool, True
 for the samples whose state must be zeroed *before* this step (a new
 sequence starts). :meth:`observe` feeds the per-sample loss of that step
-back (the copy task's curriculum uses it). ``state_dict`` /
+and the model's output back (the copy task's curriculum uses the loss, the
+series task the output). ``state_dict`` /
 ``load_state_dict`` make a stopped run resumable bit for bit.
 
 - :class:`CopyTask`: string memorisation with the KF-RTRL / OK papers'
   curriculum (:class:`Curriculum`).
 - :class:`CharLM`: character-level language modelling on any text file
   (:func:`load_corpus` builds the vocabulary and the train/validation split).
+- :class:`Series`: online regression on a numeric time series (:mod:`kfrtrl.series`).
 """
 import copy
 import os
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import as_generator, check_choice, check_dtype, check_float, check_int
+from .series import Series  # noqa: F401  (a task like the others)
 
 MARKER, BLANK = 2, 3
 """Copy-task symbols: bits are 0 and 1, then the start marker and the blank."""
@@ -157,7 +160,7 @@ class CopyTask:
         self._pos += 1
         return one_hot(x_ids, self.n_in, self.dtype), y, reset
 
-    def observe(self, loss_bits):
+    def observe(self, loss_bits, output=None):
         """Per-sample losses (batch,) in bits of the last step -> curriculum; True if T_cur advanced."""
         check = self.check == "step" or any(self._pos[b] >= len(self._inputs[b]) for b in range(self.batch_size))
         return self.curriculum.update(np.mean(loss_bits), check)
@@ -262,7 +265,7 @@ class CharLM:
         self._steps += 1
         return x, y, reset
 
-    def observe(self, loss_bits):
+    def observe(self, loss_bits, output=None):
         """No feedback needed (kept for the task interface); returns False."""
         return False
 

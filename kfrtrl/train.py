@@ -27,6 +27,7 @@ import numpy as np
 from . import estimators
 from ._validation import as_generator, check_array, check_choice, check_float, check_int
 from .cells import Cell
+from .optim import KalmanFilter, Schedule, as_schedule
 
 LN2 = float(np.log(2.0))
 
@@ -125,10 +126,11 @@ class SGD:
     def __init__(self, lr=0.1):
         self.lr = check_float("lr", lr, 0.0, np.inf)
 
-    def update(self, params, grads):
-        """Update the arrays of ``params`` in place from ``grads`` (same keys and shapes)."""
+    def update(self, params, grads, lr=None):
+        """Update the arrays of ``params`` in place from ``grads`` (same keys and shapes); lr overrides self.lr."""
+        lr = self.lr if lr is None else lr
         for k, p in params.items():
-            p -= (self.lr * grads[k]).astype(p.dtype)
+            p -= (lr * grads[k]).astype(p.dtype)
 
     def state_dict(self):
         return {}
@@ -148,8 +150,9 @@ class Adam:
         self.t = 0
         self.m, self.v = {}, {}
 
-    def update(self, params, grads):
-        """Update the arrays of ``params`` in place from ``grads`` (same keys and shapes)."""
+    def update(self, params, grads, lr=None):
+        """Update the arrays of ``params`` in place from ``grads`` (same keys and shapes); lr overrides self.lr."""
+        lr = self.lr if lr is None else lr
         self.t += 1
         c1 = 1.0 - self.beta1 ** self.t
         c2 = 1.0 - self.beta2 ** self.t
@@ -161,7 +164,7 @@ class Adam:
             m += (1.0 - self.beta1) * g
             v *= self.beta2
             v += (1.0 - self.beta2) * g * g
-            p -= (self.lr * (m / c1) / (np.sqrt(v / c2) + self.eps)).astype(p.dtype)
+            p -= (lr * (m / c1) / (np.sqrt(v / c2) + self.eps)).astype(p.dtype)
 
     def state_dict(self):
         return {"t": self.t, "m": copy.deepcopy(self.m), "v": copy.deepcopy(self.v)}
@@ -172,7 +175,18 @@ class Adam:
         self.v = copy.deepcopy(state["v"])
 
 
-_OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+_OPTIMIZERS = {"adam": Adam, "sgd": SGD, "kalman": KalmanFilter}
+OPTIMIZER_NAMES = tuple(_OPTIMIZERS)
+
+
+def _make_optimizer(optimizer, lr, rng):
+    """An optimizer from its name (a KalmanFilter's rng is spawned from ``rng``) or a KalmanFilter instance."""
+    if isinstance(optimizer, KalmanFilter):
+        return optimizer
+    name = check_choice("optimizer", optimizer, _OPTIMIZERS)
+    if name == "kalman":
+        return KalmanFilter(rng=as_generator(rng).spawn(1)[0] if rng is not None else None)
+    return _OPTIMIZERS[name](lr)
 
 
 def clip_global_norm(grads, max_norm):
@@ -193,7 +207,10 @@ class Trainer:
     n_out : int >= 1, readout size (classes for "xent")
     loss : "xent" (softmax cross-entropy, integer targets (B,)) or "mse"
         (½|y − logits|², float targets (B, n_out))
-    optimizer : "adam" or "sgd";  lr : float > 0
+    optimizer : "adam", "sgd", "kalman" (:class:`kfrtrl.optim.KalmanFilter` with its defaults) or a
+        ``KalmanFilter`` instance
+    lr : float >= 0 (constant) or :class:`kfrtrl.optim.Schedule` (e.g. ``Schedule(0.01, tau=1000, rho=0.75)``),
+        the rate of the t-th update
     clip : float > 0 or None, global gradient-norm clip
     clip_scope : "all" (every parameter's gradient together) or "cell" (the cell's only)
     update_every : int >= 1, apply the mean gradient every k steps
@@ -210,13 +227,15 @@ class Trainer:
         self.estimator = estimator
         self.cell = estimator.cell
         self.loss = check_choice("loss", loss, ("xent", "mse"))
-        self.optimizer = _OPTIMIZERS[check_choice("optimizer", optimizer, _OPTIMIZERS)](lr)
+        self.schedule = as_schedule(lr)
+        self.optimizer = _make_optimizer(optimizer, self.schedule.lr, rng)
         self.clip = None if clip is None else check_float("clip", clip, 0.0, np.inf)
         self.clip_scope = check_choice("clip_scope", clip_scope, ("all", "cell"))
         self.update_every = check_int("update_every", update_every, 1)
         self.readout = Readout(self.cell.n_hidden, n_out, self.cell.dtype, rng)
         self.n_out = n_out
         self.steps = 0
+        self.output = None             # the readout's output (B, n_out) of the last step
         self._accum = {k: np.zeros_like(v) for k, v in self._params().items()}
         self._sums = {"loss": 0.0, "correct": 0.0, "count": 0}
 
@@ -241,11 +260,12 @@ class Trainer:
             self.estimator.reset(reset)
         h = self.estimator.step(x)
         loss, dlogits, correct = self._loss(h, y)
-        gW, dl_dh = self.readout.backward(h, dlogits / B)
-        grads = self.estimator.gradient(dl_dh.astype(self.cell.dtype))
-        self._accum["readout.W"] += gW
+        if getattr(self.optimizer, "needs_fisher", False):
+            self.optimizer.observe(self._gradients(h, self.optimizer.sample_output_grad(self.loss, self.output)
+                                                   / np.sqrt(B)))
+        grads = self._gradients(h, dlogits / B)
         for k, g in grads.items():
-            self._accum[f"cell.{k}"] += g
+            self._accum[k] += g
         self.steps += 1
         if self.steps % self.update_every == 0:
             self._apply()
@@ -254,8 +274,16 @@ class Trainer:
         self._sums["count"] += B
         return loss
 
+    def _gradients(self, h, dlogits):
+        """{"cell.<name>", "readout.W"} gradients for ∂L/∂logits = dlogits (B, n_out)."""
+        gW, dl_dh = self.readout.backward(h, dlogits.astype(self.cell.dtype))
+        grads = {f"cell.{k}": g for k, g in self.estimator.gradient(dl_dh.astype(self.cell.dtype)).items()}
+        grads["readout.W"] = gW
+        return grads
+
     def _loss(self, h, y):
         logits = self.readout(h)
+        self.output = logits
         if self.loss == "mse":
             y = check_array("y", y, logits.shape, self.cell.dtype)
             loss, dlogits = squared_error(logits, y)
@@ -273,7 +301,7 @@ class Trainer:
         grads = {k: g / self.update_every for k, g in self._accum.items()}
         clip_global_norm({k: g for k, g in grads.items() if self.clip_scope == "all" or k.startswith("cell.")},
                          self.clip)
-        self.optimizer.update(self._params(), grads)
+        self.optimizer.update(self._params(), grads, self.schedule(self.steps // self.update_every - 1))
         for g in self._accum.values():
             g[...] = 0.0
 
@@ -298,13 +326,18 @@ class Trainer:
             "accum": copy.deepcopy(self._accum),
             "steps": self.steps,
             "sums": dict(self._sums),
-            "config": {"loss": self.loss, "update_every": self.update_every, "n_out": self.n_out},
+            "config": self._config(),
+            "schedule": self.schedule.config(),
         }
+
+    def _config(self):
+        """What must agree between a checkpoint and the trainer resuming it (the schedule is restored)."""
+        return {"loss": self.loss, "update_every": self.update_every, "n_out": self.n_out}
 
     def load_state_dict(self, state):
         """Restore from :meth:`state_dict`; the trainer must have the same configuration."""
-        config = {"loss": self.loss, "update_every": self.update_every, "n_out": self.n_out}
-        _require_equal("trainer", state["config"], config)
+        _require_equal("trainer", state["config"], self._config())
+        self.schedule = Schedule(**state["schedule"])
         _require_equal("optimizer", state["optimizer"][0], type(self.optimizer).__name__)
         _load_cell_state(self.cell, state["cell"])
         _load_estimator_state(self.estimator, state["estimator"])
@@ -415,7 +448,7 @@ def run(trainer, task, steps, callback=None):
     for i in range(steps):
         x, y, reset = task.next()
         loss = trainer.step(x, y, reset)
-        task.observe(loss)
+        task.observe(loss, trainer.output)
         if callback is not None:
             callback(i + 1)
     return trainer.metrics()

@@ -1,0 +1,194 @@
+"""Learning-rate schedules and NoBackTrack's Kalman-like filter as an optimizer.
+
+:class:`Schedule` gives the learning rate of the t-th parameter update,
+constant or ``α_t = α_0 / (1 + t/τ)^ρ`` with ρ in (1/2, 1], the regime of
+the stochastic-approximation convergence analyses of online RTRL
+(Σ α_t = ∞, Σ α_t² < ∞).
+
+:class:`KalmanFilter` preconditions any estimator's gradient by a running
+estimate of the Fisher matrix, the way NoBackTrack (Ollivier, Tallec &
+Charpiat 2015) feeds its unbiased gradient estimate to a Kalman-like filter.
+It is the extended Kalman filter on the parameters written in its
+information (natural-gradient) form (Ollivier 2018, "Online natural gradient
+as a Kalman filter")::
+
+    J_t = (1 − γ) J_{t−1} + γ f_t f_tᵀ                       Fisher estimate (fading memory γ)
+    θ_t = θ_{t−1} − α_t (Ĵ_t + λ I)⁻¹ g_t                    Ĵ_t = J_t / (1 − (1 − γ)^t)
+
+where g_t is the (clipped, batch-mean) gradient estimate and f_t one gradient
+of the same estimator for an output *sampled from the model's own
+predictive distribution* (squared error: y ~ N(ŷ, I); cross-entropy:
+y ~ softmax), so that E[f fᵀ] is the Fisher matrix (Gauss–Newton for the
+squared error). With NoBackTrack's rank-one influence ``v ⊗ w`` each f_t is
+the paper's rank-one Jacobian estimate. J is kept either diagonal (cost O(p)
+per step for p parameters) or as its best rank-k approximation (the top-k
+eigenpairs of ``(1 − γ) J_{t−1} + γ f fᵀ``, cost O(p k²) per step, solved by
+Woodbury's identity). Hyper-parameters: α_t (the trainer's schedule; the
+exact EKF has α_t = γ_t = 1/t), γ (memory of the Fisher estimate, the EKF's
+process noise), λ (damping: the prior precision of the EKF, bounds a step by
+α |g| / λ) and the structure (diagonal or rank k).
+"""
+import numpy as np
+
+from ._validation import as_generator, check_float, check_int
+
+
+class Schedule:
+    """Learning rate of the t-th update (t = 0, 1, ...): ``lr / (1 + t/tau)^rho``, or ``lr`` if tau is None.
+
+    Parameters
+    ----------
+    lr : float >= 0, α_0
+    tau : float > 0 or None (constant rate)
+    rho : float in (1/2, 1], the decay exponent
+    """
+
+    def __init__(self, lr, tau=None, rho=1.0):
+        self.lr = check_float("lr", lr, 0.0, np.inf)
+        self.tau = None if tau is None else check_float("tau", tau, 0.0, np.inf)
+        if self.tau == 0.0 or self.tau == np.inf:
+            raise ValueError(f"tau: expected a finite real number > 0 or None, got {tau}")
+        self.rho = check_float("rho", rho, 0.5, 1.0)
+        if self.rho == 0.5:
+            raise ValueError("rho: expected a real number in (0.5, 1], got 0.5")
+
+    def __call__(self, t):
+        """The learning rate of update t (int >= 0)."""
+        if self.tau is None:
+            return self.lr
+        return self.lr / (1.0 + t / self.tau) ** self.rho
+
+    def config(self):
+        """{"lr", "tau", "rho"}: what a checkpoint stores and compares."""
+        return {"lr": self.lr, "tau": self.tau, "rho": self.rho}
+
+    def __repr__(self):
+        if self.tau is None:
+            return f"Schedule(lr={self.lr:g})"
+        return f"Schedule(lr={self.lr:g}, tau={self.tau:g}, rho={self.rho:g})"
+
+
+def as_schedule(lr):
+    """A :class:`Schedule` from a float (constant) or a Schedule (returned as is)."""
+    return lr if isinstance(lr, Schedule) else Schedule(lr)
+
+
+def _flat(arrays):
+    """Concatenate the float64 ravel of a dict's arrays (sorted keys)."""
+    return np.concatenate([np.ravel(arrays[k]).astype(np.float64) for k in sorted(arrays)])
+
+
+class KalmanFilter:
+    """NoBackTrack's Kalman-like filter: natural-gradient steps with a running Fisher estimate.
+
+    Parameters
+    ----------
+    gamma : float in (0, 1], γ, weight of the newest Fisher sample (memory ~ 1/γ updates)
+    damping : float > 0, λ added to the diagonal of Ĵ
+    rank : int >= 0, 0 for a diagonal J, else the rank k of J's low-rank approximation
+    rng : None, int or Generator, for the sampled outputs (see :meth:`sample_output_grad`)
+
+    Use: once per step ``observe(f)`` with f the gradient dict for a sampled
+    output, and ``update(params, grads, lr)`` at each parameter update (see
+    the module docstring). Cost per observe/update: O(p) diagonal, O(p k²) rank k.
+    """
+
+    needs_fisher = True
+
+    def __init__(self, gamma=0.01, damping=1e-3, rank=0, rng=None):
+        self.gamma = check_float("gamma", gamma, 0.0, 1.0)
+        if self.gamma == 0.0:
+            raise ValueError("gamma: expected a real number in (0, 1], got 0.0")
+        self.damping = check_float("damping", damping, 0.0, np.inf)
+        if self.damping == 0.0:
+            raise ValueError("damping: expected a real number > 0, got 0.0")
+        self.rank = check_int("rank", rank, 0)
+        self.rng = as_generator(rng)
+        self.t = 0                       # Fisher samples seen
+        self.diag = None                 # (p,) diagonal J  (rank 0)
+        self.U = None                    # (p, k) orthonormal eigenvectors of J  (rank k)
+        self.s = None                    # (k,) eigenvalues of J
+
+    def sample_output_grad(self, loss, out):
+        """∂(sampled loss)/∂out for an output drawn from the model's predictive law.
+
+        out (B, C) -> (B, C) float64: squared error: ξ ~ N(0, I); cross-entropy:
+        softmax(out) − onehot(y), y ~ softmax(out). Either way E[d dᵀ] is the
+        Fisher matrix of the output (per sample).
+        """
+        if loss == "mse":
+            return self.rng.standard_normal(out.shape)
+        z = out - out.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        u = self.rng.random((len(out), 1))
+        y = np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), out.shape[1] - 1)
+        d = p.copy()
+        d[np.arange(len(out)), y] -= 1.0
+        return d
+
+    def observe(self, fisher_grad):
+        """Fold one Fisher sample f (dict name -> array, the parameters' layout) into J."""
+        f = _flat(fisher_grad)
+        self.t += 1
+        g = self.gamma
+        if self.rank == 0:
+            if self.diag is None:
+                self.diag = np.zeros_like(f)
+            self.diag *= 1.0 - g
+            self.diag += g * f * f
+            return
+        if self.U is None:
+            self.U, self.s = np.zeros((len(f), 0)), np.zeros(0)
+        # eigenpairs of (1-γ) U diag(s) Uᵀ + γ f fᵀ through a QR of [U, f]: O(p k²)
+        Q, R = np.linalg.qr(np.column_stack([self.U, f]))
+        core = R @ np.diag(np.append((1.0 - g) * self.s, g)) @ R.T
+        w, V = np.linalg.eigh(core)
+        keep = np.argsort(w)[::-1][: self.rank]
+        self.s = np.maximum(w[keep], 0.0)
+        self.U = Q @ V[:, keep]
+
+    def precondition(self, grads):
+        """(Ĵ + λ I)⁻¹ g for a gradient dict -> dict of the same layout (float64)."""
+        g = _flat(grads)
+        scale = 1.0 / (1.0 - (1.0 - self.gamma) ** self.t) if self.t else 0.0
+        if self.rank == 0:
+            d = np.zeros_like(g) if self.diag is None else scale * self.diag
+            step = g / (d + self.damping)
+        else:
+            # Woodbury with U orthonormal: (U S Uᵀ + λI)⁻¹ g = g/λ − U (S / (λ (S + λ))) Uᵀ g
+            lam = self.damping
+            s = np.zeros(0) if self.s is None else scale * self.s
+            step = g / lam
+            if len(s):
+                step -= self.U @ ((s / (lam * (s + lam))) * (self.U.T @ g))
+        out, i = {}, 0
+        for k in sorted(grads):
+            size = np.size(grads[k])
+            out[k] = step[i:i + size].reshape(np.shape(grads[k]))
+            i += size
+        return out
+
+    def update(self, params, grads, lr):
+        """θ -= lr (Ĵ + λ I)⁻¹ g, in place on the arrays of ``params``."""
+        for k, step in self.precondition(grads).items():
+            params[k] -= (lr * step).astype(params[k].dtype)
+
+    def config(self):
+        return {"gamma": self.gamma, "damping": self.damping, "rank": self.rank}
+
+    def state_dict(self):
+        """Hyper-parameters, Fisher estimate and RNG state (a resumed run continues bit for bit)."""
+        empty = np.zeros(0)
+        return {"config": self.config(), "t": self.t, "diag": empty if self.diag is None else self.diag.copy(),
+                "U": empty if self.U is None else self.U.copy(), "s": empty if self.s is None else self.s.copy(),
+                "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state):
+        self.gamma, self.damping, self.rank = (state["config"][k] for k in ("gamma", "damping", "rank"))
+        self.t = int(state["t"])
+        self.diag = np.array(state["diag"]) if self.rank == 0 and self.t else None
+        self.U = np.array(state["U"]) if self.rank and self.t else None
+        self.s = np.array(state["s"]) if self.rank and self.t else None
+        self.rng.bit_generator.state = state["rng"]
+

@@ -1,0 +1,170 @@
+"""Synthetic series with a known best predictor, for tests and demonstrations.
+
+- :func:`lgss`: a linear-Gaussian state-space series ``s' = A s + w``,
+  ``y = C s + v`` whose hidden state decays with a chosen memory;
+  :func:`kalman_mse` is the exact mean squared error of the optimal one-step
+  predictor (the steady-state Kalman filter), :func:`kalman_predict` runs
+  that filter on data.
+- :func:`lob`: a synthetic limit-order-book stream (Hawkes-driven market
+  order flow against queue-reactive best quotes) whose mid-price move also
+  answers the order-flow imbalance of ``lag`` steps earlier.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import as_generator, check_float, check_int
+
+
+@dataclass
+class StateSpace:
+    """``s_{t+1} = A s_t + w_t``, ``y_t = C s_t + v_t``, w ~ N(0, Q), v ~ N(0, R); s_0 from the stationary law."""
+
+    A: np.ndarray
+    C: np.ndarray
+    Q: np.ndarray
+    R: np.ndarray
+
+
+def lgss_model(n_state=4, memory=30.0, obs_noise=0.1, rng=None):
+    """A stable state-space model with one observed output whose state forgets with time constant ``memory``.
+
+    A is block diagonal: 2 × 2 damped rotations ``r R(ω)`` (random ω in
+    [π/16, π/4]) and, for odd n_state, one real decay r; r = exp(−1/memory),
+    so the influence of an input decays by e every ``memory`` steps.
+    C (1, n_state) and Q = (1 − r²) I (unit stationary state variance per
+    coordinate) ; R = obs_noise · (stationary output variance).
+
+    Parameters
+    ----------
+    n_state : int >= 1;  memory : float >= 1 (steps);  obs_noise : float >= 0;  rng : seed or Generator
+    """
+    n_state = check_int("n_state", n_state, 1)
+    memory = check_float("memory", memory, 1.0, np.inf)
+    obs_noise = check_float("obs_noise", obs_noise, 0.0, np.inf)
+    gen = as_generator(rng)
+    r = float(np.exp(-1.0 / memory))
+    A = np.zeros((n_state, n_state))
+    for i in range(0, n_state - 1, 2):
+        w = gen.uniform(np.pi / 16, np.pi / 4)
+        A[i:i + 2, i:i + 2] = r * np.array([[np.cos(w), -np.sin(w)], [np.sin(w), np.cos(w)]])
+    if n_state % 2:
+        A[-1, -1] = r
+    C = gen.standard_normal((1, n_state)) / np.sqrt(n_state)
+    Q = (1.0 - r * r) * np.eye(n_state)
+    signal = float((C @ C.T)[0, 0])          # the stationary state covariance is I (A is r times orthogonal)
+    return StateSpace(A, C, Q, np.array([[obs_noise * signal]]))
+
+
+def stationary_covariance(model):
+    """P with P = A P Aᵀ + Q (the stationary state covariance). Cost O(n⁶) small-n solve."""
+    from scipy.linalg import solve_discrete_lyapunov
+
+    return solve_discrete_lyapunov(model.A, model.Q)
+
+
+def sample(model, steps, batch=None, rng=None):
+    """Outputs y (steps, 1) (or (batch, steps, 1)) of ``model`` from its stationary law. Cost O(steps·n²)."""
+    steps = check_int("steps", steps, 2)
+    gen = as_generator(rng)
+    B = 1 if batch is None else check_int("batch", batch, 1)
+    n = model.A.shape[0]
+    Lq = np.linalg.cholesky(model.Q + 1e-300 * np.eye(n))
+    s = gen.standard_normal((B, n)) @ np.linalg.cholesky(stationary_covariance(model)).T
+    ys = np.empty((B, steps, model.C.shape[0]))
+    for t in range(steps):
+        ys[:, t] = s @ model.C.T + gen.standard_normal((B, model.C.shape[0])) * np.sqrt(np.diag(model.R))
+        s = s @ model.A.T + gen.standard_normal((B, n)) @ Lq.T
+    return ys[0] if batch is None else ys
+
+
+def riccati(model, tol=1e-14, max_iter=100000):
+    """Steady-state predicted state covariance P (iterating the Kalman filter's Riccati recursion).
+
+    P = A P Aᵀ + Q − A P Cᵀ (C P Cᵀ + R)⁻¹ C P Aᵀ, started from the stationary covariance.
+    """
+    A, C, Q, R = model.A, model.C, model.Q, model.R
+    P = stationary_covariance(model)
+    for _ in range(max_iter):
+        S = C @ P @ C.T + R
+        K = A @ P @ C.T @ np.linalg.inv(S)
+        P_new = A @ P @ A.T + Q - K @ S @ K.T
+        if np.max(np.abs(P_new - P)) <= tol * max(1.0, np.max(np.abs(P))):
+            return P_new
+        P = P_new
+    return P
+
+
+def kalman_mse(model):
+    """The optimal one-step prediction MSE of y (mean over output columns): tr(C P Cᵀ + R) / n_out, P of :func:`riccati`."""
+    P = riccati(model)
+    return float(np.trace(model.C @ P @ model.C.T + model.R)) / model.C.shape[0]
+
+
+def kalman_predict(model, ys):
+    """One-step predictions E[y_{t+1} | y_≤t] (steps − 1, n_out) of the exact (time-varying) Kalman filter."""
+    A, C, Q, R = model.A, model.C, model.Q, model.R
+    m, P = np.zeros(A.shape[0]), stationary_covariance(model)
+    out = np.empty((len(ys) - 1, C.shape[0]))
+    for t in range(len(ys)):
+        S = C @ P @ C.T + R
+        K = P @ C.T @ np.linalg.inv(S)
+        m = m + K @ (ys[t] - C @ m)                  # filtered state
+        P = P - K @ S @ K.T
+        m, P = A @ m, A @ P @ A.T + Q                # predicted state for t + 1
+        if t + 1 < len(ys):
+            out[t] = C @ m
+    return out
+
+
+def lob(steps, lag=25, impact=0.3, rng=None):
+    """A synthetic limit-order-book stream, (steps, 5) float64 with columns :data:`LOB_COLUMNS`.
+
+    Per step: buy and sell market orders ~ Poisson(λ) with self-exciting
+    (discrete Hawkes, exponential kernel) intensities; the best-ask and
+    best-bid queues gain limit orders, lose cancellations and are eaten by
+    the market orders; an empty queue moves its quote one tick away and
+    refills (the spread widens, and closes again when the other side's
+    limit orders improve it). On top, with probability ``impact``·|tanh(OFI
+    of step t − lag)| the mid-price moves one tick in that imbalance's sign
+    (slow informed flow): the long-lagged dependence a model can learn.
+    Columns: mid-price change (ticks), spread (ticks), queue imbalance
+    (q_bid − q_ask)/(q_bid + q_ask), order-flow imbalance (buys − sells),
+    market orders (buys + sells).
+    """
+    steps = check_int("steps", steps, 2)
+    lag = check_int("lag", lag, 1)
+    impact = check_float("impact", impact, 0.0, 1.0)
+    gen = as_generator(rng)
+    mu, alpha, decay = 0.4, 0.5, 0.7        # branching ratio alpha < 1: stationary, mean rate mu / (1 − alpha)
+    excite = np.zeros(2)
+    q = np.array([5.0, 5.0])                # bid, ask queue sizes
+    bid, ask = 0.0, 1.0
+    ofi = np.zeros(steps + lag)
+    out = np.empty((steps, 5))
+    for t in range(steps):
+        lam = mu + alpha * excite
+        buys, sells = gen.poisson(lam)
+        excite = decay * excite + (1 - decay) * np.array([buys, sells])
+        ofi[t + lag] = buys - sells
+        mid0 = 0.5 * (bid + ask)
+        q += gen.poisson(2.0, size=2) - gen.binomial(q.astype(np.int64), 0.2)
+        q -= np.array([sells, buys])
+        if q[1] <= 0:
+            ask, q[1] = ask + 1.0, 5.0
+        if q[0] <= 0:
+            bid, q[0] = bid - 1.0, 5.0
+        if ask - bid > 1.0 and gen.random() < 0.5:       # a limit order improves the wider side
+            if gen.random() < 0.5:
+                bid, q[0] = bid + 1.0, 1.0
+            else:
+                ask, q[1] = ask - 1.0, 1.0
+        old = ofi[t]
+        if gen.random() < impact * abs(np.tanh(old)):
+            shift = np.sign(old)
+            bid, ask = bid + shift, ask + shift
+        out[t] = (0.5 * (bid + ask) - mid0, ask - bid, (q[0] - q[1]) / (q[0] + q[1]), buys - sells, buys + sells)
+    return out
+
+
+LOB_COLUMNS = ("mid_change", "spread", "imbalance", "ofi", "volume")
