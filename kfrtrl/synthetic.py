@@ -1,10 +1,10 @@
 """Synthetic series with a known best predictor, for tests and demonstrations.
 
-- :func:`lgss`: a linear-Gaussian state-space series ``s' = A s + w``,
-  ``y = C s + v`` whose hidden state decays with a chosen memory;
-  :func:`kalman_mse` is the exact mean squared error of the optimal one-step
-  predictor (the steady-state Kalman filter), :func:`kalman_predict` runs
-  that filter on data.
+- :func:`lgss_model` and :func:`sample`: a linear-Gaussian state-space
+  series ``s' = A s + w``, ``y = C s + v`` whose hidden state decays with a
+  chosen memory; :func:`kalman_mse` is the exact mean squared error of the
+  optimal one-step predictor (the steady-state Kalman filter),
+  :func:`kalman_predict` runs the filter on data.
 - :func:`lob`: a synthetic limit-order-book stream (Hawkes-driven market
   order flow against queue-reactive best quotes) whose mid-price move also
   answers the order-flow imbalance of ``lag`` steps earlier.
@@ -115,6 +115,11 @@ def kalman_predict(model, ys):
         if t + 1 < len(ys):
             out[t] = C @ m
     return out
+
+
+def kalman_errors(model, ys):
+    """Squared one-step errors (steps − 1,) of :func:`kalman_predict` on ys (steps, n_out), mean over outputs."""
+    return np.mean((kalman_predict(model, ys) - ys[1:]) ** 2, axis=1)
 
 
 def lob(steps, lag=25, impact=0.3, rng=None):
