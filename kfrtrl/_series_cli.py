@@ -57,15 +57,14 @@ def add_series(sub):
     p.add_argument("--kalman-rank", type=int, default=0, metavar="K",
                    help="kalman: 0 for a diagonal Fisher estimate, else its rank (default: 0)")
     p.add_argument("--state", type=cli.positive_int, default=3, metavar="N", help="lgss: hidden state dimension (3)")
-    p.add_argument("--memory", type=cli.positive_float, default=100.0, metavar="M",
-                   help="lgss: time constant of the state in steps (default: 100)")
+    p.add_argument("--memory", type=cli.positive_float, default=None, metavar="M",
+                   help="lgss: time constant of the state in steps (default: 100); lob: of the averaged order "
+                        "flow the price answers (default: 25)")
     p.add_argument("--obs-noise", type=cli.positive_float, default=1.0, metavar="R",
                    help="lgss: observation noise / signal variance (default: 1)")
     p.add_argument("--length", type=cli.positive_int, default=None, metavar="T",
                    help="synthetic: rows per stream (default: --steps + --horizon + 1; give the first run's "
                         "with --resume)")
-    p.add_argument("--lag", type=cli.positive_int, default=25, metavar="L",
-                   help="lob: lag of the order flow the price answers (default: 25)")
     cli.add_json_arg(p, "the metrics and curves")
     cli.add_plot_arg(p, "the MSE (windows of 1%% of the steps) against steps, log scale")
     p.add_argument("--save", type=cli.writable_path, default=None, metavar="PATH",
@@ -85,15 +84,17 @@ def _data(args):
     data_rng = np.random.default_rng(args.seed).spawn(5)[4]
     length = args.length or args.steps + args.horizon + 1
     if args.synthetic == "lgss":
-        model = synthetic.lgss_model(args.state, args.memory, args.obs_noise, rng=data_rng)
+        memory = args.memory or 100.0
+        model = synthetic.lgss_model(args.state, memory, args.obs_noise, rng=data_rng)
         data = synthetic.sample(model, length, batch=args.batch, rng=data_rng)
         return data, None, args.target or "0", args.inputs, model, \
-            f"lgss (state {args.state}, memory {args.memory:g}, obs-noise {args.obs_noise:g})"
+            f"lgss (state {args.state}, memory {memory:g}, obs-noise {args.obs_noise:g})"
     if args.synthetic == "lob":
         streams = data_rng.spawn(args.batch)
-        data = np.stack([synthetic.lob(length, lag=args.lag, rng=g) for g in streams])
+        memory = args.memory or 25.0
+        data = np.stack([synthetic.lob(length, memory=memory, rng=g) for g in streams])
         return data, list(synthetic.LOB_COLUMNS), args.target or "mid_change", args.inputs, None, \
-            f"synthetic LOB (lag {args.lag})"
+            f"synthetic LOB (memory {memory:g})"
     data, names = load_table(args.file)
     resolve_columns(args.target, names, data.shape[1], "--target")
     return data, names, args.target, args.inputs, None, args.file

@@ -7,7 +7,7 @@
   :func:`kalman_predict` runs the filter on data.
 - :func:`lob`: a synthetic limit-order-book stream (Hawkes-driven market
   order flow against queue-reactive best quotes) whose mid-price move also
-  answers the order-flow imbalance of ``lag`` steps earlier.
+  answers the order-flow imbalance averaged over the last ~``memory`` steps.
 """
 from dataclasses import dataclass
 
@@ -122,7 +122,7 @@ def kalman_errors(model, ys):
     return np.mean((kalman_predict(model, ys) - ys[1:]) ** 2, axis=1)
 
 
-def lob(steps, lag=25, impact=0.3, rng=None):
+def lob(steps, memory=25, impact=0.5, rng=None):
     """A synthetic limit-order-book stream, (steps, 5) float64 with columns :data:`LOB_COLUMNS`.
 
     Per step: buy and sell market orders ~ Poisson(λ) with self-exciting
@@ -130,28 +130,29 @@ def lob(steps, lag=25, impact=0.3, rng=None):
     best-bid queues gain limit orders, lose cancellations and are eaten by
     the market orders; an empty queue moves its quote one tick away and
     refills (the spread widens, and closes again when the other side's
-    limit orders improve it). On top, with probability ``impact``·|tanh(OFI
-    of step t − lag)| the mid-price moves one tick in that imbalance's sign
-    (slow informed flow): the long-lagged dependence a model can learn.
+    limit orders improve it). On top, slow informed flow: with probability
+    ``impact``·|tanh(p_t)| the mid-price moves one tick in the sign of p_t,
+    the order-flow imbalance averaged over the last ~``memory`` steps
+    (exponentially, p_t = (1 − 1/memory) p_{t−1} + OFI_{t−1}/√memory): a
+    dependence on long-lagged features that a model can learn.
     Columns: mid-price change (ticks), spread (ticks), queue imbalance
     (q_bid − q_ask)/(q_bid + q_ask), order-flow imbalance (buys − sells),
     market orders (buys + sells).
     """
     steps = check_int("steps", steps, 2)
-    lag = check_int("lag", lag, 1)
+    memory = check_float("memory", memory, 1.0, np.inf)
     impact = check_float("impact", impact, 0.0, 1.0)
     gen = as_generator(rng)
     mu, alpha, decay = 0.4, 0.5, 0.7        # branching ratio alpha < 1: stationary, mean rate mu / (1 − alpha)
     excite = np.zeros(2)
     q = np.array([5.0, 5.0])                # bid, ask queue sizes
     bid, ask = 0.0, 1.0
-    ofi = np.zeros(steps + lag)
+    pressure = 0.0
     out = np.empty((steps, 5))
     for t in range(steps):
         lam = mu + alpha * excite
         buys, sells = gen.poisson(lam)
         excite = decay * excite + (1 - decay) * np.array([buys, sells])
-        ofi[t + lag] = buys - sells
         mid0 = 0.5 * (bid + ask)
         q += gen.poisson(2.0, size=2) - gen.binomial(q.astype(np.int64), 0.2)
         q -= np.array([sells, buys])
@@ -164,10 +165,10 @@ def lob(steps, lag=25, impact=0.3, rng=None):
                 bid, q[0] = bid + 1.0, 1.0
             else:
                 ask, q[1] = ask - 1.0, 1.0
-        old = ofi[t]
-        if gen.random() < impact * abs(np.tanh(old)):
-            shift = np.sign(old)
+        if gen.random() < impact * abs(np.tanh(pressure)):
+            shift = np.sign(pressure)
             bid, ask = bid + shift, ask + shift
+        pressure = (1.0 - 1.0 / memory) * pressure + (buys - sells) / np.sqrt(memory)
         out[t] = (0.5 * (bid + ask) - mid0, ask - bid, (q[0] - q[1]) / (q[0] + q[1]), buys - sells, buys + sells)
     return out
 
