@@ -1,5 +1,6 @@
 """``kfrtrl series``: online regression on a CSV/NPY series or a synthetic one (see :mod:`kfrtrl.series`)."""
 import argparse
+import json
 import sys
 import time
 
@@ -67,6 +68,8 @@ def add_series(sub):
                         "with --resume)")
     cli.add_json_arg(p, "the metrics and curves")
     cli.add_plot_arg(p, "the MSE (windows of 1%% of the steps) against steps, log scale")
+    p.add_argument("--from", dest="source", type=cli.readable_path, nargs="+", default=None, metavar="JSON",
+                   help="do not train: print the table (and --plot) of files written by --json")
     p.add_argument("--save", type=cli.writable_path, default=None, metavar="PATH",
                    help="write a checkpoint at the end (one estimator)")
     p.add_argument("--resume", type=cli.readable_path, default=None, metavar="PATH",
@@ -129,6 +132,8 @@ def _run(args, spec, data, names, targets, inputs):
 
 
 def _cmd_series(args):
+    if args.source:
+        return _report_saved(args)
     if (args.file is None) == (args.synthetic is None):
         return _error("expected a FILE or --synthetic lgss|lob (exactly one)")
     if args.file is not None and args.target is None:
@@ -153,12 +158,31 @@ def _cmd_series(args):
         if errors is not None and task.steps < errors.shape[1]:      # no wrap: the filter saw the same steps
             m["kalman_mse"] = float(errors[:, task.steps - m["steps"]:task.steps].mean())
             m["ratio_optimal"] = m["mse"] / m["kalman_mse"]
-        rows.append({"estimator": spec, **m, "seconds": seconds})
-        curves[spec] = task.curve(max(1, args.steps // 100))
-    print(f"series {what}, hidden {args.hidden}, batch {args.batch}, {args.steps} steps, optimizer {args.optimizer}, "
-          f"lr {optim.Schedule(args.lr, args.lr_tau, args.lr_rho)}, seed {args.seed}; last 10% of the steps"
-          + (f"; Kalman-optimal mse {optimal:.5g} (stationary), kalman_mse: the Kalman filter's on the same steps"
-             if optimal is not None else ""))
+        label = spec if args.optimizer != "kalman" else f"{spec}+kalman"
+        rows.append({"estimator": label, **m, "seconds": seconds})
+        curves[label] = task.curve(max(1, args.steps // 100))
+    title = (f"series {what}, hidden {args.hidden}, batch {args.batch}, {args.steps} steps, optimizer "
+             f"{args.optimizer}, lr {optim.Schedule(args.lr, args.lr_tau, args.lr_rho)}, seed {args.seed}; last 10% "
+             "of the steps" + (f"; Kalman-optimal mse {optimal:.5g} (stationary), kalman_mse: the Kalman filter's "
+                               "on the same steps" if optimal is not None else ""))
+    return _report(args, title, rows, curves, optimal)
+
+
+def _report_saved(args):
+    """The table, plot and last lines of --json files (one run each or several)."""
+    rows, curves, optimal = [], {}, None
+    for path in args.source:
+        with open(path, encoding="utf-8") as fh:
+            payload = json.load(fh)
+        rows += payload["rows"]
+        for label, c in payload["curves"].items():
+            curves[label if label not in curves else f"{label} ({path})"] = (np.array(c["step"]), np.array(c["mse"]))
+        optimal = payload["optimal_mse"]
+    return _report(args, f"series: {len(rows)} runs from {', '.join(args.source)}", rows, curves, optimal)
+
+
+def _report(args, title, rows, curves, optimal):
+    print(title)
     has_kalman = all("ratio_optimal" in row for row in rows)
     columns = ["estimator", "mse", "naive_mse", "const_mse"] + (["kalman_mse"] if has_kalman else []) + \
         ["ratio_naive", "ratio_const"] + (["ratio_optimal"] if has_kalman else []) + ["seconds"]
@@ -173,8 +197,6 @@ def _cmd_series(args):
 
 
 def _write_json(path, rows, curves, optimal):
-    import json
-
     payload = {"optimal_mse": optimal, "rows": rows,
                "curves": {k: {"step": x.tolist(), "mse": y.tolist()} for k, (x, y) in curves.items()}}
     with open(path, "w", encoding="utf-8") as fh:

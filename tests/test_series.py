@@ -293,6 +293,8 @@ def test_cli_series_synthetic_lgss_prints_mse_and_ratios_last(capsys, tmp_path):
     assert rc == 0 and last[0::2] == ["mse", "ratio_naive", "ratio_const", "ratio_optimal"]
     assert all(np.isfinite(float(v)) for v in last[1::2])
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    rc, again, _ = _cli(capsys, "series", "--from", tmp_path / "s.json", tmp_path / "s.json")
+    assert rc == 0 and again.strip().splitlines()[-1] == out.strip().splitlines()[-1] + " estimator rtrl"
 
 
 def test_cli_series_file_lob_and_kalman(capsys, tmp_path):
