@@ -32,12 +32,12 @@ def add_series(sub):
     p = sub.add_parser(
         "series", help="online regression on a numeric series; prints 'mse <value>' and the ratios",
         description="Train online on a CSV/NPY file (--target COL, --inputs COLS, --horizon K) or a synthetic "
-                    "series (--synthetic lgss|lob) and print the prequential MSE over the last 10%% of the steps "
+                    "series (--synthetic lgss|lob|delay) and print the prequential MSE over the last 10%% of the steps "
                     "with its ratios to the naive last-value predictor, the best constant and (lgss) the "
                     "Kalman-optimal predictor: 'mse <v> ratio_naive <r> ratio_const <r> [ratio_optimal <r>]'.")
     p.add_argument("file", nargs="?", type=cli.readable_path, default=None, metavar="FILE",
                    help="a CSV (header optional) or NPY table of numbers")
-    p.add_argument("--synthetic", choices=("lgss", "lob"), default=None, help="use a synthetic series instead of FILE")
+    p.add_argument("--synthetic", choices=("lgss", "lob", "delay"), default=None, help="use a synthetic series instead of FILE")
     p.add_argument("--target", default=None, metavar="COL", help="target column(s), names or indices (FILE; "
                    "default for --synthetic: the observation / the mid-price change)")
     p.add_argument("--inputs", default=None, metavar="COLS", help="input columns, comma-separated (default: all)")
@@ -61,6 +61,8 @@ def add_series(sub):
     p.add_argument("--memory", type=cli.positive_float, default=None, metavar="M",
                    help="lgss: time constant of the state in steps (default: 100); lob: of the averaged order "
                         "flow the price answers (default: 25)")
+    p.add_argument("--lag", type=cli.positive_int, default=5, metavar="L",
+                   help="delay: the target is the input of L - 1 steps before the current one (default: 5)")
     p.add_argument("--obs-noise", type=cli.positive_float, default=1.0, metavar="R",
                    help="lgss: observation noise / signal variance (default: 1)")
     p.add_argument("--length", type=cli.positive_int, default=None, metavar="T",
@@ -92,6 +94,9 @@ def _data(args):
         data = synthetic.sample(model, length, batch=args.batch, rng=data_rng)
         return data, None, args.target or "0", args.inputs, model, \
             f"lgss (state {args.state}, memory {memory:g}, obs-noise {args.obs_noise:g})"
+    if args.synthetic == "delay":
+        data = np.stack([synthetic.delay(length, lag=args.lag, rng=g) for g in data_rng.spawn(args.batch)])
+        return data, None, args.target or "1", args.inputs or "0", None, f"delay (lag {args.lag})"
     if args.synthetic == "lob":
         streams = data_rng.spawn(args.batch)
         memory = args.memory or 25.0
@@ -135,7 +140,7 @@ def _cmd_series(args):
     if args.source:
         return _report_saved(args)
     if (args.file is None) == (args.synthetic is None):
-        return _error("expected a FILE or --synthetic lgss|lob (exactly one)")
+        return _error("expected a FILE or --synthetic lgss|lob|delay (exactly one)")
     if args.file is not None and args.target is None:
         return _error("expected --target COL with a FILE")
     if args.kalman_rank < 0:

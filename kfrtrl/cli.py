@@ -17,7 +17,6 @@ import numpy as np
 import kfrtrl
 
 from . import diagnostics, scaling, tasks, train
-from ._series_cli import add_series
 from .backends import available_backends, known_backends
 
 
@@ -552,8 +551,14 @@ def _plot_curves(path, curves, ylabel, xlabel="step", scale="linear"):
 
 # ---------------------------------------------------------------- main
 
+def _add_series(sub):
+    from ._series_cli import add_series  # imported here: it builds on this module's flag helpers
+
+    add_series(sub)
+
+
 #: subcommand registrars, in the order ``kfrtrl --help`` lists them
-COMMANDS = [_add_info, _add_bench, _add_copy, _add_charlm, _add_noise, _add_compare, add_series]
+COMMANDS = [_add_info, _add_bench, _add_copy, _add_charlm, _add_noise, _add_compare, _add_series]
 
 
 def build_parser():

@@ -8,6 +8,8 @@
 - :func:`lob`: a synthetic limit-order-book stream (Hawkes-driven market
   order flow against queue-reactive best quotes) whose mid-price move also
   answers the order-flow imbalance averaged over the last ~``memory`` steps.
+- :func:`delay`: recall the input of ``lag`` − 1 steps ago, the plainest
+  dependency longer than a truncation.
 """
 from dataclasses import dataclass
 
@@ -174,3 +176,16 @@ def lob(steps, memory=25, impact=0.5, rng=None):
 
 
 LOB_COLUMNS = ("mid_change", "spread", "imbalance", "ofi", "volume")
+
+
+def delay(steps, lag=5, rng=None):
+    """Columns (x_t, x_{t−lag}), (steps, 2): x iid N(0, 1), zeros before the start.
+
+    With ``Series(data, targets=[1], inputs=[0], horizon=1)`` the target of step t is x_{t+1−lag},
+    the input seen lag − 1 steps before the current one: a dependency over lag − 1 transitions,
+    invisible to a gradient truncated to fewer (best constant MSE 1, the optimum 0).
+    """
+    steps = check_int("steps", steps, 2)
+    lag = check_int("lag", lag, 1)
+    x = as_generator(rng).standard_normal(steps)
+    return np.column_stack([x, np.concatenate([np.zeros(min(lag, steps)), x[:max(steps - lag, 0)]])])

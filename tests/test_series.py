@@ -184,6 +184,17 @@ def test_lob_stream_depends_on_the_lagged_order_flow():
     assert spread.min() == 1.0 and np.all(spread == np.round(spread)) and np.mean(spread == 1.0) > 0.5
 
 
+def test_delay_series_targets_the_input_lag_minus_one_steps_back():
+    data = synthetic.delay(30, lag=4, rng=0)
+    np.testing.assert_array_equal(data[4:, 1], data[:-4, 0])
+    task = Series(data, targets=[1], inputs=[0], horizon=1, normalize=False)
+    xs = [task.next()[0][0, 0] for _ in range(3)]
+    for _ in range(5):
+        xs.append(task.next()[0][0, 0])
+    _, y, _ = task.next()
+    assert y[0, 0] == xs[-3]                                        # 3 = lag - 1 steps before the current input
+
+
 # ---------------------------------------------------------------- schedules and the Kalman-like filter
 
 
