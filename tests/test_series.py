@@ -351,3 +351,18 @@ def test_cli_series_bad_files_and_columns_are_one_line_exit_2(capsys, tmp_path, 
     except SystemExit as info:
         rc, err = info.code, capsys.readouterr().err
     assert rc == 2 and match in err and len(err.strip().splitlines()) == 1
+
+
+def test_readme_series_example_runs_and_beats_the_constant():
+    import pathlib
+    import re
+
+    readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md not next to the tests")
+    code = re.search(r"## Long time series\n.*?```python\n(.*?)```", readme.read_text(), re.S).group(1)
+    code = code.replace("20001", "3001").replace("train.run(trainer, task, 20000)", "train.run(trainer, task, 3000)")
+    code = code.replace("kfrtrl.RTRL(cell)", "kfrtrl.RTRL(cell, backend='numpy')")
+    scope = {}
+    exec(compile(code, "README series example", "exec"), scope)
+    assert scope["task"].metrics(last=0.2)["ratio_const"] < 0.95
