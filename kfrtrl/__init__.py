@@ -11,7 +11,7 @@ import warnings as _warnings
 from .backends import available_backends, show_config, unbuilt_checkout_hint
 from .cells import GRU, LSTM, RHN, Elman
 from .cells_elementwise import ELSTM, LRU
-from .estimators import KFRTRL, OK, RTRL, TBPTT, UORO, NoBackTrack, bptt
+from .estimators import KFRTRL, OK, RFLO, RTRL, TBPTT, UORO, NoBackTrack, SnAp1, bptt
 from .stack import Stack
 
 __version__ = "0.1.0"
@@ -20,6 +20,6 @@ if unbuilt_checkout_hint():
     _warnings.warn(unbuilt_checkout_hint(), stacklevel=2)
 
 __all__ = [
-    "Elman", "RHN", "LSTM", "GRU", "ELSTM", "LRU", "Stack", "RTRL", "UORO", "KFRTRL", "OK", "NoBackTrack", "TBPTT", "bptt",
+    "Elman", "RHN", "LSTM", "GRU", "ELSTM", "LRU", "Stack", "RTRL", "UORO", "KFRTRL", "OK", "NoBackTrack", "SnAp1", "RFLO", "TBPTT", "bptt",
     "available_backends", "show_config", "__version__",
 ]

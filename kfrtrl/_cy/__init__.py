@@ -11,13 +11,16 @@ try:
     from .propagate import openmp_enabled as _propagate_openmp
     from .reduce import ok_fused, ok_reduce
     from .reduce import openmp_enabled as _reduce_openmp
+    from .snap import snap1_gradient, snap1_step
+    from .snap import openmp_enabled as _snap_openmp
 except ImportError as exc:
     raise ImportError(f"the Cython kernels are not built ({exc}; in a source checkout run `pip install -e .`)") from exc
 
 __all__ = [
-    "ew_gradient", "ew_propagate", "jvp_blocks", "kf_combine", "kf_fused", "ok_fused", "ok_reduce", "outer_add", "rank1_update", "uoro_fused"]
+    "ew_gradient", "ew_propagate", "jvp_blocks", "kf_combine", "kf_fused", "ok_fused", "ok_reduce", "outer_add", "rank1_update",
+    "snap1_gradient", "snap1_step", "uoro_fused"]
 
 
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP (else they run serially)."""
-    return _propagate_openmp() and _reduce_openmp() and _elementwise_openmp()
+    return _propagate_openmp() and _reduce_openmp() and _elementwise_openmp() and _snap_openmp()

@@ -1,0 +1,49 @@
+"""RFLO: random-feedback local online learning (Murray 2019), for the leaky Elman cell.
+
+For ``h_t = (1 − α) h_{t−1} + α f(u_t)``, ``u_t = W [h_{t−1}; x_t; 1]``, the
+eligibility trace of W drops every path through the recurrent weights::
+
+    P_ij ← (1 − α) P_ij + α f'(u_i) [h_{t−1}; x_t; 1]_j
+
+and the gradient of a step is ``Σ_i c_i P_ij``. Cost O(n m) per sample and
+step (O(n²)), memory O(n m).
+
+The loss signal ``c``. Through :meth:`gradient` it is the ``dl_dh = ∂L_t/∂h_t`` the
+caller passes; with a linear readout that is ``W_outᵀ ε`` for the output error
+ε, the readout's own transposed weights. Murray's RFLO instead projects the
+error through a fixed random matrix B; pass ``ε @ B`` as ``dl_dh`` for that
+(:func:`random_feedback` draws such a B), which needs no change here.
+"""
+import numpy as np
+
+from .._validation import as_generator, check_int
+from ..cells import Elman
+from .snap1 import SnAp1
+
+
+class RFLO(SnAp1):
+    """RFLO (deterministic; ``rng`` unused). Supports :class:`kfrtrl.Elman` only.
+
+    It is SnAp-1's update with the step Jacobian's unit blocks reduced to the leak
+    ``1 − α`` (see :mod:`kfrtrl.estimators.snap1`).
+    """
+
+    name = "rflo"
+    _recurrent = False
+
+    def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_threads=None):
+        if not isinstance(cell, Elman):
+            raise TypeError(f"cell: rflo supports the leaky Elman cell (kfrtrl.Elman) only, "
+                            f"got {type(cell).__name__}")
+        super().__init__(cell, batch_size, rng, backend, n_threads)
+
+
+def random_feedback(n_out, n_hidden, dtype=np.float64, rng=None):
+    """A fixed random feedback matrix B (n_out, n_hidden), entries N(0, 1/n_hidden).
+
+    Use ``est.gradient(err @ B)`` with the output error ``err`` (batch, n_out) in place of
+    the readout's ``err @ W_out[:, :n_hidden]``: Murray's random-feedback RFLO.
+    """
+    n_out = check_int("n_out", n_out, 1)
+    n_hidden = check_int("n_hidden", n_hidden, 1)
+    return (as_generator(rng).standard_normal((n_out, n_hidden)) / np.sqrt(n_hidden)).astype(dtype)
