@@ -16,6 +16,12 @@ gradient estimate:
   unbiased estimator, growing like ``1 + N |bias|² / tr Cov`` otherwise.
   For deterministic estimators (RTRL, TBPTT) tr Cov is round-off and z
   means nothing (huge even for exact RTRL); read the relative variance.
+- the bias of the mean gradient ``ḡ = mean_b ĝ_b``, so biased estimators (SnAp-1,
+  RFLO, TBPTT) sit in the same table as the unbiased ones: its cosine
+  similarity with g, and its relative error with the chains' noise removed,
+  ``sqrt(max(0, |ḡ − g|² − tr Cov(ĝ) / N) / |g|²)`` (``E|ḡ − g|² = |bias|² + tr Cov / N``,
+  so this estimates |bias| / |g|: ≈ 0 for an unbiased estimator at any N). For a
+  deterministic estimator the relative variance is then the squared bias.
 
 Per-sample gradients come from the public ``gradient`` with the loss signal
 masked to one sample, so a measured step costs N (1 + n_probes) gradient
@@ -38,8 +44,10 @@ class NoiseResult:
     """Per measured step (arrays of shape (K,)) and the run's settings.
 
     ``summary()`` gives the pooled relative variances (sums over the measured
-    steps of numerator and denominator, robust to a step with a tiny |g|)
-    and the mean of z.
+    steps of numerator and denominator, robust to a step with a tiny |g|),
+    the pooled relative bias and the means of z and of the cosine.
+    ``mean_err`` is |ḡ − g|², ``mean_noise`` its part expected from the chains'
+    noise, tr Cov(ĝ) / N; ``cos`` the cosine of ḡ and g.
     """
 
     estimator: str
@@ -51,6 +59,9 @@ class NoiseResult:
     G_err: np.ndarray
     G_norm2: np.ndarray
     z: np.ndarray
+    mean_err: np.ndarray
+    mean_noise: np.ndarray
+    cos: np.ndarray
 
     @property
     def rel_var_grad(self):
@@ -61,11 +72,21 @@ class NoiseResult:
         return self.G_err / self.G_norm2
 
     def summary(self):
-        """{"rel_var_grad", "rel_var_G", "z"} pooled over the measured steps (floats)."""
+        """{"rel_var_grad", "rel_var_G", "z", "bias", "bias_floor", "cos"} over the measured steps.
+
+        ``bias``: sqrt(max(0, Σ (mean_err − mean_noise)) / Σ |g|²), the relative error of
+        the mean gradient with the chains' noise removed; ``bias_floor``: sqrt(Σ mean_noise /
+        Σ |g|²), the chains' noise in the mean, below which a bias is not resolved (0 for a
+        deterministic estimator); ``cos``: the mean cosine. All floats.
+        """
+        excess = max(0.0, float(np.sum(self.mean_err - self.mean_noise)))
         return {
             "rel_var_grad": float(self.grad_err.sum() / self.grad_norm2.sum()),
             "rel_var_G": float(self.G_err.sum() / self.G_norm2.sum()),
             "z": float(np.mean(self.z)),
+            "bias": float(np.sqrt(excess / self.grad_norm2.sum())),
+            "bias_floor": float(np.sqrt(self.mean_noise.sum() / self.grad_norm2.sum())),
+            "cos": float(np.mean(self.cos)),
         }
 
     def over_time(self, windows):
@@ -170,7 +191,8 @@ def gradient_noise(estimator, n_hidden=16, n_chains=100, steps=60, burn_in=20, e
 
 
 def _measure(est, exact, c, probes):
-    """-> (grad_err, grad_norm2, G_err, G_norm2, z) at one step; c (1, n), probes (K, n)."""
+    """-> (grad_err, grad_norm2, G_err, G_norm2, z, mean_err, mean_noise, cos) at one step;
+    c (1, n), probes (K, n)."""
     N = est.batch_size
     g = per_sample_gradients(exact, c)[0]
     S = per_sample_gradients(est, np.repeat(c, N, axis=0))
@@ -181,7 +203,12 @@ def _measure(est, exact, c, probes):
         Sq = per_sample_gradients(est, np.repeat(q[None, :], N, axis=0))
         G_err += float(np.mean(np.sum((Sq - gq) ** 2, axis=1))) / len(probes)
     G_norm2 = float(sum(np.sum(exact.influence(k) ** 2) for k in exact.cell.params()))
-    return grad_err, float(np.sum(g * g)), G_err, G_norm2, z_statistic(S, g)
+    mean = S.mean(axis=0)
+    mean_err = float(np.sum((mean - g) ** 2))
+    mean_noise = float(S.var(axis=0, ddof=1).sum()) / N
+    norms = float(np.linalg.norm(mean) * np.linalg.norm(g))
+    cos = float(mean @ g) / norms if norms > 0.0 else np.nan
+    return grad_err, float(np.sum(g * g)), G_err, G_norm2, z_statistic(S, g), mean_err, mean_noise, cos
 
 
 def noise_vs_size(estimators, sizes, **kwargs):

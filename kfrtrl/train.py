@@ -38,6 +38,8 @@ _ESTIMATORS = {
     "kf": estimators.KFRTRL,
     "ok": estimators.OK,
     "tbptt": estimators.TBPTT,
+    "snap1": estimators.SnAp1,
+    "rflo": estimators.RFLO,
 }
 _SUFFIX = {"ok": "rank", "kf": "n_chains", "tbptt": "truncation"}
 ESTIMATOR_NAMES = tuple(_ESTIMATORS)

@@ -43,7 +43,7 @@ def test_probe_estimate_of_the_influence_error_matches_the_materialised_one():
     _stepped(est, exact, seed=5)
     probes = np.random.default_rng(6).standard_normal((2000, 4))
     c = np.ones((1, 4))
-    grad_err, grad_norm2, G_err, G_norm2, _ = diagnostics._measure(est, exact, c, probes)
+    grad_err, grad_norm2, G_err, G_norm2, *_ = diagnostics._measure(est, exact, c, probes)
     G = exact.influence("W")
     G_hat = est.influence("W")
     assert G_norm2 == pytest.approx(float(np.sum(G ** 2)), rel=1e-12)
@@ -71,16 +71,36 @@ def test_z_is_about_one_for_unbiased_estimators(spec):
     # Null distribution of this mean z over seeds 0-39 (n=5, 200 chains): KF 0.60-2.19, UORO
     # 0.68-1.62; an upper bound of 2 failed 5% of unbiased KF runs, so 3, as in test_statistics
     # (the biased control below gives z > 10).
-    assert 0.5 < result.summary()["z"] < 3.0
-    assert result.summary()["rel_var_grad"] > 1e-3  # genuinely random: z is not 0/0
+    summary = result.summary()
+    assert 0.5 < summary["z"] < 3.0
+    assert summary["rel_var_grad"] > 1e-3  # genuinely random: z is not 0/0
+    # the noise-corrected bias stays at the level of the chains' noise (seeds 11-13 of KF, UORO,
+    # OK(2): at most 1.09 times it, the biased controls below at least 10 times)
+    assert summary["bias"] < 2.0 * summary["bias_floor"] and summary["cos"] > 0.95
 
 
 def test_z_is_large_for_a_biased_estimator_and_grows_with_n():
-    big = diagnostics.gradient_noise(_frozen, rng=11, **KW).summary()["z"]
+    frozen = diagnostics.gradient_noise(_frozen, rng=11, **KW).summary()
     small = diagnostics.gradient_noise(_frozen, rng=11, **{**KW, "n_chains": 20}).summary()["z"]
-    assert big > 10.0 and big > 4.0 * small
+    assert frozen["z"] > 10.0 and frozen["z"] > 4.0 * small
+    assert frozen["bias"] > 5.0 * frozen["bias_floor"]
     tbptt = diagnostics.gradient_noise("tbptt:2", rng=11, **KW).summary()
     assert tbptt["z"] > 1e6 and tbptt["rel_var_grad"] > 1e-3
+
+
+@pytest.mark.parametrize("spec", ["snap1", "rflo", "tbptt:2"])
+def test_bias_of_deterministic_estimators_is_their_whole_error(spec):
+    """A deterministic estimator has no noise: its bias is the relative error, squared its variance."""
+    result = diagnostics.gradient_noise(spec, rng=11, **{**KW, "n_chains": 2})
+    summary = result.summary()
+    assert summary["bias_floor"] < 1e-12
+    assert summary["bias"] > 0.2 and summary["cos"] < 0.99
+    assert summary["bias"] ** 2 == pytest.approx(summary["rel_var_grad"], rel=1e-9)
+
+
+def test_exact_rtrl_has_no_bias():
+    summary = diagnostics.gradient_noise("rtrl", rng=11, **{**KW, "n_chains": 2}).summary()
+    assert summary["bias"] < 1e-7 and summary["cos"] == pytest.approx(1.0, abs=1e-12)
 
 
 def test_variance_ordering_and_exact_rtrl():
@@ -116,3 +136,17 @@ def test_over_time_pools_consecutive_windows_of_measured_steps():
         result.over_time(11)
     with pytest.raises(ValueError, match="windows"):
         result.over_time(0)
+
+
+def test_summary_removes_the_chains_noise_from_the_bias():
+    """bias² = Σ(|ḡ − g|² − tr Cov/N) / Σ|g|², clipped at 0; floor² = Σ tr Cov/N / Σ|g|²."""
+    one = np.ones(2)
+    result = diagnostics.NoiseResult("x", 3, 4, np.array([1, 2]), one, np.array([3.0, 1.0]), one, one, one,
+                                     mean_err=np.array([5.0, 3.0]), mean_noise=np.array([1.0, 3.0]),
+                                     cos=np.array([0.5, 1.0]))
+    summary = result.summary()
+    assert summary["bias"] == pytest.approx(1.0, rel=1e-15)
+    assert summary["bias_floor"] == pytest.approx(1.0, rel=1e-15)
+    assert summary["cos"] == 0.75
+    result.mean_noise = np.array([6.0, 3.0])
+    assert result.summary()["bias"] == 0.0
