@@ -54,26 +54,33 @@ cdef void _snap1_step(floating[:, :, :, ::1] G, const floating[:, :, :, ::1] T,
 cdef inline void _step_row(floating[:, :, :, ::1] G, const floating[:, :, :, ::1] T,
                            const floating[:, :, ::1] D, const floating[:, ::1] a,
                            Py_ssize_t b, Py_ssize_t i) noexcept nogil:
+    """Row i of sample b (S = 1 and 2, the Elman-type cells and the LSTM, unrolled)."""
     cdef Py_ssize_t m = G.shape[2], S = G.shape[3], u = i % T.shape[1], j, s, k
     cdef floating old[_MAX_BLOCKS]
-    cdef floating t, d, acc
-    cdef floating *g
+    cdef floating t00, t01, t10, t11, d0, d1, g0, g1, aj, acc
+    cdef floating *g = &G[b, i, 0, 0]
+    cdef const floating *x = &a[b, 0]
     if S == 1:
-        t = T[b, u, 0, 0]
-        d = D[b, i, 0]
-        g = &G[b, i, 0, 0]
+        t00 = T[b, u, 0, 0]
+        d0 = D[b, i, 0]
         for j in range(m):
-            g[j] = t * g[j] + d * a[b, j]
-        return
-    for j in range(m):
-        g = &G[b, i, j, 0]
-        for s in range(S):
-            old[s] = g[s]
-        for s in range(S):
-            acc = D[b, i, s] * a[b, j]
-            for k in range(S):
-                acc = acc + T[b, u, s, k] * old[k]
-            g[s] = acc
+            g[j] = t00 * g[j] + d0 * x[j]
+    elif S == 2:
+        t00, t01, t10, t11 = T[b, u, 0, 0], T[b, u, 0, 1], T[b, u, 1, 0], T[b, u, 1, 1]
+        d0, d1 = D[b, i, 0], D[b, i, 1]
+        for j in range(m):
+            g0, g1, aj = g[2 * j], g[2 * j + 1], x[j]
+            g[2 * j] = t00 * g0 + t01 * g1 + d0 * aj
+            g[2 * j + 1] = t10 * g0 + t11 * g1 + d1 * aj
+    else:
+        for j in range(m):
+            for s in range(S):
+                old[s] = g[j * S + s]
+            for s in range(S):
+                acc = D[b, i, s] * x[j]
+                for k in range(S):
+                    acc = acc + T[b, u, s, k] * old[k]
+                g[j * S + s] = acc
 
 
 def snap1_gradient(G, c, out, n_threads):
@@ -91,14 +98,32 @@ def snap1_gradient(G, c, out, n_threads):
 
 cdef void _snap1_gradient(const floating[:, :, :, ::1] G, const floating[:, :, ::1] c,
                           floating[:, ::1] out, int n_threads) noexcept nogil:
-    cdef Py_ssize_t B = G.shape[0], m = G.shape[2], S = G.shape[3], i, u, b, j, s
-    cdef floating cs
-    for i in prange(G.shape[1], nogil=True, num_threads=n_threads, schedule='static'):
-        u = i % c.shape[1]
-        for j in range(m):
-            out[i, j] = 0
-        for b in range(B):
-            for s in range(S):
-                cs = c[b, u, s]
-                for j in range(m):
-                    out[i, j] = out[i, j] + G[b, i, j, s] * cs
+    cdef Py_ssize_t p = G.shape[1], i
+    for i in prange(p, nogil=True, num_threads=n_threads, schedule='static'):
+        _gradient_row(G, c, out, i)
+
+
+cdef inline void _gradient_row(const floating[:, :, :, ::1] G, const floating[:, :, ::1] c,
+                               floating[:, ::1] out, Py_ssize_t i) noexcept nogil:
+    cdef Py_ssize_t m = G.shape[2], S = G.shape[3], u = i % c.shape[1], b, j, s
+    cdef floating c0, c1, acc
+    cdef const floating *g
+    cdef floating *o = &out[i, 0]
+    for j in range(m):
+        o[j] = 0
+    for b in range(G.shape[0]):
+        g = &G[b, i, 0, 0]
+        if S == 1:
+            c0 = c[b, u, 0]
+            for j in range(m):
+                o[j] = o[j] + g[j] * c0
+        elif S == 2:
+            c0, c1 = c[b, u, 0], c[b, u, 1]
+            for j in range(m):
+                o[j] = o[j] + g[2 * j] * c0 + g[2 * j + 1] * c1
+        else:
+            for j in range(m):
+                acc = 0
+                for s in range(S):
+                    acc = acc + g[j * S + s] * c[b, u, s]
+                o[j] = o[j] + acc

@@ -21,23 +21,31 @@ def snap1_step(G, T, D, a, n_threads):
 
 @kernel(inline=True)
 def _snap1_row(G, T, D, a, b, i):
-    """Row i of sample b: the S-vector of every column j, through the unit's (S, S) block."""
+    """Row i of sample b: the S-vector of every column j, through the unit's (S, S) block
+    (S = 1 and 2, the Elman-type cells and the LSTM, unrolled)."""
     u = i % T.shape[1]
-    S = G.shape[3]
+    m, S = G.shape[2], G.shape[3]
     if S == 1:
         t, d = T[b, u, 0, 0], D[b, i, 0]
-        for j in range(G.shape[2]):
+        for j in range(m):
             G[b, i, j, 0] = t * G[b, i, j, 0] + d * a[b, j]
-        return
-    old = np.empty(S, dtype=G.dtype)
-    for j in range(G.shape[2]):
-        for s in range(S):
-            old[s] = G[b, i, j, s]
-        for s in range(S):
-            acc = D[b, i, s] * a[b, j]
-            for k in range(S):
-                acc += T[b, u, s, k] * old[k]
-            G[b, i, j, s] = acc
+    elif S == 2:
+        t00, t01, t10, t11 = T[b, u, 0, 0], T[b, u, 0, 1], T[b, u, 1, 0], T[b, u, 1, 1]
+        d0, d1 = D[b, i, 0], D[b, i, 1]
+        for j in range(m):
+            g0, g1, aj = G[b, i, j, 0], G[b, i, j, 1], a[b, j]
+            G[b, i, j, 0] = t00 * g0 + t01 * g1 + d0 * aj
+            G[b, i, j, 1] = t10 * g0 + t11 * g1 + d1 * aj
+    else:
+        old = np.empty(S, dtype=G.dtype)
+        for j in range(m):
+            for s in range(S):
+                old[s] = G[b, i, j, s]
+            for s in range(S):
+                acc = D[b, i, s] * a[b, j]
+                for k in range(S):
+                    acc += T[b, u, s, k] * old[k]
+                G[b, i, j, s] = acc
 
 
 @kernel()
@@ -68,13 +76,24 @@ def snap1_gradient(G, c, out, n_threads):
 @kernel(inline=True)
 def _gradient_row(G, c, out, i):
     u = i % c.shape[1]
-    for j in range(G.shape[2]):
+    m, S = G.shape[2], G.shape[3]
+    for j in range(m):
         out[i, j] = 0.0
     for b in range(G.shape[0]):
-        for s in range(G.shape[3]):
-            cs = c[b, u, s]
-            for j in range(G.shape[2]):
-                out[i, j] += G[b, i, j, s] * cs
+        if S == 1:
+            c0 = c[b, u, 0]
+            for j in range(m):
+                out[i, j] += G[b, i, j, 0] * c0
+        elif S == 2:
+            c0, c1 = c[b, u, 0], c[b, u, 1]
+            for j in range(m):
+                out[i, j] += G[b, i, j, 0] * c0 + G[b, i, j, 1] * c1
+        else:
+            for j in range(m):
+                acc = 0.0
+                for s in range(S):
+                    acc += G[b, i, j, s] * c[b, u, s]
+                out[i, j] += acc
 
 
 @kernel()
