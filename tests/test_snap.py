@@ -256,3 +256,59 @@ def test_reference_step_is_the_per_unit_product():
         want[b, i, j] = T[b, i % 3] @ G[b, i, j] + D[b, i] * a[b, j]
     ref.snap1_step(G, T, D, a, 1)
     assert rel_max(G, want) < 1e-14
+
+
+# ---- element-wise cells ----
+
+ELEMENTWISE = {"elstm": lambda n, dtype=np.float64: kfrtrl.ELSTM(N_IN, n, dtype=dtype, rng=4),
+               "lru": lambda n, dtype=np.float64: kfrtrl.LRU(N_IN, n, dtype=dtype, rng=4)}
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("kind", list(ELEMENTWISE))
+def test_snap1_equals_exact_rtrl_on_elementwise_cells(kind, batch, sequence):
+    """Influence, per-step gradients and their sum: SnAp-1 = element-wise exact RTRL = BPTT."""
+    n = 4
+    cell = ELEMENTWISE[kind](n)
+    xs, dl_dhs = sequence(8, batch, N_IN, n, seed=6)
+    snap = kfrtrl.SnAp1(cell, batch_size=batch, backend="numpy")
+    rtrl = kfrtrl.RTRL(cell, batch_size=batch, backend="numpy")
+    total = None
+    for t, (x, dl) in enumerate(zip(xs, dl_dhs)):
+        if t == 5:
+            snap.reset(np.arange(batch) == 0)
+            rtrl.reset(np.arange(batch) == 0)
+        snap.step(x)
+        rtrl.step(x)
+        g_snap, g_rtrl = snap.gradient(dl), rtrl.gradient(dl)
+        assert g_snap.keys() == g_rtrl.keys()
+        for k in g_rtrl:
+            assert rel_max(g_snap[k], g_rtrl[k]) < 1e-12, (t, k)
+        for k in cell.recurrent_names():
+            assert rel_max(snap.influence(k), rtrl.influence(k)) < 1e-12, (t, k)
+        if t < 5:
+            total = g_snap if total is None else {k: total[k] + g_snap[k] for k in g_snap}
+    exact = kfrtrl.bptt(cell, xs[:5], dl_dhs[:5])
+    for k in exact:
+        assert rel_max(total[k], exact[k]) < 1e-10, k
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kind", list(ELEMENTWISE))
+@pytest.mark.parametrize("backend", COMPILED)
+def test_elementwise_matches_numpy(backend, kind, dtype, sequence):
+    cell = ELEMENTWISE[kind](5, dtype)
+    xs, dl_dhs = sequence(6, 3, N_IN, 5, seed=7, dtype=dtype)
+    ests = [kfrtrl.SnAp1(cell, batch_size=3, backend=b, n_threads=2) for b in ("numpy", backend)]
+    for x, dl in zip(xs, dl_dhs):
+        for est in ests:
+            est.step(x)
+        g_ref, g = (est.gradient(dl) for est in ests)
+        for k in g_ref:
+            assert rel_max(g[k], g_ref[k]) <= TOL[dtype], k
+
+
+def test_stack_is_refused():
+    stack = kfrtrl.Stack([kfrtrl.ELSTM(N_IN, 3, rng=0), kfrtrl.ELSTM(3, 3, rng=1)])
+    with pytest.raises(TypeError, match="snap1"):
+        kfrtrl.SnAp1(stack)

@@ -14,6 +14,13 @@ layer description alone: each layer contributes its unit block
 ``Λ_l[u] + D_l[u] R_l[u]`` (``R_l[u]``: the diagonal entries of its
 recurrent weights that read unit u), and the blocks of a step multiply.
 
+Element-wise cells (``cell.elementwise``: :class:`kfrtrl.ELSTM`,
+:class:`kfrtrl.LRU`) declare a recurrent layer with state r and a readout that
+is not fed back; there the pattern is taken on r (one entry per weight row:
+the cell's ``recurrent_terms``) and the readout is back-propagated exactly
+within the step (``readout_backward``), as exact RTRL does. Their recurrence
+being diagonal, SnAp-1 is then exact RTRL.
+
 Equal to exact RTRL on cells whose step Jacobian has no off-unit entries
 (element-wise recurrence); biased on dense cells. For a one-layer cell it is
 Menick et al.'s SnAp-1 (a masked dense RTRL); for cells of several layers
@@ -39,19 +46,25 @@ class SnAp1(Estimator):
 
     def _allocate(self):
         n, N = self.cell.n_hidden, self.cell.n_state
-        if N % n:
+        self._elementwise = getattr(self.cell, "elementwise", False)
+        if self._elementwise:                   # the influence on r only, of the recurrent layer's weights
+            self._S, names = 1, self.cell.recurrent_names()
+        elif N % n:
             raise ValueError(f"cell: {self.name} expects the state to be blocks of n_hidden = {n} units, "
                              f"got n_state = {N}")
-        self._S = N // n
-        self._G = {k: np.zeros((self.batch_size, p, m, self._S), dtype=self.dtype)
-                   for k, (p, m) in self._shapes.items()}
+        else:
+            self._S, names = N // n, list(self._shapes)
+        self._G = {k: np.zeros((self.batch_size,) + self._shapes[k] + (self._S,), dtype=self.dtype) for k in names}
 
     def _reset_influence(self, mask):
         for G in self._G.values():
             G[mask] = 0.0
 
     def _propagate(self, cache):
-        T, imm = unit_blocks(self.cell, cache, self._recurrent)
+        if self._elementwise:
+            T, imm = _elementwise_blocks(self.cell, cache)
+        else:
+            T, imm = unit_blocks(self.cell, cache, self._recurrent)
         for name, G in self._G.items():
             D, a = imm[name]
             self.ops.snap1_step(G, T, D, a, self.n_threads)
@@ -59,16 +72,27 @@ class SnAp1(Estimator):
 
     def _gradient(self, c):
         B, n = self.batch_size, self.cell.n_hidden
-        cu = np.ascontiguousarray(c.reshape(B, self._S, n).transpose(0, 2, 1))     # (B, n, S)
         grads = {}
+        if self._elementwise:                   # exact through the readout, down to ∂L/∂r_t
+            c_r, proj = self.cell.readout_backward(self._cache, c)
+            grads = {name: g.T @ a for name, (g, a) in proj.items()}
+            cu = np.ascontiguousarray(c_r).reshape(B, n, 1)
+        else:
+            cu = np.ascontiguousarray(c.reshape(B, self._S, n).transpose(0, 2, 1))     # (B, n, S)
         for name, G in self._G.items():
             grads[name] = np.empty(G.shape[1:3], dtype=self.dtype)
             self.ops.snap1_gradient(G, cu, grads[name], self.n_threads)
         return grads
 
     def influence(self, name):
-        """The estimate of G for weight ``name`` as (batch, n_state, p, m), zeros off the pattern (tests)."""
+        """The estimate of G for weight ``name`` as (batch, n_state, p, m), zeros off the pattern (tests).
+
+        On an element-wise cell: the influence on r of a recurrent weight, (batch, Z, n, m)
+        (the layout of ``RTRL.influence`` there).
+        """
         G = self._G[name]
+        if self._elementwise:
+            return G.reshape(G.shape[0], -1, self.cell.n_hidden, G.shape[2]).copy()
         B, p, m, S = G.shape
         n = self.cell.n_hidden
         out = np.zeros((B, S, n, p // n, n, m), dtype=self.dtype)
@@ -114,6 +138,18 @@ def unit_blocks(cell, cache, recurrent=True):
         raise ValueError(f"cell: the step maps {T.shape[3]} state blocks to {S}; expected the same number")
     imm = {name: (np.ascontiguousarray(D).reshape(D.shape[0], -1, S), inputs[name]) for name, D in pending.items()}
     return T, imm
+
+
+def _elementwise_blocks(cell, cache):
+    """:func:`unit_blocks` for an element-wise cell, on its recurrent state r (S = 1).
+
+    T (B, n, 1, 1) is r's diagonal Jacobian λ; D (B, Z n, 1) each recurrent weight row's
+    immediate influence on its unit (element-wise parameter vectors included).
+    """
+    lam, terms = cell.recurrent_terms(cache)
+    B, n = lam.shape
+    T = lam.reshape(B, n, 1, 1)
+    return T, {name: (np.ascontiguousarray(dz).reshape(B, -1, 1), a) for name, (dz, a) in terms.items()}
 
 
 def _recurrent_diagonal(W, rec, Z, n, S_in):
