@@ -68,7 +68,8 @@ class SnAp1(Estimator):
         for name, G in self._G.items():
             D, a = imm[name]
             self.ops.snap1_step(G, T, D, a, self.n_threads)
-        self._check_factors(*(G for G in self._G.values()))
+        # no finiteness pass over G here (it would double the step's memory traffic): a
+        # non-finite influence shows in the next gradient, which the base class checks
 
     def _gradient(self, c):
         B, n = self.batch_size, self.cell.n_hidden
