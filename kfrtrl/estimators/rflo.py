@@ -5,6 +5,10 @@ eligibility trace of W drops every path through the recurrent weights::
 
     P_ij ← (1 − α) P_ij + α f'(u_i) [h_{t−1}; x_t; 1]_j
 
+The same trace serves any cell whose step is of that Elman type, one weight
+matrix W and ``∂h_t/∂h_{t−1} = diag(λ_t) + diag(∂h_t/∂u_t) W_h`` (``Cell.diagonal_step``):
+``P ← λ_t P + (∂h_t/∂u_t) ⊗ a_t``. Other cells are refused (TypeError).
+
 and the gradient of a step is ``Σ_i c_i P_ij``. Cost O(n m) per sample and
 step (O(n²)), memory O(n m).
 
@@ -17,12 +21,11 @@ error through a fixed random matrix B; pass ``ε @ B`` as ``dl_dh`` for that
 import numpy as np
 
 from .._validation import as_generator, check_int
-from ..cells import Elman
 from .snap1 import SnAp1
 
 
 class RFLO(SnAp1):
-    """RFLO (deterministic; ``rng`` unused). Supports :class:`kfrtrl.Elman` only.
+    """RFLO (deterministic; ``rng`` unused). For :class:`kfrtrl.Elman` and other Elman-type cells.
 
     It is SnAp-1's update with the step Jacobian's unit blocks reduced to the leak
     ``1 − α`` (see :mod:`kfrtrl.estimators.snap1`).
@@ -32,10 +35,11 @@ class RFLO(SnAp1):
     _recurrent = False
 
     def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_threads=None):
-        if not isinstance(cell, Elman):
-            raise TypeError(f"cell: rflo supports the leaky Elman cell (kfrtrl.Elman) only, "
-                            f"got {type(cell).__name__}")
         super().__init__(cell, batch_size, rng, backend, n_threads)
+        _, cache = cell.forward(cell.initial_state(1), np.zeros((1, cell.n_in), dtype=cell.dtype))
+        if cell.diagonal_step(cache) is None:
+            raise TypeError(f"cell: rflo supports the leaky Elman cell (kfrtrl.Elman) and cells with its "
+                            f"one-layer, unit-diagonal step, got {type(cell).__name__}")
 
 
 def random_feedback(n_out, n_hidden, dtype=np.float64, rng=None):
