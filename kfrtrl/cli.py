@@ -493,11 +493,12 @@ def _cmd_noise(args):
         results.append(result)
         summary = result.summary()
         rows.append({"estimator": spec, "n": n, "rel var grad": summary["rel_var_grad"],
-                     "rel var G": summary["rel_var_G"], "z": summary["z"], "seconds": time.perf_counter() - start})
+                     "rel var G": summary["rel_var_G"], "z": summary["z"], "bias": summary["bias"],
+                     "bias floor": summary["bias_floor"], "cos": summary["cos"], "seconds": time.perf_counter() - start})
     bar(len(items), len(items), "done")
     print(f"gradient noise: {args.chains} chains, steps {args.burn_in + args.every}..{args.steps} "
           f"every {args.every}, seed {args.seed}")
-    _print_rows(rows, ["estimator", "n", "rel var grad", "rel var G", "z", "seconds"])
+    _print_rows(rows, ["estimator", "n", "rel var grad", "rel var G", "z", "bias", "bias floor", "cos", "seconds"])
     if args.over_time is not None:
         _noise_over_time(args, results)
         return 0

@@ -338,6 +338,17 @@ def test_cli_noise_and_compare_tables(capsys):
     assert rc == 0 and [line.split()[0] for line in out.splitlines()[-2:]] == ["kf", "tbptt:3"]
 
 
+def test_cli_noise_reports_the_bias_of_deterministic_estimators(capsys):
+    rc, out, _ = _cli(capsys, "noise", "--sizes", "4", "--estimators", "rtrl,snap1", "--chains", "3", "--steps", "8",
+                      "--burn-in", "2", "--backend", "numpy")
+    header = next(line for line in out.splitlines() if line.split()[:1] == ["estimator"])
+    assert header.split()[9:13] == ["bias", "bias", "floor", "cos"]
+    rows = {line.split()[0]: [float(v) for v in line.split()[5:8]] for line in out.splitlines()
+            if line.split()[:1] in (["rtrl"], ["snap1"])}
+    assert rc == 0 and rows["rtrl"][0] < 1e-7 and rows["rtrl"][2] == pytest.approx(1.0)
+    assert rows["snap1"][0] > 1e-3 and rows["snap1"][1] < 1e-12 and rows["snap1"][2] < 1.0
+
+
 def test_cli_noise_over_time_prints_windows_and_plots_against_t(capsys, tmp_path):
     rc, out, _ = _cli(capsys, "noise", "--sizes", "4", "--estimators", "kf,uoro", "--chains", "6", "--steps", "12",
                       "--burn-in", "0", "--every", "2", "--over-time", "3", "--backend", "numpy",
