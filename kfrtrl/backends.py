@@ -22,7 +22,8 @@ _MODULES = {
 # the compiled steps are 1.5-5x faster than numpy's from n = 16 on. numba and cython are within
 # ~5% of each other for RTRL, KF, UORO and NoBackTrack (numba first: no build needed); for OK
 # cython is ahead at small n (24 vs 26.5 us at n = 16, batch 1) and at r = 8, n = 256, batch 16
-# (1.12 vs 1.16 GEMMs), and the two trade places at n = 128. TBPTT calls no kernel.
+# (1.12 vs 1.16 GEMMs), and the two trade places at n = 128. TBPTT calls no kernel. SnAp-1 and
+# RFLO: one pass over the influence, numba and cython alike at n = 128 (numba first: no build).
 _AUTO = {
     "rtrl": ("numba", "cython"),
     "uoro": ("numba", "cython"),
@@ -30,6 +31,8 @@ _AUTO = {
     "ok": ("cython", "numba"),
     "nobacktrack": ("numba", "cython"),
     "tbptt": (),
+    "snap1": ("numba", "cython"),
+    "rflo": ("numba", "cython"),
 }
 
 
