@@ -8,7 +8,7 @@ import numpy as np
 
 import kfrtrl
 
-from . import cli, optim, synthetic, train
+from . import cli, estimators, optim, synthetic, train
 from .series import Series, load_table, resolve_columns
 
 
@@ -43,7 +43,7 @@ def add_series(sub):
     p.add_argument("--inputs", default=None, metavar="COLS", help="input columns, comma-separated (default: all)")
     p.add_argument("--horizon", type=cli.positive_int, default=1, metavar="K", help="predict K rows ahead (default: 1)")
     p.add_argument("--estimator", type=cli.train_specs, default=["ok:2"], metavar="E[,E...]",
-                   help=f"one or several (same data and seeds) of {', '.join(train.ESTIMATOR_NAMES)}, "
+                   help=f"one or several (same data and seeds) of {estimators.describe_specs()}, "
                         "optionally NAME:k (default: ok:2)")
     cli._add_model_args(p, steps=10000, lr=1e-2)
     p.set_defaults(batch=1)

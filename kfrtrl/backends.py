@@ -11,28 +11,11 @@ from pathlib import Path
 
 from . import _reference
 
-# name -> module path; the order is the preference of "auto" when nothing better is known.
+# name -> module path (an estimator's auto_backends says which "auto" tries, in order)
 _MODULES = {
     "numpy": "kfrtrl._reference",
     "numba": "kfrtrl._numba",
     "cython": "kfrtrl._cy",
-}
-# estimator name -> the backends "auto" tries, in order (numpy when none is available), from
-# bench/test_kernels.py (1 thread, float64, step / same-run GEMM bound, 2-4 runs; see the README):
-# the compiled steps are 1.5-5x faster than numpy's from n = 16 on. numba and cython are within
-# ~5% of each other for RTRL, KF, UORO and NoBackTrack (numba first: no build needed); for OK
-# cython is ahead at small n (24 vs 26.5 us at n = 16, batch 1) and at r = 8, n = 256, batch 16
-# (1.12 vs 1.16 GEMMs), and the two trade places at n = 128. TBPTT calls no kernel. SnAp-1 and
-# RFLO: one pass over the influence, numba and cython alike at n = 128 (numba first: no build).
-_AUTO = {
-    "rtrl": ("numba", "cython"),
-    "uoro": ("numba", "cython"),
-    "kf": ("numba", "cython"),
-    "ok": ("cython", "numba"),
-    "nobacktrack": ("numba", "cython"),
-    "tbptt": (),
-    "snap1": ("numba", "cython"),
-    "rflo": ("numba", "cython"),
 }
 
 
@@ -79,31 +62,31 @@ def _load(name):
     return module
 
 
-def get_backend(backend, estimator):
-    """Resolve ``backend`` for ``estimator`` -> (name, kernel module).
+def get_backend(backend, preference=()):
+    """Resolve ``backend`` -> (name, kernel module).
 
-    "auto" picks the measured best for the estimator; when that backend is missing it
-    takes the next available one of :data:`_AUTO` (numpy last) with a one-line warning.
-    An explicitly named backend that is missing raises ImportError; an unknown name
-    raises ValueError.
+    "auto" takes the first available backend of ``preference`` (an estimator's
+    ``auto_backends``: its measured best first), with a one-line warning when an
+    earlier one is missing, and numpy when none is available. An explicitly named
+    backend that is missing raises ImportError; an unknown name raises ValueError.
     """
     if backend not in _MODULES and backend != "auto":
         raise ValueError(f"backend: expected one of {known_backends()}, got {backend!r}")
     if backend == "auto":
-        return _auto(estimator)
+        return _auto(preference)
     try:
         return backend, _load(backend)
     except ImportError as exc:
         raise ImportError(f"backend: {backend!r} is not available here ({exc})") from exc
 
 
-def _auto(estimator):
-    """(name, module) of the first available backend of ``_AUTO[estimator]``, else numpy.
+def _auto(preference):
+    """(name, module) of the first available backend of ``preference``, else numpy.
 
     Cython missing from an unbuilt checkout is not warned about again: importing kfrtrl said so.
     """
     first_error = None
-    for name in _AUTO.get(estimator, ()):
+    for name in preference:
         try:
             module = _load(name)
         except ImportError as exc:
@@ -127,12 +110,14 @@ def show_config(file=None):
     from threadpoolctl import threadpool_info
 
     from . import __version__
+    from .estimators import ESTIMATORS
 
     lines = [
         f"kfrtrl {__version__}  python {platform.python_version()}  numpy {np.__version__}",
         f"cores: {os.cpu_count()}",
         f"backends available: {', '.join(available_backends())} (known: {', '.join(known_backends())})",
-        "auto picks: " + ", ".join(f"{e}: {' > '.join(p + ('numpy',))}" for e, p in sorted(_AUTO.items())),
+        "auto picks: " + ", ".join(f"{name}: {' > '.join(cls.auto_backends + ('numpy',))}"
+                                   for name, cls in sorted(ESTIMATORS.items())),
     ]
     try:
         from . import _cy

@@ -1,22 +1,25 @@
 """The ``kfrtrl`` command (``kfrtrl --help`` lists the subcommands; ``kfrtrl --version``).
 
-Each subcommand is a ``_add_<name>(subparsers)`` function that adds its
-parser and sets ``func`` (called with the parsed arguments, returns the exit
-code); :data:`COMMANDS` lists them. Flags several commands share are added by
-the ``add_*_arg`` helpers so they read the same everywhere. Bad arguments end
-in one line ``kfrtrl <command>: error: ...`` and exit code 2 (no traceback).
+This module only parses and prints: each run is a function of
+:mod:`kfrtrl.experiments` called with the parsed options, and every plot is
+drawn by :mod:`kfrtrl.plotting`.
+
+Adding a subcommand: write ``_add_<name>(subparsers)``, which adds its parser
+and sets ``func`` (called with the parsed arguments, returns the exit code), and
+list it in :data:`COMMANDS`. Adding an option every training command shares:
+a field of :class:`kfrtrl.experiments.Setup` plus a flag of the same name in
+:func:`_add_model_args`. Flags several commands share are added by the
+``add_*_arg`` helpers so they read the same everywhere. Bad arguments end in
+one line ``kfrtrl <command>: error: ...`` and exit code 2 (no traceback).
 """
 import argparse
 import json
 import os
 import sys
-import time
-
-import numpy as np
 
 import kfrtrl
 
-from . import diagnostics, scaling, tasks, train
+from . import estimators, experiments, plotting, scaling, tasks, train
 from .backends import available_backends, known_backends
 
 
@@ -95,116 +98,11 @@ def add_plot_arg(parser, what):
                         help=f"write {what} as a PNG to PATH (needs matplotlib)")
 
 
-# ---------------------------------------------------------------- kfrtrl info
-
-
-def _add_info(sub):
-    p = sub.add_parser("info", help="versions, backends, BLAS and thread counts (kfrtrl.show_config())",
-                       description="Show kfrtrl's version, the available backends, BLAS and thread counts.")
-    p.set_defaults(func=_cmd_info)
-
-
-def _cmd_info(args):
-    kfrtrl.show_config()
-    return 0
-
-
-# ---------------------------------------------------------------- kfrtrl bench
-
-
-def _add_bench(sub):
-    p = sub.add_parser(
-        "bench", help="time every estimator against n and fit the scaling exponents",
-        description=(
-            "Time one online step (step + gradient) of each estimator for each cell and n, directly (median of "
-            "repeats, warm-up excluded), and print time, ratio to exact RTRL, ratio to the GEMM lower "
-            "bound, memory per sample and the log-log exponent fitted on the upper half of the sizes. "
-            "Sizes predicted to take over 2 s per step or 2 GiB of state are skipped. "
-            "Default grid: float32 and float64, batch 1 and 16; --quick: float64, batch 1."
-        ),
-    )
-    p.add_argument("--quick", action="store_true", help="float64, batch 1 only, 3 repeats (about a minute)")
-    p.add_argument("--sizes", type=size_list, nargs="+", metavar="N",
-                   help=f"hidden sizes, spaces or commas (default: {','.join(map(str, scaling.SIZES))})")
-    p.add_argument("--estimators", type=train_specs, nargs="+", metavar="E",
-                   help=f"{', '.join(train.ESTIMATOR_NAMES)}, optionally NAME:k or NAME-k (OK rank, KF chains, "
-                        f"TBPTT truncation) (default: {','.join(scaling.DEFAULT_ESTIMATORS)})")
-    p.add_argument("--cells", type=cell_specs, nargs="+", metavar="C",
-                   help=f"cells, {', '.join(scaling.CELLS)} or rhnL (RHN of depth L), spaces or commas "
-                        f"(default: {','.join(scaling.DEFAULT_CELLS)})")
-    p.add_argument("--batch", type=size_list, nargs="+", metavar="B", help="batch sizes (default: by grid)")
-    p.add_argument("--dtype", choices=("float32", "float64"), nargs="+", help="dtypes (default: by grid)")
-    p.add_argument("--repeats", type=positive_int, default=None, metavar="R",
-                   help="timed repeats per point, the median is reported (default: 3 with --quick, else 5)")
-    add_backend_arg(p)
-    add_threads_arg(p, default=1)  # stable timings on a shared machine, like bench/; --threads 2 to use both cores
-    add_json_arg(p, "the measurements (pytest-benchmark layout)")
-    add_plot_arg(p, "a log-log plot of time against n with the fitted lines")
-    p.add_argument("--from", dest="source", type=readable_path, default=None, metavar="JSON",
-                   help="do not measure (the options above are ignored): report a pytest-benchmark JSON of "
-                        "bench/test_scaling.py or a file written by --json")
-    p.set_defaults(func=_cmd_bench)
-
-
-def _cmd_bench(args):
-    if args.source:
-        records, skipped = scaling.load_records(args.source), []
-    else:
-        g = scaling.grid(full=not args.quick)
-        records, skipped = scaling.run(
-            _flat(args.estimators) or g["estimators"], _flat(args.sizes) or g["sizes"],
-            _flat(args.batch) or g["batches"], args.dtype or g["dtypes"],
-            backend=args.backend, n_threads=args.threads,
-            repeats=args.repeats or (3 if args.quick else 5), progress=_progress_bar(sys.stderr),
-            cells=_flat(args.cells) or g["cells"],
-        )
-    print(scaling.format_table(records, skipped), end="")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(scaling.to_json(records, skipped), fh, indent=1)
-        print(f"wrote {args.json}")
-    if args.plot:
-        _write_plot(records, args.plot)
-    return 0
-
-
-def _flat(lists):
-    """[[a, b], [c]] -> [a, b, c] (None stays None): the items of a repeated comma-list flag."""
-    return None if lists is None else [item for items in lists for item in items]
-
-
-def _write_plot(records, path):
-    try:
-        import matplotlib  # noqa: F401  (only to know whether plotting is possible)
-    except ImportError:
-        print(f"kfrtrl bench: matplotlib is not installed; no plot written to {path} "
-              "(pip install 'kfrtrl[plot]')", file=sys.stderr)
-        return
-    scaling.plot(records, path)
-    print(f"wrote {path}")
-
-
-def _progress_bar(stream, width=30):
-    """A progress(done, total, text) callback drawing a bar on ``stream`` (one line per point if not a tty)."""
-    tty = stream.isatty()
-
-    def progress(done, total, text):
-        filled = width * done // max(total, 1)
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text}"
-        if tty:
-            stream.write(f"\r{line:<78.78}" + ("\n" if done == total else ""))
-        else:
-            stream.write(line + "\n")
-        stream.flush()
-
-    return progress
-
-
-# ---------------------------------------------------------------- kfrtrl copy / charlm / noise / compare
+# ---------------------------------------------------------------- argument types of the experiments
 
 
 def train_spec(text):
-    """argparse type: an estimator of :func:`kfrtrl.train.make_estimator` (``ok``, ``ok:4``, ``tbptt:25``, ...)."""
+    """argparse type: an estimator of :func:`kfrtrl.train.make_estimator` (``name`` or ``name:k``)."""
     try:
         train.parse_spec(text)
     except ValueError as exc:
@@ -258,10 +156,9 @@ def text_corpus(text):
 
 
 def add_training_args(parser, steps, lr):
-    """The flags every training command shares (model, estimator, optimiser, run, output)."""
-    parser.add_argument("--estimator", type=train_spec, default="ok", metavar="NAME",
-                        help=f"one of {', '.join(train.ESTIMATOR_NAMES)}, optionally NAME:k "
-                             "(OK rank, KF chains, TBPTT truncation; default: ok)")
+    """The flags every single-estimator training command shares (estimator, model, checkpoints)."""
+    parser.add_argument("--estimator", type=train_spec, default=estimators.TRAIN_DEFAULT, metavar="NAME",
+                        help=f"one of {estimators.describe_specs()} (default: {estimators.TRAIN_DEFAULT})")
     _add_model_args(parser, steps, lr)
     parser.add_argument("--save", type=writable_path, default=None, metavar="PATH", help="write a checkpoint at the end")
     parser.add_argument("--resume", type=readable_path, default=None, metavar="PATH",
@@ -269,7 +166,9 @@ def add_training_args(parser, steps, lr):
 
 
 def _add_model_args(parser, steps, lr):
-    parser.add_argument("--rank", type=positive_int, default=1, metavar="R", help="OK rank when NAME has no :k (default: 1)")
+    """The flags of :class:`kfrtrl.experiments.Setup` (same names)."""
+    parser.add_argument("--rank", type=positive_int, default=1, metavar="R",
+                        help="rank of an estimator taking one, when NAME has no :k (default: 1)")
     parser.add_argument("--hidden", type=positive_int, default=32, metavar="N", help="hidden units (default: 32)")
     parser.add_argument("--cell", type=cell_spec, default="elman", metavar="C",
                         help=f"the recurrent cell, {', '.join(scaling.CELLS)} or rhnL (default: elman)")
@@ -284,6 +183,131 @@ def _add_model_args(parser, steps, lr):
     add_threads_arg(parser)
 
 
+def _add_charlm_args(parser):
+    parser.add_argument("--reset-every", type=positive_int, default=None, metavar="K",
+                        help="zero the state every K characters (training and validation; default: never)")
+    parser.add_argument("--valid-chars", type=positive_int, default=None, metavar="C",
+                        help="evaluate on the first C validation characters only (default: all)")
+
+
+# ---------------------------------------------------------------- printing
+
+
+def _progress_bar(stream=None, width=30):
+    """A progress(done, total, text) callback drawing a bar on ``stream`` (default: sys.stderr; one line per
+    point if not a tty)."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+
+    def progress(done, total, text):
+        filled = width * done // max(total, 1)
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {text}"
+        if tty:
+            stream.write(f"\r{line:<78.78}" + ("\n" if done == total else ""))
+        else:
+            stream.write(line + "\n")
+        stream.flush()
+
+    return progress
+
+
+def _print_rows(rows, columns):
+    """A fixed-width table of ``rows`` (dicts) over ``columns``."""
+    print("  ".join(f"{c:>14}" for c in columns))
+    for row in rows:
+        print("  ".join(f"{row[c]:>14.4g}" if isinstance(row[c], float) else f"{row[c]!s:>14}" for c in columns))
+
+
+def _plot(path, draw, *args, **kwargs):
+    """``draw(path, *args, **kwargs)``, a function of :mod:`kfrtrl.plotting`, and say so (nothing if path is None)."""
+    if path is not None:
+        draw(path, *args, **kwargs)
+        print(f"wrote {path}")
+
+
+def _missing_matplotlib(args):
+    """Print a one-line error and return True if --plot was asked for without matplotlib."""
+    if args.plot is None or plotting.available():
+        return False
+    print(f"kfrtrl {args.command}: error: --plot needs matplotlib (pip install 'kfrtrl[plot]')", file=sys.stderr)
+    return True
+
+
+def _curves(rows):
+    return {row["estimator"]: row["curve"] for row in rows}
+
+
+# ---------------------------------------------------------------- kfrtrl info
+
+
+def _add_info(sub):
+    p = sub.add_parser("info", help="versions, backends, BLAS and thread counts (kfrtrl.show_config())",
+                       description="Show kfrtrl's version, the available backends, BLAS and thread counts.")
+    p.set_defaults(func=lambda args: kfrtrl.show_config() or 0)
+
+
+# ---------------------------------------------------------------- kfrtrl bench
+
+
+def _add_bench(sub):
+    p = sub.add_parser(
+        "bench", help="time every estimator against n and fit the scaling exponents",
+        description=(
+            "Time one online step (step + gradient) of each estimator for each cell and n, directly (median of "
+            "repeats, warm-up excluded), and print time, ratio to exact RTRL, ratio to the GEMM lower "
+            "bound, memory per sample and the log-log exponent fitted on the upper half of the sizes. "
+            "Sizes predicted to take over 2 s per step or 2 GiB of state are skipped. "
+            "Default grid: float32 and float64, batch 1 and 16; --quick: float64, batch 1."
+        ),
+    )
+    p.add_argument("--quick", action="store_true", help="float64, batch 1 only, 3 repeats (about a minute)")
+    p.add_argument("--sizes", type=size_list, nargs="+", metavar="N",
+                   help=f"hidden sizes, spaces or commas (default: {','.join(map(str, scaling.SIZES))})")
+    p.add_argument("--estimators", type=train_specs, nargs="+", metavar="E",
+                   help=f"estimators, spaces or commas: {estimators.describe_specs()}; NAME-k = NAME:k "
+                        f"(default: {','.join(scaling.DEFAULT_ESTIMATORS)})")
+    p.add_argument("--cells", type=cell_specs, nargs="+", metavar="C",
+                   help=f"cells, {', '.join(scaling.CELLS)} or rhnL (RHN of depth L), spaces or commas "
+                        f"(default: {','.join(scaling.DEFAULT_CELLS)})")
+    p.add_argument("--batch", type=size_list, nargs="+", metavar="B", help="batch sizes (default: by grid)")
+    p.add_argument("--dtype", choices=("float32", "float64"), nargs="+", help="dtypes (default: by grid)")
+    p.add_argument("--repeats", type=positive_int, default=None, metavar="R",
+                   help="timed repeats per point, the median is reported (default: 3 with --quick, else 5)")
+    add_backend_arg(p)
+    add_threads_arg(p, default=1)  # stable timings on a shared machine, like bench/; --threads 2 to use both cores
+    add_json_arg(p, "the measurements (pytest-benchmark layout)")
+    add_plot_arg(p, "a log-log plot of time against n with the fitted lines")
+    p.add_argument("--from", dest="source", type=readable_path, default=None, metavar="JSON",
+                   help="do not measure (the options above are ignored): report a pytest-benchmark JSON of "
+                        "bench/test_scaling.py or a file written by --json")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args):
+    records, skipped = experiments.bench(
+        _flat(args.estimators), _flat(args.sizes), _flat(args.batch), args.dtype, _flat(args.cells), args.quick,
+        args.backend, args.threads, args.repeats, args.source, progress=_progress_bar())
+    print(scaling.format_table(records, skipped), end="")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(scaling.to_json(records, skipped), fh, indent=1)
+        print(f"wrote {args.json}")
+    if args.plot and not plotting.available():
+        print(f"kfrtrl bench: matplotlib is not installed; no plot written to {args.plot} "
+              "(pip install 'kfrtrl[plot]')", file=sys.stderr)
+    elif args.plot:
+        _plot(args.plot, plotting.scaling, records)
+    return 0
+
+
+def _flat(lists):
+    """[[a, b], [c]] -> [a, b, c] (None stays None): the items of a repeated comma-list flag."""
+    return None if lists is None else [item for items in lists for item in items]
+
+
+# ---------------------------------------------------------------- kfrtrl copy / charlm / compare
+
+
 def _add_copy(sub):
     p = sub.add_parser("copy", help="copy task with the papers' curriculum; prints the T_cur reached",
                        description="Train online on the copy (string memorisation) task with the KF-RTRL/OK "
@@ -291,6 +315,18 @@ def _add_copy(sub):
     add_training_args(p, steps=20000, lr=1e-3)
     add_plot_arg(p, "T_cur against steps")
     p.set_defaults(func=_cmd_copy)
+
+
+def _cmd_copy(args):
+    if _missing_matplotlib(args):
+        return 2
+    row = experiments.copy(args.estimator, experiments.Setup.from_options(args), args.save, args.resume,
+                           _progress_bar())
+    print(f"copy task, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, seed {args.seed}")
+    _print_rows([row], _COLUMNS["copy"])
+    print(f"T_cur {row['T_cur']}")
+    _plot(args.plot, plotting.curves, _curves([row]), _YLABEL["copy"])
+    return 0
 
 
 def _add_charlm(sub):
@@ -304,11 +340,55 @@ def _add_charlm(sub):
     p.set_defaults(func=_cmd_charlm)
 
 
-def _add_charlm_args(parser):
-    parser.add_argument("--reset-every", type=positive_int, default=None, metavar="K",
-                        help="zero the state every K characters (training and validation; default: never)")
-    parser.add_argument("--valid-chars", type=positive_int, default=None, metavar="C",
-                        help="evaluate on the first C validation characters only (default: all)")
+def _cmd_charlm(args):
+    if _missing_matplotlib(args):
+        return 2
+    row = experiments.charlm(args.file, args.estimator, experiments.Setup.from_options(args), args.reset_every,
+                             args.valid_chars, args.save, args.resume, _progress_bar())
+    print(f"charlm, vocabulary {len(args.file.vocab)}, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, "
+          f"seed {args.seed}")
+    _print_rows([row], _COLUMNS["charlm"])
+    print(f"bpc {row['valid bpc']:.4f}")
+    _plot(args.plot, plotting.curves, _curves([row]), _YLABEL["charlm"])
+    return 0
+
+
+#: the printed columns and the plotted quantity of each task's rows
+_COLUMNS = {"copy": ["estimator", "T_cur", "running loss", "seconds"],
+            "charlm": ["estimator", "train bpc", "valid bpc", "seconds"]}
+_YLABEL = {"copy": "T_cur", "charlm": "training bits per character"}
+
+
+def _add_compare(sub):
+    p = sub.add_parser("compare", help="several estimators on the same task and seed, one table",
+                       description="Run each estimator on the same task, cell initialisation and seed; print "
+                                   "T_cur (copy) or validation bits per character (charlm).")
+    p.add_argument("--task", choices=tuple(_COLUMNS), default="copy", help="task (default: copy)")
+    p.add_argument("--file", type=text_corpus, default=None, metavar="FILE", help="text file for --task charlm")
+    p.add_argument("--estimators", type=train_specs, default=list(estimators.COMPARE_DEFAULT), metavar="E,E,...",
+                   help=f"estimators (default: {','.join(estimators.COMPARE_DEFAULT)})")
+    _add_model_args(p, steps=5000, lr=1e-3)
+    _add_charlm_args(p)
+    add_plot_arg(p, "every run's curve against steps")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args):
+    if _missing_matplotlib(args):
+        return 2
+    if args.task == "charlm" and args.file is None:
+        print("kfrtrl compare: error: --task charlm needs --file FILE", file=sys.stderr)
+        return 2
+    rows = experiments.compare(args.estimators, args.task, args.file, experiments.Setup.from_options(args),
+                               args.reset_every, args.valid_chars, _progress_bar())
+    print(f"{args.task}, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, {args.steps} steps, "
+          f"seed {args.seed}")
+    _print_rows(rows, _COLUMNS[args.task])
+    _plot(args.plot, plotting.curves, _curves(rows), _YLABEL[args.task])
+    return 0
+
+
+# ---------------------------------------------------------------- kfrtrl noise
 
 
 def _add_noise(sub):
@@ -318,15 +398,16 @@ def _add_noise(sub):
                                    "and the bias statistic z (about 1 when unbiased).")
     p.add_argument("--sizes", type=size_list, default=[8, 16, 32, 64], metavar="N,N,...",
                    help="hidden sizes (default: 8,16,32,64)")
-    p.add_argument("--estimators", type=train_specs, default=["uoro", "nobacktrack", "kf", "ok:2", "ok:8"],
-                   metavar="E,E,...", help="estimators (default: uoro,nobacktrack,kf,ok:2,ok:8)")
+    p.add_argument("--estimators", type=train_specs, default=list(estimators.NOISE_DEFAULT), metavar="E,E,...",
+                   help=f"estimators (default: {','.join(estimators.NOISE_DEFAULT)})")
     p.add_argument("--chains", type=positive_int, default=100, metavar="N", help="independent chains (default: 100)")
     p.add_argument("--steps", type=positive_int, default=60, metavar="S", help="trajectory length (default: 60)")
     p.add_argument("--burn-in", type=int, default=20, metavar="T", help="first measured step - 1 (default: 20)")
     p.add_argument("--every", type=positive_int, default=2, metavar="K", help="measure every K steps (default: 2)")
     p.add_argument("--probes", type=positive_int, default=2, metavar="P",
                    help="Gaussian probes per measurement for the variance of G (default: 2)")
-    p.add_argument("--rank", type=positive_int, default=1, metavar="R", help="OK rank when no :k is given")
+    p.add_argument("--rank", type=positive_int, default=1, metavar="R",
+                   help="rank of an estimator taking one, when no :k is given (default: 1)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the cell and trajectory")
     p.add_argument("--over-time", type=positive_int, default=None, metavar="W",
                    help="also print the relative variances pooled over W consecutive windows of the measured "
@@ -334,139 +415,6 @@ def _add_noise(sub):
     add_backend_arg(p)
     add_plot_arg(p, "the relative gradient variance against n (log-log), or against t with --over-time")
     p.set_defaults(func=_cmd_noise)
-
-
-def _add_compare(sub):
-    p = sub.add_parser("compare", help="several estimators on the same task and seed, one table",
-                       description="Run each estimator on the same task, cell initialisation and seed; print "
-                                   "T_cur (copy) or validation bits per character (charlm).")
-    p.add_argument("--task", choices=("copy", "charlm"), default="copy", help="task (default: copy)")
-    p.add_argument("--file", type=text_corpus, default=None, metavar="FILE", help="text file for --task charlm")
-    p.add_argument("--estimators", type=train_specs, default=["ok:2", "kf", "uoro", "tbptt:25"], metavar="E,E,...",
-                   help="estimators (default: ok:2,kf,uoro,tbptt:25)")
-    _add_model_args(p, steps=5000, lr=1e-3)
-    _add_charlm_args(p)
-    add_plot_arg(p, "every run's curve against steps")
-    p.set_defaults(func=_cmd_compare)
-
-
-def _missing_matplotlib(args):
-    """Print a one-line error and return True if --plot was asked for without matplotlib."""
-    if args.plot is None:
-        return False
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        print(f"kfrtrl {args.command}: error: --plot needs matplotlib (pip install 'kfrtrl[plot]')", file=sys.stderr)
-        return True
-    return False
-
-
-def _build_trainer(args, spec, n_io):
-    """Cell, estimator and trainer for ``spec`` from the shared flags; same seeds for every spec."""
-    cell_rng, est_rng, readout_rng, _ = np.random.default_rng(args.seed).spawn(4)
-    cell = scaling.make_cell(args.cell, args.hidden, rng=cell_rng, n_in=n_io)
-    est = train.make_estimator(spec, cell, args.batch, est_rng, args.backend, args.threads, rank=args.rank)
-    return train.Trainer(est, n_io, lr=args.lr, clip=args.clip, update_every=args.update_every, rng=readout_rng)
-
-
-def _task_rng(args):
-    return np.random.default_rng(args.seed).spawn(4)[3]
-
-
-def _train(args, spec, task, label, observe):
-    """Run ``args.steps`` steps with a progress bar; ``observe(trainer, task)`` -> (value, text) every log step.
-
-    Returns (trainer, history steps, history values, seconds).
-    """
-    trainer = _build_trainer(args, spec, task.n_in)
-    if getattr(args, "resume", None):
-        train.load_checkpoint(args.resume, trainer, task)
-    bar = _progress_bar(sys.stderr)
-    log_every = max(1, args.steps // 100)
-    steps, values = [], []
-
-    def callback(step):
-        if step % log_every == 0 or step == args.steps:
-            value, text = observe(trainer, task)
-            steps.append(trainer.steps)
-            values.append(value)
-            bar(step, args.steps, f"{label} {text}")
-
-    start = time.perf_counter()
-    train.run(trainer, task, args.steps, callback)
-    seconds = time.perf_counter() - start
-    if getattr(args, "save", None):
-        train.save_checkpoint(args.save, trainer, task)
-    return trainer, np.array(steps), np.array(values), seconds
-
-
-def _run_copy(args, spec):
-    task = tasks.CopyTask(args.batch, rng=_task_rng(args))
-    _, steps, values, seconds = _train(
-        args, spec, task, spec, lambda tr, tk: (tk.T_cur, f"T_cur {tk.T_cur} loss {tk.curriculum.running_loss:.3f}"))
-    return {"estimator": spec, "T_cur": task.T_cur, "running loss": task.curriculum.running_loss,
-            "seconds": seconds, "curve": (steps, values)}
-
-
-def _run_charlm(args, spec, corpus):
-    task = tasks.CharLM(corpus, args.batch, reset_every=args.reset_every, rng=_task_rng(args))
-
-    def observe(trainer, _):
-        bpc = trainer.metrics(reset=True)["bpc"]
-        return bpc, f"train bpc {bpc:.3f}"
-
-    trainer, steps, values, seconds = _train(args, spec, task, spec, observe)
-    bpc = tasks.validation_bpc(trainer, corpus, reset_every=args.reset_every, max_chars=args.valid_chars)
-    return {"estimator": spec, "train bpc": float(values[-1]), "valid bpc": bpc, "seconds": seconds,
-            "curve": (steps, values)}
-
-
-def _print_rows(rows, columns):
-    """A fixed-width table of ``rows`` (dicts) over ``columns``."""
-    print("  ".join(f"{c:>14}" for c in columns))
-    for row in rows:
-        print("  ".join(f"{row[c]:>14.4g}" if isinstance(row[c], float) else f"{row[c]!s:>14}" for c in columns))
-
-
-def _cmd_copy(args):
-    if _missing_matplotlib(args):
-        return 2
-    row = _run_copy(args, args.estimator)
-    print(f"copy task, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, seed {args.seed}")
-    _print_rows([row], ["estimator", "T_cur", "running loss", "seconds"])
-    print(f"T_cur {row['T_cur']}")
-    _plot_curves(args.plot, {row["estimator"]: row["curve"]}, "T_cur")
-    return 0
-
-
-def _cmd_charlm(args):
-    if _missing_matplotlib(args):
-        return 2
-    row = _run_charlm(args, args.estimator, args.file)
-    print(f"charlm, vocabulary {len(args.file.vocab)}, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, seed {args.seed}")
-    _print_rows([row], ["estimator", "train bpc", "valid bpc", "seconds"])
-    print(f"bpc {row['valid bpc']:.4f}")
-    _plot_curves(args.plot, {row["estimator"]: row["curve"]}, "training bits per character")
-    return 0
-
-
-def _cmd_compare(args):
-    if _missing_matplotlib(args):
-        return 2
-    if args.task == "charlm" and args.file is None:
-        print("kfrtrl compare: error: --task charlm needs --file FILE", file=sys.stderr)
-        return 2
-    if args.task == "copy":
-        rows = [_run_copy(args, spec) for spec in args.estimators]
-        columns, ylabel = ["estimator", "T_cur", "running loss", "seconds"], "T_cur"
-    else:
-        rows = [_run_charlm(args, spec, args.file) for spec in args.estimators]
-        columns, ylabel = ["estimator", "train bpc", "valid bpc", "seconds"], "training bits per character"
-    print(f"{args.task}, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, {args.steps} steps, seed {args.seed}")
-    _print_rows(rows, columns)
-    _plot_curves(args.plot, {row["estimator"]: row["curve"] for row in rows}, ylabel)
-    return 0
 
 
 def _cmd_noise(args):
@@ -481,73 +429,21 @@ def _cmd_noise(args):
         print(f"kfrtrl noise: error: expected --over-time <= the {n_measured} measured steps, got {args.over_time}",
               file=sys.stderr)
         return 2
-    bar = _progress_bar(sys.stderr)
-    items = [(spec, n) for n in args.sizes for spec in args.estimators]
-    rows, results = [], []
-    for i, (spec, n) in enumerate(items):
-        bar(i, len(items), f"{spec} n={n}")
-        start = time.perf_counter()
-        result = diagnostics.gradient_noise(spec, n_hidden=n, n_chains=args.chains, steps=args.steps,
-                                            burn_in=args.burn_in, every=args.every, n_probes=args.probes,
-                                            rank=args.rank, rng=args.seed, backend=args.backend)
-        results.append(result)
-        summary = result.summary()
-        rows.append({"estimator": spec, "n": n, "rel var grad": summary["rel_var_grad"],
-                     "rel var G": summary["rel_var_G"], "z": summary["z"], "bias": summary["bias"],
-                     "bias floor": summary["bias_floor"], "cos": summary["cos"], "seconds": time.perf_counter() - start})
-    bar(len(items), len(items), "done")
+    result = experiments.noise(args.estimators, args.sizes, args.chains, args.steps, args.burn_in, args.every,
+                               args.probes, args.rank, args.seed, args.backend, args.over_time, _progress_bar())
     print(f"gradient noise: {args.chains} chains, steps {args.burn_in + args.every}..{args.steps} "
           f"every {args.every}, seed {args.seed}")
-    _print_rows(rows, ["estimator", "n", "rel var grad", "rel var G", "z", "bias", "bias floor", "cos", "seconds"])
-    if args.over_time is not None:
-        _noise_over_time(args, results)
+    _print_rows(result["rows"], ["estimator", "n", "rel var grad", "rel var G", "z", "bias", "bias floor", "cos",
+                                 "seconds"])
+    if args.over_time is None:
+        _plot(args.plot, plotting.curves, result["curves"], "relative gradient variance", xlabel="hidden units n",
+              scale="loglog")
         return 0
-    curves = {spec: (np.array(args.sizes), np.array([r["rel var grad"] for r in rows if r["estimator"] == spec]))
-              for spec in args.estimators}
-    _plot_curves(args.plot, curves, "relative gradient variance", xlabel="hidden units n", scale="loglog")
-    return 0
-
-
-def _noise_over_time(args, results):
-    """Print (and plot against t) each result's relative variances pooled over --over-time windows."""
     print(f"\nover time: {args.over_time} windows")
-    rows, curves = [], {}
-    for result in results:
-        first, last, grad, G = result.over_time(args.over_time)
-        label = result.estimator if len(args.sizes) == 1 else f"{result.estimator} n={result.n_hidden}"
-        curves[label] = (last, grad)
-        rows += [{"estimator": result.estimator, "n": result.n_hidden, "steps": f"{a}-{b}", "rel var grad": g,
-                  "rel var G": v} for a, b, g, v in zip(first, last, grad, G)]
-    _print_rows(rows, ["estimator", "n", "steps", "rel var grad", "rel var G"])
-    _plot_curves(args.plot, curves, "relative gradient variance", xlabel="step t (end of window)", scale="logy")
-
-
-def _plot_curves(path, curves, ylabel, xlabel="step", scale="linear"):
-    """Write {label: (x, y)} as lines to the PNG ``path`` (nothing if path is None).
-
-    scale : "linear", "logy" (log y axis) or "loglog" (log2 x axis, log y axis; markers)
-    """
-    if path is None:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, (x, y) in curves.items():
-        ax.plot(x, y, marker="o" if scale != "linear" else None, label=label)
-    if scale == "loglog":
-        ax.set_xscale("log", base=2)
-    if scale != "linear":
-        ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never hides a curve
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote {path}")
+    _print_rows(result["over_time"], ["estimator", "n", "steps", "rel var grad", "rel var G"])
+    _plot(args.plot, plotting.curves, result["curves"], "relative gradient variance",
+          xlabel="step t (end of window)", scale="logy")
+    return 0
 
 
 # ---------------------------------------------------------------- main

@@ -35,8 +35,8 @@ import numpy as np
 
 from ._validation import as_generator, check_int
 from .cells import Elman
-from .estimators import RTRL
-from .train import Readout, make_estimator, softmax_xent
+from .estimators import EXACT, make_estimator
+from .train import Readout, softmax_xent
 
 
 @dataclass
@@ -147,14 +147,14 @@ def gradient_noise(estimator, n_hidden=16, n_chains=100, steps=60, burn_in=20, e
 
     Parameters
     ----------
-    estimator : spec string (see :func:`kfrtrl.train.make_estimator`, e.g. "ok:2")
+    estimator : spec string (see :func:`kfrtrl.train.make_estimator`, e.g. "name:k")
         or a callable ``(cell, batch_size, rng) -> estimator``
     n_hidden, n_in : int, Elman cell sizes;  alpha : its leak
     n_chains : int >= 2, independent chains N
     steps : int, trajectory length;  burn_in : steps before the first measurement
     every : int, measure every this many steps after ``burn_in``
     n_probes : int >= 1, Gaussian probes per measured step for the G variance
-    rank : OK rank when the spec has none;  rng : seed or Generator (one
+    rank : the rank of an estimator taking one (``param`` "rank") when the spec has none;  rng : seed or Generator (one
         seed gives the same cell and trajectory for every estimator)
     backend : kernel backend of the estimator
 
@@ -175,7 +175,7 @@ def gradient_noise(estimator, n_hidden=16, n_chains=100, steps=60, burn_in=20, e
         est, name = estimator(cell, n_chains, est_rng), getattr(estimator, "__name__", "custom")
     else:
         est, name = make_estimator(estimator, cell, n_chains, est_rng, backend, rank=rank), estimator
-    exact = RTRL(cell, batch_size=1, backend="numpy")
+    exact = make_estimator(EXACT, cell, batch_size=1, backend="numpy")
     readout = Readout(n_hidden, n_in, rng=data_rng)
     xs = np.eye(n_in)[data_rng.integers(0, n_in, size=steps)][:, None, :]
     ys = data_rng.integers(0, n_in, size=(steps, 1))

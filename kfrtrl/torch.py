@@ -156,13 +156,13 @@ class OnlineRNN(nn.Module):
 
     def get_extra_state(self):
         """The estimator's run state and RNG, pickled into a uint8 tensor (see ``state_dict``)."""
-        payload = {"estimator": train._estimator_state(self.estimator), "steps": self.steps}
+        payload = {"estimator": self.estimator.state_dict(), "steps": self.steps}
         return torch.frombuffer(bytearray(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)), dtype=torch.uint8)
 
     def set_extra_state(self, state):
         """Restore what :meth:`get_extra_state` saved (only numpy arrays and plain data are unpickled)."""
         payload = train._Unpickler(io.BytesIO(state.numpy().tobytes())).load()
-        train._load_estimator_state(self.estimator, payload["estimator"])
+        self.estimator.load_state_dict(payload["estimator"])
         self.steps = int(payload["steps"])
 
     def extra_repr(self):

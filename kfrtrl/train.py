@@ -14,7 +14,8 @@ together, or with ``clip_scope="cell"`` the cell's alone, the readout's left
 unclipped as in the OK authors' code, which clips to 1) and applied by Adam or SGD.
 
 :func:`make_estimator` builds an estimator from a spec string such as
-``"ok:4"``; :func:`run` drives a trainer on a task (:mod:`kfrtrl.tasks`);
+``"name:k"`` (read from the registry, :mod:`kfrtrl.estimators._registry`);
+:func:`run` drives a trainer on a task (:mod:`kfrtrl.tasks`);
 :func:`save_checkpoint` / :func:`load_checkpoint` store and restore cell,
 readout, optimizer, estimator (factors, RNG state) and task so that a
 stopped run continues bit-identically.
@@ -24,64 +25,12 @@ import pickle
 
 import numpy as np
 
-from . import estimators
 from ._validation import as_generator, check_array, check_choice, check_float, check_int
 from .cells import Cell
+from .estimators import make_estimator, parse_spec  # noqa: F401  (part of kfrtrl.train's API)
 from .optim import KalmanFilter, Schedule, as_schedule
 
 LN2 = float(np.log(2.0))
-
-_ESTIMATORS = {
-    "rtrl": estimators.RTRL,
-    "uoro": estimators.UORO,
-    "nobacktrack": estimators.NoBackTrack,
-    "kf": estimators.KFRTRL,
-    "ok": estimators.OK,
-    "tbptt": estimators.TBPTT,
-    "snap1": estimators.SnAp1,
-    "rflo": estimators.RFLO,
-}
-_SUFFIX = {"ok": "rank", "kf": "n_chains", "tbptt": "truncation"}
-ESTIMATOR_NAMES = tuple(_ESTIMATORS)
-
-
-def make_estimator(spec, cell, batch_size=1, rng=None, backend="auto", n_threads=None, rank=1):
-    """Build an estimator from a spec string.
-
-    Parameters
-    ----------
-    spec : str, one of ``rtrl, uoro, nobacktrack, kf, ok, tbptt``, optionally
-        ``name:k`` (or ``name-k``) with k the OK rank, the number of averaged KF chains or the
-        TBPTT truncation (default 25)
-    cell : Cell
-    batch_size, rng, backend, n_threads : passed to the estimator
-    rank : int >= 1, OK's rank when the spec has no ``:k``
-
-    Returns an :class:`kfrtrl.estimators._base.Estimator`.
-    """
-    name, k = parse_spec(spec)
-    kwargs = {"batch_size": batch_size, "rng": rng, "backend": backend, "n_threads": n_threads}
-    if name == "ok":
-        kwargs["rank"] = check_int("rank", rank, 1) if k is None else k
-    elif name in _SUFFIX and k is not None:
-        kwargs[_SUFFIX[name]] = k
-    return _ESTIMATORS[name](cell, **kwargs)
-
-
-def parse_spec(spec):
-    """``"ok:4"`` (or ``"ok-4"``) -> ("ok", 4); ``"uoro"`` -> ("uoro", None). ValueError on a bad spec."""
-    if not isinstance(spec, str):
-        raise TypeError(f"spec: expected a string such as 'ok:4', got {type(spec).__name__}")
-    name, _, k = spec.replace("-", ":", 1).partition(":")
-    check_choice("estimator", name, _ESTIMATORS)
-    if not k:
-        return name, None
-    if name not in _SUFFIX:
-        raise ValueError(f"estimator: {name!r} takes no ':k' suffix, got {spec!r}")
-    if not k.isdigit() or int(k) < 1:
-        raise ValueError(f"estimator: expected {name}:k with an integer k >= 1, got {spec!r}")
-    return name, int(k)
-
 
 def softmax_xent(logits, y):
     """Softmax cross-entropy. logits (B, C), y (B,) int -> (loss in nats (B,), ∂loss/∂logits (B, C))."""
@@ -322,7 +271,7 @@ class Trainer:
         """Everything a bit-identical resume needs (a dict of arrays, numbers and dicts)."""
         return {
             "cell": _cell_state(self.cell),
-            "estimator": _estimator_state(self.estimator),
+            "estimator": self.estimator.state_dict(),
             "readout": self.readout.W.copy(),
             "optimizer": (type(self.optimizer).__name__, self.optimizer.state_dict()),
             "accum": copy.deepcopy(self._accum),
@@ -342,7 +291,7 @@ class Trainer:
         self.schedule = Schedule(**state["schedule"])
         _require_equal("optimizer", state["optimizer"][0], type(self.optimizer).__name__)
         _load_cell_state(self.cell, state["cell"])
-        _load_estimator_state(self.estimator, state["estimator"])
+        self.estimator.load_state_dict(state["estimator"])
         self.readout.W[...] = state["readout"]
         self.optimizer.load_state_dict(state["optimizer"][1])
         self._accum = copy.deepcopy(state["accum"])
@@ -370,31 +319,7 @@ def _load_cell_state(cell, state):
         p[...] = state["params"][k]
 
 
-# Estimator attributes that are objects or machine settings, not run state.
-_NOT_STATE = ("cell", "ops", "rng", "backend", "n_threads", "_limit")
-# Construction parameters that must agree between the checkpoint and the resuming estimator.
-_CONFIG = ("name", "batch_size", "rank", "n_chains", "truncation", "dtype", "_shapes")
-
-
-def _estimator_state(est):
-    """All of the estimator's run state (factors, state, caches) plus its RNG state, deep-copied."""
-    attrs = {k: copy.deepcopy(v) for k, v in vars(est).items() if k not in _NOT_STATE}
-    return {"class": type(est).__name__, "attrs": attrs, "rng": copy.deepcopy(est.rng.bit_generator.state)}
-
-
-def _load_estimator_state(est, state):
-    _require_equal("estimator class", state["class"], type(est).__name__)
-    current = {k: v for k, v in vars(est).items() if k not in _NOT_STATE}
-    _require_equal("estimator attributes", sorted(state["attrs"]), sorted(current))
-    for k in _CONFIG:
-        if k in current:
-            _require_equal(f"estimator {k}", state["attrs"][k], current[k])
-    for k, v in state["attrs"].items():
-        setattr(est, k, copy.deepcopy(v))
-    est.rng.bit_generator.state = copy.deepcopy(state["rng"])
-
-
-_FORMAT = "kfrtrl-checkpoint-1"
+_FORMAT = "kfrtrl-checkpoint-2"
 
 
 def save_checkpoint(path, trainer, task=None):
@@ -413,7 +338,8 @@ class _Unpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
         ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
-        ("collections", "deque"), ("builtins", "slice"), ("kfrtrl.cells", "Layer"),
+        ("collections", "deque"), ("builtins", "slice"),
+        ("kfrtrl.cells._base", "Layer"), ("kfrtrl.cells.elementwise", "ElementwiseLayer"),
     }
 
     def find_class(self, module, name):

@@ -480,7 +480,7 @@ def test_a_backend_missing_a_kernel_is_unavailable(monkeypatch):
 
 def test_auto_falls_back_to_numpy_with_a_warning(monkeypatch):
     monkeypatch.setitem(backends._MODULES, "fast", "kfrtrl._no_such_module")
-    monkeypatch.setitem(backends._AUTO, "ok", ("fast",))
+    monkeypatch.setattr(kfrtrl.OK, "auto_backends", ("fast",))
     cell = kfrtrl.Elman(N_IN, 3, rng=22)
     with pytest.warns(UserWarning, match="backend 'fast' unavailable"):
         est = kfrtrl.OK(cell, rank=2, backend="auto")
@@ -492,11 +492,11 @@ def test_auto_falls_back_to_numpy_with_a_warning(monkeypatch):
 
 def test_auto_takes_the_next_compiled_backend_with_a_warning(monkeypatch):
     monkeypatch.setitem(backends._MODULES, "fast", "kfrtrl._no_such_module")
-    monkeypatch.setitem(backends._AUTO, "ok", ("fast", "numpy"))
+    monkeypatch.setattr(kfrtrl.OK, "auto_backends", ("fast", "numpy"))
     with pytest.warns(UserWarning, match="backend 'fast' unavailable .*; using 'numpy'"):
         est = kfrtrl.OK(kfrtrl.Elman(N_IN, 3, rng=22), rank=2, backend="auto")
     assert est.backend == "numpy"
     for name in COMPILED:
-        monkeypatch.setitem(backends._AUTO, "ok", ("fast", name))
+        monkeypatch.setattr(kfrtrl.OK, "auto_backends", ("fast", name))
         with pytest.warns(UserWarning, match=f"using {name!r}"):
             assert kfrtrl.OK(kfrtrl.Elman(N_IN, 3, rng=22), rank=2, backend="auto").backend == name

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import kfrtrl
-from kfrtrl import scaling
+from kfrtrl import plotting, scaling
 
 SIZES = (16, 32, 64, 128, 256, 512)
 
@@ -326,7 +326,7 @@ def test_format_bytes(nbytes, text):
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "scaling.png"
-    scaling.plot(_records(lambda n: 1e-9 * n ** 3) + _records(lambda n: 1e-6 * n, estimator="uoro"), path)
+    plotting.scaling(path, _records(lambda n: 1e-9 * n ** 3) + _records(lambda n: 1e-6 * n, estimator="uoro"))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

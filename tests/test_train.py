@@ -229,7 +229,7 @@ def test_checkpoint_configuration_mismatch_is_refused(tmp_path):
 def test_checkpoint_loader_refuses_arbitrary_objects(tmp_path):
     path = tmp_path / "evil"
     with open(path, "wb") as fh:
-        pickle.dump({"format": "kfrtrl-checkpoint-1", "x": print}, fh)
+        pickle.dump({"format": train._FORMAT, "x": print}, fh)
     trainer, _ = _build("uoro", 0)
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         train.load_checkpoint(path, trainer)

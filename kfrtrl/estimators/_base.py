@@ -1,5 +1,6 @@
 """What every estimator shares: validation, state, reset, the step/gradient loop."""
 import contextlib
+import copy
 import os
 
 import numpy as np
@@ -13,11 +14,12 @@ from ..threads import limit
 class Estimator:
     """Base class of the online gradient estimators.
 
-    Subclasses implement ``_reset_influence(mask)``, ``_gradient(c)`` and either
-    ``_propagate(cache)`` or, when they have a fused kernel for a cell whose step
-    is diagonal (``Cell.diagonal_step``), ``_propagate_fused(name, lam, dz, a)``
-    and ``_propagate_layers(cache)``; this class validates, keeps the state and
-    calls them.
+    Subclasses implement ``_reset_influence(mask)``, ``_gradient(c)``, ``tangents()``
+    and either ``_propagate(cache)`` or, when they have a fused kernel for a cell
+    whose step is diagonal (``Cell.diagonal_step``), ``_propagate_fused(name, lam,
+    dz, a)`` and ``_propagate_layers(cache)``; this class validates, keeps the state
+    and calls them. They declare themselves with the class attributes below and
+    :func:`kfrtrl.estimators._registry.register`.
 
     Parameters
     ----------
@@ -28,9 +30,24 @@ class Estimator:
     n_threads : int >= 1 or None (all cores): threads the kernels and BLAS may
         use during ``step``; applied with :func:`kfrtrl.threads.limit` and
         restored afterwards.
+
+    Class attributes (the declaration the registry reads)
+    ----------------------------------------------------
+    name : str, the spec name (``kfrtrl.train.make_estimator``, the command)
+    param : str or None, the constructor argument a spec's ``:k`` sets
+    auto_backends : tuple of backend names ``backend="auto"`` tries in order
+        (numpy when none is available; empty: the estimator calls no kernel)
+    dense_immediate : bool, whether the immediate terms of earlier Jacobian
+        layers are propagated as dense tangents (the benchmarks' GEMM bound)
+    _state_attrs : names of the attributes holding the influence (saved by
+        :meth:`state_dict`; every other attribute is configuration or scratch)
     """
 
     name = None
+    param = None
+    auto_backends = ()
+    dense_immediate = False
+    _state_attrs = ()
 
     def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_threads=None):
         if not isinstance(cell, Cell):
@@ -41,7 +58,7 @@ class Estimator:
         self.cell = cell
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.rng = as_generator(rng)
-        self.backend, self.ops = get_backend(backend, self.name)
+        self.backend, self.ops = get_backend(backend, self.auto_backends)
         self._limit = n_threads is not None
         self.n_threads = (os.cpu_count() or 1) if n_threads is None else check_int("n_threads", n_threads, 1)
         self.dtype = cell.dtype
@@ -53,6 +70,47 @@ class Estimator:
     def _allocate(self):
         """Allocate the influence state (called once; zero = freshly reset)."""
         raise NotImplementedError
+
+    def tangents(self):
+        """K: state tangents per sample pushed through the whole cell step by one step + gradient."""
+        raise NotImplementedError
+
+    def config(self):
+        """What a checkpoint must agree on: class, batch, dtype, parameter shapes and the ``param``."""
+        config = {"class": type(self).__name__, "batch_size": self.batch_size, "dtype": self.dtype.name,
+                  "shapes": dict(self._shapes)}
+        if self.param is not None:
+            config[self.param] = getattr(self, self.param)
+        return config
+
+    def state_dict(self):
+        """Everything a bit-identical continuation needs, deep-copied.
+
+        {"config": :meth:`config`, "state": s (batch, n_state), "cache": the last step's
+        cache, "rng": the generator's state, "influence": {attribute: value} of
+        ``_state_attrs``}. Scratch buffers are left out: each step writes them before reading.
+        """
+        return copy.deepcopy({
+            "config": self.config(), "state": self._s, "cache": self._cache,
+            "rng": self.rng.bit_generator.state,
+            "influence": {k: getattr(self, k) for k in self._state_attrs},
+        })
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s output; ValueError naming the first configuration mismatch."""
+        config = self.config()
+        for key in sorted(set(config) | set(state["config"])):
+            if state["config"].get(key) != config.get(key):
+                raise ValueError(f"checkpoint: expected estimator {key} {config.get(key)!r} (this run), "
+                                 f"got {state['config'].get(key)!r} in the checkpoint")
+        if sorted(state["influence"]) != sorted(self._state_attrs):
+            raise ValueError(f"checkpoint: expected estimator state {sorted(self._state_attrs)}, "
+                             f"got {sorted(state['influence'])}")
+        state = copy.deepcopy(state)
+        self._s, self._cache = state["state"], state["cache"]
+        self.rng.bit_generator.state = state["rng"]
+        for k, v in state["influence"].items():
+            setattr(self, k, v)
 
     def _propagate(self, cache):
         """Advance the influence: one fused kernel for a diagonal step, else layer by layer."""

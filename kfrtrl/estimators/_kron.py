@@ -13,6 +13,13 @@ class KroneckerSum(Estimator):
     in tangent layout and u (batch, terms, m); all zero after a reset.
     """
 
+    dense_immediate = True
+    _state_attrs = ("_A", "_u")
+
+    def tangents(self):
+        """The Σ p_l rows of the A factors, per term."""
+        return self._n_terms * sum(p for p, _ in self._shapes.values())
+
     def _allocate(self):
         B, T, N = self.batch_size, self._n_terms, self.cell.n_state
         self._A = {k: np.zeros((B, T, p, N), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
@@ -47,9 +54,9 @@ _GER = {}
 def _outer(x, y):
     """x ⊗ y (p, m), C-contiguous, for x (p,) and y (m,) of one float dtype.
 
-    One BLAS rank-one update of a zero matrix (``?ger``): OpenBLAS's GEMM with an inner
-    dimension of 1 is 3-4x slower, numpy's einsum and broadcasting 1.4-2.5x (measured
-    at n = 128 and 512, m = n + 9: ger 5.8 / 87 us, einsum 9.3 / 120 us, GEMM 21 / 296 us).
+    One BLAS rank-one update of a zero matrix (``?ger``): the fastest measured way
+    (OpenBLAS's GEMM with an inner dimension of 1 and numpy's einsum are slower; see
+    docs/performance.md).
     """
     if x.dtype not in _GER:
         from scipy.linalg.blas import get_blas_funcs

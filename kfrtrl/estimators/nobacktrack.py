@@ -15,9 +15,11 @@ the gradient is not implemented (see the README).
 import numpy as np
 
 from .._reference.propagate import inverse_or_zero, ratio_root
+from ._registry import register
 from .uoro import UORO, _norm_over
 
 
+@register
 class NoBackTrack(UORO):
     """NoBackTrack estimator (per-unit signs; batch-aware). State and gradient as UORO's."""
 

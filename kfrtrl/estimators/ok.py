@@ -11,12 +11,16 @@ import numpy as np
 
 from .._validation import check_int
 from ._kron import KroneckerSum
+from ._registry import register
 
 
+@register
 class OK(KroneckerSum):
     """OK estimator of rank ``rank`` (>= 1)."""
 
     name = "ok"
+    param = "rank"
+    auto_backends = ("cython", "numba")     # cython's fused step is ahead at small n and at large r·n
 
     def __init__(self, cell, rank=1, batch_size=1, rng=None, backend="auto", n_threads=None):
         self.rank = self._n_terms = check_int("rank", rank, 1)
@@ -25,8 +29,8 @@ class OK(KroneckerSum):
 
     def _allocate(self):
         super()._allocate()
-        # the fused path writes the reduced A's over the old ones (in cache: 10-15% faster at
-        # r = 8 than a second buffer) and the u's into a spare that swaps roles with u; the
+        # the fused path writes the reduced A's over the old ones (still in cache: faster than a
+        # second buffer, docs/performance.md) and the u's into a spare that swaps roles with u; the
         # general path builds the r+1 terms in _V (both allocated at the first step that
         # needs them: a fresh multi-MB array per step costs more in page faults than a pass)
         self._u_spare = self._V = None

@@ -21,9 +21,11 @@ error through a fixed random matrix B; pass ``ε @ B`` as ``dl_dh`` for that
 import numpy as np
 
 from .._validation import as_generator, check_int
+from ._registry import register
 from .snap1 import SnAp1
 
 
+@register
 class RFLO(SnAp1):
     """RFLO (deterministic; ``rng`` unused). For :class:`kfrtrl.Elman` and other Elman-type cells.
 

@@ -13,8 +13,10 @@ import numpy as np
 
 from ._base import Estimator
 from ._elementwise import ElementwiseInfluence
+from ._registry import register
 
 
+@register
 class RTRL(Estimator):
     """Exact RTRL. Influence per weight matrix: G (batch, p, m, n_state) in tangent layout.
 
@@ -25,6 +27,7 @@ class RTRL(Estimator):
     """
 
     name = "rtrl"
+    auto_backends = ("numba", "cython")     # numba and cython within a few percent; numba needs no build
 
     def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_threads=None, elementwise=None):
         capable = getattr(cell, "elementwise", False)
@@ -37,6 +40,31 @@ class RTRL(Estimator):
             raise ValueError("elementwise: a Stack has only the element-wise RTRL (True or None), got False")
         self.elementwise = capable if elementwise is None else elementwise
         super().__init__(cell, batch_size, rng, backend, n_threads)
+
+    @property
+    def dense_immediate(self):
+        """The dense influence carries every layer's immediate term as tangents; the element-wise one none."""
+        return not self.elementwise
+
+    @property
+    def _state_attrs(self):
+        return ("_E",) if self.elementwise else ("_G",)
+
+    @property
+    def _E(self):
+        """The element-wise influence {name: (batch, Z, n, m)} (held by its ElementwiseInfluence)."""
+        return self._ew.E
+
+    @_E.setter
+    def _E(self, value):
+        self._ew.E = value
+
+    def config(self):
+        return dict(super().config(), elementwise=self.elementwise)
+
+    def tangents(self):
+        """All Σ p_l·m_l columns of G; element-wise: one cotangent through the readout, no tangent."""
+        return 1 if self.elementwise else sum(p * m for p, m in self._shapes.values())
 
     def _allocate(self):
         if self.elementwise:

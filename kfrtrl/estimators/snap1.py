@@ -32,8 +32,10 @@ O(S · parameters): O(n²) for the Elman cell.
 import numpy as np
 
 from ._base import Estimator
+from ._registry import register
 
 
+@register
 class SnAp1(Estimator):
     """SnAp-1 estimator (deterministic; ``rng`` is accepted for a uniform signature and unused).
 
@@ -42,6 +44,8 @@ class SnAp1(Estimator):
     """
 
     name = "snap1"
+    auto_backends = ("numba", "cython")     # one pass over the influence, numba and cython alike
+    _state_attrs = ("_G",)
     _recurrent = True           # RFLO drops the recurrent weights from T (see kfrtrl.estimators.rflo)
 
     def _allocate(self):
@@ -55,6 +59,10 @@ class SnAp1(Estimator):
         else:
             self._S, names = N // n, list(self._shapes)
         self._G = {k: np.zeros((self.batch_size,) + self._shapes[k] + (self._S,), dtype=self.dtype) for k in names}
+
+    def tangents(self):
+        """One: the influence is propagated unit by unit, no tangent goes through the step's GEMM."""
+        return 1
 
     def _reset_influence(self, mask):
         for G in self._G.values():

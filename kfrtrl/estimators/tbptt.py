@@ -12,6 +12,7 @@ import numpy as np
 from .._validation import check_array, check_int
 from ..cells import Cell
 from ._base import Estimator
+from ._registry import register
 
 
 def _backward(cell, cache, c, grads):
@@ -54,10 +55,13 @@ def bptt(cell, xs, dl_dhs, h0=None):
     return grads
 
 
+@register
 class TBPTT(Estimator):
     """Truncated BPTT: each ``gradient`` back-propagates through the last ``truncation`` steps."""
 
     name = "tbptt"
+    param = "truncation"
+    _state_attrs = ("_window", "_cut")      # auto_backends empty: it calls no kernel
 
     def __init__(self, cell, truncation=25, batch_size=1, rng=None, backend="auto", n_threads=None):
         self.truncation = check_int("truncation", truncation, 1)
@@ -67,6 +71,10 @@ class TBPTT(Estimator):
         # (cache, cut) pairs; cut (B,) marks samples reset just before that step
         self._window = deque(maxlen=self.truncation)
         self._cut = np.zeros(self.batch_size, dtype=bool)
+
+    def tangents(self):
+        """One cotangent per step of the window."""
+        return self.truncation
 
     def _reset_influence(self, mask):
         self._cut |= mask

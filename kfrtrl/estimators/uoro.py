@@ -16,18 +16,26 @@ import numpy as np
 
 from .._reference.propagate import inverse_or_zero, ratio_root
 from ._base import Estimator
+from ._registry import register
 
 
+@register
 class UORO(Estimator):
     """UORO estimator (batch-aware: each sample its own s, θ and signs)."""
 
     name = "uoro"
+    auto_backends = ("numba", "cython")     # numba and cython within a few percent; numba needs no build
+    _state_attrs = ("_v", "_w", "_w_sq")
 
     def _allocate(self):
         B, N = self.batch_size, self.cell.n_state
         self._v = np.zeros((B, N), dtype=self.dtype)
         self._w = {k: np.zeros((B, p, m), dtype=self.dtype) for k, (p, m) in self._shapes.items()}
         self._w_sq = np.zeros(B)           # |θ_b|² in float64, kept up to date by the fused step
+
+    def tangents(self):
+        """One: s."""
+        return 1
 
     def _reset_influence(self, mask):
         self._v[mask] = 0.0

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validation import as_generator, check_float
-from .cells import Cell, Layer, _check_sizes, _init_weight, _sigmoid, _weight_property
+from .._validation import as_generator, check_float
+from ._base import Cell, Layer, _check_sizes, _init_weight, _sigmoid, _weight_property
 
 
 @dataclass

@@ -1,33 +1,22 @@
-"""Scaling measurements: time and memory per step of every estimator against n.
+"""Measuring: workloads, the GEMM lower bound, timing and the size budget (reported by :mod:`.report`).
 
-One place for the whole pipeline, shared by ``bench/test_scaling.py``
-(pytest-benchmark) and the ``kfrtrl bench`` command:
-
-- estimators are named as everywhere in kfrtrl (:func:`kfrtrl.train.parse_spec`:
-  ``"ok-8"`` or ``"ok:8"``, ``"tbptt-25"``), labelled by :func:`canonical`;
-- cells are named ``elman``, ``rhn`` (``rhnL``: depth L), ``lstm``, ``gru``, ``elstm``, ``lru``
-  (:func:`parse_cell`, labelled by :func:`canonical_cell`);
-- :class:`Workload` builds a cell and an estimator and runs one online
-  step (``step`` then ``gradient``), the unit that is timed;
+- :class:`Workload` builds a cell (:func:`make_cell`, named as :func:`parse_cell`)
+  and an estimator (a spec of :func:`kfrtrl.train.parse_spec`, labelled by
+  :func:`canonical`) and runs one online step (``step`` then ``gradient``),
+  the unit that is timed;
 - :func:`measure` / :func:`run` time workloads directly (median of repeats,
   warm-up excluded so compilation is outside the timing), skipping sizes a
-  :class:`Budget` predicts to be too slow or too large;
-- :func:`load_records` reads a pytest-benchmark JSON (or the one ``kfrtrl
-  bench --json`` writes: same layout); :func:`fit_exponent` fits the log-log
-  slope of time against n on the upper half of the sizes; :func:`format_table`
-  prints time, ratio to exact RTRL, ratio to the GEMM lower bound, memory and
-  the fitted exponents; :func:`plot` draws them (needs matplotlib).
+  :class:`Budget` predicts to be too slow or too large.
 
 The GEMM lower bound of a step is the product every estimator cannot avoid:
 its K propagated tangents per sample through each Jacobian layer l of the
 cell, a (batch·K, n_rec) @ (n_rec, p_l) GEMM with ``W_l[:, :n_rec]ᵀ`` (plus,
-for RTRL, KF and OK, the immediate terms of the earlier layers, see
-:func:`gemm_layers`), in the cell's dtype, timed in the same run. The layers
-come from a dry forward pass, so the bound follows any cell.
+for the estimators that carry them densely, the immediate terms of the
+earlier layers, see :func:`gemm_layers`), in the cell's dtype, timed in the
+same run. The layers come from a dry forward pass, so the bound follows any cell.
 """
 import contextlib
 import dataclasses
-import json
 import math
 import re
 import statistics
@@ -37,37 +26,29 @@ from collections import defaultdict, deque
 
 import numpy as np
 
-from . import estimators, train
-from ._validation import check_dtype, check_int
-from .cells import GRU, LSTM, RHN, Elman
-from .cells_elementwise import ELSTM, LRU
-from .threads import limit
+from .. import estimators
+from .._validation import check_dtype, check_int
+from ..cells import ELSTM, GRU, LRU, LSTM, RHN, Elman
+from ..threads import limit
+from .report import SUITE, format_bytes
 
 #: the sizes of the scaling grid; the exponent is fitted on the upper half
 SIZES = (16, 32, 64, 128, 256, 512)
-#: the estimators compared by default
-DEFAULT_ESTIMATORS = ("rtrl", "uoro", "kf", "ok-2", "ok-8", "nobacktrack", "tbptt-25")
+#: the estimators compared by default (the registry's selection)
+DEFAULT_ESTIMATORS = estimators.BENCH_DEFAULT
 #: the benchmark cells by name; ``rhnL`` (or ``rhn:L``, ``rhn-L``) is an RHN of depth L
 CELLS = {"elman": Elman, "rhn": RHN, "lstm": LSTM, "gru": GRU, "elstm": ELSTM, "lru": LRU}
 #: the cells measured by default
 DEFAULT_CELLS = ("elman",)
 #: inputs of the benchmark cell (m = n + N_IN + 1 for a layer reading [h; x; 1])
 N_IN = 8
-#: marks this suite's entries in a benchmark JSON (other suites may share the file)
-SUITE = "kfrtrl-scaling"
 #: a size is skipped when one step is predicted to take longer than this ...
 MAX_STEP_SECONDS = 2.0
 #: ... or its estimator state (whole batch) to take more bytes than this
 MAX_STATE_BYTES = 2 * 2**30
 
 
-def canonical(spec):
-    """The label of an estimator spec of :func:`kfrtrl.train.parse_spec`: ``"ok:8"`` -> ``"ok-8"``.
-
-    Raises ValueError (TypeError) naming the accepted names for a bad spec.
-    """
-    name, k = train.parse_spec(spec)
-    return name if k is None else f"{name}-{k}"
+canonical = estimators.canonical
 
 
 def parse_cell(spec):
@@ -105,22 +86,10 @@ def make_cell(spec, n, dtype="float64", rng=None, n_in=N_IN):
 def tangents(est):
     """K: state tangents per sample pushed through the whole cell step in one step (step + gradient) of ``est``.
 
-    With p_l × m_l the weight matrices: RTRL: all Σ p_l·m_l columns of G (element-wise RTRL: 1);
-    KF: the Σ p_l rows of the A factors per chain; OK: r·Σ p_l;
-    TBPTT: one cotangent per step of the window; UORO and NoBackTrack: s.
+    Each estimator declares it (``est.tangents()``; e.g. exact RTRL: all Σ p_l·m_l
+    columns of its influence, a rank-one estimator: 1).
     """
-    shapes = est.cell.param_shapes().values()
-    if isinstance(est, estimators.RTRL) and est.elementwise:
-        return 1                # no tangent through the step: one cotangent through the readout
-    if isinstance(est, estimators.RTRL):
-        return sum(p * m for p, m in shapes)
-    if isinstance(est, estimators.KFRTRL):
-        return est.n_chains * sum(p for p, _ in shapes)
-    if isinstance(est, estimators.OK):
-        return est.rank * sum(p for p, _ in shapes)
-    if isinstance(est, estimators.TBPTT):
-        return est.truncation
-    return 1
+    return est.tangents()
 
 
 def gemm_layers(est):
@@ -129,15 +98,15 @@ def gemm_layers(est):
     Layer l of the cell multiplies the recurrent part of every tangent by
     ``W_l[:, :n_rec]ᵀ``: a (rows, n_rec) @ (n_rec, p_l) GEMM with
     rows = batch · (K + Σ_{j<l} p_j), K = :func:`tangents`. The Σ_{j<l} p_j
-    rows are the immediate terms M_j D_j of the earlier layers, which RTRL,
-    KF and OK carry as dense tangents; UORO, NoBackTrack and TBPTT need only
-    their projections (one vjp), so they count 0 there. Layers, names and
+    rows are the immediate terms M_j D_j of the earlier layers, which the
+    estimators declaring ``dense_immediate`` carry as dense tangents; the others
+    need only their projections (one vjp), so they count 0 there. Layers, names and
     ``n_rec`` from a dry forward pass of the cell (batch 1, zero state and input).
     """
     cell = est.cell
     _, layers = cell.forward(cell.initial_state(1), np.zeros((1, cell.n_in), dtype=cell.dtype))
     shapes = cell.param_shapes()
-    dense = isinstance(est, (estimators.RTRL, estimators.KFRTRL, estimators.OK))
+    dense = est.dense_immediate
     per_sample, out = tangents(est), []
     for layer in layers:
         p = shapes[layer.name][0]
@@ -171,7 +140,7 @@ class Workload:
 
     Parameters
     ----------
-    spec : str, an estimator spec of :func:`kfrtrl.train.parse_spec` ("rtrl", "ok-8", "tbptt:25", ...)
+    spec : str, an estimator spec of :func:`kfrtrl.train.parse_spec` ("name" or "name:k")
     n : int >= 1, hidden units
     batch_size : int >= 1
     dtype : "float32" or "float64" (or a numpy dtype)
@@ -190,7 +159,7 @@ class Workload:
         self.n_threads = n_threads
         self.cell = make_cell(cell, self.n, self.dtype, seed)
         batch_size = check_int("batch_size", batch_size, 1)
-        self.est = train.make_estimator(self.label, self.cell, batch_size, seed + 1, backend, n_threads)
+        self.est = estimators.make_estimator(self.label, self.cell, batch_size, seed + 1, backend, n_threads)
         gen = np.random.default_rng(seed + 2)
         self._xs = gen.standard_normal((8, batch_size, N_IN)).astype(self.dtype)
         self._dl = gen.standard_normal((batch_size, self.n)).astype(self.dtype)
@@ -388,196 +357,3 @@ def run(specs, sizes, batches, dtypes, backend="auto", n_threads=None, repeats=5
     if progress:
         progress(len(points), len(points), "done")
     return records, skipped
-
-
-# ---------------------------------------------------------------- JSON
-
-
-def to_json(records, skipped=()):
-    """The records as a pytest-benchmark-shaped dict (readable by :func:`load_records`)."""
-    benches = []
-    for rec in records:
-        extra = {k: v for k, v in rec.items() if k not in ("time", "min", "max", "rounds")}
-        benches.append({
-            "group": f"scaling {rec['cell']} {rec['dtype']} batch={rec['batch']} n={rec['n']}",
-            "name": f"{rec['estimator']}[{rec['cell']},n={rec['n']},batch={rec['batch']},{rec['dtype']}]",
-            "stats": {"median": rec["time"], "min": rec["min"], "max": rec["max"], "rounds": rec["rounds"]},
-            "extra_info": extra,
-        })
-    return {"benchmarks": benches, "skipped": [list(s) for s in skipped]}
-
-
-def load_records(path):
-    """Read the scaling entries of a pytest-benchmark JSON file -> list of records.
-
-    A record is the entry's extra_info (estimator, cell, n, batch, dtype, backend,
-    state/peak bytes per sample, gemm_median, ...) plus ``time``, the median
-    seconds per step; files from before the cell was recorded are elman's.
-    Entries of other suites are ignored. Raises ValueError
-    if the file is not such a JSON or holds no scaling entry.
-    """
-    with open(path, encoding="utf-8") as fh:
-        try:
-            data = json.load(fh)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: expected a pytest-benchmark JSON file, got invalid JSON ({exc})") from exc
-    benches = data.get("benchmarks") if isinstance(data, dict) else None
-    if not isinstance(benches, list):
-        raise ValueError(f"{path}: expected a pytest-benchmark JSON with a 'benchmarks' list")
-    records = [
-        dict({"cell": "elman"}, **b["extra_info"], **{k: b["stats"].get(k) for k in ("min", "max", "rounds")},
-             time=b["stats"]["median"])
-        for b in benches
-        if isinstance(b, dict) and b.get("extra_info", {}).get("suite") == SUITE
-    ]
-    if not records:
-        raise ValueError(f"{path}: no {SUITE} entries (run bench/test_scaling.py or kfrtrl bench)")
-    return records
-
-
-# ---------------------------------------------------------------- fits and table
-
-
-def fit_exponent(ns, values):
-    """Least-squares slope of log(values) against log(ns); nan with fewer than 2 distinct sizes or a value <= 0 or nan."""
-    ns, values = np.asarray(ns, dtype=float), np.asarray(values, dtype=float)
-    if len(np.unique(ns)) < 2 or not (values > 0).all():
-        return math.nan
-    return float(np.polyfit(np.log(ns), np.log(values), 1)[0])
-
-
-def upper_half(ns):
-    """The sizes the exponent is fitted on: those above the median size (the largest ⌊k/2⌋ of k), at least two."""
-    ns = sorted(set(ns))
-    return ns[-max(2, len(ns) // 2):]
-
-
-def fits(records):
-    """Per (cell, dtype, batch, estimator): {"sizes", "time_exp", "gemm_exp", "mem_exp", "coef"} on the upper-half sizes.
-
-    ``gemm_exp`` is the exponent of the step's GEMM lower bound itself (nan
-    if not recorded): on small sizes BLAS speeds up with n, so it is often
-    below the flop count's exponent, and the estimator's is read against it.
-
-    ``coef`` is c of the fitted line t = c · n^time_exp (for plotting).
-    """
-    out = {}
-    for key, recs in _by(records, ("cell", "dtype", "batch", "estimator")).items():
-        sizes = upper_half(r["n"] for r in recs)
-        top = [r for r in recs if r["n"] in sizes]
-        ns = [r["n"] for r in top]
-        t_exp = fit_exponent(ns, [r["time"] for r in top])
-        coef = math.nan if math.isnan(t_exp) else float(np.exp(np.mean(np.log([r["time"] for r in top]) - t_exp * np.log(ns))))
-        out[key] = {
-            "sizes": sizes,
-            "time_exp": t_exp,
-            "gemm_exp": fit_exponent(ns, [r.get("gemm_median") or math.nan for r in top]),
-            "mem_exp": fit_exponent(ns, [r["state_bytes_per_sample"] for r in top]),
-            "coef": coef,
-        }
-    return out
-
-
-def _by(records, fields):
-    groups = defaultdict(list)
-    for r in records:
-        groups[tuple(r[f] for f in fields)].append(r)
-    return {k: sorted(v, key=lambda r: r["n"]) for k, v in sorted(groups.items(), key=lambda kv: _order(kv[0]))}
-
-
-def _order(key):
-    """Sort key of a group: estimators in the default order (others after), numbers and names naturally."""
-    return tuple(
-        (0, DEFAULT_ESTIMATORS.index(k), "") if k in DEFAULT_ESTIMATORS
-        else (1, k, "") if isinstance(k, int) else (2, 0, str(k))
-        for k in key
-    )
-
-
-def format_time(seconds):
-    """Seconds -> "73.1 µs", "8.10 ms", "1.23 s"."""
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
-
-
-def format_bytes(nbytes):
-    """Bytes -> "512 B", "139 KiB", "1.07 GiB"."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if nbytes >= scale:
-            return f"{nbytes / scale:.3g} {unit}"
-    return f"{nbytes:.0f} B"
-
-
-def _ratio(num, den):
-    return "—" if den is None or not den > 0 else f"{num / den:.3g}"
-
-
-def _exp(x):
-    return "—" if math.isnan(x) else f"{x:.2f}"
-
-
-def format_table(records, skipped=()):
-    """The scaling report as text: per (cell, dtype, batch) a row per estimator and size, then the fits."""
-    fitted = fits(records)
-    lines = []
-    head = f"{'estimator':<13}{'n':>5}  {'time/step':>10}  {'×RTRL':>7}  {'×GEMM':>7}  {'state/sample':>12}  {'peak/sample':>12}"
-    for (cell, dtype, batch), recs in _by(records, ("cell", "dtype", "batch")).items():
-        rtrl = {r["n"]: r["time"] for r in recs if r["estimator"] == "rtrl"}
-        threads = ",".join(sorted({str(r.get("n_threads") or "all cores") for r in recs}))
-        lines += [f"== {cell}, {dtype}, batch {batch}, threads {threads}: median time of one step (step + gradient) ==",
-                  head]
-        for (label,), rows in _by(recs, ("estimator",)).items():
-            for r in rows:
-                lines.append(
-                    f"{label:<13}{r['n']:>5}  {format_time(r['time']):>10}  {_ratio(r['time'], rtrl.get(r['n'])):>7}  "
-                    f"{_ratio(r['time'], r.get('gemm_median')):>7}  {format_bytes(r['state_bytes_per_sample']):>12}  "
-                    f"{format_bytes(r['peak_bytes_per_sample']):>12}"
-                )
-        lines += ["", f"{'estimator':<13}{'backend':<9}{'time exponent':>14}{'GEMM exponent':>15}"
-                      f"{'memory exponent':>17}  fitted on n ="]
-        for (label,), rows in _by(recs, ("estimator",)).items():
-            f = fitted[(cell, dtype, batch, label)]
-            backends = ",".join(sorted({r["backend"] for r in rows}))
-            lines.append(f"{label:<13}{backends:<9}{_exp(f['time_exp']):>14}{_exp(f['gemm_exp']):>15}{_exp(f['mem_exp']):>17}  "
-                         + " ".join(map(str, f["sizes"])))
-        lines.append("")
-    lines += [f"skipped {cell} {label} n={n} batch={batch} {dtype}: {why}"
-              for cell, label, n, batch, dtype, why in skipped]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def plot(records, path):
-    """Write a log-log PNG of time per step against n with the fitted lines (imports matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    groups = _by(records, ("cell", "dtype", "batch"))
-    fitted = fits(records)
-    cols = min(2, len(groups))
-    rows = -(-len(groups) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 5 * rows), squeeze=False)
-    for ax in axes.flat[len(groups):]:
-        ax.set_visible(False)
-    for ax, ((cell, dtype, batch), recs) in zip(axes.flat, groups.items()):
-        for (label,), rows in _by(recs, ("estimator",)).items():
-            f = fitted[(cell, dtype, batch, label)]
-            pts = ax.loglog([r["n"] for r in rows], [r["time"] for r in rows], "o",
-                            label=f"{label}  $n^{{{_exp(f['time_exp'])}}}$")
-            if not math.isnan(f["time_exp"]):
-                ns = np.array(f["sizes"], dtype=float)
-                ax.loglog(ns, f["coef"] * ns ** f["time_exp"], "-", color=pts[0].get_color())
-        ax.set(xlabel="n (hidden units)", ylabel="seconds per step (step + gradient)",
-               title=f"{cell}, {dtype}, batch {batch}: lines fitted on the upper half of the sizes")
-        ax.set_xticks(sorted({r["n"] for r in recs}))
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -11,8 +11,8 @@ more; see the README for the measured deviation).
 """
 import numpy as np
 
-from .cells import Cell
-from .cells_elementwise import ElementwiseCell
+from ._base import Cell
+from .elementwise import ElementwiseCell
 
 
 class Stack(Cell):

@@ -1,0 +1,82 @@
+"""Every plot kfrtrl draws, in one place (needs matplotlib: ``pip install 'kfrtrl[plot]'``).
+
+:func:`curves` draws labelled lines (training curves, noise against n or t);
+:func:`scaling` draws the benchmark's time per step against n with the fitted
+lines. Both write a PNG and import matplotlib only when called.
+"""
+import math
+
+import numpy as np
+
+
+def available():
+    """Whether matplotlib imports here."""
+    try:
+        import matplotlib  # noqa: F401  (only to know whether plotting is possible)
+    except ImportError:
+        return False
+    return True
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curves(path, lines, ylabel, xlabel="step", scale="linear"):
+    """Write {label: (x, y)} as lines to the PNG ``path``.
+
+    scale : "linear", "logy" (log y axis) or "loglog" (log2 x axis, log y axis; markers)
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, (x, y) in lines.items():
+        ax.plot(x, y, marker="o" if scale != "linear" else None, label=label)
+    if scale == "loglog":
+        ax.set_xscale("log", base=2)
+    if scale != "linear":
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never hides a curve
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def scaling(path, records):
+    """Write a log-log PNG of time per step against n with the fitted lines (records of :mod:`kfrtrl.scaling`)."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    from .scaling import by_fields, exponent_text, fits
+
+    plt = _pyplot()
+    groups = by_fields(records, ("cell", "dtype", "batch"))
+    fitted = fits(records)
+    cols = min(2, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 5 * rows), squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    for ax, ((cell, dtype, batch), recs) in zip(axes.flat, groups.items()):
+        for (label,), points in by_fields(recs, ("estimator",)).items():
+            f = fitted[(cell, dtype, batch, label)]
+            dots = ax.loglog([r["n"] for r in points], [r["time"] for r in points], "o",
+                             label=f"{label}  $n^{{{exponent_text(f['time_exp'])}}}$")
+            if not math.isnan(f["time_exp"]):
+                ns = np.array(f["sizes"], dtype=float)
+                ax.loglog(ns, f["coef"] * ns ** f["time_exp"], "-", color=dots[0].get_color())
+        ax.set(xlabel="n (hidden units)", ylabel="seconds per step (step + gradient)",
+               title=f"{cell}, {dtype}, batch {batch}: lines fitted on the upper half of the sizes")
+        ax.set_xticks(sorted({r["n"] for r in recs}))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
