@@ -82,7 +82,7 @@ def test_own_cell_example_derivatives_match_finite_differences(capsys):
         assert (up - down) / (2 * eps) == pytest.approx(exact[i, j], rel=1e-6, abs=1e-9)
 
 
-@pytest.mark.parametrize("spec", train.ESTIMATOR_NAMES)
+@pytest.mark.parametrize("spec", kfrtrl.estimators.names())
 def test_every_estimator_and_backend_works_with_the_own_cell(spec, capsys):
     """Exact methods equal bptt; every backend gives numpy's estimate with the same seed."""
     scope = _own_cell()
