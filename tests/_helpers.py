@@ -1,6 +1,17 @@
 """Plain helpers shared by several test modules (importable: pytest puts tests/ on sys.path)."""
 import numpy as np
 
+from kfrtrl import estimators
+
+
+def every_spec(k):
+    """A spec of every registered estimator: ``name``, or ``name:k`` for those taking a parameter.
+
+    Tests that should cover each estimator iterate this, so a new estimator module is tested
+    without editing them.
+    """
+    return [name if estimators.param_default(name)[0] is None else f"{name}:{k}" for name in estimators.names()]
+
 
 def rel_max(a, b):
     """max |a - b| / max |b| (the plain difference when b is all zero or empty)."""

@@ -14,24 +14,15 @@ import pytest
 import kfrtrl
 from kfrtrl import backends
 import kfrtrl._reference as ref
-from _helpers import rel_max
+from kfrtrl.estimators import make_estimator
+from _helpers import every_spec, rel_max
 
 COMPILED = [b for b in kfrtrl.available_backends() if b != "numpy"]
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
 N_IN = 2
 
-ESTIMATORS = {
-    "rtrl": lambda cell, **kw: kfrtrl.RTRL(cell, **kw),
-    "uoro": lambda cell, **kw: kfrtrl.UORO(cell, **kw),
-    "kf": lambda cell, **kw: kfrtrl.KFRTRL(cell, **kw),
-    "kf3": lambda cell, **kw: kfrtrl.KFRTRL(cell, n_chains=3, **kw),
-    "ok1": lambda cell, **kw: kfrtrl.OK(cell, rank=1, **kw),
-    "ok2": lambda cell, **kw: kfrtrl.OK(cell, rank=2, **kw),
-    "ok3": lambda cell, **kw: kfrtrl.OK(cell, rank=3, **kw),
-    "ok4": lambda cell, **kw: kfrtrl.OK(cell, rank=4, **kw),
-    "nobacktrack": lambda cell, **kw: kfrtrl.NoBackTrack(cell, **kw),
-    "tbptt": lambda cell, **kw: kfrtrl.TBPTT(cell, truncation=4, **kw),
-}
+# every registered estimator (parameter 4), plus the other chain counts and ranks
+SPECS = every_spec(4) + ["kf:1", "kf:3", "ok:1", "ok:2", "ok:3"]
 
 
 def _signs(gen, shape, dtype):
@@ -44,14 +35,13 @@ def _signs(gen, shape, dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("batch", [1, 5])
 @pytest.mark.parametrize("n", [1, 3, 7])
-@pytest.mark.parametrize("est_name", ESTIMATORS)
+@pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("backend", COMPILED)
-def test_estimator_matches_numpy(backend, est_name, n, batch, dtype, sequence):
+def test_estimator_matches_numpy(backend, spec, n, batch, dtype, sequence):
     """Same h and gradients as backend="numpy" over 9 steps with a full and a masked reset."""
     cell = kfrtrl.Elman(N_IN, n, alpha=0.8, dtype=dtype, rng=3)
     xs, dl_dhs = sequence(9, batch, N_IN, n, seed=4, dtype=dtype)
-    ests = [ESTIMATORS[est_name](cell, batch_size=batch, rng=5, backend=b, n_threads=2)
-            for b in ("numpy", backend)]
+    ests = [make_estimator(spec, cell, batch_size=batch, rng=5, backend=b, n_threads=2) for b in ("numpy", backend)]
     assert ests[1].backend == backend
     for t, (x, dl) in enumerate(zip(xs, dl_dhs)):
         if t == 3:
@@ -438,13 +428,13 @@ def test_ok_fused_edges(backend, B, case, spread, dtype, route, monkeypatch):
 
 
 @needs_numba
-@pytest.mark.parametrize("est_name", ["rtrl", "kf3", "ok3", "uoro"])
-def test_numba_parallel_loops_match(monkeypatch, est_name, sequence):
+@pytest.mark.parametrize("spec", ["rtrl", "kf:3", "ok:3", "uoro"])
+def test_numba_parallel_loops_match(monkeypatch, spec, sequence):
     """With the parallel threshold at 0 the prange variants run, and match the reference."""
     monkeypatch.setattr("kfrtrl._thresholds.PARALLEL_MIN_WORK", 0)
     cell = kfrtrl.Elman(N_IN, 5, rng=16)
     xs, dl_dhs = sequence(5, 4, N_IN, 5, seed=17)
-    ests = [ESTIMATORS[est_name](cell, batch_size=4, rng=18, backend=b, n_threads=2)
+    ests = [make_estimator(spec, cell, batch_size=4, rng=18, backend=b, n_threads=2)
             for b in ("numpy", "numba")]
     for x, dl in zip(xs, dl_dhs):
         for est in ests:
@@ -456,11 +446,11 @@ def test_numba_parallel_loops_match(monkeypatch, est_name, sequence):
 # ---- "auto" ----
 
 
-@pytest.mark.parametrize("est_name", ESTIMATORS)
-def test_auto_resolves_to_an_available_backend(est_name, sequence):
+@pytest.mark.parametrize("spec", SPECS)
+def test_auto_resolves_to_an_available_backend(spec, sequence):
     cell = kfrtrl.Elman(N_IN, 4, rng=19)
-    est = ESTIMATORS[est_name](cell, batch_size=2, rng=20, backend="auto")
-    ref_est = ESTIMATORS[est_name](cell, batch_size=2, rng=20, backend="numpy")
+    est = make_estimator(spec, cell, batch_size=2, rng=20, backend="auto")
+    ref_est = make_estimator(spec, cell, batch_size=2, rng=20, backend="numpy")
     assert est.backend in kfrtrl.available_backends()
     xs, dl_dhs = sequence(3, 2, N_IN, 4, seed=21)
     for x, dl in zip(xs, dl_dhs):

@@ -8,7 +8,9 @@ import pytest
 
 import kfrtrl
 from kfrtrl import _reference
-from _helpers import sequence_loss
+from kfrtrl.diagnostics import z_statistic
+from kfrtrl.estimators import make_estimator
+from _helpers import every_spec, sequence_loss
 
 N_IN, N_HIDDEN = 2, 3
 
@@ -20,14 +22,7 @@ CELLS = {
     "gru": lambda **kw: kfrtrl.GRU(N_IN, N_HIDDEN, **kw),
 }
 
-ESTIMATORS = {
-    "rtrl": lambda cell, **kw: kfrtrl.RTRL(cell, **kw),
-    "uoro": lambda cell, **kw: kfrtrl.UORO(cell, **kw),
-    "kf": lambda cell, **kw: kfrtrl.KFRTRL(cell, n_chains=2, **kw),
-    "ok2": lambda cell, **kw: kfrtrl.OK(cell, rank=2, **kw),
-    "nobacktrack": lambda cell, **kw: kfrtrl.NoBackTrack(cell, **kw),
-    "tbptt": lambda cell, **kw: kfrtrl.TBPTT(cell, truncation=4, **kw),
-}
+SPECS = every_spec(2)
 
 
 def _sig(z):
@@ -209,12 +204,12 @@ def test_ok_is_exact_for_its_first_rank_steps(name, sequence):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("est_name", ESTIMATORS)
+@pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("name", CELLS)
-def test_every_estimator_runs(name, est_name, dtype, sequence):
+def test_every_estimator_runs(name, spec, dtype, sequence):
     cell = CELLS[name](rng=7, dtype=dtype)
     xs, dl_dhs = sequence(6, 3, N_IN, N_HIDDEN, seed=8, dtype=dtype)
-    est = ESTIMATORS[est_name](cell, batch_size=3, rng=9, backend="numpy")
+    est = make_estimator(spec, cell, batch_size=3, rng=9, backend="numpy")
     for x, dl in zip(xs, dl_dhs):
         h = est.step(x)
         assert h.shape == (3, N_HIDDEN) and h.dtype == dtype
@@ -269,15 +264,6 @@ def _group_means(est, xs):
     return np.array(means)
 
 
-def _z(means, target):
-    """z = |mean - target|² K / tr Cov(group means) = |mean - target|² N / tr Cov(chains).
-
-    ≈ 1 for an unbiased estimator; grows with N for a biased one.
-    """
-    err = means.mean(axis=0) - target
-    return float(err @ err * len(means) / means.var(axis=0, ddof=1).sum())
-
-
 def _flat(grads):
     return np.concatenate([g.ravel() for g in grads.values()])
 
@@ -305,8 +291,9 @@ def test_unbiased_against_exact_rtrl(name, est_name):
         rtrl.step(x)
         tbptt.step(x)
     means = _group_means(UNBIASED[est_name](cell, batch_size=N_CHAINS, rng=22, backend="numpy"), xs[:, 0])
-    z = _z(means, _read_all_directions(rtrl))
-    z_biased = _z(means, _read_all_directions(tbptt))
+    # z over the K group means as samples equals z over the N chains (≈ 1 when unbiased)
+    z = z_statistic(means, _read_all_directions(rtrl))
+    z_biased = z_statistic(means, _read_all_directions(tbptt))
     assert z < 3.0, f"{name}/{est_name}: z = {z:.2f}"
     assert z_biased > 3.0, f"{name}/{est_name}: z against the truncated gradient = {z_biased:.2f}"
 
@@ -338,14 +325,14 @@ COMPILED = [b for b in kfrtrl.available_backends() if b != "numpy"]
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("est_name", ESTIMATORS)
+@pytest.mark.parametrize("spec", SPECS)
 @pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize("backend", COMPILED)
-def test_compiled_backend_equals_reference(backend, name, est_name, batch, sequence, relative_error):
+def test_compiled_backend_equals_reference(backend, name, spec, batch, sequence, relative_error):
     cell = CELLS[name](rng=30)
     xs, dl_dhs = sequence(8, batch, N_IN, N_HIDDEN, seed=31)
-    ref = ESTIMATORS[est_name](cell, batch_size=batch, rng=32, backend="numpy")
-    fast = ESTIMATORS[est_name](cell, batch_size=batch, rng=32, backend=backend, n_threads=2)
+    ref = make_estimator(spec, cell, batch_size=batch, rng=32, backend="numpy")
+    fast = make_estimator(spec, cell, batch_size=batch, rng=32, backend=backend, n_threads=2)
     for x, dl in zip(xs, dl_dhs):
         np.testing.assert_array_equal(fast.step(x), ref.step(x))
         g_ref, g_fast = ref.gradient(dl), fast.gradient(dl)

@@ -4,23 +4,17 @@ import pytest
 
 import kfrtrl
 from kfrtrl.backends import known_backends
+from kfrtrl.estimators import make_estimator
+from _helpers import every_spec
 
 B, N_IN, N_HIDDEN = 4, 2, 3
-
-ESTIMATORS = {
-    "rtrl": lambda cell, **kw: kfrtrl.RTRL(cell, **kw),
-    "uoro": lambda cell, **kw: kfrtrl.UORO(cell, **kw),
-    "kf": lambda cell, **kw: kfrtrl.KFRTRL(cell, **kw),
-    "ok": lambda cell, **kw: kfrtrl.OK(cell, rank=2, **kw),
-    "nobacktrack": lambda cell, **kw: kfrtrl.NoBackTrack(cell, **kw),
-    "tbptt": lambda cell, **kw: kfrtrl.TBPTT(cell, truncation=3, **kw),
-}
+SPECS = every_spec(2)
 
 
-@pytest.fixture(params=list(ESTIMATORS))
+@pytest.fixture(params=SPECS)
 def est(request):
     cell = kfrtrl.Elman(N_IN, N_HIDDEN, rng=0)
-    return ESTIMATORS[request.param](cell, batch_size=B, rng=1, backend="numpy")
+    return make_estimator(request.param, cell, batch_size=B, rng=1, backend="numpy")
 
 
 def _x(batch=B, n_in=N_IN, dtype=np.float64):
@@ -109,11 +103,11 @@ def test_integer_arguments(make, arg):
             make(cell, value)
 
 
-@pytest.mark.parametrize("name", list(ESTIMATORS))
-def test_unknown_backend_lists_the_valid_ones(name):
+@pytest.mark.parametrize("spec", SPECS)
+def test_unknown_backend_lists_the_valid_ones(spec):
     cell = kfrtrl.Elman(N_IN, N_HIDDEN, rng=0)
     with pytest.raises(ValueError, match="backend: expected one of") as info:
-        ESTIMATORS[name](cell, backend="cuda")
+        make_estimator(spec, cell, backend="cuda")
     message = str(info.value)
     assert "'cuda'" in message
     for valid in known_backends():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import kfrtrl
+from kfrtrl.diagnostics import z_statistic
 
 N_CHAINS, N_STEPS, N_HIDDEN, N_IN = 5000, 12, 4, 2
 CHECK_STEPS = (6, N_STEPS)                       # steps (1-based) at which G is compared
@@ -71,12 +72,6 @@ def samples():
         return cache[name]
 
     return get
-
-
-def z_statistic(S, G):
-    """||mean(S) - G||² · N / tr Cov(S) for samples S (N, dim) of an estimate of G (dim,)."""
-    N = S.shape[0]
-    return float(np.sum((S.mean(0) - G) ** 2) * N / S.var(0, ddof=1).sum())
 
 
 def relative_variance(S, G):
