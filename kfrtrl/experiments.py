@@ -5,7 +5,7 @@ names (``kfrtrl copy --hidden 64`` is ``copy(setup=Setup(hidden=64))``) and
 returns rows (dicts) that the command prints; nothing here parses or prints::
 
     from kfrtrl import experiments
-    rows = experiments.compare(["ok:2", "kf"], setup=experiments.Setup(steps=2000))
+    rows = experiments.compare(setup=experiments.Setup(hidden=16, steps=2000))   # the default estimators
 
 :class:`Setup` holds what every training run shares (model, optimiser,
 seed, backend); a new shared option is a new field there (and a flag of the

@@ -63,8 +63,8 @@ class OnlineRNN(nn.Module):
         (float32 or float64) is the module's. Its weight arrays become the module's parameters
         under the same names (``"W"``, ``"Wc"``, ...), sharing memory with them.
     estimator : str
-        An estimator spec as in :func:`kfrtrl.train.make_estimator`: ``"rtrl"``, ``"uoro"``,
-        ``"nobacktrack"``, ``"kf"``, ``"kf:k"`` (k chains), ``"ok:r"`` (rank r), ``"tbptt:T"``.
+        An estimator spec as in :func:`kfrtrl.train.make_estimator`: a registered name
+        (:func:`kfrtrl.estimators.names`), or ``name:k`` for one taking a parameter.
     batch_size : int >= 1
         Samples per step, each with its own state and influence.
     rng : None, int or numpy.random.Generator

@@ -30,7 +30,6 @@ class Stack(Cell):
     """
 
     elementwise = True
-    estimators = ("rtrl", "tbptt")
 
     def __init__(self, cells):
         cells = list(cells) if isinstance(cells, (list, tuple)) else cells

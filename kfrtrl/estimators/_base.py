@@ -9,6 +9,7 @@ from .._validation import as_generator, check_array, check_int, check_mask
 from ..backends import get_backend
 from ..cells import Cell
 from ..threads import limit
+from ._registry import ESTIMATORS
 
 
 class Estimator:
@@ -39,6 +40,7 @@ class Estimator:
         (numpy when none is available; empty: the estimator calls no kernel)
     dense_immediate : bool, whether the immediate terms of earlier Jacobian
         layers are propagated as dense tangents (the benchmarks' GEMM bound)
+    stacks : bool, whether it runs on a :class:`kfrtrl.Stack` of element-wise cells
     _state_attrs : names of the attributes holding the influence (saved by
         :meth:`state_dict`; every other attribute is configuration or scratch)
     """
@@ -47,14 +49,15 @@ class Estimator:
     param = None
     auto_backends = ()
     dense_immediate = False
+    stacks = False
     _state_attrs = ()
 
     def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_threads=None):
         if not isinstance(cell, Cell):
             raise TypeError(f"cell: expected a kfrtrl cell (e.g. kfrtrl.Elman), got {type(cell).__name__}")
-        allowed = getattr(cell, "estimators", None)         # a Stack: RTRL and TBPTT only
-        if allowed is not None and self.name not in allowed:
-            raise TypeError(f"cell: a {type(cell).__name__} supports the estimators {list(allowed)}, not {self.name!r}")
+        if hasattr(cell, "cells") and not self.stacks:     # a Stack of element-wise cells
+            supported = sorted(name for name, cls in ESTIMATORS.items() if cls.stacks)
+            raise TypeError(f"cell: a {type(cell).__name__} supports the estimators {supported}, not {self.name!r}")
         self.cell = cell
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.rng = as_generator(rng)

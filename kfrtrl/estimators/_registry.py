@@ -10,6 +10,7 @@ An estimator declares itself in its own module, on its class (see
         param = "rank"                        # what the ":k" of a spec sets (None: no ":k")
         auto_backends = ("cython", "numba")   # backend="auto" tries these in order, then numpy
         dense_immediate = True                # carries earlier layers' immediate terms as tangents
+        stacks = False                        # runs on a Stack of element-wise cells
         def tangents(self): ...               # K of the benchmarks' GEMM lower bound
         _state_attrs = ("_A", "_u")           # run state saved by state_dict()
 

@@ -28,6 +28,7 @@ class RTRL(Estimator):
 
     name = "rtrl"
     auto_backends = ("numba", "cython")     # numba and cython within a few percent; numba needs no build
+    stacks = True                           # exact per layer through its element-wise influence
 
     def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_threads=None, elementwise=None):
         capable = getattr(cell, "elementwise", False)

@@ -61,6 +61,7 @@ class TBPTT(Estimator):
 
     name = "tbptt"
     param = "truncation"
+    stacks = True                           # back-propagates through any cell
     _state_attrs = ("_window", "_cut")      # auto_backends empty: it calls no kernel
 
     def __init__(self, cell, truncation=25, batch_size=1, rng=None, backend="auto", n_threads=None):
