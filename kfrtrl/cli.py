@@ -8,19 +8,21 @@ Adding a subcommand: write ``_add_<name>(subparsers)``, which adds its parser
 and sets ``func`` (called with the parsed arguments, returns the exit code), and
 list it in :data:`COMMANDS`. Adding an option every training command shares:
 a field of :class:`kfrtrl.experiments.Setup` plus a flag of the same name in
-:func:`_add_model_args`. Flags several commands share are added by the
-``add_*_arg`` helpers so they read the same everywhere. Bad arguments end in
-one line ``kfrtrl <command>: error: ...`` and exit code 2 (no traceback).
+:func:`kfrtrl._arguments.add_model_args`. Argument types and the flags several
+commands share live in :mod:`kfrtrl._arguments`, so they read the same everywhere.
+Bad arguments end in one line ``kfrtrl <command>: error: ...`` and exit code 2
+(no traceback).
 """
 import argparse
 import json
-import os
 import sys
 
 import kfrtrl
 
-from . import estimators, experiments, plotting, scaling, tasks, train
-from .backends import available_backends, known_backends
+from . import estimators, experiments, plotting, scaling
+from ._arguments import (add_backend_arg, add_charlm_args, add_json_arg, add_model_args, add_plot_arg, add_threads_arg,
+                         add_training_args, cell_specs, positive_int, readable_path, size_list, text_corpus,
+                         train_specs)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,166 +30,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-# ---------------------------------------------------------------- argument types and shared flags
-
-
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def backend_name(text):
-    """argparse type: a backend that imports here, or "auto"."""
-    if text not in known_backends():
-        raise argparse.ArgumentTypeError(f"unknown backend {text!r}; expected one of {known_backends()}")
-    if text != "auto" and text not in available_backends():
-        raise argparse.ArgumentTypeError(
-            f"backend {text!r} is not available here; available: {available_backends() + ['auto']}"
-        )
-    return text
-
-
-def writable_path(text):
-    """argparse type: a file path that can be written (checked now, not after a long run)."""
-    existed = os.path.exists(text)
-    try:
-        with open(text, "a", encoding="utf-8"):
-            pass
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {exc.strerror}") from None
-    if not existed:
-        os.remove(text)
-    return text
-
-
-def readable_path(text):
-    """argparse type: an existing readable file."""
-    if not os.path.isfile(text) or not os.access(text, os.R_OK):
-        raise argparse.ArgumentTypeError(f"cannot read {text!r}: no such readable file")
-    return text
-
-
-def add_backend_arg(parser):
-    """--backend NAME (default "auto")."""
-    parser.add_argument("--backend", type=backend_name, default="auto", metavar="NAME",
-                        help=f"kernel backend, one of {known_backends()} (default: auto)")
-
-
-def add_threads_arg(parser, default=None):
-    """--threads N (default: ``default``, None meaning all cores)."""
-    parser.add_argument("--threads", type=positive_int, default=default, metavar="N",
-                        help=f"threads for kernels and BLAS (default: {default or 'all cores'})")
-
-
-def add_json_arg(parser, what):
-    """--json PATH: write ``what`` as JSON."""
-    parser.add_argument("--json", type=writable_path, default=None, metavar="PATH", help=f"write {what} as JSON to PATH")
-
-
-def add_plot_arg(parser, what):
-    """--plot PATH: write ``what`` as a PNG (needs matplotlib)."""
-    parser.add_argument("--plot", type=writable_path, default=None, metavar="PATH",
-                        help=f"write {what} as a PNG to PATH (needs matplotlib)")
-
-
-# ---------------------------------------------------------------- argument types of the experiments
-
-
-def train_spec(text):
-    """argparse type: an estimator of :func:`kfrtrl.train.make_estimator` (``name`` or ``name:k``)."""
-    try:
-        train.parse_spec(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def train_specs(text):
-    """argparse type: a comma-separated list of estimator specs."""
-    return [train_spec(item) for item in text.split(",")]
-
-
-def cell_spec(text):
-    """argparse type: one cell (:func:`kfrtrl.scaling.parse_cell`), as its label."""
-    try:
-        return scaling.canonical_cell(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def cell_specs(text):
-    """argparse type: a comma-separated list of benchmark cells (:func:`kfrtrl.scaling.parse_cell`), as labels."""
-    try:
-        return [scaling.canonical_cell(item) for item in text.split(",")]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def size_list(text):
-    """argparse type: a comma-separated list of integers >= 1."""
-    return [positive_int(item) for item in text.split(",")]
-
-
-def positive_float(text):
-    """argparse type: a real number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0.0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
-
-
-def text_corpus(text):
-    """argparse type: a UTF-8 text file, loaded as a :class:`kfrtrl.tasks.Corpus` (90 % train, 10 % validation)."""
-    try:
-        return tasks.load_corpus(text)
-    except (OSError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def add_training_args(parser, steps, lr):
-    """The flags every single-estimator training command shares (estimator, model, checkpoints)."""
-    parser.add_argument("--estimator", type=train_spec, default=estimators.TRAIN_DEFAULT, metavar="NAME",
-                        help=f"one of {estimators.describe_specs()} (default: {estimators.TRAIN_DEFAULT})")
-    _add_model_args(parser, steps, lr)
-    parser.add_argument("--save", type=writable_path, default=None, metavar="PATH", help="write a checkpoint at the end")
-    parser.add_argument("--resume", type=readable_path, default=None, metavar="PATH",
-                        help="continue from a checkpoint of the same configuration (then run --steps more)")
-
-
-def _add_model_args(parser, steps, lr):
-    """The flags of :class:`kfrtrl.experiments.Setup` (same names)."""
-    parser.add_argument("--rank", type=positive_int, default=1, metavar="R",
-                        help="rank of an estimator taking one, when NAME has no :k (default: 1)")
-    parser.add_argument("--hidden", type=positive_int, default=32, metavar="N", help="hidden units (default: 32)")
-    parser.add_argument("--cell", type=cell_spec, default="elman", metavar="C",
-                        help=f"the recurrent cell, {', '.join(scaling.CELLS)} or rhnL (default: elman)")
-    parser.add_argument("--batch", type=positive_int, default=16, metavar="B", help="parallel streams (default: 16)")
-    parser.add_argument("--steps", type=positive_int, default=steps, metavar="S", help=f"online steps (default: {steps})")
-    parser.add_argument("--lr", type=positive_float, default=lr, metavar="LR", help=f"Adam learning rate (default: {lr})")
-    parser.add_argument("--clip", type=positive_float, default=1.0, metavar="C", help="gradient-norm clip (default: 1)")
-    parser.add_argument("--update-every", type=positive_int, default=1, metavar="K",
-                        help="apply the mean gradient every K steps (default: 1)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of cell, readout, estimator and data")
-    add_backend_arg(parser)
-    add_threads_arg(parser)
-
-
-def _add_charlm_args(parser):
-    parser.add_argument("--reset-every", type=positive_int, default=None, metavar="K",
-                        help="zero the state every K characters (training and validation; default: never)")
-    parser.add_argument("--valid-chars", type=positive_int, default=None, metavar="C",
-                        help="evaluate on the first C validation characters only (default: all)")
 
 
 # ---------------------------------------------------------------- printing
@@ -335,7 +177,7 @@ def _add_charlm(sub):
                                    "bits per character as 'bpc <value>'.")
     p.add_argument("file", type=text_corpus, metavar="FILE", help="a UTF-8 text file")
     add_training_args(p, steps=5000, lr=3e-3)
-    _add_charlm_args(p)
+    add_charlm_args(p)
     add_plot_arg(p, "the running training bits per character against steps")
     p.set_defaults(func=_cmd_charlm)
 
@@ -367,8 +209,8 @@ def _add_compare(sub):
     p.add_argument("--file", type=text_corpus, default=None, metavar="FILE", help="text file for --task charlm")
     p.add_argument("--estimators", type=train_specs, default=list(estimators.COMPARE_DEFAULT), metavar="E,E,...",
                    help=f"estimators (default: {','.join(estimators.COMPARE_DEFAULT)})")
-    _add_model_args(p, steps=5000, lr=1e-3)
-    _add_charlm_args(p)
+    add_model_args(p, steps=5000, lr=1e-3)
+    add_charlm_args(p)
     add_plot_arg(p, "every run's curve against steps")
     p.set_defaults(func=_cmd_compare)
 

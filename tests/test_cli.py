@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 import kfrtrl
-from kfrtrl import cli, scaling
+from kfrtrl import _arguments, cli, scaling
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["bench", "--sizes", "3,5", "--estimators", "rtrl", "ok:2", "--batch", "2", "--dtype", "float64",
@@ -75,7 +75,7 @@ def test_unwritable_json_path_is_refused_before_measuring(capsys, tmp_path, wher
 
 def test_writable_check_leaves_no_file_behind(tmp_path):
     path = tmp_path / "out.json"
-    assert cli.writable_path(str(path)) == str(path)
+    assert _arguments.writable_path(str(path)) == str(path)
     assert not path.exists()
 
 
