@@ -8,13 +8,13 @@ import numpy as np
 
 import kfrtrl
 
-from . import cli, estimators, optim, synthetic, train
+from . import _arguments, cli, estimators, optim, synthetic, train
 from .series import Series, load_table, resolve_columns
 
 
 def _unit_float(text):
     """argparse type: a real number in (0, 1]."""
-    value = cli.positive_float(text)
+    value = _arguments.positive_float(text)
     if value > 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
     return value
@@ -22,7 +22,7 @@ def _unit_float(text):
 
 def _rho(text):
     """argparse type: a real number in (1/2, 1]."""
-    value = cli.positive_float(text)
+    value = _arguments.positive_float(text)
     if not 0.5 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in (0.5, 1], got {text!r}")
     return value
@@ -35,46 +35,46 @@ def add_series(sub):
                     "series (--synthetic lgss|lob|delay) and print the prequential MSE over the last 10%% of the steps "
                     "with its ratios to the naive last-value predictor, the best constant and (lgss) the "
                     "Kalman-optimal predictor: 'mse <v> ratio_naive <r> ratio_const <r> [ratio_optimal <r>]'.")
-    p.add_argument("file", nargs="?", type=cli.readable_path, default=None, metavar="FILE",
+    p.add_argument("file", nargs="?", type=_arguments.readable_path, default=None, metavar="FILE",
                    help="a CSV (header optional) or NPY table of numbers")
     p.add_argument("--synthetic", choices=("lgss", "lob", "delay"), default=None, help="use a synthetic series instead of FILE")
     p.add_argument("--target", default=None, metavar="COL", help="target column(s), names or indices (FILE; "
                    "default for --synthetic: the observation / the mid-price change)")
     p.add_argument("--inputs", default=None, metavar="COLS", help="input columns, comma-separated (default: all)")
-    p.add_argument("--horizon", type=cli.positive_int, default=1, metavar="K", help="predict K rows ahead (default: 1)")
-    p.add_argument("--estimator", type=cli.train_specs, default=["ok:2"], metavar="E[,E...]",
+    p.add_argument("--horizon", type=_arguments.positive_int, default=1, metavar="K", help="predict K rows ahead (default: 1)")
+    p.add_argument("--estimator", type=_arguments.train_specs, default=["ok:2"], metavar="E[,E...]",
                    help=f"one or several (same data and seeds) of {estimators.describe_specs()}, "
                         "optionally NAME:k (default: ok:2)")
-    cli._add_model_args(p, steps=10000, lr=1e-2)
+    _arguments.add_model_args(p, steps=10000, lr=1e-2)
     p.set_defaults(batch=1)
     p.add_argument("--optimizer", choices=train.OPTIMIZER_NAMES, default="adam", help="(default: adam)")
-    p.add_argument("--lr-tau", type=cli.positive_float, default=None, metavar="TAU",
+    p.add_argument("--lr-tau", type=_arguments.positive_float, default=None, metavar="TAU",
                    help="decreasing rate lr / (1 + t/TAU)^RHO (default: constant)")
     p.add_argument("--lr-rho", type=_rho, default=1.0, metavar="RHO", help="decay exponent in (0.5, 1] (default: 1)")
     p.add_argument("--kalman-gamma", type=_unit_float, default=0.01, metavar="G",
                    help="kalman: weight of the newest Fisher sample (default: 0.01)")
-    p.add_argument("--kalman-damping", type=cli.positive_float, default=1e-3, metavar="L",
+    p.add_argument("--kalman-damping", type=_arguments.positive_float, default=1e-3, metavar="L",
                    help="kalman: damping added to the Fisher estimate (default: 0.001)")
     p.add_argument("--kalman-rank", type=int, default=0, metavar="K",
                    help="kalman: 0 for a diagonal Fisher estimate, else its rank (default: 0)")
-    p.add_argument("--state", type=cli.positive_int, default=3, metavar="N", help="lgss: hidden state dimension (3)")
-    p.add_argument("--memory", type=cli.positive_float, default=None, metavar="M",
+    p.add_argument("--state", type=_arguments.positive_int, default=3, metavar="N", help="lgss: hidden state dimension (3)")
+    p.add_argument("--memory", type=_arguments.positive_float, default=None, metavar="M",
                    help="lgss: time constant of the state in steps (default: 100); lob: of the averaged order "
                         "flow the price answers (default: 25)")
-    p.add_argument("--lag", type=cli.positive_int, default=5, metavar="L",
+    p.add_argument("--lag", type=_arguments.positive_int, default=5, metavar="L",
                    help="delay: the target is the input of L - 1 steps before the current one (default: 5)")
-    p.add_argument("--obs-noise", type=cli.positive_float, default=1.0, metavar="R",
+    p.add_argument("--obs-noise", type=_arguments.positive_float, default=1.0, metavar="R",
                    help="lgss: observation noise / signal variance (default: 1)")
-    p.add_argument("--length", type=cli.positive_int, default=None, metavar="T",
+    p.add_argument("--length", type=_arguments.positive_int, default=None, metavar="T",
                    help="synthetic: rows per stream (default: --steps + --horizon + 1; give the first run's "
                         "with --resume)")
-    cli.add_json_arg(p, "the metrics and curves")
-    cli.add_plot_arg(p, "the MSE (windows of 1%% of the steps) against steps, log scale")
-    p.add_argument("--from", dest="source", type=cli.readable_path, nargs="+", default=None, metavar="JSON",
+    _arguments.add_json_arg(p, "the metrics and curves")
+    _arguments.add_plot_arg(p, "the MSE (windows of 1%% of the steps) against steps, log scale")
+    p.add_argument("--from", dest="source", type=_arguments.readable_path, nargs="+", default=None, metavar="JSON",
                    help="do not train: print the table (and --plot) of files written by --json")
-    p.add_argument("--save", type=cli.writable_path, default=None, metavar="PATH",
+    p.add_argument("--save", type=_arguments.writable_path, default=None, metavar="PATH",
                    help="write a checkpoint at the end (one estimator)")
-    p.add_argument("--resume", type=cli.readable_path, default=None, metavar="PATH",
+    p.add_argument("--resume", type=_arguments.readable_path, default=None, metavar="PATH",
                    help="continue from a checkpoint of the same configuration (one estimator)")
     p.set_defaults(func=_cmd_series)
 
