@@ -1,7 +1,16 @@
 """Plain helpers shared by several test modules (importable: pytest puts tests/ on sys.path)."""
 import numpy as np
+import pytest
 
 from kfrtrl import estimators
+
+
+def make_or_skip(spec, cell, **kwargs):
+    """``make_estimator(spec, cell, **kwargs)``, skipping the test if the estimator refuses the cell (TypeError)."""
+    try:
+        return estimators.make_estimator(spec, cell, **kwargs)
+    except TypeError as exc:
+        pytest.skip(str(exc))
 
 
 def every_spec(k):

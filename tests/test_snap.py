@@ -8,7 +8,7 @@ import pytest
 import kfrtrl
 from kfrtrl import backends
 from kfrtrl._reference import snap as ref
-from kfrtrl.cells import _dense_blocks
+from kfrtrl.cells._base import _dense_blocks
 from kfrtrl.estimators.rflo import random_feedback
 from _helpers import rel_max
 
