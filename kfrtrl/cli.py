@@ -19,10 +19,11 @@ import sys
 
 import kfrtrl
 
-from . import estimators, experiments, plotting, scaling
+from . import estimators, experiments, plotting, scaling, tasks
 from ._arguments import (add_backend_arg, add_charlm_args, add_json_arg, add_model_args, add_plot_arg, add_threads_arg,
                          add_training_args, cell_specs, positive_int, readable_path, size_list, text_corpus,
                          train_specs)
+from ._sweep_cli import add_sweep
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,7 +176,8 @@ def _add_charlm(sub):
     p = sub.add_parser("charlm", help="character-level language model on a text file; prints 'bpc <value>'",
                        description="Train online on a text file (last 10%% held out) and print the validation "
                                    "bits per character as 'bpc <value>'.")
-    p.add_argument("file", type=text_corpus, metavar="FILE", help="a UTF-8 text file")
+    p.add_argument("file", type=text_corpus, nargs="?", default=None, metavar="FILE",
+                   help="a UTF-8 text file (default: the bundled tinyshakespeare)")
     add_training_args(p, steps=5000, lr=3e-3)
     add_charlm_args(p)
     add_plot_arg(p, "the running training bits per character against steps")
@@ -185,6 +187,7 @@ def _add_charlm(sub):
 def _cmd_charlm(args):
     if _missing_matplotlib(args):
         return 2
+    args.file = args.file or tasks.load_corpus()
     row = experiments.charlm(args.file, args.estimator, experiments.Setup.from_options(args), args.reset_every,
                              args.valid_chars, args.save, args.resume, _progress_bar())
     print(f"charlm, vocabulary {len(args.file.vocab)}, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, "
@@ -206,7 +209,7 @@ def _add_compare(sub):
                        description="Run each estimator on the same task, cell initialisation and seed; print "
                                    "T_cur (copy) or validation bits per character (charlm).")
     p.add_argument("--task", choices=tuple(_COLUMNS), default="copy", help="task (default: copy)")
-    p.add_argument("--file", type=text_corpus, default=None, metavar="FILE", help="text file for --task charlm")
+    p.add_argument("--file", type=text_corpus, default=None, metavar="FILE", help="text file for --task charlm (default: the bundled tinyshakespeare)")
     p.add_argument("--estimators", type=train_specs, default=list(estimators.COMPARE_DEFAULT), metavar="E,E,...",
                    help=f"estimators (default: {','.join(estimators.COMPARE_DEFAULT)})")
     add_model_args(p, steps=5000, lr=1e-3)
@@ -217,9 +220,6 @@ def _add_compare(sub):
 
 def _cmd_compare(args):
     if _missing_matplotlib(args):
-        return 2
-    if args.task == "charlm" and args.file is None:
-        print("kfrtrl compare: error: --task charlm needs --file FILE", file=sys.stderr)
         return 2
     rows = experiments.compare(args.estimators, args.task, args.file, experiments.Setup.from_options(args),
                                args.reset_every, args.valid_chars, _progress_bar())
@@ -297,7 +297,7 @@ def _add_series(sub):
 
 
 #: subcommand registrars, in the order ``kfrtrl --help`` lists them
-COMMANDS = [_add_info, _add_bench, _add_copy, _add_charlm, _add_noise, _add_compare, _add_series]
+COMMANDS = [_add_info, _add_bench, _add_copy, _add_charlm, _add_noise, _add_compare, _add_series, add_sweep]
 
 
 def build_parser():

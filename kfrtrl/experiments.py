@@ -135,7 +135,7 @@ def compare(estimators=COMPARE_DEFAULT, task="copy", corpus=None, setup=Setup(),
     if task not in ("copy", "charlm"):
         raise ValueError(f"task: expected 'copy' or 'charlm', got {task!r}")
     if task == "charlm" and corpus is None:
-        raise ValueError("corpus: the charlm task needs a corpus (--file FILE)")
+        corpus = tasks.load_corpus()                  # the bundled tinyshakespeare
     if task == "copy":
         return [copy(spec, setup, progress=progress) for spec in estimators]
     return [charlm(corpus, spec, setup, reset_every, valid_chars, progress=progress) for spec in estimators]

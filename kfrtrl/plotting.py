@@ -80,3 +80,39 @@ def scaling(path, records):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def sweep(path, records):
+    """Write a sweep's metric per estimator (records of :func:`kfrtrl.sweep.run`) as a PNG.
+
+    Every run is a dot and each group's mean a line: against the one numeric option that varies
+    (e.g. ``hidden``) when there is one, else one column per estimator with the mean as a bar.
+    """
+    from .sweep import summarize, varying_options
+
+    plt = _pyplot()
+    groups = summarize(records)
+    varying = varying_options(groups)
+    numeric = len(varying) == 1 and all(isinstance(g["options"].get(varying[0]), (int, float)) for g in groups)
+    estimators = list(dict.fromkeys(g["estimator"] for g in groups))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, est in enumerate(estimators):
+        mine = [r for r in records if r["config"]["estimator"] == est]
+        ys = [r["result"][r["metric"]] for r in mine]
+        if numeric:
+            means = sorted((g["options"][varying[0]], g["mean"]) for g in groups if g["estimator"] == est)
+            line, = ax.plot(*zip(*means), marker="o", label=est)
+            ax.scatter([r["config"][varying[0]] for r in mine], ys, s=12, color=line.get_color(), alpha=0.5)
+        else:
+            ax.bar(i, sum(ys) / len(ys), color=f"C{i}", alpha=0.4, label=est)
+            ax.scatter([i] * len(ys), ys, s=12, color=f"C{i}")
+    if numeric:
+        ax.set_xlabel(varying[0])
+    else:
+        ax.set_xticks(range(len(estimators)), estimators)
+    ax.set_ylabel(groups[0]["metric"])
+    ax.set_title(f"{records[0]['config']['task']}: {len(records)} runs")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

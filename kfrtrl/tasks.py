@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import datasets
 from ._validation import as_generator, check_choice, check_dtype, check_float, check_int
 from .series import Series  # noqa: F401  (a task like the others)
 
@@ -195,13 +196,16 @@ class Corpus:
     valid: np.ndarray
 
 
-def load_corpus(path, valid_fraction=0.1):
+def load_corpus(path=None, valid_fraction=0.1):
     """Read a UTF-8 text file; vocabulary from the whole file; last ``valid_fraction`` is validation.
+
+    ``path`` None reads the bundled tinyshakespeare (:func:`kfrtrl.datasets.tinyshakespeare_path`).
 
     Raises FileNotFoundError if ``path`` is missing and ValueError if the
     text is empty or too short to give at least 2 characters to each part.
     """
     valid_fraction = check_float("valid_fraction", valid_fraction, 0.0, 1.0)
+    path = datasets.tinyshakespeare_path() if path is None else path
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path: expected an existing text file, got {str(path)!r} (not found)")
     with open(path, encoding="utf-8") as fh:

@@ -60,10 +60,21 @@ _ACTIVATIONS = {
 
 @dataclass
 class Layer:
-    """One Jacobian layer of a step (see the module docstring).
+    """One Jacobian layer of a step (see the module docstring): what ``Cell._layers`` returns per weight.
 
-    name: parameter name of W_l; a: (batch, m) input vector; lam: (batch, S, S_in, n);
-    dz: (batch, S, Z, n); rec: slice of the layer's input state that W_l[:, :n_rec] reads.
+    Attributes
+    ----------
+    name : str
+        Parameter name of the layer's weight matrix W_l (p, m).
+    a : ndarray (batch, m)
+        The layer's input vector: z_l = W_l a.
+    lam : ndarray (batch, S, S_in, n)
+        Λ_l: block (I, J) is diag(lam[b, I, J]), the Jacobian of the layer's output state (S
+        blocks of n units) with respect to its input state (S_in blocks) other than through W_l.
+    dz : ndarray (batch, S, Z, n)
+        D_l = ∂s_l/∂z_l, block-diagonal the same way (z has Z blocks of n units).
+    rec : slice
+        The part of the layer's input state that W_l[:, :n_rec] multiplies.
     """
 
     name: str
@@ -74,13 +85,49 @@ class Layer:
 
 
 class Cell:
-    """Base class: subclasses set the attributes below and implement ``_layers``.
+    """Base class of every cell: a step described as a chain of Jacobian layers.
+
+    A subclass sets the attributes below and implements one method,
+    ``_layers(s, x) -> (s_new, [Layer, ...])``: the new state (batch, n_state) and, for each
+    weight matrix, a :class:`Layer` giving its input ``a`` (z = W a), the diagonal blocks
+    ``lam`` of ∂s_new/∂s other than through W and ``dz`` = ∂s_new/∂z. Forward, tangent and
+    cotangent products, immediate terms, every estimator and backend and :func:`kfrtrl.bptt`
+    follow from that (the README's "Write your own cell" has a tested example).
 
     Attributes
     ----------
     n_in, n_hidden, n_state : int
-    dtype : numpy.dtype (float32 or float64)
-    out : slice of the state that is the hidden output h
+        Input size, output size (h) and state size (n_hidden, or more: the LSTM's [c; h]).
+    dtype : numpy.dtype
+        float32 or float64, of the state, the inputs and every parameter.
+    out : slice
+        The part of the state that is the output h.
+    _params : dict of str to ndarray
+        The weight matrices (p, m) by name, C-contiguous, of ``dtype``; ``params()`` returns
+        the live arrays.
+
+    Notes
+    -----
+    Cost: that of ``_layers`` (the forward pass) per step; what each estimator adds is in its
+    own documentation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kfrtrl.cells import Cell, Layer
+    >>> class Linear(Cell):                        # h_t = W [h_{t-1}; x_t; 1]
+    ...     def __init__(self, n_in, n):
+    ...         self.n_in, self.n_hidden, self.n_state, self.out = n_in, n, n, slice(0, n)
+    ...         self.dtype, self._params = np.dtype(np.float64), {"W": np.eye(n, n + n_in + 1) / 2}
+    ...     def _layers(self, h, x):
+    ...         B, n = h.shape
+    ...         a = np.concatenate([h, x, np.ones((B, 1))], axis=1)
+    ...         lam, dz = np.zeros((B, 1, 1, n)), np.ones((B, 1, 1, n))
+    ...         return a @ self._params["W"].T, [Layer("W", a, lam, dz, slice(0, n))]
+    >>> import kfrtrl
+    >>> est = kfrtrl.OK(Linear(2, 3), rank=1, batch_size=2, rng=0)
+    >>> est.step(np.ones((2, 2))).shape
+    (2, 3)
     """
 
     def params(self):

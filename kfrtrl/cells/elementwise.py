@@ -152,6 +152,24 @@ class ELSTM(ElementwiseCell):
     [x; 1]; ``"w"`` (2n, 1) = [w_z; w_f]; ``"Wo"`` (n, n + n_in + 1) on
     [c_t; x_t; 1]. Initialisation: input columns N(0, 1/n_in), w ~ N(0, 1/4),
     recurrent columns of Wo N(0, 1/n), biases 0 except f's, ``forget_bias``.
+
+    Notes
+    -----
+    Cost per step and sample: O(n (n + n_in)) time (the output gate's product; the recurrence
+    itself is O(n (n_in + 1))) and O(n) memory. Exact element-wise RTRL
+    (:class:`kfrtrl.RTRL`) costs the same as the forward pass.
+
+    References
+    ----------
+    K. Irie, A. Gopalakrishnan and J. Schmidhuber, "Exploring the Promise and Limits of
+    Real-Time Recurrent Learning", ICLR 2024 (arXiv:2305.19044).
+
+    Examples
+    --------
+    >>> import kfrtrl
+    >>> cell = kfrtrl.ELSTM(n_in=3, n_hidden=5, rng=0)
+    >>> {k: v.shape for k, v in cell.params().items()}
+    {'W': (10, 4), 'w': (10, 1), 'Wo': (5, 9)}
     """
 
     W = _weight_property("W")
@@ -221,6 +239,26 @@ class LRU(ElementwiseCell):
     (n, n + n_in + 1) on [r_t; x_t; 1]. Initialisation: B's row k N(0, (1 − λ_k²)/n_in)
     (so r has unit scale for unit inputs), C as a recurrent weight (recurrent
     columns N(0, 1/n), input columns N(0, 1/n_in), bias 0).
+
+    Notes
+    -----
+    Cost per step and sample: O(n (n + n_in)) time (the readout C; the recurrence is O(n n_in))
+    and O(n) memory. Exact element-wise RTRL (:class:`kfrtrl.RTRL`) costs the same as the
+    forward pass.
+
+    References
+    ----------
+    A. Orvieto, S. L. Smith, A. Gu, A. Fernando, C. Gulcehre, R. Pascanu and S. De,
+    "Resurrecting Recurrent Neural Networks for Long Sequences", ICML 2023 (arXiv:2303.06349).
+    N. Zucchet, R. Meier, S. Schug, A. Mujika and J. Sacramento, "Online learning of long-range
+    dependencies", NeurIPS 2023 (arXiv:2305.15947).
+
+    Examples
+    --------
+    >>> import kfrtrl
+    >>> cell = kfrtrl.LRU(n_in=3, n_hidden=5, rng=0)
+    >>> {k: v.shape for k, v in cell.params().items()}
+    {'B': (5, 3), 'nu': (5, 1), 'C': (5, 9)}
     """
 
     B = _weight_property("B")

@@ -22,6 +22,26 @@ class Elman(Cell):
     Attributes
     ----------
     W : (n_hidden, n_hidden + n_in + 1) = [W_h | W_x | b], writable in place.
+
+    Notes
+    -----
+    Cost per step and sample: O(n (n + n_in)) time (one matrix-vector product) and O(n) memory;
+    the step Jacobian is diagonal plus diag(dz) W_h, so KF-RTRL, OK and UORO run it in one
+    fused kernel. ``forward(s, x)`` takes s (batch, n_hidden) and x (batch, n_in) of ``dtype``.
+
+    References
+    ----------
+    J. L. Elman, "Finding structure in time", Cognitive Science 14(2):179-211, 1990.
+
+    Examples
+    --------
+    >>> import numpy as np, kfrtrl
+    >>> cell = kfrtrl.Elman(n_in=3, n_hidden=5, alpha=0.5, rng=0)
+    >>> cell.W.shape                                  # [W_h | W_x | b]
+    (5, 9)
+    >>> s, cache = cell.forward(cell.initial_state(2), np.ones((2, 3)))
+    >>> s.shape
+    (2, 5)
     """
 
     def __init__(self, n_in, n_hidden, alpha=1.0, activation="tanh", dtype=np.float64, rng=None):

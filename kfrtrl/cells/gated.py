@@ -46,6 +46,23 @@ class RHN(Cell):
     Attributes
     ----------
     W : at depth 1, ``params()["W"]``, writable in place (deeper: use ``params()``).
+
+    Notes
+    -----
+    Cost per step and sample: O(L · 2n (n + 1) + 2n n_in) time (one matrix-vector product per
+    micro-layer) and O(L n) memory for the cache; estimators see L Jacobian layers.
+
+    References
+    ----------
+    J. G. Zilly, R. K. Srivastava, J. Koutník and J. Schmidhuber, "Recurrent Highway Networks",
+    ICML 2017 (arXiv:1607.03474).
+
+    Examples
+    --------
+    >>> import kfrtrl
+    >>> cell = kfrtrl.RHN(n_in=3, n_hidden=5, depth=2, rng=0)
+    >>> {k: v.shape for k, v in cell.params().items()}
+    {'W0': (10, 9), 'W1': (10, 6)}
     """
 
     W = _weight_property("W")
@@ -108,6 +125,27 @@ class LSTM(Cell):
     Attributes
     ----------
     W : (4 n_hidden, n_hidden + n_in + 1), ``params()["W"]``, writable in place.
+
+    Notes
+    -----
+    Cost per step and sample: O(4n (n + n_in)) time and O(n) memory; the state, and so every
+    estimator's influence, has 2n entries (c and h).
+
+    References
+    ----------
+    S. Hochreiter and J. Schmidhuber, "Long short-term memory", Neural Computation
+    9(8):1735-1780, 1997. F. A. Gers, J. Schmidhuber and F. Cummins, "Learning to forget:
+    continual prediction with LSTM", Neural Computation 12(10):2451-2471, 2000.
+
+    Examples
+    --------
+    >>> import numpy as np, kfrtrl
+    >>> cell = kfrtrl.LSTM(n_in=3, n_hidden=5, rng=0)
+    >>> cell.W.shape, cell.n_state
+    ((20, 9), 10)
+    >>> est = kfrtrl.KFRTRL(cell, batch_size=2, rng=1)
+    >>> est.step(np.ones((2, 3))).shape                # h only
+    (2, 5)
     """
 
     def __init__(self, n_in, n_hidden, forget_bias=1.0, dtype=np.float64, rng=None):
@@ -169,6 +207,24 @@ class GRU(Cell):
     ----------
     W : (2 n_hidden, n_hidden + n_in + 1), rows [:n] reset gate, [n:] update gate.
     Wc : (n_hidden, n_hidden + n_in + 1), the candidate. Both writable in place.
+
+    Notes
+    -----
+    Cost per step and sample: O(3n (n + n_in)) time and O(n) memory; estimators see two
+    Jacobian layers (the gates, then the candidate) and carry one influence per matrix.
+
+    References
+    ----------
+    K. Cho, B. van Merriënboer, C. Gulcehre, D. Bahdanau, F. Bougares, H. Schwenk and
+    Y. Bengio, "Learning Phrase Representations using RNN Encoder-Decoder for Statistical
+    Machine Translation", EMNLP 2014 (arXiv:1406.1078).
+
+    Examples
+    --------
+    >>> import kfrtrl
+    >>> cell = kfrtrl.GRU(n_in=3, n_hidden=5, rng=0)
+    >>> cell.W.shape, cell.Wc.shape
+    ((10, 9), (5, 9))
     """
 
     def __init__(self, n_in, n_hidden, dtype=np.float64, rng=None):

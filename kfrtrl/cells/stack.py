@@ -27,6 +27,24 @@ class Stack(Cell):
     Parameter names: ``"{i}.{name}"`` for parameter ``name`` of ``cells[i]``.
     Only :class:`kfrtrl.RTRL` (per-layer exact, spatial between layers),
     :class:`kfrtrl.TBPTT` and :func:`kfrtrl.bptt` support a stack.
+
+    Notes
+    -----
+    Cost per step and sample: the sum of the layers' costs; exact element-wise RTRL on a stack
+    carries each layer's influence and passes the gradient between layers spatially (within
+    the step), as in the Zucchet et al. paper.
+
+    References
+    ----------
+    N. Zucchet, R. Meier, S. Schug, A. Mujika and J. Sacramento, "Online learning of long-range
+    dependencies", NeurIPS 2023 (arXiv:2305.15947).
+
+    Examples
+    --------
+    >>> import kfrtrl
+    >>> stack = kfrtrl.Stack([kfrtrl.LRU(3, 8, rng=0), kfrtrl.LRU(8, 4, rng=1)])
+    >>> sorted(stack.params())
+    ['0.B', '0.C', '0.nu', '1.B', '1.C', '1.nu']
     """
 
     elementwise = True

@@ -21,7 +21,49 @@ from .uoro import UORO, _norm_over
 
 @register
 class NoBackTrack(UORO):
-    """NoBackTrack estimator (per-unit signs; batch-aware). State and gradient as UORO's."""
+    """NoBackTrack: a rank-one unbiased influence estimate with per-unit random signs.
+
+    Like :class:`UORO` (``G ≈ v ⊗ w``), but the immediate term is split per state unit, each
+    part with its own sign and scale, which lowers the variance a little. The paper's
+    optional Kalman-like preconditioning of the gradient is not part of this class.
+
+    Parameters
+    ----------
+    cell : kfrtrl.cells.Cell
+        The recurrent cell whose weights are learnt (any cell: :class:`kfrtrl.Elman`,
+        :class:`kfrtrl.LSTM`, ... or your own, see the README).
+    batch_size : int >= 1
+        Samples carried in parallel, each with its own state, influence and random signs.
+    rng : None, int or numpy.random.Generator
+        Source of every random draw (same seed, same draws on every backend).
+    backend : {"auto", "numpy", "numba", "cython"}
+        Kernel backend (:func:`kfrtrl.available_backends`); "auto" picks the fastest built one.
+    n_threads : int >= 1 or None
+        Threads for kernels, numba and BLAS inside each call (None: leave them at all cores).
+
+    Notes
+    -----
+    Cost per step and sample: O(N m) time and memory beyond the forward pass, O(n²) for the
+    Elman cell, like UORO.
+
+    ``step(x)`` takes x (batch_size, n_in) of the cell's dtype (float32 or float64) and returns
+    h_t (batch_size, n_hidden); ``gradient(dl_dh)`` takes ∂L_t/∂h_t (batch_size, n_hidden) and
+    returns {name: (p, m)} for every weight matrix of ``cell.params()``, summed over the batch.
+
+    References
+    ----------
+    Y. Ollivier, C. Tallec and G. Charpiat, "Training recurrent networks online without
+    backtracking", arXiv:1507.07680, 2015.
+
+    Examples
+    --------
+    >>> import numpy as np, kfrtrl
+    >>> cell = kfrtrl.Elman(n_in=2, n_hidden=4, rng=0)
+    >>> est = kfrtrl.NoBackTrack(cell, batch_size=3, rng=1)
+    >>> h = est.step(np.ones((3, 2)))
+    >>> est.gradient(np.ones((3, 4)))["W"].shape
+    (4, 7)
+    """
 
     name = "nobacktrack"
 

@@ -27,10 +27,50 @@ from .snap1 import SnAp1
 
 @register
 class RFLO(SnAp1):
-    """RFLO (deterministic; ``rng`` unused). For :class:`kfrtrl.Elman` and other Elman-type cells.
+    """RFLO: random-feedback local online learning, SnAp-1 with the step Jacobian reduced to the leak.
 
-    It is SnAp-1's update with the step Jacobian's unit blocks reduced to the leak
-    ``1 − α`` (see :mod:`kfrtrl.estimators.snap1`).
+    For the leaky Elman cell (and any cell with its one-layer, unit-diagonal step): the
+    influence of W_ij on unit i decays by 1 − α per step and gains the immediate term; the
+    recurrent weights' effect on the propagation is dropped.
+
+    Parameters
+    ----------
+    cell : kfrtrl.cells.Cell
+        The recurrent cell whose weights are learnt (any cell: :class:`kfrtrl.Elman`,
+        :class:`kfrtrl.LSTM`, ... or your own, see the README).
+    batch_size : int >= 1
+        Samples carried in parallel, each with its own state, influence and random signs.
+    rng : None, int or numpy.random.Generator
+        Source of every random draw (same seed, same draws on every backend).
+    backend : {"auto", "numpy", "numba", "cython"}
+        Kernel backend (:func:`kfrtrl.available_backends`); "auto" picks the fastest built one.
+    n_threads : int >= 1 or None
+        Threads for kernels, numba and BLAS inside each call (None: leave them at all cores).
+
+    Notes
+    -----
+    Cost per step and sample: O(n (n + n_in)) time and memory, the forward pass's. ``rng`` is
+    unused. In the paper the loss signal reaches h through a fixed random feedback matrix
+    (:func:`kfrtrl.estimators.rflo.random_feedback`); here ``gradient`` takes whatever ∂L/∂h
+    it is given.
+
+    ``step(x)`` takes x (batch_size, n_in) of the cell's dtype (float32 or float64) and returns
+    h_t (batch_size, n_hidden); ``gradient(dl_dh)`` takes ∂L_t/∂h_t (batch_size, n_hidden) and
+    returns {name: (p, m)} for every weight matrix of ``cell.params()``, summed over the batch.
+
+    References
+    ----------
+    J. M. Murray, "Local online learning in recurrent networks with random feedback", eLife
+    8:e43299, 2019.
+
+    Examples
+    --------
+    >>> import numpy as np, kfrtrl
+    >>> from kfrtrl.estimators import RFLO
+    >>> est = RFLO(kfrtrl.Elman(n_in=2, n_hidden=4, alpha=0.5, rng=0), batch_size=3)
+    >>> h = est.step(np.ones((3, 2)))
+    >>> est.gradient(np.ones((3, 4)))["W"].shape
+    (4, 7)
     """
 
     name = "rflo"

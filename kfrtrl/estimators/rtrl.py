@@ -18,12 +18,53 @@ from ._registry import register
 
 @register
 class RTRL(Estimator):
-    """Exact RTRL. Influence per weight matrix: G (batch, p, m, n_state) in tangent layout.
+    """Exact real-time recurrent learning: the full influence matrix, carried forward.
 
-    ``elementwise``: None (default) carries the element-wise influence when the
-    cell is element-wise (``cell.elementwise``), the dense one otherwise; True
-    requires an element-wise cell (TypeError otherwise); False forces the dense
-    influence (not possible for a Stack).
+    For every weight matrix W (p, m) the influence G = ∂s_t/∂W (batch, p, m, n_state) follows
+    ``G_t = H_t G_{t-1} + D_t ⊗ a_t`` and ``gradient`` returns (∂L_t/∂s_t) G_t: the exact
+    gradient, the same as :func:`kfrtrl.bptt` accumulated online.
+
+    Parameters
+    ----------
+    cell : kfrtrl.cells.Cell
+        The recurrent cell whose weights are learnt (any cell: :class:`kfrtrl.Elman`,
+        :class:`kfrtrl.LSTM`, ... or your own, see the README).
+    batch_size : int >= 1
+        Samples carried in parallel, each with its own state, influence and random signs.
+    rng : None, int or numpy.random.Generator
+        Source of every random draw (same seed, same draws on every backend).
+    backend : {"auto", "numpy", "numba", "cython"}
+        Kernel backend (:func:`kfrtrl.available_backends`); "auto" picks the fastest built one.
+    n_threads : int >= 1 or None
+        Threads for kernels, numba and BLAS inside each call (None: leave them at all cores).
+    elementwise : None, True or False
+        None carries the element-wise influence when the cell is element-wise
+        (:class:`kfrtrl.ELSTM`, :class:`kfrtrl.LRU`, a :class:`kfrtrl.Stack` of them) and the
+        dense one otherwise; True requires an element-wise cell; False forces the dense one.
+
+    Notes
+    -----
+    Cost per step and sample: O(N² p m) time and O(N p m) memory (N = n_state); for the Elman
+    cell with n units O(n⁴) time and O(n³) memory. Element-wise cells: O(n m), the cost of the
+    forward pass.
+
+    ``step(x)`` takes x (batch_size, n_in) of the cell's dtype (float32 or float64) and returns
+    h_t (batch_size, n_hidden); ``gradient(dl_dh)`` takes ∂L_t/∂h_t (batch_size, n_hidden) and
+    returns {name: (p, m)} for every weight matrix of ``cell.params()``, summed over the batch.
+
+    References
+    ----------
+    R. J. Williams and D. Zipser, "A learning algorithm for continually running fully recurrent
+    neural networks", Neural Computation 1(2):270-280, 1989.
+
+    Examples
+    --------
+    >>> import numpy as np, kfrtrl
+    >>> cell = kfrtrl.Elman(n_in=2, n_hidden=4, rng=0)
+    >>> est = kfrtrl.RTRL(cell, batch_size=3)
+    >>> h = est.step(np.ones((3, 2)))                     # (3, 4)
+    >>> est.gradient(np.ones((3, 4)))["W"].shape          # W is (4, 4 + 2 + 1)
+    (4, 7)
     """
 
     name = "rtrl"

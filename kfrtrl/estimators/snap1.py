@@ -37,10 +37,49 @@ from ._registry import register
 
 @register
 class SnAp1(Estimator):
-    """SnAp-1 estimator (deterministic; ``rng`` is accepted for a uniform signature and unused).
+    """SnAp-1: the sparse n-step approximation of RTRL at n = 1, deterministic.
 
-    Influence per weight matrix (p, m): G (batch, p, m, S) with S = n_state / n_hidden
-    state blocks; ``influence(name)`` scatters it into the dense layout for tests.
+    Keeps, for every weight W_ij, only its influence on the unit it feeds directly (the
+    influence pattern after one step), and propagates that with the diagonal of the step
+    Jacobian: biased, but cheap and with no random signs.
+
+    Parameters
+    ----------
+    cell : kfrtrl.cells.Cell
+        The recurrent cell whose weights are learnt (any cell: :class:`kfrtrl.Elman`,
+        :class:`kfrtrl.LSTM`, ... or your own, see the README).
+    batch_size : int >= 1
+        Samples carried in parallel, each with its own state, influence and random signs.
+    rng : None, int or numpy.random.Generator
+        Source of every random draw (same seed, same draws on every backend).
+    backend : {"auto", "numpy", "numba", "cython"}
+        Kernel backend (:func:`kfrtrl.available_backends`); "auto" picks the fastest built one.
+    n_threads : int >= 1 or None
+        Threads for kernels, numba and BLAS inside each call (None: leave them at all cores).
+
+    Notes
+    -----
+    Cost per step and sample: O(p m S) time and memory (S = n_state / n_hidden state blocks),
+    O(n²) for the Elman cell: the cost of the forward pass. ``rng`` is accepted for a uniform
+    signature and unused.
+
+    ``step(x)`` takes x (batch_size, n_in) of the cell's dtype (float32 or float64) and returns
+    h_t (batch_size, n_hidden); ``gradient(dl_dh)`` takes ∂L_t/∂h_t (batch_size, n_hidden) and
+    returns {name: (p, m)} for every weight matrix of ``cell.params()``, summed over the batch.
+
+    References
+    ----------
+    J. Menick, E. Elsen, U. Evci, S. Osindero, K. Simonyan and A. Graves, "Practical Real Time
+    Recurrent Learning with a Sparse Approximation", ICLR 2021 (arXiv:2006.07232).
+
+    Examples
+    --------
+    >>> import numpy as np, kfrtrl
+    >>> from kfrtrl.estimators import SnAp1
+    >>> est = SnAp1(kfrtrl.Elman(n_in=2, n_hidden=4, rng=0), batch_size=3)
+    >>> h = est.step(np.ones((3, 2)))
+    >>> est.gradient(np.ones((3, 4)))["W"].shape
+    (4, 7)
     """
 
     name = "snap1"

@@ -24,16 +24,41 @@ def _backward(cell, cache, c, grads):
 
 
 def bptt(cell, xs, dl_dhs, h0=None):
-    """Exact gradient of Σ_t Σ_b L_t for a whole sequence.
+    """Exact gradient of Σ_t Σ_b L_t for a whole sequence: the ground truth of every estimator.
 
     Parameters
     ----------
-    cell : Cell
-    xs : (T, batch, n_in) inputs of the cell's dtype
-    dl_dhs : (T, batch, n_hidden), ∂L_t/∂h_t (the direct loss signal of each step)
-    h0 : (batch, n_state) initial state, zeros if None
+    cell : kfrtrl.cells.Cell
+    xs : ndarray (T, batch, n_in) of the cell's dtype
+        The inputs.
+    dl_dhs : ndarray (T, batch, n_hidden) of the cell's dtype
+        ∂L_t/∂h_t, the direct loss signal of each step.
+    h0 : ndarray (batch, n_state) or None
+        Initial state (zeros if None).
 
-    Returns {name: gradient (p, m)}. O(T·N·m) time, O(T·(N + m)) memory per sample.
+    Returns
+    -------
+    dict of str to ndarray
+        {name: gradient (p, m)} for every weight matrix of ``cell.params()``, summed over the
+        batch and the steps.
+
+    Notes
+    -----
+    Cost per sample: O(T N m) time (one forward and one backward sweep) and O(T (N + m))
+    memory for the caches. Exact RTRL summed online equals it (tested for every cell).
+
+    References
+    ----------
+    P. J. Werbos, "Backpropagation through time: what it does and how to do it", Proceedings
+    of the IEEE 78(10):1550-1560, 1990.
+
+    Examples
+    --------
+    >>> import numpy as np, kfrtrl
+    >>> cell = kfrtrl.Elman(n_in=2, n_hidden=4, rng=0)
+    >>> xs, dl = np.ones((5, 3, 2)), np.ones((5, 3, 4))
+    >>> kfrtrl.bptt(cell, xs, dl)["W"].shape
+    (4, 7)
     """
     if not isinstance(cell, Cell):
         raise TypeError(f"cell: expected a kfrtrl cell, got {type(cell).__name__}")
@@ -57,7 +82,51 @@ def bptt(cell, xs, dl_dhs, h0=None):
 
 @register
 class TBPTT(Estimator):
-    """Truncated BPTT: each ``gradient`` back-propagates through the last ``truncation`` steps."""
+    """Truncated back-propagation through time: the online baseline.
+
+    Each ``gradient(dl_dh)`` back-propagates ∂L_t/∂h_t through the last ``truncation`` steps
+    (their caches are kept) and returns that gradient: exact for dependencies up to T steps
+    back, blind to longer ones.
+
+    Parameters
+    ----------
+    cell : kfrtrl.cells.Cell
+        The recurrent cell whose weights are learnt (any cell: :class:`kfrtrl.Elman`,
+        :class:`kfrtrl.LSTM`, ... or your own, see the README).
+    batch_size : int >= 1
+        Samples carried in parallel, each with its own state, influence and random signs.
+    rng : None, int or numpy.random.Generator
+        Source of every random draw (same seed, same draws on every backend).
+    backend : {"auto", "numpy", "numba", "cython"}
+        Kernel backend (:func:`kfrtrl.available_backends`); "auto" picks the fastest built one.
+    n_threads : int >= 1 or None
+        Threads for kernels, numba and BLAS inside each call (None: leave them at all cores).
+    truncation : int >= 1
+        T, the number of steps back-propagated through (spec ``"tbptt:T"``; default 25).
+
+    Notes
+    -----
+    Cost per step and sample: O(T N m) time (T backward steps) and O(T (N + m)) memory;
+    O(T n²) for the Elman cell.
+
+    ``step(x)`` takes x (batch_size, n_in) of the cell's dtype (float32 or float64) and returns
+    h_t (batch_size, n_hidden); ``gradient(dl_dh)`` takes ∂L_t/∂h_t (batch_size, n_hidden) and
+    returns {name: (p, m)} for every weight matrix of ``cell.params()``, summed over the batch.
+
+    References
+    ----------
+    R. J. Williams and J. Peng, "An efficient gradient-based algorithm for on-line training of
+    recurrent network trajectories", Neural Computation 2(4):490-501, 1990.
+
+    Examples
+    --------
+    >>> import numpy as np, kfrtrl
+    >>> cell = kfrtrl.Elman(n_in=2, n_hidden=4, rng=0)
+    >>> est = kfrtrl.TBPTT(cell, truncation=10, batch_size=3)
+    >>> h = est.step(np.ones((3, 2)))
+    >>> est.gradient(np.ones((3, 4)))["W"].shape
+    (4, 7)
+    """
 
     name = "tbptt"
     param = "truncation"

@@ -21,7 +21,50 @@ from ._registry import register
 
 @register
 class UORO(Estimator):
-    """UORO estimator (batch-aware: each sample its own s, θ and signs)."""
+    """UORO: unbiased online recurrent optimisation, a rank-one estimate of the influence.
+
+    The influence over all parameters is kept as one outer product ``G ≈ s ⊗ θ`` per sample,
+    s (n_state,) and θ one array per weight matrix, updated with fresh random signs ν each
+    step so that E[s ⊗ θ] is the exact influence; ``gradient`` returns ((∂L_t/∂s_t)·s) θ.
+
+    Parameters
+    ----------
+    cell : kfrtrl.cells.Cell
+        The recurrent cell whose weights are learnt (any cell: :class:`kfrtrl.Elman`,
+        :class:`kfrtrl.LSTM`, ... or your own, see the README).
+    batch_size : int >= 1
+        Samples carried in parallel, each with its own state, influence and random signs.
+    rng : None, int or numpy.random.Generator
+        Source of every random draw (same seed, same draws on every backend).
+    backend : {"auto", "numpy", "numba", "cython"}
+        Kernel backend (:func:`kfrtrl.available_backends`); "auto" picks the fastest built one.
+    n_threads : int >= 1 or None
+        Threads for kernels, numba and BLAS inside each call (None: leave them at all cores).
+
+    Notes
+    -----
+    Cost per step and sample: O(N m) time and memory beyond the cell's own forward pass, O(n²)
+    for the Elman cell (one fused kernel: one matrix-vector product and one pass over θ).
+    Unbiased but noisy: the variance grows with n (README, "Gradient noise against n").
+
+    ``step(x)`` takes x (batch_size, n_in) of the cell's dtype (float32 or float64) and returns
+    h_t (batch_size, n_hidden); ``gradient(dl_dh)`` takes ∂L_t/∂h_t (batch_size, n_hidden) and
+    returns {name: (p, m)} for every weight matrix of ``cell.params()``, summed over the batch.
+
+    References
+    ----------
+    C. Tallec and Y. Ollivier, "Unbiased Online Recurrent Optimization", ICLR 2018
+    (arXiv:1702.05043).
+
+    Examples
+    --------
+    >>> import numpy as np, kfrtrl
+    >>> cell = kfrtrl.Elman(n_in=2, n_hidden=4, rng=0)
+    >>> est = kfrtrl.UORO(cell, batch_size=3, rng=1)
+    >>> h = est.step(np.ones((3, 2)))
+    >>> est.gradient(np.ones((3, 4)))["W"].shape
+    (4, 7)
+    """
 
     name = "uoro"
     auto_backends = ("numba", "cython")     # numba and cython within a few percent; numba needs no build
