@@ -18,13 +18,13 @@ unclipped as in the OK authors' code, which clips to 1) and applied by Adam or S
 :func:`run` drives a trainer on a task (:mod:`kfrtrl.tasks`);
 :func:`save_checkpoint` / :func:`load_checkpoint` store and restore cell,
 readout, optimizer, estimator (factors, RNG state) and task so that a
-stopped run continues bit-identically.
+stopped run continues bit-identically (format: :mod:`kfrtrl.checkpoint`).
 """
 import copy
-import pickle
 
 import numpy as np
 
+from . import checkpoint
 from ._validation import as_generator, check_array, check_choice, check_float, check_int
 from .cells import Cell
 from .estimators import make_estimator, parse_spec  # noqa: F401  (part of kfrtrl.train's API)
@@ -319,51 +319,58 @@ def _load_cell_state(cell, state):
         p[...] = state["params"][k]
 
 
-_FORMAT = "kfrtrl-checkpoint-2"
+def describe(trainer):
+    """The trainer's hyperparameters as a dict of JSON values (what a checkpoint records and a
+    resume must repeat; the estimator's and the cell's configuration are checked by their own
+    ``load_state_dict``). Options added to :class:`Trainer` belong here too."""
+    optimizer = trainer.optimizer
+    described = {"optimizer": type(optimizer).__name__.lower(), "lr": optimizer.lr, "loss": trainer.loss,
+                 "clip": trainer.clip, "clip_scope": trainer.clip_scope, "update_every": trainer.update_every,
+                 "n_out": trainer.n_out}
+    if isinstance(optimizer, Adam):
+        described.update(beta1=optimizer.beta1, beta2=optimizer.beta2, eps=optimizer.eps)
+    return described
 
 
-def save_checkpoint(path, trainer, task=None):
-    """Write trainer (and task) state to ``path`` (a pickle readable by :func:`load_checkpoint`)."""
-    payload = {"format": _FORMAT, "trainer": trainer.state_dict(),
-               "task": None if task is None else (type(task).__name__, task.state_dict())}
-    with open(path, "wb") as fh:
-        pickle.dump(payload, fh, protocol=pickle.HIGHEST_PROTOCOL)
+def save_checkpoint(path, trainer, task=None, config=None):
+    """Write trainer (and task) state to ``path`` atomically, in :mod:`kfrtrl.checkpoint`'s format.
+
+    ``config``: the run's configuration (a dict of JSON values, e.g. every command-line
+    option), stored with :func:`describe`'s so that a resume can be checked against it.
+    """
+    state = {"trainer": trainer.state_dict(),
+             "task": None if task is None else (type(task).__name__, task.state_dict())}
+    checkpoint.save(path, state, {"trainer": describe(trainer), "run": {} if config is None else config})
 
 
-class _Unpickler(pickle.Unpickler):
-    """Only numpy arrays, dtypes, plain containers and kfrtrl's cache records may be loaded."""
-
-    _ALLOWED = {
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
-        ("collections", "deque"), ("builtins", "slice"),
-        ("kfrtrl.cells._base", "Layer"), ("kfrtrl.cells.elementwise", "ElementwiseLayer"),
-    }
-
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED or (module == "numpy.dtypes" and name.endswith("DType")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"checkpoint: refusing to load {module}.{name} (not a kfrtrl checkpoint?)")
-
-
-def load_checkpoint(path, trainer, task=None):
+def load_checkpoint(path, trainer, task=None, config=None):
     """Restore ``trainer`` (and ``task``) from :func:`save_checkpoint`'s file at ``path``.
 
-    The objects must be built with the same configuration as the saved
-    ones (a mismatch raises ValueError naming it). Returns None.
+    The trainer's hyperparameters (:func:`describe`) and, when given, ``config`` must equal
+    the checkpoint's: otherwise ValueError naming every difference. Estimator, cell and
+    task must be built alike (a mismatch raises ValueError naming it). A file that is
+    not a checkpoint, truncated or corrupt raises ValueError naming the path and the
+    problem. Returns the checkpoint's ``config``.
     """
-    with open(path, "rb") as fh:
-        payload = _Unpickler(fh).load()
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise ValueError(f"path: expected a {_FORMAT} file, got {str(path)!r}")
-    if (task is None) != (payload["task"] is None):
+    state, saved = checkpoint.load(path)
+    differences = _differences(saved.get("trainer", {}), describe(trainer))
+    if config is not None:
+        differences += _differences(saved.get("run", {}), config)
+    if differences:
+        raise ValueError(f"checkpoint {str(path)!r}: this run differs from it in " + "; ".join(differences))
+    if (task is None) != (state["task"] is None):
         raise ValueError("task: expected a task exactly when the checkpoint holds one")
-    trainer.load_state_dict(payload["trainer"])
+    trainer.load_state_dict(state["trainer"])
     if task is not None:
-        _require_equal("task class", payload["task"][0], type(task).__name__)
-        task.load_state_dict(payload["task"][1])
+        _require_equal("task class", state["task"][0], type(task).__name__)
+        task.load_state_dict(state["task"][1])
+    return saved.get("run", {})
+
+
+def _differences(saved, current):
+    """["key: <current> here, <saved> in the checkpoint", ...] for every key whose values differ."""
+    return [f"{k}: {current.get(k)!r} here, {saved.get(k)!r} in the checkpoint"
+            for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
 
 
 def run(trainer, task, steps, callback=None):

@@ -1,13 +1,12 @@
 """The online training loop: exact readout/loss gradients, optimizers, learning, checkpoint/resume."""
 import pathlib
-import pickle
 import re
 
 import numpy as np
 import pytest
 
 import kfrtrl
-from kfrtrl import tasks, train
+from kfrtrl import checkpoint, tasks, train
 
 SPECS = ["rtrl", "uoro", "nobacktrack", "kf:2", "ok:2", "tbptt:4"]
 
@@ -226,15 +225,6 @@ def test_checkpoint_configuration_mismatch_is_refused(tmp_path):
         train.load_checkpoint(tmp_path / "c", trainer)
 
 
-def test_checkpoint_loader_refuses_arbitrary_objects(tmp_path):
-    path = tmp_path / "evil"
-    with open(path, "wb") as fh:
-        pickle.dump({"format": train._FORMAT, "x": print}, fh)
-    trainer, _ = _build("uoro", 0)
-    with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        train.load_checkpoint(path, trainer)
-
-
 @pytest.mark.parametrize("spec,cls,attr,value", [
     ("ok", kfrtrl.OK, "rank", 3), ("ok:5", kfrtrl.OK, "rank", 5), ("kf:4", kfrtrl.KFRTRL, "n_chains", 4),
     ("tbptt", kfrtrl.TBPTT, "truncation", 25), ("tbptt:7", kfrtrl.TBPTT, "truncation", 7),
@@ -282,8 +272,8 @@ def test_readme_training_example_runs_learns_and_checkpoints(tmp_path, monkeypat
     scope = {}
     exec(compile(code, "README training example", "exec"), scope)
     assert scope["task"].T_cur >= 2  # the curriculum starts at 1: it learned
-    fresh = train.Trainer(train.make_estimator("ok:2", kfrtrl.Elman(4, 16), batch_size=8), n_out=4)
-    train.load_checkpoint("copy.ckpt", fresh, tasks.CopyTask(batch_size=8))
+    fresh = train.Trainer(train.make_estimator("ok:2", kfrtrl.Elman(4, 16), batch_size=8), n_out=4, lr=3e-3)
+    train.load_checkpoint("copy.ckpt", fresh, tasks.CopyTask(batch_size=8))  # the same settings
     assert np.array_equal(fresh.cell.W, scope["cell"].W)
 
 
@@ -325,7 +315,7 @@ def test_cli_resume_continues_the_saved_run(capsys, tmp_path):
     _cli(capsys, *base, "--steps", "30", "--save", str(tmp_path / "full"))
     _cli(capsys, *base, "--steps", "13", "--save", str(tmp_path / "half"))
     _cli(capsys, *base, "--steps", "17", "--resume", str(tmp_path / "half"), "--save", str(tmp_path / "resumed"))
-    W = [pickle.loads((tmp_path / name).read_bytes())["trainer"]["cell"]["params"]["W"] for name in ("full", "resumed")]
+    W = [checkpoint.load(tmp_path / name)[0]["trainer"]["cell"]["params"]["W"] for name in ("full", "resumed")]
     assert np.array_equal(W[0], W[1])
 
 
