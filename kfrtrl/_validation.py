@@ -28,13 +28,18 @@ def check_int(name, value, minimum):
     return int(value)
 
 
-def check_float(name, value, low, high):
-    """Return ``value`` as float, requiring ``low <= value <= high``."""
+def check_float(name, value, low, high, open_low=False, open_high=False):
+    """Return ``value`` as float, requiring it in the interval from ``low`` to ``high``.
+
+    Both ends belong to the interval unless ``open_low`` / ``open_high`` (NaN never does).
+    """
+    interval = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number in [{low}, {high}], got {value!r}")
-    if not low <= float(value) <= high:
-        raise ValueError(f"{name}: expected a real number in [{low}, {high}], got {value}")
-    return float(value)
+        raise TypeError(f"{name}: expected a real number in {interval}, got {value!r}")
+    v = float(value)
+    if not ((v > low if open_low else v >= low) and (v < high if open_high else v <= high)):
+        raise ValueError(f"{name}: expected a real number in {interval}, got {value}")
+    return v
 
 
 def check_dtype(name, dtype):

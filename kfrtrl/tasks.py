@@ -76,9 +76,7 @@ class Curriculum:
 
     def __init__(self, T_start=1, decay=0.999, threshold=0.15, reset_value=0.3, start_value=None):
         self.T_cur = check_int("T_start", T_start, 1)
-        self.decay = check_float("decay", decay, 0.0, 1.0)
-        if self.decay == 1.0:
-            raise ValueError("decay: expected a real number in [0, 1), got 1.0")
+        self.decay = check_float("decay", decay, 0.0, 1.0, open_high=True)
         self.threshold = check_float("threshold", threshold, 0.0, np.inf)
         self.reset_value = check_float("reset_value", reset_value, 0.0, np.inf)
         start = self.reset_value if start_value is None else check_float("start_value", start_value, 0.0, np.inf)
@@ -201,15 +199,22 @@ def load_corpus(path=None, valid_fraction=0.1):
 
     ``path`` None reads the bundled tinyshakespeare (:func:`kfrtrl.datasets.tinyshakespeare_path`).
 
-    Raises FileNotFoundError if ``path`` is missing and ValueError if the
-    text is empty or too short to give at least 2 characters to each part.
+    Raises FileNotFoundError if ``path`` is missing and ValueError if it is a
+    directory, not UTF-8, empty or too short to give at least 2 characters to each part.
     """
     valid_fraction = check_float("valid_fraction", valid_fraction, 0.0, 1.0)
     path = datasets.tinyshakespeare_path() if path is None else path
+    if os.path.isdir(path):
+        raise ValueError(f"path: expected a UTF-8 text file, got {str(path)!r} (a directory)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path: expected an existing text file, got {str(path)!r} (not found)")
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"path: expected a UTF-8 text file, got {str(path)!r} (byte {exc.start} is not "
+                         f"UTF-8: {data[exc.start:exc.start + 1]!r})") from None
     if not text:
         raise ValueError(f"path: expected a non-empty text file, got {str(path)!r} (empty)")
     codes, ids = np.unique(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32), return_inverse=True)

@@ -75,7 +75,7 @@ class SGD:
     """Plain gradient descent ``θ -= lr · g``."""
 
     def __init__(self, lr=0.1):
-        self.lr = check_float("lr", lr, 0.0, np.inf)
+        self.lr = check_float("lr", lr, 0.0, np.inf, open_low=True, open_high=True)
 
     def update(self, params, grads, lr=None):
         """Update the arrays of ``params`` in place from ``grads`` (same keys and shapes); lr overrides self.lr."""
@@ -94,10 +94,10 @@ class Adam:
     """Adam (Kingma & Ba 2015) with bias correction; moments in the parameters' dtype."""
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
-        self.lr = check_float("lr", lr, 0.0, np.inf)
-        self.beta1 = check_float("beta1", beta1, 0.0, 1.0)
-        self.beta2 = check_float("beta2", beta2, 0.0, 1.0)
-        self.eps = check_float("eps", eps, 0.0, np.inf)
+        self.lr = check_float("lr", lr, 0.0, np.inf, open_low=True, open_high=True)
+        self.beta1 = check_float("beta1", beta1, 0.0, 1.0, open_high=True)     # 1: the bias correction
+        self.beta2 = check_float("beta2", beta2, 0.0, 1.0, open_high=True)     # divides by zero
+        self.eps = check_float("eps", eps, 0.0, np.inf, open_high=True)
         self.t = 0
         self.m, self.v = {}, {}
 
@@ -180,7 +180,7 @@ class Trainer:
         self.loss = check_choice("loss", loss, ("xent", "mse"))
         self.schedule = as_schedule(lr)
         self.optimizer = _make_optimizer(optimizer, self.schedule.lr, rng)
-        self.clip = None if clip is None else check_float("clip", clip, 0.0, np.inf)
+        self.clip = None if clip is None else check_float("clip", clip, 0.0, np.inf, open_low=True)
         self.clip_scope = check_choice("clip_scope", clip_scope, ("all", "cell"))
         self.update_every = check_int("update_every", update_every, 1)
         self.readout = Readout(self.cell.n_hidden, n_out, self.cell.dtype, rng)

@@ -47,9 +47,7 @@ class Elman(Cell):
     def __init__(self, n_in, n_hidden, alpha=1.0, activation="tanh", dtype=np.float64, rng=None):
         self.n_in = check_int("n_in", n_in, 1)
         self.n_hidden = self.n_state = check_int("n_hidden", n_hidden, 1)
-        self.alpha = check_float("alpha", alpha, 0.0, 1.0)
-        if self.alpha == 0.0:
-            raise ValueError("alpha: expected a real number in (0, 1], got 0.0")
+        self.alpha = check_float("alpha", alpha, 0.0, 1.0, open_low=True)
         self.activation = check_choice("activation", activation, _ACTIVATIONS)
         self.dtype = check_dtype("dtype", dtype)
         self.out = slice(0, self.n_hidden)

@@ -10,6 +10,7 @@ after a reset. Cost O(r N² p + r² N p) per sample, memory O(r N p).
 import numpy as np
 
 from .._validation import check_int
+from ..cells import Cell
 from ._kron import KroneckerSum
 from ._registry import register
 
@@ -70,6 +71,9 @@ class OK(KroneckerSum):
 
     def __init__(self, cell, rank=1, batch_size=1, rng=None, backend="auto", n_threads=None):
         self.rank = self._n_terms = check_int("rank", rank, 1)
+        if isinstance(cell, Cell) and self.rank > max_rank(cell):
+            raise ValueError(f"rank: expected an integer in [1, {max_rank(cell)}] (no influence of this "
+                             f"{type(cell).__name__} has a higher Kronecker rank), got {rank}")
         self._weight = 1.0
         super().__init__(cell, batch_size, rng, backend, n_threads)
 
@@ -110,3 +114,9 @@ class OK(KroneckerSum):
             signs = self._draw_signs((B, r + 1))
             self.ops.ok_reduce(V, U, signs, A.reshape(B, r, p * N), self._u[name], self.n_threads)
             self._check_factors(self._u[name])
+
+
+def max_rank(cell):
+    """The largest Kronecker rank of an influence of ``cell``: max over its weights (p, m) of
+    min(p · n_state, m) (G as a (p n_state) × m matrix); OK with a higher rank only wastes memory."""
+    return max(min(p * cell.n_state, m) for p, m in cell.param_shapes().values())
