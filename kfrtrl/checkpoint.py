@@ -73,16 +73,25 @@ def save(path, state, config):
     ``config`` must be JSON-serialisable (TypeError otherwise, naming the entry).
     Cost: one pass over the arrays for the checksum and one for writing.
     """
+    data = dumps(state, config)
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+def dumps(state, config=None):
+    """The bytes :func:`save` writes (for a checkpoint kept elsewhere, e.g. inside a torch state_dict)."""
     from . import __version__
 
     arrays = {}
     tree = _encode(state, arrays, "state")
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "kfrtrl_version": __version__,
-              "config": _encode(config, None, "config"), "state": tree, "checksum": _checksum(arrays)}
+              "config": _encode({} if config is None else config, None, "config"), "state": tree,
+              "checksum": _checksum(arrays)}
     text = json.dumps(header, sort_keys=True, allow_nan=False).encode("utf-8")
     members = dict(arrays)
     members[_HEADER] = np.frombuffer(text, dtype=np.uint8)
-    atomic_write(path, lambda fh: np.savez(fh, **members))
+    buffer = io.BytesIO()
+    np.savez(buffer, **members)
+    return buffer.getvalue()
 
 
 def load(path):
@@ -93,6 +102,11 @@ def load(path):
             data = fh.read()
     except OSError as exc:
         raise ValueError(f"checkpoint {path!r}: cannot be read ({exc.strerror or exc})") from None
+    return loads(data, path)
+
+
+def loads(data, path="<bytes>"):
+    """-> (state, config) from :func:`dumps`'s bytes; ``path`` names the source in errors."""
     try:
         archive = np.load(io.BytesIO(data), allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):

@@ -18,14 +18,11 @@ step only); a late backward raises RuntimeError. The inputs are data: no
 gradient flows into x (an x that requires grad raises ValueError).
 Needs the ``torch`` extra (``pip install "kfrtrl[torch]"``).
 """
-import io
-import pickle
-
 import numpy as np
 import torch
 from torch import nn
 
-from . import train
+from . import checkpoint, train
 from ._validation import check_mask
 from .cells import Cell
 
@@ -155,13 +152,13 @@ class OnlineRNN(nn.Module):
                                    "in the dtype wanted instead")
 
     def get_extra_state(self):
-        """The estimator's run state and RNG, pickled into a uint8 tensor (see ``state_dict``)."""
+        """The estimator's run state and RNG in kfrtrl's checkpoint format, as a uint8 tensor (see ``state_dict``)."""
         payload = {"estimator": self.estimator.state_dict(), "steps": self.steps}
-        return torch.frombuffer(bytearray(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)), dtype=torch.uint8)
+        return torch.frombuffer(bytearray(checkpoint.dumps(payload)), dtype=torch.uint8)
 
     def set_extra_state(self, state):
-        """Restore what :meth:`get_extra_state` saved (only numpy arrays and plain data are unpickled)."""
-        payload = train._Unpickler(io.BytesIO(state.numpy().tobytes())).load()
+        """Restore what :meth:`get_extra_state` saved (read by :mod:`kfrtrl.checkpoint`: nothing is unpickled)."""
+        payload, _ = checkpoint.loads(state.numpy().tobytes(), "OnlineRNN extra state")
         self.estimator.load_state_dict(payload["estimator"])
         self.steps = int(payload["steps"])
 
