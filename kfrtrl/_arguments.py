@@ -12,15 +12,25 @@ from . import estimators, scaling, tasks, train
 from .backends import available_backends, known_backends
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1."""
+def positive_int(text, minimum=1, why=""):
+    """argparse type: an integer >= ``minimum`` (1)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}{why}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}{why}, got {value}")
     return value
+
+
+def seed_int(text):
+    """argparse type: a seed, an integer >= 0 (numpy's generators take no negative seed)."""
+    return positive_int(text, 0)
+
+
+def chain_count(text):
+    """argparse type: an integer >= 2 (a variance needs two chains)."""
+    return positive_int(text, 2, " (a variance needs two chains)")
 
 
 def backend_name(text):
@@ -143,7 +153,7 @@ def add_training_args(parser, steps, lr):
 
 def add_model_args(parser, steps, lr):
     """The flags of :class:`kfrtrl.experiments.Setup` (same names)."""
-    parser.add_argument("--rank", type=positive_int, default=1, metavar="R",
+    parser.add_argument("--rank", type=positive_int, default=None, metavar="R",
                         help="rank of an estimator taking one, when NAME has no :k (default: 1)")
     parser.add_argument("--hidden", type=positive_int, default=32, metavar="N", help="hidden units (default: 32)")
     parser.add_argument("--cell", type=cell_spec, default="elman", metavar="C",
@@ -154,7 +164,7 @@ def add_model_args(parser, steps, lr):
     parser.add_argument("--clip", type=positive_float, default=1.0, metavar="C", help="gradient-norm clip (default: 1)")
     parser.add_argument("--update-every", type=positive_int, default=1, metavar="K",
                         help="apply the mean gradient every K steps (default: 1)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of cell, readout, estimator and data")
+    parser.add_argument("--seed", type=seed_int, default=0, metavar="S", help="seed of cell, readout, estimator and data")
     add_backend_arg(parser)
     add_threads_arg(parser)
 
@@ -164,3 +174,21 @@ def add_charlm_args(parser):
                         help="zero the state every K characters (training and validation; default: never)")
     parser.add_argument("--valid-chars", type=positive_int, default=None, metavar="C",
                         help="evaluate on the first C validation characters only (default: all)")
+
+
+def unused_options(args):
+    """Messages for options given that the chosen estimators or task do not use (then --rank defaults to 1)."""
+    unused = []
+    specs = getattr(args, "estimator", None) or getattr(args, "estimators", None) or []
+    specs = [specs] if isinstance(specs, str) else list(specs)
+    if getattr(args, "rank", None) is not None:
+        parsed = [estimators.parse_spec(spec) for spec in specs]
+        if not any(k is None and estimators.param_default(name)[0] == "rank" for name, k in parsed):
+            unused.append(f"--rank applies to an estimator taking a rank without ':k', got {','.join(specs)}")
+    if getattr(args, "task", None) == "copy":
+        for flag in ("file", "reset_every", "valid_chars"):
+            if getattr(args, flag, None) is not None:
+                unused.append(f"--{flag.replace('_', '-')} applies to --task charlm, got --task copy")
+    if hasattr(args, "rank") and args.rank is None:
+        args.rank = 1
+    return unused

@@ -15,14 +15,15 @@ Bad arguments end in one line ``kfrtrl <command>: error: ...`` and exit code 2
 """
 import argparse
 import json
+import os
 import sys
 
 import kfrtrl
 
 from . import estimators, experiments, plotting, scaling, tasks
 from ._arguments import (add_backend_arg, add_charlm_args, add_json_arg, add_model_args, add_plot_arg, add_threads_arg,
-                         add_training_args, cell_specs, positive_int, readable_path, size_list, text_corpus,
-                         train_specs)
+                         add_training_args, cell_specs, chain_count, positive_int, readable_path, seed_int,
+                         size_list, text_corpus, train_specs, unused_options)
 from ._sweep_cli import add_sweep
 
 
@@ -242,15 +243,15 @@ def _add_noise(sub):
                    help="hidden sizes (default: 8,16,32,64)")
     p.add_argument("--estimators", type=train_specs, default=list(estimators.NOISE_DEFAULT), metavar="E,E,...",
                    help=f"estimators (default: {','.join(estimators.NOISE_DEFAULT)})")
-    p.add_argument("--chains", type=positive_int, default=100, metavar="N", help="independent chains (default: 100)")
+    p.add_argument("--chains", type=chain_count, default=100, metavar="N", help="independent chains (default: 100)")
     p.add_argument("--steps", type=positive_int, default=60, metavar="S", help="trajectory length (default: 60)")
     p.add_argument("--burn-in", type=int, default=20, metavar="T", help="first measured step - 1 (default: 20)")
     p.add_argument("--every", type=positive_int, default=2, metavar="K", help="measure every K steps (default: 2)")
     p.add_argument("--probes", type=positive_int, default=2, metavar="P",
                    help="Gaussian probes per measurement for the variance of G (default: 2)")
-    p.add_argument("--rank", type=positive_int, default=1, metavar="R",
+    p.add_argument("--rank", type=positive_int, default=None, metavar="R",
                    help="rank of an estimator taking one, when no :k is given (default: 1)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the cell and trajectory")
+    p.add_argument("--seed", type=seed_int, default=0, metavar="S", help="seed of the cell and trajectory")
     p.add_argument("--over-time", type=positive_int, default=None, metavar="W",
                    help="also print the relative variances pooled over W consecutive windows of the measured "
                         "steps (does the variance grow with t?); --plot then draws them against t")
@@ -311,14 +312,28 @@ def build_parser():
 
 
 def main(argv=None):
-    """Run ``kfrtrl`` with ``argv`` (default: sys.argv[1:]); returns the exit code."""
+    """Run ``kfrtrl`` with ``argv`` (default: sys.argv[1:]); returns the exit code.
+
+    Bad input (ValueError, OSError) prints one line and returns 2; a reader that closes
+    the pipe early (``kfrtrl info | head -4``) ends the command quietly with 141, as
+    SIGPIPE ends other programs.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        unused = unused_options(args)
+        if unused:
+            print(f"kfrtrl {args.command}: error: {'; '.join(unused)}", file=sys.stderr)
+            return 2
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())    # no second error at exit
+        return 141
     except (ValueError, OSError) as exc:
         print(f"kfrtrl {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         print(f"kfrtrl {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -69,8 +69,9 @@ def _train(setup, spec, task, observe, save=None, resume=None, progress=None):
     Returns (trainer, curve (logged steps, values), seconds).
     """
     trainer = build_trainer(setup, spec, task.n_in)
+    config = _run_config(setup, spec, task)
     if resume:
-        train.load_checkpoint(resume, trainer, task)
+        train.load_checkpoint(resume, trainer, task, config)
     log_every = max(1, setup.steps // 100)
     steps, values = [], []
 
@@ -86,8 +87,18 @@ def _train(setup, spec, task, observe, save=None, resume=None, progress=None):
     train.run(trainer, task, setup.steps, callback)
     seconds = time.perf_counter() - start
     if save:
-        train.save_checkpoint(save, trainer, task)
+        train.save_checkpoint(save, trainer, task, config)
     return trainer, (np.array(steps), np.array(values)), seconds
+
+
+def _run_config(setup, spec, task):
+    """What a checkpoint records of a run and a resume must repeat: the setup but the run's
+    length and threads, the estimator and the task."""
+    config = {k: v for k, v in dataclasses.asdict(setup).items() if k not in ("steps", "threads")}
+    config.update(estimator=spec, task=type(task).__name__)
+    if isinstance(task, tasks.CharLM):
+        config.update(reset_every=task.reset_every, vocabulary=task.corpus.vocab)
+    return config
 
 
 def copy(estimator=TRAIN_DEFAULT, setup=Setup(steps=20000), save=None, resume=None, progress=None):

@@ -138,7 +138,7 @@ def test_bench_from_json_reports_without_measuring(capsys, tmp_path):
 def test_bench_from_a_file_of_another_kind_is_a_one_line_error(capsys, tmp_path):
     path = tmp_path / "other.json"
     path.write_text('{"benchmarks": [{"name": "x", "stats": {"median": 1}, "extra_info": {}}]}')
-    assert cli.main(["bench", "--from", str(path)]) == 1
+    assert cli.main(["bench", "--from", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"kfrtrl bench: error: {path}: no kfrtrl-scaling entries")
 

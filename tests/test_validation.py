@@ -1,9 +1,17 @@
 """Arguments that used to be accepted silently, or refused with a misleading message."""
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import kfrtrl
 from kfrtrl import tasks, train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _estimator():
@@ -47,3 +55,62 @@ def test_corpus_that_is_a_directory_or_not_utf8(tmp_path):
     latin1.write_bytes("caf\u00e9 au lait ".encode("latin-1") * 3)
     with pytest.raises(ValueError, match=r"expected a UTF-8 text file, got '.*latin1.txt' \(byte 3 is not UTF-8: b'\\xe9'\)"):
         tasks.load_corpus(latin1)
+
+
+# ---- the kfrtrl command: one line, exit code 2
+
+TINY = ["--hidden", "3", "--batch", "2", "--steps", "6", "--backend", "numpy"]
+
+
+def _run(capsys, *argv):
+    """-> (exit code, stdout, stderr) of ``kfrtrl argv`` (argparse errors and returned codes alike)."""
+    from kfrtrl.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["copy", "--seed", "-1"], r"--seed: expected an integer >= 0, got -1"),
+    (["noise", "--chains", "1"], r"--chains: expected an integer >= 2 \(a variance needs two chains\), got 1"),
+    (["copy", "--estimator", "uoro", "--rank", "2"], r"--rank applies to an estimator 'ok' without ':k', got uoro"),
+    (["copy", "--estimator", "ok:3", "--rank", "2"], r"--rank applies to .*got ok:3"),
+    (["noise", "--estimators", "kf,uoro", "--rank", "2"], r"--rank applies to .*got kf,uoro"),
+    (["compare", "--task", "copy", "--reset-every", "3"], r"--reset-every applies to --task charlm, got --task copy"),
+    (["compare", "--task", "copy", "--file", "TEXT"], r"--file applies to --task charlm"),
+    (["charlm", "DIR"], r"\(a directory\)"),
+])
+def test_bad_or_inapplicable_options_exit_2_with_one_line(capsys, tmp_path, argv, match):
+    (tmp_path / "t.txt").write_text("abcabcabd" * 20, encoding="utf-8")
+    argv = [{"TEXT": str(tmp_path / "t.txt"), "DIR": str(tmp_path)}.get(a, a) for a in argv]
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert re.search(match, err), err
+
+
+def test_resume_from_a_bad_file_or_with_other_options(capsys, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    code, _, err = _run(capsys, "copy", "--estimator", "kf", *TINY, "--resume", str(bad))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "bad.ckpt" in err and "corrupt" in err
+    good = tmp_path / "good.ckpt"
+    assert _run(capsys, "copy", "--estimator", "kf", *TINY, "--save", str(good))[0] == 0
+    code, _, err = _run(capsys, "copy", "--estimator", "kf", *TINY, "--lr", "0.01", "--seed", "3",
+                        "--resume", str(good))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "lr: 0.01 here, 0.001 in the checkpoint" in err and "seed: 3 here, 0 in the checkpoint" in err
+    assert _run(capsys, "copy", "--estimator", "kf", *TINY, "--steps", "3", "--resume", str(good))[0] == 0
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """``kfrtrl info | head -1``: no traceback, no 'Broken pipe' message; the SIGPIPE exit code."""
+    proc = subprocess.Popen([sys.executable, "-m", "kfrtrl", "info"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    proc.stdout.close()                          # the reader is gone before anything is written
+    with proc.stderr:
+        err = proc.stderr.read()
+    assert proc.wait() == 141 and err == b""
