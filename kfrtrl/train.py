@@ -322,11 +322,11 @@ def _load_cell_state(cell, state):
 def describe(trainer):
     """The trainer's hyperparameters as a dict of JSON values (what a checkpoint records and a
     resume must repeat; the estimator's and the cell's configuration are checked by their own
-    ``load_state_dict``). Options added to :class:`Trainer` belong here too."""
+    ``load_state_dict``, and the learning-rate schedule is restored from the checkpoint).
+    Options added to :class:`Trainer` belong here too."""
     optimizer = trainer.optimizer
-    described = {"optimizer": type(optimizer).__name__.lower(), "lr": optimizer.lr, "loss": trainer.loss,
-                 "clip": trainer.clip, "clip_scope": trainer.clip_scope, "update_every": trainer.update_every,
-                 "n_out": trainer.n_out}
+    described = {"optimizer": type(optimizer).__name__.lower(), "loss": trainer.loss, "clip": trainer.clip,
+                 "clip_scope": trainer.clip_scope, "update_every": trainer.update_every, "n_out": trainer.n_out}
     if isinstance(optimizer, Adam):
         described.update(beta1=optimizer.beta1, beta2=optimizer.beta2, eps=optimizer.eps)
     return described

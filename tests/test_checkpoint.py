@@ -148,10 +148,10 @@ def test_a_malicious_pickle_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
-def _build(lr=3e-3, seed=0):
+def _build(clip=1.0, seed=0):
     cell = kfrtrl.Elman(4, 5, rng=seed)
     trainer = train.Trainer(train.make_estimator("kf:2", cell, batch_size=2, rng=seed, backend="numpy"), 4,
-                            lr=lr, rng=seed)
+                            lr=3e-3, clip=clip, rng=seed)
     return trainer, tasks.CopyTask(2, rng=seed)
 
 
@@ -160,10 +160,10 @@ def test_resuming_with_other_settings_names_each_difference(tmp_path):
     trainer, task = _build()
     train.run(trainer, task, 3)
     train.save_checkpoint(path, trainer, task, config={"seed": 0, "task": "copy", "steps": 3})
-    other, other_task = _build(lr=1e-2)
-    with pytest.raises(ValueError, match=r"differs from it in lr: 0\.01 here, 0\.003 in the checkpoint$"):
+    other, other_task = _build(clip=0.5)
+    with pytest.raises(ValueError, match=r"differs from it in clip: 0\.5 here, 1\.0 in the checkpoint$"):
         train.load_checkpoint(path, other, other_task)
-    with pytest.raises(ValueError, match=r"lr: 0\.01 here.*; seed: 1 here, 0 in the checkpoint; steps: None here"):
+    with pytest.raises(ValueError, match=r"clip: 0\.5 here.*; seed: 1 here, 0 in the checkpoint; steps: None here"):
         train.load_checkpoint(path, other, other_task, config={"seed": 1, "task": "copy"})
     same, same_task = _build()
     assert train.load_checkpoint(path, same, same_task) == {"seed": 0, "task": "copy", "steps": 3}
