@@ -77,7 +77,7 @@ def _run(capsys, *argv):
 @pytest.mark.parametrize("argv, match", [
     (["copy", "--seed", "-1"], r"--seed: expected an integer >= 0, got -1"),
     (["noise", "--chains", "1"], r"--chains: expected an integer >= 2 \(a variance needs two chains\), got 1"),
-    (["copy", "--estimator", "uoro", "--rank", "2"], r"--rank applies to an estimator 'ok' without ':k', got uoro"),
+    (["copy", "--estimator", "uoro", "--rank", "2"], r"--rank applies to an estimator taking a rank without ':k', got uoro"),
     (["copy", "--estimator", "ok:3", "--rank", "2"], r"--rank applies to .*got ok:3"),
     (["noise", "--estimators", "kf,uoro", "--rank", "2"], r"--rank applies to .*got kf,uoro"),
     (["compare", "--task", "copy", "--reset-every", "3"], r"--reset-every applies to --task charlm, got --task copy"),
