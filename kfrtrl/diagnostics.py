@@ -1,6 +1,6 @@
 """Gradient-noise diagnostics: N independent chains of an estimator against exact RTRL.
 
-On one fixed trajectory (an Elman cell, random one-hot inputs, a fixed
+On one fixed trajectory (an Elman cell or any other, random one-hot inputs, a fixed
 random readout with random target classes giving the loss signal
 ``c_t = ∂L_t/∂h_t``), ``N`` chains run as one estimator of batch size N with
 the same input in every sample, so only their random draws differ. Exact
@@ -142,7 +142,7 @@ def z_statistic(samples, exact):
 
 
 def gradient_noise(estimator, n_hidden=16, n_chains=100, steps=60, burn_in=20, every=2, n_in=4, n_probes=2,
-                   rank=1, alpha=1.0, rng=0, backend="auto"):
+                   rank=1, alpha=1.0, rng=0, backend="auto", cell=None):
     """Measure an estimator's gradient noise and bias on one fixed trajectory.
 
     Parameters
@@ -157,6 +157,7 @@ def gradient_noise(estimator, n_hidden=16, n_chains=100, steps=60, burn_in=20, e
     rank : the rank of an estimator taking one (``param`` "rank") when the spec has none;  rng : seed or Generator (one
         seed gives the same cell and trajectory for every estimator)
     backend : kernel backend of the estimator
+    cell : None (an Elman cell with leak ``alpha``) or a callable ``(n_in, n_hidden, rng) -> Cell``
 
     Returns a :class:`NoiseResult`. Cost: the estimator's N-batch steps plus
     exact RTRL (O(n⁴) per step) plus N (1 + n_probes) gradient calls per
@@ -170,14 +171,14 @@ def gradient_noise(estimator, n_hidden=16, n_chains=100, steps=60, burn_in=20, e
     if burn_in + every > steps:
         raise ValueError(f"steps: expected at least burn_in + every = {burn_in + every} steps, got {steps}")
     cell_rng, data_rng, est_rng, probe_rng = as_generator(rng).spawn(4)
-    cell = Elman(n_in, n_hidden, alpha=alpha, rng=cell_rng)
+    cell = Elman(n_in, n_hidden, alpha=alpha, rng=cell_rng) if cell is None else cell(n_in, n_hidden, cell_rng)
     if callable(estimator):
         est, name = estimator(cell, n_chains, est_rng), getattr(estimator, "__name__", "custom")
     else:
         est, name = make_estimator(estimator, cell, n_chains, est_rng, backend, rank=rank), estimator
     exact = make_estimator(EXACT, cell, batch_size=1, backend="numpy")
-    readout = Readout(n_hidden, n_in, rng=data_rng)
-    xs = np.eye(n_in)[data_rng.integers(0, n_in, size=steps)][:, None, :]
+    readout = Readout(n_hidden, n_in, cell.dtype, rng=data_rng)
+    xs = np.eye(n_in, dtype=cell.dtype)[data_rng.integers(0, n_in, size=steps)][:, None, :]
     ys = data_rng.integers(0, n_in, size=(steps, 1))
     rows = []
     for t in range(1, steps + 1):
@@ -185,7 +186,8 @@ def gradient_noise(estimator, n_hidden=16, n_chains=100, steps=60, burn_in=20, e
         est.step(np.repeat(xs[t - 1], n_chains, axis=0))
         if t > burn_in and (t - burn_in) % every == 0:
             c = readout.backward(h, softmax_xent(readout(h), ys[t - 1])[1])[1]
-            rows.append((t,) + _measure(est, exact, c, probe_rng.standard_normal((n_probes, n_hidden))))
+            probes = probe_rng.standard_normal((n_probes, n_hidden)).astype(cell.dtype)
+            rows.append((t,) + _measure(est, exact, c, probes))
     cols = [np.array(col) for col in zip(*rows)]
     return NoiseResult(name, n_hidden, n_chains, *cols)
 

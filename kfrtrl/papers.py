@@ -88,8 +88,11 @@ def within_or_above(curve):
 def plot_copy(curves, path, title=None):
     """T_cur against steps for {label: (steps, T_cur)} with the authors' band, as a PNG at ``path``.
 
-    Needs matplotlib. The band is the range over the authors' five runs at their logged steps.
+    Needs matplotlib. The band is the range over the authors' five runs at their logged steps
+    (and T_cur = 1 at step 0, where the curriculum starts). Written atomically.
     """
+    import os
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,7 +100,7 @@ def plot_copy(curves, path, title=None):
 
     fig, ax = plt.subplots(figsize=(7, 4))
     top = max([max(x) for x, _ in curves.values()] + [10_000])
-    ref = [(s, lo, hi) for s, (lo, hi) in OK_COPY_T_CUR.items() if s <= 2 * top]
+    ref = [(0, 1, 1)] + [(s, lo, hi) for s, (lo, hi) in OK_COPY_T_CUR.items() if s <= 2 * top]
     xs, lows, highs = zip(*ref)
     ax.fill_between(xs, lows, highs, color="0.8", label="OK paper, 5 runs (range)")
     ax.plot(xs, lows, "k.", ms=4)
@@ -111,5 +114,7 @@ def plot_copy(curves, path, title=None):
         ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=120)
     plt.close(fig)
+    os.replace(tmp, path)

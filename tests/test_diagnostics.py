@@ -150,3 +150,18 @@ def test_summary_removes_the_chains_noise_from_the_bias():
     assert summary["cos"] == 0.75
     result.mean_noise = np.array([6.0, 3.0])
     assert result.summary()["bias"] == 0.0
+
+
+def test_gradient_noise_on_another_cell_and_dtype():
+    built = []
+
+    def rhn(n_in, n_hidden, rng):
+        built.append((n_in, n_hidden))
+        return kfrtrl.RHN(n_in, n_hidden, dtype=np.float32, rng=rng, candidate="sigmoid")
+
+    exact = diagnostics.gradient_noise("rtrl", n_hidden=5, n_chains=3, steps=8, burn_in=4, cell=rhn, backend="numpy")
+    assert built == [(4, 5)]
+    assert exact.summary()["rel_var_grad"] < 1e-10      # RTRL against itself, in float32
+    ok = diagnostics.gradient_noise("ok:1", n_hidden=5, n_chains=3, steps=8, burn_in=4, cell=rhn, backend="numpy")
+    elman = diagnostics.gradient_noise("ok:1", n_hidden=5, n_chains=3, steps=8, burn_in=4, backend="numpy")
+    assert 0 < ok.summary()["rel_var_grad"] != elman.summary()["rel_var_grad"]
