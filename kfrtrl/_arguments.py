@@ -151,14 +151,15 @@ def add_training_args(parser, steps, lr):
                         help="continue from a checkpoint of the same configuration (then run --steps more)")
 
 
-def add_model_args(parser, steps, lr):
+def add_model_args(parser, steps, lr, batch=16):
     """The flags of :class:`kfrtrl.experiments.Setup` (same names)."""
     parser.add_argument("--rank", type=positive_int, default=None, metavar="R",
                         help="rank of an estimator taking one, when NAME has no :k (default: 1)")
     parser.add_argument("--hidden", type=positive_int, default=32, metavar="N", help="hidden units (default: 32)")
     parser.add_argument("--cell", type=cell_spec, default="elman", metavar="C",
                         help=f"the recurrent cell, {', '.join(scaling.CELLS)} or rhnL (default: elman)")
-    parser.add_argument("--batch", type=positive_int, default=16, metavar="B", help="parallel streams (default: 16)")
+    parser.add_argument("--batch", type=positive_int, default=batch, metavar="B",
+                        help=f"parallel streams (default: {batch})")
     parser.add_argument("--steps", type=positive_int, default=steps, metavar="S", help=f"online steps (default: {steps})")
     parser.add_argument("--lr", type=positive_float, default=lr, metavar="LR", help=f"Adam learning rate (default: {lr})")
     parser.add_argument("--clip", type=positive_float, default=1.0, metavar="C", help="gradient-norm clip (default: 1)")

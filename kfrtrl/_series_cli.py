@@ -6,9 +6,7 @@ import time
 
 import numpy as np
 
-import kfrtrl
-
-from . import _arguments, cli, estimators, optim, synthetic, train
+from . import _arguments, cli, estimators, optim, scaling, synthetic, train
 from .series import Series, load_table, resolve_columns
 
 
@@ -45,8 +43,7 @@ def add_series(sub):
     p.add_argument("--estimator", type=_arguments.train_specs, default=["ok:2"], metavar="E[,E...]",
                    help=f"one or several (same data and seeds) of {estimators.describe_specs()}, "
                         "optionally NAME:k (default: ok:2)")
-    _arguments.add_model_args(p, steps=10000, lr=1e-2)
-    p.set_defaults(batch=1)
+    _arguments.add_model_args(p, steps=10000, lr=1e-2, batch=1)
     p.add_argument("--optimizer", choices=train.OPTIMIZER_NAMES, default="adam", help="(default: adam)")
     p.add_argument("--lr-tau", type=_arguments.positive_float, default=None, metavar="TAU",
                    help="decreasing rate lr / (1 + t/TAU)^RHO (default: constant)")
@@ -111,7 +108,7 @@ def _data(args):
 def _run(args, spec, data, names, targets, inputs):
     task = Series(data, targets, inputs, horizon=args.horizon, batch_size=args.batch, names=names)
     cell_rng, est_rng, readout_rng, kalman_rng, _ = np.random.default_rng(args.seed).spawn(5)
-    cell = kfrtrl.Elman(task.n_in, args.hidden, rng=cell_rng)
+    cell = scaling.make_cell(args.cell, args.hidden, rng=cell_rng, n_in=task.n_in)
     est = train.make_estimator(spec, cell, args.batch, est_rng, args.backend, args.threads, rank=args.rank)
     optimizer = args.optimizer
     if optimizer == "kalman":

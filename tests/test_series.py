@@ -366,3 +366,17 @@ def test_readme_series_example_runs_and_beats_the_constant():
     scope = {}
     exec(compile(code, "README series example", "exec"), scope)
     assert scope["task"].metrics(last=0.2)["ratio_const"] < 0.95
+
+
+def test_cli_series_builds_the_cell_it_is_given(capsys):
+    base = ["series", "--synthetic", "lgss", "--estimator", "rtrl", *TINY]
+    _, elman, _ = _cli(capsys, *base)
+    _, named, _ = _cli(capsys, *base, "--cell", "elman")
+    rc, gru, _ = _cli(capsys, *base, "--cell", "gru")
+    assert rc == 0 and named.splitlines()[-1] == elman.splitlines()[-1] != gru.splitlines()[-1]
+
+
+def test_cli_series_help_gives_the_batch_default_it_uses(capsys):
+    with pytest.raises(SystemExit):
+        _cli(capsys, "series", "--help")
+    assert "parallel streams (default: 1)" in capsys.readouterr().out
