@@ -52,14 +52,15 @@ cdef inline double sumsq(const floating *x, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline void step_matrix(const floating *W, int ldw, const floating *lam, const floating *dz,
-                             int n, bint transposed, floating *H) noexcept nogil:
-    """H (n, n) row-major = diag(lam) + diag(dz) W[:, :n]: an Elman-type step's Jacobian H_b.
+                             int n, int nz, bint transposed, floating *H) noexcept nogil:
+    """H (n, n) row-major = diag(lam) + Σ_z diag(dz_z) W[z n:(z+1) n, :n]: a step's Jacobian H_b.
 
-    W row-major with row stride ``ldw`` (>= n); lam, dz (n,); H must not overlap them.
-    With ``transposed``, W holds W[:, :n]ᵀ and H gets H_bᵀ = diag(lam) + W diag(dz)
+    ``nz`` diagonal blocks (1: an Elman step, 2: the RHN's candidate and gate), dz (nz, n)
+    row-major; W row-major with row stride ``ldw`` (>= n); lam (n,); H must not overlap them.
+    With ``transposed`` (nz = 1 only), W holds W[:, :n]ᵀ and H gets H_bᵀ = diag(lam) + W diag(dz)
     (the same entries, each read and written along rows).
     """
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i, j, z
     cdef floating d
     cdef floating *row
     cdef const floating *w
@@ -73,13 +74,18 @@ cdef inline void step_matrix(const floating *W, int ldw, const floating *lam, co
             d = dz[i]
             for j in range(n):
                 row[j] = d * w[j]
+            for z in range(1, nz):
+                d = dz[z * n + i]
+                w = W + (z * n + i) * ldw
+                for j in range(n):
+                    row[j] = row[j] + d * w[j]
         row[i] = row[i] + lam[i]
 
 
 cdef inline void step_propagate(const floating *V, int rows, const floating *W, int ldw,
-                                const floating *lam, const floating *dz, int n, bint transposed,
-                                floating *H, floating *out) noexcept nogil:
-    """out (rows, n) = V H_bᵀ for V (rows, n): ``rows`` tangents through one Elman-type step.
+                                const floating *lam, const floating *dz, int n, int nz,
+                                bint transposed, floating *H, floating *out) noexcept nogil:
+    """out (rows, n) = V H_bᵀ for V (rows, n): ``rows`` tangents through one step.
 
     H_b (or H_bᵀ, with ``transposed``) is formed in the scratch H (n, n) by
     :func:`step_matrix` (same arguments), then one GEMM that reads it transposed (or not).
@@ -87,6 +93,6 @@ cdef inline void step_propagate(const floating *V, int rows, const floating *W, 
     overlap V or H. The two forms agree in exact arithmetic, not bit for bit (BLAS
     sums differently for a transposed operand at some sizes).
     """
-    step_matrix(W, ldw, lam, dz, n, transposed, H)
+    step_matrix(W, ldw, lam, dz, n, nz, transposed, H)
     gemm(c'n', c'n' if transposed else c't', rows, n, n, <floating> 1.0, V, n, H, n,
          <floating> 0.0, out, n)

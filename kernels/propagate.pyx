@@ -138,7 +138,7 @@ cdef void _jvp_folded(const floating[:, :, ::1] V, const floating[:, ::1] Wt,
     cdef Py_ssize_t b
     cdef int K = V.shape[1], n = V.shape[2]
     for b in prange(V.shape[0], nogil=True, num_threads=n_par, schedule='static'):
-        step_propagate(&V[b, 0, 0], K, &Wt[0, 0], n, &lam[b, 0, 0, 0], &dz[b, 0, 0, 0], n, True,
+        step_propagate(&V[b, 0, 0], K, &Wt[0, 0], n, &lam[b, 0, 0, 0], &dz[b, 0, 0, 0], n, 1, True,
                        &H[threadid(), 0, 0], &out[b, 0, 0])
 
 
@@ -302,23 +302,25 @@ cdef void _kf_combine(const floating[:, :, :, ::1] HA, const floating[:, :, ::1]
 
 
 def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
-    """KF-RTRL's whole step for an Elman-type cell (see :func:`kfrtrl._reference.propagate.kf_fused`).
+    """KF-RTRL's whole step for a step Jacobian with diagonal blocks (see
+    :func:`kfrtrl._reference.propagate.kf_fused`).
 
-    Per sample, ``H_b = diag(lam_b) + diag(dz_b) W[:, :n]`` is formed in a per-thread
-    scratch and ``A_out[b] = A[b] H_bᵀ`` is one GEMM over the C chains; then, while that
-    block is in cache, each chain is merged with the immediate term ``diag(dz_b) ⊗ a_b``
-    in one pass (the diagonal D_b is never formed). Samples run in parallel when the
+    Per sample, ``H_b = diag(lam_b) + Σ_z diag(dz_bz) W[z n:(z+1) n, :n]`` is formed in a
+    per-thread scratch and ``A_out[b] = A[b] H_bᵀ`` is one GEMM over the C chains; then,
+    while that block is in cache, each chain is merged with the immediate term ``D_b ⊗ a_b``
+    in one pass (D_b, the diagonal blocks diag(dz_bz) stacked, is never formed). Samples run in parallel when the
     work allows (each GEMM on one BLAS thread), else in turn with BLAS threading each GEMM.
 
     Parameters
     ----------
-    A : (B, C, n, n) float32 or float64, the factors of C chains (tangent layout).
+    A : (B, C, p, n) float32 or float64, the factors of C chains (tangent layout), p = Z n.
     u : (B, C, m), same dtype.
-    W : (n, m), same dtype, the cell's weight (only ``W[:, :n]`` is read).
-    lam, dz : (B, n), same dtype.
+    W : (p, m), same dtype, the cell's weight (only ``W[:, :n]`` is read).
+    lam : (B, n), same dtype.
+    dz : (B, Z, n), or (B, n) when Z = 1, same dtype.
     a : (B, m), same dtype.
     c1, c2 : (B, C), same dtype, signs ±1.
-    A_out : (B, C, n, n), same dtype, C-contiguous, not overlapping A; written with
+    A_out : (B, C, p, n), same dtype, C-contiguous, not overlapping A; written with
         ``c1 H A / p1 + c2 D / p2``.
     u_out : (B, C, m), same dtype, C-contiguous, may be ``u``; written with
         ``c1 p1 u + c2 p2 a``.
@@ -326,7 +328,8 @@ def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
 
     Norms are accumulated in float64; p = 1 where a norm is zero.
     """
-    B, C, n, _ = A_out.shape
+    B, C, p, n = A_out.shape
+    dz = dz.reshape(B, p)                      # the Z = p / n diagonal blocks, one row per sample
     A, u, W, lam, dz, a, c1, c2 = (np.ascontiguousarray(x) for x in (A, u, W, lam, dz, a, c1, c2))
     n_par = threads_for(min(n_threads, B), A_out.size)
     H = np.empty((n_par, n, n), dtype=A_out.dtype)
@@ -354,34 +357,36 @@ cdef void _kf_fused(const floating[:, :, :, ::1] A, const floating[:, :, ::1] u,
                     floating[:, :, :, ::1] A_out, floating[:, :, ::1] u_out,
                     floating[:, :, ::1] H, int n_par) noexcept nogil:
     """Per sample: H_b in this thread's scratch, one GEMM, then each chain's merge in cache."""
-    cdef Py_ssize_t C = A_out.shape[1], n = A_out.shape[2], m = u_out.shape[2], b, c
+    cdef Py_ssize_t C = A_out.shape[1], p = A_out.shape[2], n = A_out.shape[3], m = u_out.shape[2], b, c
     cdef double n_d, n_a
     for b in prange(A_out.shape[0], nogil=True, num_threads=n_par, schedule='static'):
-        step_propagate(&A[b, 0, 0, 0], <int> (C * n), &W[0, 0], <int> W.shape[1], &lam[b, 0],
-                       &dz[b, 0], <int> n, False, &H[threadid(), 0, 0], &A_out[b, 0, 0, 0])
-        n_d = sqrt(sumsq(&dz[b, 0], n))
+        step_propagate(&A[b, 0, 0, 0], <int> (C * p), &W[0, 0], <int> W.shape[1], &lam[b, 0],
+                       &dz[b, 0], <int> n, <int> (p // n), False, &H[threadid(), 0, 0],
+                       &A_out[b, 0, 0, 0])
+        n_d = sqrt(sumsq(&dz[b, 0], p))
         n_a = sqrt(sumsq(&a[b, 0], m))
         for c in range(C):
             _kf_merge_chain(&A_out[b, c, 0, 0], &u[b, c, 0], &dz[b, 0], &a[b, 0], c1[b, c], c2[b, c],
-                            n_d, n_a, &u_out[b, c, 0], n, m)
+                            n_d, n_a, &u_out[b, c, 0], p, n, m)
 
 
 cdef inline void _kf_merge_chain(floating *HA, const floating *u, const floating *d,
                                  const floating *a, floating s1, floating s2, double n_d,
-                                 double n_a, floating *u_out, Py_ssize_t n,
+                                 double n_a, floating *u_out, Py_ssize_t p, Py_ssize_t n,
                                  Py_ssize_t m) noexcept nogil:
-    """One chain's merge in place: HA (n, n) <- s1 HA / p1 + s2 diag(d) / p2, u_out <- s1 p1 u + s2 p2 a.
+    """One chain's merge in place: HA (p, n) <- s1 HA / p1 + s2 D / p2, u_out <- s1 p1 u + s2 p2 a.
 
-    n_d = |d|, n_a = |a|; u_out may be u (its norm is read first).
+    D (p, n): the diagonal blocks diag(d[z n:(z+1) n]) stacked; n_d = |d|, n_a = |a|;
+    u_out may be u (its norm is read first).
     """
-    cdef double p1 = _balance(sqrt(sumsq(HA, n * n)), sqrt(sumsq(u, m)))
+    cdef double p1 = _balance(sqrt(sumsq(HA, p * n)), sqrt(sumsq(u, m)))
     cdef double p2 = _balance(n_d, n_a)
     cdef floating f1 = <floating> (s1 / p1), f2 = <floating> (s2 / p2)
     cdef Py_ssize_t i, j
-    for i in range(n * n):
+    for i in range(p * n):
         HA[i] = f1 * HA[i]
-    for i in range(n):
-        HA[i * n + i] = HA[i * n + i] + f2 * d[i]
+    for i in range(p):                         # row z n + t of block z: entry (z n + t, t)
+        HA[i * n + i % n] = HA[i * n + i % n] + f2 * d[i]
     f1 = <floating> (s1 * p1)
     f2 = <floating> (s2 * p2)
     for j in range(m):

@@ -90,12 +90,14 @@ def _run(V, U, signs, V_out, U_out, ws, iwork, lwork, n_par):
 
 
 def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
-    """OK's whole step for an Elman-type cell (see :func:`kfrtrl._reference.reduce.ok_fused`).
+    """OK's whole step for a step Jacobian with diagonal blocks (the Elman cell, the RHN of
+    depth 1; see :func:`kfrtrl._reference.reduce.ok_fused`).
 
-    Per sample, in one thread's workspace: ``H_b = diag(lam_b) + diag(dz_b) W[:, :n]``
+    Per sample, in one thread's workspace: ``H_b = diag(lam_b) + Σ_z diag(dz_bz) W_z``
     formed in a scratch, the r terms ``S = A_b H_bᵀ`` by one GEMM (in float64), their
-    Gram matrix (one pass over S), extended by the immediate term ``diag(dz_b) ⊗ a_b``
-    from diagonals only (``G[i, r] = Σ_t S_i[t, t] dz_t``, ``G[r, r] = |dz|²``); then the
+    Gram matrix (one pass over S), extended by the immediate term ``D_b ⊗ a_b`` (D_b the
+    diagonal blocks diag(dz_bz) stacked) from diagonals only (``G[i, r] = Σ_zt S_i[z n + t, t]
+    dz_zt``, ``G[r, r] = |dz|²``); then the
     same coefficients as :func:`ok_reduce`'s Gram route, and ``A_out[b] = C[:, :r] S``
     (a second pass) plus ``C[:, r] dz`` added on the diagonals. A sample the Gram route declines
     (nearly dependent terms, or more terms than n² or m) writes the diagonal term out
@@ -105,13 +107,14 @@ def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
 
     Parameters
     ----------
-    A : (B, r, n, n) float32 or float64, the factors (tangent layout).
+    A : (B, r, p, n) float32 or float64, the factors (tangent layout), p = Z n.
     u : (B, r, m), same dtype.
-    W : (n, m), same dtype, the cell's weight (only ``W[:, :n]`` is read).
-    lam, dz : (B, n), same dtype.
+    W : (p, m), same dtype, the cell's weight (only ``W[:, :n]`` is read).
+    lam : (B, n), same dtype.
+    dz : (B, Z, n), or (B, n) when Z = 1, same dtype: the diagonal blocks of D_b.
     a : (B, m), same dtype.
     signs : (B, r+1), same dtype, the mixing signs ±1.
-    A_out : (B, r, n, n), same dtype, C-contiguous, written; may be A itself (each sample's
+    A_out : (B, r, p, n), same dtype, C-contiguous, written; may be A itself (each sample's
         factors are read before its output is written), must not overlap the other inputs.
     u_out : (B, r, m), same dtype, C-contiguous, not overlapping the inputs; written.
     n_threads : int, the OpenMP threads the kernel may use.
@@ -119,11 +122,12 @@ def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
     Cost per sample: ~r n³ multiply-adds for the propagation, ~r² n² / 2 for the
     Gram matrix and r² n² for the recombination, plus O(m r² + r³).
     """
-    B, r, n, _ = A_out.shape
+    B, r, p, n = A_out.shape
     m = u_out.shape[2]
+    dz = dz.reshape(B, p)                      # the Z = p / n diagonal blocks, one row per sample
     A, u, W, lam, dz, a, signs = (np.ascontiguousarray(x) for x in (A, u, W, lam, dz, a, signs))
     n_par = threads_for(min(n_threads, B), A_out.size)
-    ws, iwork, lwork = _scratch(n * n, m, r + 1, A_out.dtype, n_par)
+    ws, iwork, lwork = _scratch(p * n, m, r + 1, A_out.dtype, n_par)
     H = np.empty((n_par, n, n), dtype=A_out.dtype)
     if n_par > 1:
         from kfrtrl.threads import blas_limit
@@ -281,56 +285,61 @@ cdef void _ok_fused(const floating[:, :, :, ::1] A, const floating[:, :, ::1] u,
                     int[:, ::1] iwork, int lwork, double svd_zero, double min_pivot,
                     int n_par) noexcept nogil:
     cdef Py_ssize_t b
-    cdef int r = A_out.shape[1], n = A_out.shape[2], m = u_out.shape[2]
+    cdef int r = A_out.shape[1], n = A_out.shape[3], m = u_out.shape[2]
+    cdef int nz = A_out.shape[2] // n
     for b in prange(A_out.shape[0], nogil=True, num_threads=n_par, schedule='dynamic'):
         _fused_one(&A[b, 0, 0, 0], &u[b, 0, 0], &W[0, 0], <int> W.shape[1], &lam[b, 0], &dz[b, 0],
-                   &a[b, 0], &signs[b, 0], r, n, m, &A_out[b, 0, 0, 0], &u_out[b, 0, 0],
+                   &a[b, 0], &signs[b, 0], r, n, nz, m, &A_out[b, 0, 0, 0], &u_out[b, 0, 0],
                    &H[threadid(), 0, 0], &ws[threadid(), 0], lwork, &iwork[threadid(), 0],
                    svd_zero, min_pivot)
 
 
 cdef void _fused_one(const floating *A, const floating *u, const floating *W, int ldw,
                      const floating *lam, const floating *dz, const floating *a,
-                     const floating *eps, int r, int n, int m, floating *A_out, floating *u_out,
-                     floating *H, double *ws, int lwork, int *iwork, double svd_zero,
-                     double min_pivot) noexcept nogil:
-    """One sample of :func:`ok_fused`: A (r, n, n), u (r, m) -> A_out (r, n, n), u_out (r, m).
+                     const floating *eps, int r, int n, int nz, int m, floating *A_out,
+                     floating *u_out, floating *H, double *ws, int lwork, int *iwork,
+                     double svd_zero, double min_pivot) noexcept nogil:
+    """One sample of :func:`ok_fused`: A (r, p, n), u (r, m) -> A_out (r, p, n), u_out (r, m),
+    p = nz n; dz (nz, n).
 
-    The r terms S = H A_i, (r, P = n²) row-major, are the first r rows of w.Wv in
+    The r terms S = H A_i, (r, P = p n) row-major, are the first r rows of w.Wv in
     float64 (float32: computed in w.Z, then widened); the diagonal term, row r,
     is written there only for the Householder route. H (n, n) is this thread's scratch.
     """
-    cdef int k = r + 1, P = n * n, i, t
+    cdef int k = r + 1, P = nz * n * n, i, t, z
     cdef Work w = _carve(ws, iwork, P, m, k, lwork)
     cdef double *S = w.Wv
     cdef double *Z
     cdef double acc
     if floating is double:
-        step_propagate(A, r * n, W, ldw, lam, dz, n, False, H, S)
+        step_propagate(A, r * nz * n, W, ldw, lam, dz, n, nz, False, H, S)
         Z = A_out
     else:                                      # the float32 GEMM lands in Z (2 r P floats of room),
         Z = w.Z                                # so A_out may be A: A is only read here
-        step_propagate(A, r * n, W, ldw, lam, dz, n, False, H, <floating *> Z)
+        step_propagate(A, r * nz * n, W, ldw, lam, dz, n, nz, False, H, <floating *> Z)
         _widen(<floating *> Z, r * P, S)
     kfrtrl_gram(S, r, P, w.Rv, k)              # G_V of the r terms
-    for i in range(r):                         # ... and of diag(dz): diagonals only
+    for i in range(r):                         # ... and of D (diagonal blocks): diagonals only
         acc = 0.0
-        for t in range(n):
-            acc = acc + S[i * P + t * (n + 1)] * dz[t]
+        for z in range(nz):
+            for t in range(n):
+                acc = acc + S[i * P + z * n * n + t * (n + 1)] * dz[z * n + t]
         w.Rv[i * k + r] = acc
         w.Rv[r * k + i] = acc
-    w.Rv[r * k + r] = sumsq(dz, n)
+    w.Rv[r * k + r] = sumsq(dz, nz * n)
     _stack_u(u, a, r, m, w.Wu)
     if _gram_coefficients(eps, k, P, m, u_out, &w, svd_zero, min_pivot):
         kfrtrl_combine(w.Tk, k, r, r, S, P, Z)
         for i in range(r):
             acc = w.Tk[i * k + r]
-            for t in range(n):
-                Z[i * P + t * (n + 1)] += acc * dz[t]
+            for z in range(nz):
+                for t in range(n):
+                    Z[i * P + z * n * n + t * (n + 1)] += acc * dz[z * n + t]
     else:
         memset(S + r * P, 0, P * sizeof(double))
-        for t in range(n):
-            S[r * P + t * (n + 1)] = dz[t]
+        for z in range(nz):
+            for t in range(n):
+                S[r * P + z * n * n + t * (n + 1)] = dz[z * n + t]
         _stack_u(u, a, r, m, w.Wu)
         _householder_route(eps, k, P, m, u_out, Z, &w, svd_zero)
     if floating is float:

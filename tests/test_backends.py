@@ -179,13 +179,21 @@ def test_kf_combine(backend, B, C, dtype, in_place):
         assert rel_max(got, want) <= TOL[dtype]
 
 
-def _diagonal_step(gen, B, n, m, dtype):
-    """(W, lam, dz, a) of an Elman-type step: H_b = diag(lam_b) + diag(dz_b) W[:, :n]."""
-    W = gen.standard_normal((n, m)) / np.sqrt(n)
+def _diagonal_step(gen, B, n, m, dtype, Z=None):
+    """(W, lam, dz, a) of a step H_b = diag(lam_b) + Σ_z diag(dz_bz) W[z n:(z+1) n, :n]:
+    dz (B, n) (an Elman step) when Z is None, else (B, Z, n) (Z = 2: the RHN's) and W (Z n, m)."""
+    W = gen.standard_normal(((Z or 1) * n, m)) / np.sqrt(n)
     lam = np.full((B, n), 0.3)
-    dz = gen.random((B, n))
+    dz = gen.random((B, n) if Z is None else (B, Z, n))
     a = gen.standard_normal((B, m))
     return tuple(x.astype(dtype) for x in (W, lam, dz, a))
+
+
+def _immediate(dz, a):
+    """D ⊗ a as (p, n, m) for one sample: D (p = Z n, n) the diagonal blocks diag(dz[z]) stacked."""
+    dz = dz.reshape(-1, dz.shape[-1])
+    D = np.concatenate([np.diag(d) for d in dz])
+    return np.einsum("ij,m->ijm", D, a)
 
 
 def _fused_both(backend, kernel, inputs, outputs):
@@ -198,15 +206,18 @@ def _fused_both(backend, kernel, inputs, outputs):
     return results
 
 
+@pytest.mark.parametrize("Z", [None, 1, 2])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n, B, C", [(1, 1, 1), (3, 5, 1), (7, 5, 3), (7, 1, 2)])
 @pytest.mark.parametrize("backend", COMPILED)
-def test_kf_fused(backend, n, B, C, dtype):
-    """Random factors, and zero ones (a reset sample: the result is the exact immediate term)."""
+def test_kf_fused(backend, n, B, C, dtype, Z):
+    """Random factors, and zero ones (a reset sample: the result is the exact immediate term);
+    Elman steps (dz (B, n) or (B, 1, n)) and gated ones (Z = 2 diagonal blocks, the RHN's)."""
     gen = np.random.default_rng(21 + n + B + C)
     m = n + 3
-    W, lam, dz, a = _diagonal_step(gen, B, n, m, dtype)
-    A = gen.standard_normal((B, C, n, n)).astype(dtype)
+    W, lam, dz, a = _diagonal_step(gen, B, n, m, dtype, Z)
+    p = (Z or 1) * n
+    A = gen.standard_normal((B, C, p, n)).astype(dtype)
     u = gen.standard_normal((B, C, m)).astype(dtype)
     A[0], u[0] = 0.0, 0.0
     c1, c2 = _signs(gen, (B, C), dtype), _signs(gen, (B, C), dtype)
@@ -214,7 +225,7 @@ def test_kf_fused(backend, n, B, C, dtype):
     for x, y in zip(got, want):
         assert rel_max(x, y) <= TOL[dtype]
     reset = np.einsum("cij,cm->cijm", got[0][0], got[1][0])
-    D = np.einsum("ij,j,m->ijm", np.eye(n), dz[0], a[0])
+    D = _immediate(dz[0], a[0])
     assert rel_max(reset, np.broadcast_to(D, reset.shape)) <= TOL[dtype]
 
 
@@ -242,17 +253,19 @@ def test_uoro_fused(backend, n, B, dtype):
     assert rel_max(w_sq_new, np.einsum("bpm,bpm->b", w_new, w_new, dtype=np.float64)) <= TOL[dtype]
 
 
+@pytest.mark.parametrize("Z", [None, 1, 2])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n, B, r", [(1, 1, 1), (3, 5, 2), (7, 5, 3), (7, 1, 4), (3, 1, 4)])
 @pytest.mark.parametrize("backend", COMPILED)
-def test_ok_fused(backend, n, B, r, dtype):
+def test_ok_fused(backend, n, B, r, dtype, Z):
     """Random factors, a reset sample (exact immediate term) and, when B > 1, a sample with two
     equal A factors (linearly dependent terms: the compiled Gram route must decline or cope);
-    also written in place over A."""
+    also written in place over A. Elman steps and gated ones (Z = 2, the RHN's)."""
     gen = np.random.default_rng(41 + n + B + r)
     m = n + 3
-    W, lam, dz, a = _diagonal_step(gen, B, n, m, dtype)
-    A = gen.standard_normal((B, r, n, n)).astype(dtype)
+    W, lam, dz, a = _diagonal_step(gen, B, n, m, dtype, Z)
+    p = (Z or 1) * n
+    A = gen.standard_normal((B, r, p, n)).astype(dtype)
     u = gen.standard_normal((B, r, m)).astype(dtype)
     A[0], u[0] = 0.0, 0.0
     if B > 1 and r > 1:
@@ -266,8 +279,7 @@ def test_ok_fused(backend, n, B, r, dtype):
     assert rel_max(whole[1], whole[0]) <= TOL[dtype]
     for x, y in zip(got, want):
         assert rel_max(x, y) <= TOL[dtype]
-    D = np.einsum("ij,j,m->ijm", np.eye(n), dz[0], a[0])
-    assert rel_max(whole[1][0], D) <= TOL[dtype]
+    assert rel_max(whole[1][0], _immediate(dz[0], a[0])) <= TOL[dtype]
 
 
 def _ok_inputs(gen, B, r, P, m, dtype, zero_frac=0.3):

@@ -59,11 +59,18 @@ def _blocks_contiguous(X):
 
 @kernel(inline=True)
 def _diagonal_jacobian(R, lam, dz, b, H):
-    """H = diag(dz[b]) R + diag(lam[b]) (n, n) for sample b; R (n, >= n) rows read in place."""
+    """H = diag(lam[b]) + Σ_z diag(dz[b, z]) R[z n:(z+1) n] (n, n) for sample b.
+
+    lam (B, n); dz (B, Z, n): Z = 1 for an Elman step, 2 for a gated one (the RHN's candidate
+    and gate blocks); R (Z n, >= n), rows read in place.
+    """
     n = H.shape[0]
     for t in range(n):
-        d = dz[b, t]
+        d = dz[b, 0, t]
         for s in range(n):
             H[t, s] = R[t, s] * d
+        for z in range(1, dz.shape[1]):
+            d = dz[b, z, t]
+            for s in range(n):
+                H[t, s] += R[z * n + t, s] * d
         H[t, t] += lam[b, t]
-

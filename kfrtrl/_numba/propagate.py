@@ -61,7 +61,7 @@ def _jvp_folded(V, R, lam, dz, out, lo, hi):
     n = R.shape[0]
     H = np.empty((n, n), dtype=out.dtype)
     for b in range(lo, hi):
-        _diagonal_jacobian(R, lam[:, 0, 0], dz[:, 0, 0], b, H)
+        _diagonal_jacobian(R, lam[:, 0, 0], dz[:, 0], b, H)
         np.dot(_block(V, b), H.T, _block(out, b))
 
 
@@ -269,21 +269,21 @@ def _kf_combine_par(HA, u, Dt, a, c1, c2, A_out, u_out, in_place):
 
 
 def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
-    """KF-RTRL's whole step for a diagonal step Jacobian (see the reference).
+    """KF-RTRL's whole step for a step Jacobian with diagonal blocks (see the reference).
 
-    A : (B, C, n, n);  u : (B, C, m);  W : (n, m);  lam, dz : (B, n);  a : (B, m);
-    c1, c2 : (B, C);  A_out : (B, C, n, n), not overlapping A (any layout, fastest
-    C-contiguous);  u_out : (B, C, m), may be u; written.
+    A : (B, C, p, n), p = Z n;  u : (B, C, m);  W : (p, m);  lam : (B, n);  dz : (B, Z, n)
+    (or (B, n) for Z = 1);  a : (B, m);  c1, c2 : (B, C);  A_out : (B, C, p, n), not
+    overlapping A (any layout, fastest C-contiguous);  u_out : (B, C, m), may be u; written.
     Per sample (:func:`_kf_fused`): H_b formed in an (n, n) scratch, one GEMM
     ``A_out[b] = A[b] H_bᵀ`` for all C chains, then, while that block is in cache,
-    each chain's norm and one pass scaling it and adding the diagonal D_b = diag(dz_b).
+    each chain's norm and one pass scaling it and adding the immediate term's diagonals dz_b.
     Samples run in parallel (BLAS held at one thread) from PARALLEL_MIN_WORK elements on.
     """
-    B, C, n, _ = A.shape
-    V = np.ascontiguousarray(A).reshape(B, C * n, n)
+    B, C, p, n = A.shape
+    V = np.ascontiguousarray(A).reshape(B, C * p, n)
     target = A_out if A_out.flags.c_contiguous else np.empty(A_out.shape, A_out.dtype)
-    out = target.reshape(B, C * n, n)
-    W = np.ascontiguousarray(W)
+    out = target.reshape(B, C * p, n)
+    W, dz = np.ascontiguousarray(W), dz.reshape(B, p // n, n)
     if B > 1 and _parallel(n_threads, A.size):
         with blas_limit(1):
             _kf_fused_par(V, u, W, lam, dz, a, c1, c2, out, u_out, min(get_num_threads(), B))
@@ -295,16 +295,17 @@ def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
 
 @kernel()
 def _kf_fused(V, u, W, lam, dz, a, c1, c2, out, u_out, lo, hi):
-    """Samples lo..hi-1 of :func:`kf_fused`; V, out (B, C*n, n) with C-contiguous blocks."""
+    """Samples lo..hi-1 of :func:`kf_fused`; V, out (B, C*p, n) with C-contiguous blocks."""
     n = V.shape[2]
-    C = V.shape[1] // n
+    C = V.shape[1] // (dz.shape[1] * n)
     H = np.empty((n, n), dtype=out.dtype)
     for b in range(lo, hi):
         _diagonal_jacobian(W, lam, dz, b, H)
         np.dot(_block(V, b), H.T, _block(out, b))
         sq_d = sq_a = 0.0
-        for t in range(n):
-            sq_d += np.float64(dz[b, t]) * np.float64(dz[b, t])
+        for z in range(dz.shape[1]):
+            for t in range(n):
+                sq_d += np.float64(dz[b, z, t]) * np.float64(dz[b, z, t])
         for j in range(a.shape[1]):
             sq_a += np.float64(a[b, j]) * np.float64(a[b, j])
         p2 = _balance(sq_d, sq_a)
@@ -314,11 +315,13 @@ def _kf_fused(V, u, W, lam, dz, a, c1, c2, out, u_out, lo, hi):
 
 @kernel(inline=True)
 def _kf_fused_chain(u, dz, a, c1, c2, out, u_out, b, c, p2):
-    """Chain c of sample b: |H A| from out, then out = c1 out / p1 + c2 diag(dz) / p2, u_out."""
+    """Chain c of sample b: |H A| from out, then out = c1 out / p1 + c2 D / p2, u_out
+    (D: the diagonals dz[b, z] of its Z (n, n) blocks)."""
     n = out.shape[2]
-    lo = c * n
+    p = dz.shape[1] * n
+    lo = c * p
     sq_ha = sq_u = 0.0
-    for i in range(lo, lo + n):
+    for i in range(lo, lo + p):
         for t in range(n):
             x = np.float64(out[b, i, t])
             sq_ha += x * x
@@ -327,10 +330,12 @@ def _kf_fused_chain(u, dz, a, c1, c2, out, u_out, b, c, p2):
         sq_u += x * x
     p1 = _balance(sq_ha, sq_u)
     s1, s2 = c1[b, c] / p1, c2[b, c] / p2
-    for i in range(n):
+    for i in range(p):
         for t in range(n):
             out[b, lo + i, t] *= s1
-        out[b, lo + i, i] += s2 * dz[b, i]
+    for z in range(dz.shape[1]):
+        for t in range(n):
+            out[b, lo + z * n + t, t] += s2 * dz[b, z, t]
     w1, w2 = c1[b, c] * p1, c2[b, c] * p2
     for j in range(u.shape[2]):
         u_out[b, c, j] = w1 * u[b, c, j] + w2 * a[b, j]

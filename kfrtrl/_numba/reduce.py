@@ -77,22 +77,22 @@ def _ok_reduce_par(V, U, signs, zero, pivot, V_out, U_out, chunks):
 def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
     """OK's whole step for a diagonal step Jacobian (see the reference).
 
-    A : (B, r, n, n);  u : (B, r, m);  W : (n, m);  lam, dz : (B, n);  a : (B, m);
-    signs : (B, r+1);  A_out : (B, r, n, n), written, may be A itself (any layout, fastest
+    A : (B, r, p, n), p = Z n;  u : (B, r, m);  W : (p, m);  lam : (B, n);  dz : (B, Z, n)
+    (or (B, n) for Z = 1);  a : (B, m);  signs : (B, r+1);  A_out : (B, r, p, n), written, may be A itself (any layout, fastest
     C-contiguous: each sample's factors are read before its output is written);
     u_out : (B, r, m), written, not overlapping the inputs.
     Per sample (:func:`_ok_fused`), with everything in cache: H_b formed in a scratch,
     one GEMM for the r terms ``H A_i``, their Gram matrix extended by the diagonal term
-    (whose products need only the diagonals), the reduction's coefficients as in
+    (whose products need only its diagonals dz_b), the reduction's coefficients as in
     :func:`ok_reduce`, and one GEMM recombining the terms plus a diagonal update for D_b.
     A sample the Gram route declines takes the Householder route in the same loop.
     Samples run in parallel (BLAS held at one thread) from PARALLEL_MIN_WORK elements on.
     """
-    B, r, n, _ = A.shape
-    A3 = np.ascontiguousarray(A).reshape(B, r * n, n)
+    B, r, p, n = A.shape
+    A3 = np.ascontiguousarray(A).reshape(B, r * p, n)
     target = A_out if A_out.flags.c_contiguous else np.empty(A_out.shape, A_out.dtype)
-    out = target.reshape(B, r, n * n)
-    W = np.ascontiguousarray(W)
+    out = target.reshape(B, r, p * n)
+    W, dz = np.ascontiguousarray(W), dz.reshape(B, p // n, n)
     zero, pivot = _thresholds.SVD_ZERO, _thresholds.MIN_PIVOT
     if B > 1 and _parallel(n_threads, A.size):
         with blas_limit(1):
@@ -105,13 +105,14 @@ def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
 
 @kernel()
 def _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, lo, hi):
-    """Samples lo..hi-1 of :func:`ok_fused`; A3 (B, r*n, n) and out (B, r, n*n) C-contiguous blocks."""
-    n = A3.shape[2]
-    r = A3.shape[1] // n
+    """Samples lo..hi-1 of :func:`ok_fused`; A3 (B, r*p, n) and out (B, r, p*n) C-contiguous blocks."""
+    n, Z = A3.shape[2], dz.shape[1]
+    p = Z * n
+    r = A3.shape[1] // p
     k, m = r + 1, a.shape[1]
     H = np.empty((n, n), dtype=out.dtype)
-    S = np.empty((r * n, n), dtype=out.dtype)
-    T = S.reshape(r, n * n)
+    S = np.empty((r * p, n), dtype=out.dtype)
+    T = S.reshape(r, p * n)
     G = np.empty((k, k))
     Ub = np.empty((k, m), dtype=u.dtype)
     coef = np.empty((r, k))
@@ -120,29 +121,33 @@ def _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, lo, hi):
         np.dot(_block(A3, b), H.T, S)
         _gram(T, G[:r, :r])
         sq = 0.0
-        for t in range(n):
-            sq += np.float64(dz[b, t]) * np.float64(dz[b, t])
+        for z in range(Z):
+            for t in range(n):
+                sq += np.float64(dz[b, z, t]) * np.float64(dz[b, z, t])
         G[r, r] = sq
         for i in range(r):
             acc = 0.0
-            for t in range(n):
-                acc += np.float64(S[i * n + t, t]) * np.float64(dz[b, t])
+            for z in range(Z):
+                for t in range(n):
+                    acc += np.float64(S[i * p + z * n + t, t]) * np.float64(dz[b, z, t])
             G[i, r] = acc
             G[r, i] = acc
         Ub[:r] = u[b]
         Ub[r] = a[b]
         Ob = _block(out, b)
-        if _ok_gram_route(G, Ub, n * n, signs[b], zero, pivot, coef, u_out[b]):
+        if _ok_gram_route(G, Ub, p * n, signs[b], zero, pivot, coef, u_out[b]):
             np.dot(coef[:, :r].astype(out.dtype), T, Ob)
             for j in range(r):
                 cj = coef[j, r]
-                for t in range(n):
-                    Ob[j, t * (n + 1)] += cj * dz[b, t]
+                for z in range(Z):
+                    for t in range(n):
+                        Ob[j, z * n * n + t * (n + 1)] += cj * dz[b, z, t]
         else:
-            X = np.zeros((k, n * n))
+            X = np.zeros((k, p * n))
             X[:r] = T
-            for t in range(n):
-                X[r, t * (n + 1)] = dz[b, t]
+            for z in range(Z):
+                for t in range(n):
+                    X[r, z * n * n + t * (n + 1)] = dz[b, z, t]
             _householder_reduce(X, Ub, signs[b], zero, Ob, u_out[b])
 
 

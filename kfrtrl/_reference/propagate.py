@@ -72,25 +72,35 @@ def kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads):
 
 
 def kf_fused(A, u, W, lam, dz, a, c1, c2, A_out, u_out, n_threads):
-    """KF-RTRL's whole step (propagation and merge) for a cell with a diagonal step Jacobian.
+    """KF-RTRL's whole step (propagation and merge) for a step Jacobian with diagonal blocks.
 
-    For a step whose Jacobian is ``H_b = diag(lam_b) + diag(dz_b) W[:, :n]`` and whose
-    immediate term is ``diag(dz_b) ⊗ a_b`` (the Elman cell, see ``Cell.diagonal_step``):
-    :func:`kf_combine` of ``(H A, u)`` and ``(diag(dz), a)``, without forming either
-    H_b or the diagonal D_b as arrays in a compiled backend.
+    For a step whose Jacobian is ``H_b = diag(lam_b) + Σ_z diag(dz_bz) W[z n:(z+1) n, :n]``
+    and whose immediate term is ``D_b ⊗ a_b``, D_b (Z n, n) the diagonal blocks diag(dz_bz)
+    stacked (Z = 1: the Elman cell, Z = 2: the RHN of depth 1; see ``Cell.diagonal_step``):
+    :func:`kf_combine` of ``(H A, u)`` and ``(D_b, a_b)``, without forming D_b in a compiled
+    backend.
 
-    A : (B, C, n, n) factors of C chains (tangent layout);  u : (B, C, m);  W : (n, m)
-    lam, dz : (B, n);  a : (B, m);  c1, c2 : (B, C) signs ±1
-    A_out : (B, C, n, n), not overlapping A;  u_out : (B, C, m), may be u; written.
-    Cost per sample: one (C n, n) @ (n, n) GEMM plus O(C n (n + m)).
+    A : (B, C, p, n) factors of C chains (tangent layout), p = Z n;  u : (B, C, m);  W : (p, m)
+    lam : (B, n);  dz : (B, Z, n), or (B, n) when Z = 1;  a : (B, m);  c1, c2 : (B, C) signs ±1
+    A_out : (B, C, p, n), not overlapping A;  u_out : (B, C, m), may be u; written.
+    Cost per sample: one (C p, n) @ (n, n) GEMM plus O(C p (n + m)).
     """
-    B, C, n, _ = A.shape
-    V = A.reshape(B, C * n, n)
+    B, C, p, n = A.shape
+    Z = p // n
+    V = A.reshape(B, C * p, n)
     HA = np.empty(A.shape, dtype=A.dtype)      # C order whatever A's layout: the reshape below is a view
-    jvp_blocks(V, V, W[:, :n].T, lam.reshape(B, 1, 1, n), dz.reshape(B, 1, 1, n), HA.reshape(B, C * n, n), n_threads)
-    Dt = np.zeros((B, n, n), dtype=A.dtype)
-    Dt[:, np.arange(n), np.arange(n)] = dz
+    jvp_blocks(V, V, W[:, :n].T, lam.reshape(B, 1, 1, n), dz.reshape(B, 1, Z, n), HA.reshape(B, C * p, n), n_threads)
+    Dt = np.zeros((B, p, n), dtype=A.dtype)
+    _diagonal_blocks(Dt.reshape(B, p * n), dz.reshape(B, Z, n))
     kf_combine(HA, u, Dt, a, c1, c2, A_out, u_out, n_threads)
+
+
+def _diagonal_blocks(flat, dz):
+    """Write the immediate term's diagonals: flat (B, Z n n), zero elsewhere, viewed as Z stacked
+    (n, n) blocks, gets diag(dz[:, z]) in block z; dz (B, Z, n)."""
+    B, Z, n = dz.shape
+    for z in range(Z):
+        flat[:, z * n * n:(z + 1) * n * n:n + 1] = dz[:, z]
 
 
 def uoro_fused(v, w, w_sq, W, lam, dz, a, nu, n_threads):

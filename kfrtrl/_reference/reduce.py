@@ -4,32 +4,34 @@
 import numpy as np
 
 from .. import _thresholds
-from .propagate import jvp_blocks
+from .propagate import _diagonal_blocks, jvp_blocks
 
 
 def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
-    """OK's whole step (propagation and reduction) for a cell with a diagonal step Jacobian.
+    """OK's whole step (propagation and reduction) for a step Jacobian with diagonal blocks.
 
-    For a step whose Jacobian is ``H_b = diag(lam_b) + diag(dz_b) W[:, :n]`` and whose
-    immediate term is ``diag(dz_b) ⊗ a_b`` (see ``Cell.diagonal_step``): :func:`ok_reduce`
-    of the r + 1 terms ``(H A_i, u_i)`` and ``(diag(dz), a)``, in a compiled backend
-    without forming H_b, the diagonal D_b or the (r + 1)-term stack as arrays.
+    For a step whose Jacobian is ``H_b = diag(lam_b) + Σ_z diag(dz_bz) W[z n:(z+1) n, :n]``
+    and whose immediate term is ``D_b ⊗ a_b`` with D_b (Z n, n) the diagonal blocks
+    diag(dz_bz) stacked (Z = 1: the Elman cell, Z = 2: the RHN of depth 1; see
+    ``Cell.diagonal_step``): :func:`ok_reduce` of the r + 1 terms ``(H A_i, u_i)`` and
+    ``(D_b, a_b)``, in a compiled backend without forming D_b or the (r + 1)-term stack.
 
-    A : (B, r, n, n) factors (tangent layout);  u : (B, r, m);  W : (n, m)
-    lam, dz : (B, n);  a : (B, m);  signs : (B, r+1) of ±1, the mixing signs
-    A_out : (B, r, n, n), written, may be A itself;  u_out : (B, r, m), written, not
-    overlapping the inputs.
-    Cost per sample: one (r n, n) @ (n, n) GEMM plus the reduction's O(r² n²).
+    A : (B, r, p, n) factors (tangent layout), p = Z n;  u : (B, r, m);  W : (p, m)
+    lam : (B, n);  dz : (B, Z, n), or (B, n) when Z = 1;  a : (B, m);  signs : (B, r+1) of ±1,
+    the mixing signs;  A_out : (B, r, p, n), written, may be A itself;  u_out : (B, r, m),
+    written, not overlapping the inputs.
+    Cost per sample: one (r p, n) @ (n, n) GEMM (H_b: Z n³ flops) plus the reduction's O(r² p n).
     """
-    B, r, n, _ = A.shape
-    HA = np.empty((B, r * n, n), dtype=A.dtype)
-    V3 = A.reshape(B, r * n, n)
-    jvp_blocks(V3, V3, W[:, :n].T, lam.reshape(B, 1, 1, n), dz.reshape(B, 1, 1, n), HA, n_threads)
-    V = np.zeros((B, r + 1, n * n), dtype=A.dtype)
-    V[:, :r] = HA.reshape(B, r, n * n)
-    V[:, r, ::n + 1] = dz
+    B, r, p, n = A.shape
+    Z = p // n
+    HA = np.empty((B, r * p, n), dtype=A.dtype)
+    V3 = A.reshape(B, r * p, n)
+    jvp_blocks(V3, V3, W[:, :n].T, lam.reshape(B, 1, 1, n), dz.reshape(B, 1, Z, n), HA, n_threads)
+    V = np.zeros((B, r + 1, p * n), dtype=A.dtype)
+    V[:, :r] = HA.reshape(B, r, p * n)
+    _diagonal_blocks(V[:, r], dz.reshape(B, Z, n))
     U = np.concatenate([u, a[:, None]], axis=1)
-    out = np.empty((B, r, n * n), dtype=A.dtype)
+    out = np.empty((B, r, p * n), dtype=A.dtype)
     ok_reduce(V, U, signs, out, u_out, n_threads)
     A_out[...] = out.reshape(A_out.shape)
 
