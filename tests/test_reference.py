@@ -189,40 +189,52 @@ def test_float32_estimators_follow_float64_twin(make, kronecker, sequence, relat
         assert relative_error(g32.astype(np.float64), e64.gradient(dl.astype(np.float64))["W"]) <= 1e-4
 
 
-def test_diagonal_step_is_detected_for_the_elman_cell_only():
+def test_diagonal_step_is_detected_for_the_elman_cell_and_the_rhn_of_depth_1():
     x = np.ones((2, N_IN))
-    for cell, diagonal in [(kfrtrl.Elman(N_IN, N_HIDDEN, rng=0), True), (kfrtrl.RHN(N_IN, N_HIDDEN, rng=0), False),
-                           (kfrtrl.LSTM(N_IN, N_HIDDEN, rng=0), False), (kfrtrl.GRU(N_IN, N_HIDDEN, rng=0), False)]:
+    for cell, blocks in [(kfrtrl.Elman(N_IN, N_HIDDEN, rng=0), 1), (kfrtrl.RHN(N_IN, N_HIDDEN, rng=0), 2),
+                         (kfrtrl.RHN(N_IN, N_HIDDEN, depth=2, rng=0), None),
+                         (kfrtrl.LSTM(N_IN, N_HIDDEN, rng=0), None), (kfrtrl.GRU(N_IN, N_HIDDEN, rng=0), None)]:
         _, cache = cell.forward(cell.initial_state(2), x)
         found = cell.diagonal_step(cache)
-        assert (found is not None) == diagonal
-        if diagonal:
+        assert (found is not None) == (blocks is not None)
+        if blocks:
             name, lam, dz, a = found
             layer = cache[0]
-            assert name == "W" and a is layer.a and lam.shape == dz.shape == (2, N_HIDDEN)
-            np.testing.assert_array_equal(dz, layer.dz[:, 0, 0])
+            assert name == "W" and a is layer.a and lam.shape == (2, N_HIDDEN) and dz.shape == (2, blocks, N_HIDDEN)
+            np.testing.assert_array_equal(dz, layer.dz[:, 0])
 
 
+FUSED_CELLS = {"elman": lambda dtype: kfrtrl.Elman(N_IN, N_HIDDEN, alpha=0.7, dtype=dtype, rng=6),
+               "rhn": lambda dtype: kfrtrl.RHN(N_IN, N_HIDDEN, dtype=dtype, rng=6)}
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell_name", FUSED_CELLS)
+@pytest.mark.parametrize("backend", kfrtrl.available_backends())
 @pytest.mark.parametrize("make", [
-    lambda cell: kfrtrl.KFRTRL(cell, n_chains=2, batch_size=3, rng=5, backend="numpy"),
-    lambda cell: kfrtrl.OK(cell, rank=3, batch_size=3, rng=5, backend="numpy"),
-    lambda cell: kfrtrl.UORO(cell, batch_size=3, rng=5, backend="numpy"),
+    lambda cell, **kw: kfrtrl.KFRTRL(cell, n_chains=2, rng=5, **kw),
+    lambda cell, **kw: kfrtrl.OK(cell, rank=3, rng=5, **kw),
+    lambda cell, **kw: kfrtrl.UORO(cell, rng=5, **kw),
 ], ids=["kf2", "ok3", "uoro"])
-def test_fused_elman_step_equals_the_layer_by_layer_step(make, sequence, monkeypatch, relative_error):
-    """The fused kernels (kf_fused, ok_fused, uoro_fused) and the general path give the same estimates."""
-    cell = kfrtrl.Elman(N_IN, N_HIDDEN, alpha=0.7, rng=6)
-    xs, dl_dhs = sequence(10, 3, N_IN, N_HIDDEN, seed=7)
+def test_fused_step_equals_the_layer_by_layer_step(make, backend, cell_name, dtype, batch, sequence, monkeypatch,
+                                                   relative_error):
+    """The fused kernels (kf_fused, ok_fused, uoro_fused) and the general path give the same estimates,
+    for the Elman cell and the RHN of depth 1 (two diagonal blocks), with a reset midway."""
+    cell = FUSED_CELLS[cell_name](dtype)
+    xs, dl_dhs = sequence(10, batch, N_IN, N_HIDDEN, seed=7)
 
     def run():
-        est, grads = make(cell), []
+        est, grads = make(cell, batch_size=batch, backend=backend, n_threads=2), []
         for t, (x, dl) in enumerate(zip(xs, dl_dhs)):
             if t == 5:
-                est.reset(np.array([True, False, True]))
-            est.step(x)
-            grads.append(est.gradient(dl)["W"])
+                est.reset(np.arange(batch) % 2 == 0)
+            est.step(x.astype(dtype))
+            grads.append(est.gradient(dl.astype(dtype))["W"])
         return np.array(grads)
 
     fused = run()
     monkeypatch.setattr(kfrtrl.cells.Cell, "diagonal_step", lambda self, cache: None)
     general = run()
-    assert relative_error(fused, general) <= 1e-12
+    tol = {np.float64: 1e-12 if backend == "numpy" else 1e-10, np.float32: 1e-4}[dtype]
+    assert relative_error(fused, general) <= tol

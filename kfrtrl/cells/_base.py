@@ -169,20 +169,23 @@ class Cell:
         return out
 
     def diagonal_step(self, cache):
-        """``(name, lam, dz, a)`` when the step is one layer with a diagonal structure, else None.
+        """``(name, lam, dz, a)`` when the step is one layer with diagonal blocks, else None.
 
-        That is: the step Jacobian is ``H_b = diag(lam_b) + diag(dz_b) W[:, :N]`` for the
-        cell's only weight ``W = params()[name]`` (N, m), whose immediate term is then
-        ``diag(dz_b) ⊗ a_b`` (the Elman cell). lam, dz : (batch, N); a : (batch, m).
-        Estimators run such a step in one fused kernel (``kf_fused``, ``ok_fused``, ``uoro_fused``).
+        That is: the step Jacobian is ``H_b = diag(lam_b) + Σ_z diag(dz_bz) W[z N:(z+1) N, :N]``
+        for the cell's only weight ``W = params()[name]`` (Z N, m), whose immediate term is then
+        ``D_b ⊗ a_b`` with D_b the diagonal blocks diag(dz_bz) stacked: the Elman cell (Z = 1)
+        and the RHN of depth 1 (Z = 2). lam : (batch, N); dz : (batch, Z, N); a : (batch, m).
+        Estimators run such a step in one fused kernel (``kf_fused``, ``ok_fused``; ``uoro_fused``
+        for Z = 1): H_b costs Z N² multiply-adds per sample, after which the K tangents need
+        K N² instead of the layer path's K Z N², so the fused route is the cheaper one from K > Z.
         """
         if len(cache) != 1:
             return None
         layer = cache[0]
         B, S, Z, n = layer.dz.shape
-        if (S, Z, layer.lam.shape[2], n) != (1, 1, 1, self.n_state) or layer.rec != slice(0, n):
+        if (S, layer.lam.shape[2], n) != (1, 1, self.n_state) or layer.rec != slice(0, n):
             return None
-        return layer.name, layer.lam.reshape(B, n), layer.dz.reshape(B, n), layer.a
+        return layer.name, layer.lam.reshape(B, n), layer.dz.reshape(B, Z, n), layer.a
 
     def vjp(self, cache, c):
         """H_tᵀ c for c (batch, n_state)."""

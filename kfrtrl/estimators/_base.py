@@ -51,6 +51,8 @@ class Estimator:
     dense_immediate = False
     stacks = False
     _state_attrs = ()
+    # the most diagonal blocks (Z of Cell.diagonal_step) _propagate_fused takes; None: any
+    fused_blocks = None
 
     def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_threads=None):
         if not isinstance(cell, Cell):
@@ -118,7 +120,7 @@ class Estimator:
     def _propagate(self, cache):
         """Advance the influence: one fused kernel for a diagonal step, else layer by layer."""
         diagonal = self.cell.diagonal_step(cache)
-        if diagonal is not None:
+        if diagonal is not None and (self.fused_blocks is None or diagonal[2].shape[1] <= self.fused_blocks):
             self._propagate_fused(*diagonal)
         else:
             self._propagate_layers(cache)

@@ -69,6 +69,7 @@ class UORO(Estimator):
     name = "uoro"
     auto_backends = ("numba", "cython")     # numba and cython within a few percent; numba needs no build
     _state_attrs = ("_v", "_w", "_w_sq")
+    fused_blocks = 1                   # uoro_fused: Elman-type steps only
 
     def _allocate(self):
         B, N = self.batch_size, self.cell.n_state
@@ -90,7 +91,7 @@ class UORO(Estimator):
         """The Elman-type step in one kernel (``uoro_fused``), keeping |θ|² up to date."""
         nu = self._draw_signs(self._v.shape)
         W = self.cell.params()[name]
-        self.ops.uoro_fused(self._v, self._w[name], self._w_sq, W, lam, dz, a, nu, self.n_threads)
+        self.ops.uoro_fused(self._v, self._w[name], self._w_sq, W, lam, dz[:, 0], a, nu, self.n_threads)
         self._check_factors(self._v, self._w_sq)
 
     def _propagate_layers(self, cache):
