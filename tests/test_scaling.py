@@ -122,8 +122,9 @@ _M0 = _N + scaling.N_IN + 1  # columns of a layer reading [h; x; 1]
     ("elman", "uoro", [("W", _B, _N, _N)]),
     ("elman", "nobacktrack", [("W", _B, _N, _N)]),
     ("elman", "tbptt-25", [("W", _B * 25, _N, _N)]),
-    ("rhn", "kf", [("W", _B * 2 * _N, _N, 2 * _N)]),  # A is (2n, n): K = 2n
-    ("rhn", "ok-2", [("W", _B * 4 * _N, _N, 2 * _N)]),
+    ("rhn", "kf", [("W", _B * 2 * _N, _N, _N)]),  # A is (2n, n): K = 2n tangents, fused: through H_b (n, n)
+    ("rhn", "ok-2", [("W", _B * 4 * _N, _N, _N)]),
+    ("rhn", "uoro", [("W", _B, _N, 2 * _N)]),       # not fused on the RHN: through W (2n, n)
     ("rhn", "rtrl", [("W", _B * 2 * _N * _M0, _N, 2 * _N)]),
     ("rhn3", "kf", [("W0", _B * 6 * _N, _N, 2 * _N), ("W1", _B * 8 * _N, _N, 2 * _N), ("W2", _B * 10 * _N, _N, 2 * _N)]),
     ("rhn3", "uoro", [("W0", _B, _N, 2 * _N), ("W1", _B, _N, 2 * _N), ("W2", _B, _N, 2 * _N)]),
@@ -148,7 +149,7 @@ def test_gemm_layers_by_hand(cell, spec, layers):
 
 @pytest.mark.parametrize(("cell", "spec", "flops"), [
     ("elman", "kf", 2 * 10 * 5 * 5),                          # (10, 5) @ (5, 5)
-    ("rhn", "kf", 2 * 20 * 5 * 10),                           # (20, 5) @ (5, 10)
+    ("rhn", "kf", 2 * 20 * 5 * 5),                            # fused: (20, 5) @ (5, 5) with H_b
     ("rhn3", "kf", 2 * (60 + 80 + 100) * 5 * 10),             # three (·, 5) @ (5, 10)
     ("lstm", "kf", 2 * 40 * 5 * 20),                          # (40, 5) @ (5, 20)
     ("lstm", "ok-2", 2 * 80 * 5 * 20),
@@ -161,7 +162,7 @@ def test_gemm_flops_hand_totals(cell, spec, flops):
 
 class _CountingOps:
     """A backend proxy adding up the GEMM flops of every kernel call that multiplies by the weights:
-    jvp_blocks (2 · B · K · n_rec · p), kf_fused and ok_fused (2 · B · terms · n³), uoro_fused (2 · B · n²)."""
+    jvp_blocks (2 · B · K · n_rec · p), kf_fused and ok_fused (2 · B · terms · p · n²), uoro_fused (2 · B · n²)."""
 
     def __init__(self, ops):
         self._ops, self.flops = ops, 0
@@ -175,13 +176,13 @@ class _CountingOps:
         return self._ops.jvp_blocks(V, Vr, Wt, *rest)
 
     def kf_fused(self, A, *rest):
-        B, C, n, _ = A.shape
-        self.flops += 2 * B * C * n * n * n
+        B, C, p, n = A.shape
+        self.flops += 2 * B * C * p * n * n
         return self._ops.kf_fused(A, *rest)
 
     def ok_fused(self, A, *rest):
-        B, r, n, _ = A.shape
-        self.flops += 2 * B * r * n * n * n
+        B, r, p, n = A.shape
+        self.flops += 2 * B * r * p * n * n
         return self._ops.ok_fused(A, *rest)
 
     def uoro_fused(self, v, *rest):

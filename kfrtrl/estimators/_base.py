@@ -51,8 +51,9 @@ class Estimator:
     dense_immediate = False
     stacks = False
     _state_attrs = ()
-    # the most diagonal blocks (Z of Cell.diagonal_step) _propagate_fused takes; None: any
-    fused_blocks = None
+    # the most diagonal blocks (Z of Cell.diagonal_step) _propagate_fused takes: 0 (no fused
+    # kernel), a count, or None (any)
+    fused_blocks = 0
 
     def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_threads=None):
         if not isinstance(cell, Cell):
@@ -120,10 +121,17 @@ class Estimator:
     def _propagate(self, cache):
         """Advance the influence: one fused kernel for a diagonal step, else layer by layer."""
         diagonal = self.cell.diagonal_step(cache)
-        if diagonal is not None and (self.fused_blocks is None or diagonal[2].shape[1] <= self.fused_blocks):
+        if self.fuses(diagonal):
             self._propagate_fused(*diagonal)
         else:
             self._propagate_layers(cache)
+
+    def fuses(self, diagonal):
+        """True when :meth:`step` runs the diagonal step ``diagonal`` (of ``Cell.diagonal_step``,
+        None when the step is not diagonal) in one fused kernel."""
+        if diagonal is None or self.fused_blocks == 0:
+            return False
+        return self.fused_blocks is None or diagonal[2].shape[1] <= self.fused_blocks
 
     @property
     def state(self):

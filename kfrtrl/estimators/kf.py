@@ -71,6 +71,7 @@ class KFRTRL(KroneckerSum):
     name = "kf"
     param = "n_chains"
     auto_backends = ("numba", "cython")     # numba and cython within a few percent; numba needs no build
+    fused_blocks = None                # kf_fused/ok_fused: any number of diagonal blocks
 
     def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_threads=None, n_chains=1):
         self.n_chains = self._n_terms = check_int("n_chains", n_chains, 1)

@@ -66,6 +66,7 @@ class NoBackTrack(UORO):
     """
 
     name = "nobacktrack"
+    fused_blocks = 0                   # its own _propagate: no fused kernel
 
     def _propagate(self, cache):
         B, N = self.batch_size, self.cell.n_state

@@ -68,6 +68,7 @@ class OK(KroneckerSum):
     name = "ok"
     param = "rank"
     auto_backends = ("cython", "numba")     # cython's fused step is ahead at small n and at large r·n
+    fused_blocks = None                # kf_fused/ok_fused: any number of diagonal blocks
 
     def __init__(self, cell, rank=1, batch_size=1, rng=None, backend="auto", n_threads=None):
         self.rank = self._n_terms = check_int("rank", rank, 1)

@@ -101,10 +101,15 @@ def gemm_layers(est):
     rows are the immediate terms M_j D_j of the earlier layers, which the
     estimators declaring ``dense_immediate`` carry as dense tangents; the others
     need only their projections (one vjp), so they count 0 there. Layers, names and
-    ``n_rec`` from a dry forward pass of the cell (batch 1, zero state and input).
+    ``n_rec`` from a dry forward pass of the cell (batch 1, zero state and input). A step the
+    estimator runs fused (``est.fuses``: the Elman cell, the RHN of depth 1 for KF and OK) is one
+    GEMM of all tangents with the step Jacobian, (rows, N) @ (N, N).
     """
     cell = est.cell
     _, layers = cell.forward(cell.initial_state(1), np.zeros((1, cell.n_in), dtype=cell.dtype))
+    diagonal = cell.diagonal_step(layers)
+    if est.fuses(diagonal):                   # one fused kernel: the tangents through H_b (N, N)
+        return [(diagonal[0], est.batch_size * tangents(est), cell.n_state, cell.n_state)]
     shapes = cell.param_shapes()
     dense = est.dense_immediate
     per_sample, out = tangents(est), []
