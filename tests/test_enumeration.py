@@ -64,6 +64,7 @@ def _trajectory(cell, xs):
     for x in xs:
         s, cache = cell.forward(s, x)
         _, lam, dz, a = cell.diagonal_step(cache)
+        dz = dz[:, 0]                                   # the Elman step: one diagonal block
         H = np.diag(lam[0]) + dz[0][:, None] * cell.W[:, :N]
         F = np.einsum("ki,i,j->kij", np.eye(N), dz[0], a[0])
         steps.append((H, F, dz[0], a[0]))

@@ -79,7 +79,8 @@ class RFLO(SnAp1):
     def __init__(self, cell, batch_size=1, rng=None, backend="auto", n_threads=None):
         super().__init__(cell, batch_size, rng, backend, n_threads)
         _, cache = cell.forward(cell.initial_state(1), np.zeros((1, cell.n_in), dtype=cell.dtype))
-        if cell.diagonal_step(cache) is None:
+        diagonal = cell.diagonal_step(cache)
+        if diagonal is None or diagonal[2].shape[1] != 1:          # one diagonal block: the Elman step
             raise TypeError(f"cell: rflo supports the leaky Elman cell (kfrtrl.Elman) and cells with its "
                             f"one-layer, unit-diagonal step, got {type(cell).__name__}")
 
