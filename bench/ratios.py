@@ -1,4 +1,5 @@
-"""Print each step's median over the median of its group's GEMM lower bound.
+"""Print each step's median over the median of its group's GEMM lower bound (the fastest GEMM
+member when a group times several layouts of the same flops).
 
 Usage: ``python bench/ratios.py kernels.json`` with the JSON written by
 ``python -m pytest bench/test_kernels.py --benchmark-only --benchmark-json=kernels.json``.
@@ -15,11 +16,12 @@ def ratio_rows(data):
     rows = []
     for group, benches in groups.items():
         gemm = [b["stats"]["median"] for b in benches if b["extra_info"].get("kind") == "gemm"]
-        base = gemm[0] if gemm else None
+        base = min(gemm) if gemm else None
         for b in sorted(benches, key=lambda b: b["extra_info"].get("kind") != "gemm"):
             info = b["extra_info"]
             kind = info.get("kind")
-            label = {"gemm": "GEMM", "step": f"{info.get('estimator')} [{info.get('backend')}]"}.get(kind, b["name"])
+            label = {"gemm": "GEMM " + "x".join(map(str, info.get("gemm_shape", []))),
+                     "step": f"{info.get('estimator')} [{info.get('backend')}]"}.get(kind, b["name"])
             med = b["stats"]["median"]
             rows.append((group, label, med, med / base if base else None, info.get("flops")))
     return rows
@@ -32,14 +34,14 @@ def main(argv=None):
     with open(argv[0]) as fh:
         rows = ratio_rows(json.load(fh))
     last = None
-    print(f"{'group':<24}{'':<24}{'median':>12}{'x GEMM':>9}")
+    print(f"{'group':<24}{'':<32}{'median':>14}{'x GEMM':>9}")
     for group, label, med, ratio, flops in rows:
         if group != last:
-            gflops = f"   (GEMM {flops / med / 1e9:.1f} GFLOP/s)" if label == "GEMM" and flops else ""
+            gflops = f"   (GEMM {flops / med / 1e9:.1f} GFLOP/s)" if label.startswith("GEMM") and flops else ""
             print(f"{group}{gflops}")
             last = group
         ratio_text = f"{ratio:9.2f}" if ratio is not None else f"{'-':>9}"
-        print(f"{'':<24}{label:<24}{med * 1e6:10.1f}us{ratio_text}")
+        print(f"{'':<24}{label:<32}{med * 1e6:12.1f}us{ratio_text}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,164 @@
+"""The papers' workloads through the whole training loop, timed against their same-FLOP GEMM bound.
+
+A workload is a list of configurations (cell, size, estimator spec, batch) trained by
+:class:`kfrtrl.train.Trainer` on its task's own inputs and resets:
+
+- ``copy``: the copy task of the OK and KF-RTRL papers, n = 128, batch 16, Elman and RHN
+  cells, OK of rank 16 (the OK authors' configuration), KF-RTRL and UORO;
+- ``charlm``: the OK authors' character-level configuration, RHN n = 256, OK of rank 8,
+  batch 32, on a text (by default the bundled tinyshakespeare, 65 symbols against char-PTB's
+  50; pass any :class:`kfrtrl.tasks.Corpus`).
+
+Each configuration is timed per training step (reset, cell and influence step, readout,
+gradient, optimizer) and set against its *GEMM bound*: the fastest of the two GEMM layouts
+with the step's multiply-adds of the propagation, ``W_h (n, n) @ (n, B·K)`` and
+``(B·K, n) @ (n, n)`` with K tangents per sample (:func:`bound_columns`), timed in the same run with the same
+threads, interleaved with the steps (:func:`time_interleaved`). :func:`measure` returns one record per configuration,
+backend, dtype and thread count.
+"""
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import cells, scaling, tasks
+from ._validation import check_choice, check_int
+from .threads import limit
+from .train import Trainer, make_estimator
+
+
+@dataclass(frozen=True)
+class Config:
+    """One configuration of a workload: cell ("elman" or "rhn"), hidden size, estimator spec, batch."""
+
+    cell: str
+    n: int
+    spec: str
+    batch: int
+
+
+WORKLOADS = {
+    "copy": tuple(Config(cell, 128, spec, 16) for cell in ("elman", "rhn") for spec in ("ok:16", "kf", "uoro")),
+    "charlm": (Config("rhn", 256, "ok:8", 32),),
+}
+_CELLS = {"elman": cells.Elman, "rhn": cells.RHN}
+
+
+def default_corpus():
+    """The bundled tinyshakespeare text as a :class:`kfrtrl.tasks.Corpus` (65 symbols)."""
+    from . import datasets
+
+    return tasks.load_corpus(datasets.tinyshakespeare_path())
+
+
+def build(config, workload, backend, dtype, n_threads, inputs="task", corpus=None, seed=0):
+    """(trainer, next_batch) for ``config``: ``next_batch()`` -> (x, y, reset) of the task.
+
+    inputs : "task" (the task's inputs and resets) or "random" (Gaussian inputs, no resets:
+        the kernel benchmarks' steady state, to compare against).
+    """
+    check_choice("inputs", inputs, ("task", "random"))
+    gen = np.random.default_rng(seed)
+    if workload == "copy":
+        task = tasks.CopyTask(config.batch, rng=gen, dtype=dtype)
+    else:
+        task = tasks.CharLM(corpus if corpus is not None else default_corpus(), config.batch, rng=gen, dtype=dtype)
+    cell = _CELLS[config.cell](task.n_in, config.n, dtype=dtype, rng=gen)
+    est = make_estimator(config.spec, cell, batch_size=config.batch, rng=gen, backend=backend, n_threads=n_threads)
+    trainer = Trainer(est, task.n_out, rng=gen)
+    if inputs == "task":
+        return trainer, task.next
+
+    def random_batch():
+        x = gen.standard_normal((config.batch, task.n_in)).astype(dtype)
+        return x, gen.integers(0, task.n_out, config.batch), None
+
+    return trainer, random_batch
+
+
+def bound_columns(est, n):
+    """Columns of the GEMM bound ``W_h (n, n) @ (n, columns)``: the step's GEMM lower-bound flops
+    (:func:`kfrtrl.scaling.gemm_flops`: B·K tangents through H_b for a fused step) over 2 n²."""
+    return max(1, round(scaling.gemm_flops(est) / (2 * n * n)))
+
+
+def _gemm_operands(n, columns, dtype):
+    """{layout: (left, right, out)} of the two GEMMs with the flops of ``columns`` tangents through W_h (n, n)."""
+    gen = np.random.default_rng(0)
+    W = gen.standard_normal((n, n)).astype(dtype)
+    pairs = {"W @ wide": (W, gen.standard_normal((n, columns)).astype(dtype)),
+             "tall @ W": (gen.standard_normal((columns, n)).astype(dtype), W)}
+    return {k: (a, b, np.empty((a.shape[0], b.shape[1]), dtype=dtype)) for k, (a, b) in pairs.items()}
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def time_interleaved(trainer, next_batch, n, columns, n_threads, steps, warmup):
+    """(step seconds, GEMM seconds, GEMM layout): medians of ``steps`` training steps, each right
+    after one GEMM of the faster layout (chosen on 3 tries each), all under ``n_threads`` threads.
+
+    Interleaving makes both medians see the same machine: on a shared machine the GEMM rate
+    itself moves by 2x within a minute.
+    """
+    operands = _gemm_operands(n, columns, trainer.cell.dtype)
+    step_times, gemm_times = [], []
+    with limit(n_threads):
+        tries = {k: min(_timed(np.matmul, a, b, out) for _ in range(3)) for k, (a, b, out) in operands.items()}
+        layout = min(tries, key=tries.get)
+        left, right, out = operands[layout]
+        for i in range(warmup + steps):
+            x, y, reset = next_batch()
+            gemm_s = _timed(np.matmul, left, right, out)
+            step_s = _timed(trainer.step, x, y, reset)
+            if i >= warmup:
+                gemm_times.append(gemm_s)
+                step_times.append(step_s)
+    return float(np.median(step_times)), float(np.median(gemm_times)), layout
+
+
+def measure(workload, backends=("numba", "cython"), dtypes=("float32", "float64"), threads=(1, None),
+            steps=30, warmup=20, inputs=("task",), corpus=None, progress=None):
+    """Time every configuration of ``workload``; -> list of records (dicts).
+
+    threads : thread counts, None meaning the estimator's default (all cores); the step and
+        its GEMM bound run with the same count. Each record: workload, cell, n, spec, batch,
+        backend, dtype, threads, inputs, step_s (median), gemm_s, gemm_flops, gemm_layout,
+        ratio (step_s / gemm_s), s_per_1000 (1000 step_s). ``progress(record)`` is called after each.
+    """
+    check_choice("workload", workload, WORKLOADS)
+    steps, warmup = check_int("steps", steps, 1), check_int("warmup", warmup, 0)
+
+    records = []
+    for config in WORKLOADS[workload]:
+        for backend in backends:
+            for dtype in dtypes:
+                for n_threads in threads:
+                    count = (os.cpu_count() or 1) if n_threads is None else n_threads
+                    for kind in inputs:
+                        trainer, next_batch = build(config, workload, backend, np.dtype(dtype), n_threads, kind, corpus)
+                        columns = bound_columns(trainer.estimator, config.n)
+                        step_s, gemm_s, layout = time_interleaved(trainer, next_batch, config.n, columns, count,
+                                                                  steps, warmup)
+                        flops = 2.0 * config.n * config.n * columns
+                        record = {"workload": workload, "cell": config.cell, "n": config.n, "spec": config.spec,
+                                  "batch": config.batch, "backend": backend, "dtype": dtype, "threads": count,
+                                  "inputs": kind, "step_s": step_s, "gemm_s": gemm_s, "gemm_flops": flops,
+                                  "gemm_layout": layout, "ratio": step_s / gemm_s, "s_per_1000": 1000 * step_s}
+                        records.append(record)
+                        if progress is not None:
+                            progress(record)
+    return records
+
+
+def format_record(rec):
+    """One line: configuration, ms per step, s per 1000 steps, GEMM bound and ratio."""
+    return (f"{rec['workload']:<7}{rec['cell']:<6}n={rec['n']:<4}{rec['spec']:<6}B={rec['batch']:<3}"
+            f"{rec['backend']:<7}{rec['dtype']:<8}{rec['threads']}T {rec['inputs']:<7}"
+            f"{rec['step_s'] * 1e3:8.2f} ms/step {rec['s_per_1000']:7.1f} s/1000  "
+            f"GEMM {rec['gemm_s'] * 1e3:6.2f} ms ({rec['gemm_flops'] / rec['gemm_s'] / 1e9:5.1f} GFLOP/s, "
+            f"{rec['gemm_layout']})  ratio {rec['ratio']:5.2f}")
