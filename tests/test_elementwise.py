@@ -304,3 +304,14 @@ def test_cell_argument_errors():
         kfrtrl.ELSTM(2, 2.5)
     with pytest.raises(ValueError, match=r"r_max: expected a real number in \[0.95"):
         kfrtrl.LRU(2, 3, r_min=0.95, r_max=0.9)
+
+
+def test_gradient_deviation_is_zero_for_one_layer_and_not_for_two(sequence):
+    from kfrtrl.stack import gradient_deviation
+
+    xs, dls = sequence(6, 2, N_IN, 3, seed=18)
+    one = gradient_deviation(_stack([N_IN, 3]), xs, dls, backend="numpy")
+    assert one["all"][0] == pytest.approx(1.0, abs=1e-12) and one["all"][1] < 1e-10
+    two = gradient_deviation(_stack([N_IN, 4, 3]), xs, dls, backend="numpy")
+    assert two["1"][1] < 1e-10 and two["0"][1] > 1e-6 and two["all"][0] < 1.0
+    assert set(two) == {"all", "0", "1"}

@@ -109,3 +109,35 @@ class Stack(Cell):
 
     def immediate(self, cache, ops, n_threads=1, out=None):
         raise TypeError("cell: a Stack supports only RTRL, TBPTT and bptt (it has no immediate term)")
+
+
+def gradient_deviation(stack, xs, dl_dhs, backend="auto"):
+    """How far exact-per-layer RTRL on ``stack`` is from BPTT on one sequence.
+
+    Runs :class:`kfrtrl.RTRL` online over ``xs`` (T, batch, n_in) with the loss
+    signals ``dl_dhs`` (T, batch, n_hidden), parameters fixed, sums its per-step
+    gradients and compares the sum with :func:`kfrtrl.bptt` of the same sequence.
+
+    Returns {"all": (cosine, relative error), "0": ..., "1": ...}: over the whole
+    parameter vector and per layer, ``cosine = <g, g_bptt> / (|g| |g_bptt|)`` and
+    ``relative error = |g - g_bptt| / |g_bptt|``. Cost: T steps of each.
+    """
+    from .estimators import RTRL, bptt
+
+    est = RTRL(stack, batch_size=xs.shape[1], backend=backend)
+    total = {k: np.zeros(s, dtype=stack.dtype) for k, s in stack.param_shapes().items()}
+    for x, dl in zip(xs, dl_dhs):
+        est.step(x)
+        for k, g in est.gradient(dl).items():
+            total[k] += g
+    exact = bptt(stack, xs, dl_dhs)
+    groups = {"all": list(total)}
+    for i in range(len(stack.cells)):
+        groups[str(i)] = [k for k in total if k.startswith(f"{i}.")]
+    result = {}
+    for label, names in groups.items():
+        g = np.concatenate([total[k].ravel() for k in names]).astype(np.float64)
+        e = np.concatenate([exact[k].ravel() for k in names]).astype(np.float64)
+        result[label] = (float(g @ e / (np.linalg.norm(g) * np.linalg.norm(e))),
+                         float(np.linalg.norm(g - e) / np.linalg.norm(e)))
+    return result
