@@ -315,3 +315,21 @@ def test_gradient_deviation_is_zero_for_one_layer_and_not_for_two(sequence):
     two = gradient_deviation(_stack([N_IN, 4, 3]), xs, dls, backend="numpy")
     assert two["1"][1] < 1e-10 and two["0"][1] > 1e-6 and two["all"][0] < 1.0
     assert set(two) == {"all", "0", "1"}
+
+
+def test_stack_lower_layer_is_bptt_of_its_spatial_signal(sequence):
+    """Two layers: the bottom layer's RTRL gradient equals bptt of the bottom cell alone, driven by
+    the loss signal the top layer passes down within each step (its ∂L_t/∂x_t, no temporal path)."""
+    stack = _stack([N_IN, 4, 3])
+    bottom, top = stack.cells
+    xs, dls = sequence(7, 2, N_IN, 3, seed=19)
+    g = _run(kfrtrl.RTRL(stack, batch_size=2, backend="numpy"), xs, dls)
+    s, passed = stack.initial_state(2), []
+    for x, dl in zip(xs, dls):
+        s, cache = stack.forward(s, x)
+        c = np.zeros((2, top.n_state))
+        c[:, top.out] = dl
+        passed.append(top.input_cotangent(top.backward(cache[1], c)[1]))
+    exact_bottom = kfrtrl.bptt(bottom, xs, np.array(passed))
+    for k in exact_bottom:
+        assert rel_max(g["0." + k], exact_bottom[k]) < 1e-10, k
