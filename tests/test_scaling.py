@@ -493,3 +493,9 @@ def test_measure_runs_the_whole_step_under_the_thread_limit(monkeypatch):
     monkeypatch.setattr(scaling.Workload, "step", spy)
     scaling.measure("uoro", 3, backend="numpy", n_threads=1, repeats=1)
     assert len(seen) >= 3 and all(s == {1} for s in seen)
+
+
+def test_elementwise_rtrl_pushes_one_cotangent_through_the_readout():
+    work = scaling.Workload("rtrl", 5, batch_size=2, cell="elstm", backend="numpy")
+    assert scaling.tangents(work.est) == 1
+    assert scaling.gemm_layers(work.est) == [("W", 2, 0, 10), ("Wo", 2, 5, 5)]

@@ -293,8 +293,9 @@ class LRU(ElementwiseCell):
         r_new = lam * r + x @ self.B.T
         zero = np.zeros_like(r)
         ones = np.ones_like(r)
-        rec = ElementwiseLayer("B", x.copy(), np.stack([np.broadcast_to(lam, r.shape), zero], axis=1).reshape(B, 1, 2, n),
-                               ones.reshape(B, 1, 1, n), slice(0, 0), diag={"nu": -(lam * e) * r})
+        lam_blocks = np.stack([np.broadcast_to(lam, r.shape), zero], axis=1).reshape(B, 1, 2, n)
+        rec = ElementwiseLayer("B", x.copy(), lam_blocks, ones.reshape(B, 1, 1, n), slice(0, 0),
+                               diag={"nu": -(lam * e) * r})
         a2 = np.concatenate([r_new, x, np.ones((B, 1), dtype=self.dtype)], axis=1)
         h = np.tanh(a2 @ self.C.T)
         readout = Layer("C", a2, np.stack([ones, zero], axis=1).reshape(B, 2, 1, n),
