@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 import kfrtrl
-from kfrtrl.stack import gradient_deviation
+from kfrtrl.cells.stack import gradient_deviation
 
 N_IN = 8
 

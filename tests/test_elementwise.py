@@ -307,7 +307,7 @@ def test_cell_argument_errors():
 
 
 def test_gradient_deviation_is_zero_for_one_layer_and_not_for_two(sequence):
-    from kfrtrl.stack import gradient_deviation
+    from kfrtrl.cells.stack import gradient_deviation
 
     xs, dls = sequence(6, 2, N_IN, 3, seed=18)
     one = gradient_deviation(_stack([N_IN, 3]), xs, dls, backend="numpy")

@@ -122,7 +122,7 @@ def gradient_deviation(stack, xs, dl_dhs, backend="auto"):
     parameter vector and per layer, ``cosine = <g, g_bptt> / (|g| |g_bptt|)`` and
     ``relative error = |g - g_bptt| / |g_bptt|``. Cost: T steps of each.
     """
-    from .estimators import RTRL, bptt
+    from ..estimators import RTRL, bptt
 
     est = RTRL(stack, batch_size=xs.shape[1], backend=backend)
     total = {k: np.zeros(s, dtype=stack.dtype) for k, s in stack.param_shapes().items()}
