@@ -36,8 +36,8 @@ class RFLO(SnAp1):
     Parameters
     ----------
     cell : kfrtrl.cells.Cell
-        The recurrent cell whose weights are learnt (any cell: :class:`kfrtrl.Elman`,
-        :class:`kfrtrl.LSTM`, ... or your own, see the README).
+        The recurrent cell whose weights are learnt: :class:`kfrtrl.Elman`, or a cell of your
+        own with its one-layer, unit-diagonal step (``Cell.diagonal_step``); others raise TypeError.
     batch_size : int >= 1
         Samples carried in parallel, each with its own state, influence and random signs.
     rng : None, int or numpy.random.Generator
