@@ -141,14 +141,30 @@ def text_corpus(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def nonnegative_float(text):
+    """argparse type: a finite real number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def add_training_args(parser, steps, lr):
     """The flags every single-estimator training command shares (estimator, model, checkpoints)."""
     parser.add_argument("--estimator", type=train_spec, default=estimators.TRAIN_DEFAULT, metavar="NAME",
                         help=f"one of {estimators.describe_specs()} (default: {estimators.TRAIN_DEFAULT})")
     add_model_args(parser, steps, lr)
-    parser.add_argument("--save", type=writable_path, default=None, metavar="PATH", help="write a checkpoint at the end")
+    add_run_args(parser)
+    parser.add_argument("--save", type=writable_path, default=None, metavar="PATH",
+                        help="write a checkpoint at the end (and every --save-every steps), atomically")
+    parser.add_argument("--save-every", type=positive_int, default=None, metavar="K",
+                        help="also write the --save checkpoint every K steps (a killed run resumes from it)")
     parser.add_argument("--resume", type=readable_path, default=None, metavar="PATH",
-                        help="continue from a checkpoint of the same configuration (then run --steps more)")
+                        help="continue from a checkpoint of the same configuration up to step --steps "
+                             "(with --log, the log's rows after the checkpoint are dropped and the curve goes on)")
 
 
 def add_model_args(parser, steps, lr, batch=16):
@@ -156,8 +172,7 @@ def add_model_args(parser, steps, lr, batch=16):
     parser.add_argument("--rank", type=positive_int, default=None, metavar="R",
                         help="rank of an estimator taking one, when NAME has no :k (default: 1)")
     parser.add_argument("--hidden", type=positive_int, default=32, metavar="N", help="hidden units (default: 32)")
-    parser.add_argument("--cell", type=cell_spec, default="elman", metavar="C",
-                        help=f"the recurrent cell, {', '.join(scaling.CELLS)} or rhnL (default: elman)")
+    _add_cell_arg(parser)
     parser.add_argument("--batch", type=positive_int, default=batch, metavar="B",
                         help=f"parallel streams (default: {batch})")
     parser.add_argument("--steps", type=positive_int, default=steps, metavar="S", help=f"online steps (default: {steps})")
@@ -170,6 +185,37 @@ def add_model_args(parser, steps, lr, batch=16):
     add_threads_arg(parser)
 
 
+def _add_cell_arg(parser):
+    parser.add_argument("--cell", type=cell_spec, default="elman", metavar="C",
+                        help=f"the recurrent cell, {', '.join(scaling.CELLS)} or rhnL (default: elman)")
+
+
+def add_cell_args(parser):
+    """--cell, --depth, --dtype and --init-std: the model of a command without :func:`add_model_args`."""
+    _add_cell_arg(parser)
+    _add_cell_options(parser)
+
+
+def _add_cell_options(parser):
+    parser.add_argument("--depth", type=positive_int, default=None, metavar="L",
+                        help="micro-layers of --cell rhn (the same as --cell rhnL; default: 1)")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="(default: float64)")
+    parser.add_argument("--init-std", type=nonnegative_float, default=None, metavar="S",
+                        help="draw every weight (readout and biases included) from N(0, S^2), as the OK authors "
+                             "with S = 0.01 (default: the cells' own initialisation)")
+
+
+def add_run_args(parser):
+    """--depth, --dtype, --init-std, --faithful and --log: the papers' configuration of a training command."""
+    _add_cell_options(parser)
+    parser.add_argument("--faithful", action="store_true",
+                        help="the OK authors' code: RHN candidate 2σ(z)-1, only the cell's gradient clipped, "
+                             "copy curriculum's running loss from 1 bit, T_cur compared when a sequence ends")
+    parser.add_argument("--log", type=writable_path, default=None, metavar="PATH",
+                        help="curve log, one row per 1%% of --steps: step, T_cur or training BPC, seconds "
+                             "(CSV, or JSON lines if PATH ends in .jsonl/.json; compare: one per estimator)")
+
+
 def add_charlm_args(parser):
     parser.add_argument("--reset-every", type=positive_int, default=None, metavar="K",
                         help="zero the state every K characters (training and validation; default: never)")
@@ -178,7 +224,8 @@ def add_charlm_args(parser):
 
 
 def unused_options(args):
-    """Messages for options given that the chosen estimators or task do not use (then --rank defaults to 1)."""
+    """Messages for options given that the chosen estimators, task or cell do not use, or that lack the
+    option they need (then --rank defaults to 1)."""
     unused = []
     specs = getattr(args, "estimator", None) or getattr(args, "estimators", None) or []
     specs = [specs] if isinstance(specs, str) else list(specs)
@@ -190,6 +237,10 @@ def unused_options(args):
         for flag in ("file", "reset_every", "valid_chars"):
             if getattr(args, flag, None) is not None:
                 unused.append(f"--{flag.replace('_', '-')} applies to --task charlm, got --task copy")
+    if getattr(args, "depth", None) is not None and args.cell != "rhn":
+        unused.append(f"--depth: only --cell rhn takes it (rhnL gives the depth too), got --cell {args.cell}")
+    if getattr(args, "save_every", None) and not args.save:
+        unused.append("--save-every: needs --save PATH (the checkpoint it rewrites)")
     if hasattr(args, "rank") and args.rank is None:
         args.rank = 1
     return unused

@@ -20,10 +20,10 @@ import sys
 
 import kfrtrl
 
-from . import estimators, experiments, plotting, scaling, tasks
-from ._arguments import (add_backend_arg, add_charlm_args, add_json_arg, add_model_args, add_plot_arg, add_threads_arg,
-                         add_training_args, cell_specs, chain_count, positive_int, readable_path, seed_int,
-                         size_list, text_corpus, train_specs, unused_options)
+from . import estimators, experiments, longrun, plotting, scaling, tasks
+from ._arguments import (add_backend_arg, add_cell_args, add_charlm_args, add_json_arg, add_model_args, add_plot_arg,
+                         add_run_args, add_threads_arg, add_training_args, cell_specs, chain_count, positive_int,
+                         readable_path, seed_int, size_list, text_corpus, train_specs, unused_options)
 from ._sweep_cli import add_sweep
 
 
@@ -165,11 +165,16 @@ def _cmd_copy(args):
     if _missing_matplotlib(args):
         return 2
     row = experiments.copy(args.estimator, experiments.Setup.from_options(args), args.save, args.resume,
-                           _progress_bar())
+                           _progress_bar(), args.log, args.save_every)
     print(f"copy task, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, seed {args.seed}")
     _print_rows([row], _COLUMNS["copy"])
     print(f"T_cur {row['T_cur']}")
-    _plot(args.plot, plotting.curves, _curves([row]), _YLABEL["copy"])
+    steps, values = row["curve"]
+    if args.log:                                         # the whole curve, resumed pieces included
+        rows = longrun.read_curve(args.log)
+        steps, values = [r["step"] for r in rows], [r["T_cur"] for r in rows]
+    _plot(args.plot, plotting.copy_band, {row["estimator"]: ([0, *steps], [1, *values])},
+          title=f"copy, {args.cell} n={args.hidden}, batch {args.batch}")
     return 0
 
 
@@ -190,7 +195,7 @@ def _cmd_charlm(args):
         return 2
     args.file = args.file or tasks.load_corpus()
     row = experiments.charlm(args.file, args.estimator, experiments.Setup.from_options(args), args.reset_every,
-                             args.valid_chars, args.save, args.resume, _progress_bar())
+                             args.valid_chars, args.save, args.resume, _progress_bar(), args.log, args.save_every)
     print(f"charlm, vocabulary {len(args.file.vocab)}, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, "
           f"seed {args.seed}")
     _print_rows([row], _COLUMNS["charlm"])
@@ -214,6 +219,7 @@ def _add_compare(sub):
     p.add_argument("--estimators", type=train_specs, default=list(estimators.COMPARE_DEFAULT), metavar="E,E,...",
                    help=f"estimators (default: {','.join(estimators.COMPARE_DEFAULT)})")
     add_model_args(p, steps=5000, lr=1e-3)
+    add_run_args(p)
     add_charlm_args(p)
     add_plot_arg(p, "every run's curve against steps")
     p.set_defaults(func=_cmd_compare)
@@ -223,7 +229,7 @@ def _cmd_compare(args):
     if _missing_matplotlib(args):
         return 2
     rows = experiments.compare(args.estimators, args.task, args.file, experiments.Setup.from_options(args),
-                               args.reset_every, args.valid_chars, _progress_bar())
+                               args.reset_every, args.valid_chars, _progress_bar(), args.log)
     print(f"{args.task}, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, {args.steps} steps, "
           f"seed {args.seed}")
     _print_rows(rows, _COLUMNS[args.task])
@@ -252,6 +258,7 @@ def _add_noise(sub):
     p.add_argument("--rank", type=positive_int, default=None, metavar="R",
                    help="rank of an estimator taking one, when no :k is given (default: 1)")
     p.add_argument("--seed", type=seed_int, default=0, metavar="S", help="seed of the cell and trajectory")
+    add_cell_args(p)
     p.add_argument("--over-time", type=positive_int, default=None, metavar="W",
                    help="also print the relative variances pooled over W consecutive windows of the measured "
                         "steps (does the variance grow with t?); --plot then draws them against t")
@@ -272,8 +279,12 @@ def _cmd_noise(args):
         print(f"kfrtrl noise: error: expected --over-time <= the {n_measured} measured steps, got {args.over_time}",
               file=sys.stderr)
         return 2
+    model = None
+    if (args.cell, args.depth, args.dtype, args.init_std) != ("elman", None, "float64", None):
+        model = experiments.Setup.from_options(args)
     result = experiments.noise(args.estimators, args.sizes, args.chains, args.steps, args.burn_in, args.every,
-                               args.probes, args.rank, args.seed, args.backend, args.over_time, _progress_bar())
+                               args.probes, args.rank, args.seed, args.backend, args.over_time, _progress_bar(),
+                               model)
     print(f"gradient noise: {args.chains} chains, steps {args.burn_in + args.every}..{args.steps} "
           f"every {args.every}, seed {args.seed}")
     _print_rows(result["rows"], ["estimator", "n", "rel var grad", "rel var G", "z", "bias", "bias floor", "cos",

@@ -13,11 +13,12 @@ same name in :mod:`kfrtrl.cli`). ``progress(done, total, text)``, where
 accepted, is called as the run goes (the command draws a bar with it).
 """
 import dataclasses
+import os
 import time
 
 import numpy as np
 
-from . import diagnostics, scaling, tasks, train
+from . import diagnostics, longrun, papers, scaling, tasks, train
 from .estimators import COMPARE_DEFAULT, NOISE_DEFAULT, TRAIN_DEFAULT, make_estimator
 
 
@@ -26,7 +27,13 @@ class Setup:
     """What every training run shares (the flags of ``kfrtrl copy``, ``charlm`` and ``compare``).
 
     cell : the recurrent cell, a spec of :func:`kfrtrl.scaling.parse_cell` ("elman", "rhn2", "lru", ...)
-    hidden : its hidden units;  batch : parallel streams;  steps : online steps
+    depth : None, or an RHN's micro-layers (``cell="rhn", depth=L`` is ``cell="rhnL"``)
+    dtype : "float32" or "float64";  init_std : None, or draw every weight (readout and biases
+        included) from N(0, init_std²) (:func:`kfrtrl.papers.init_normal`)
+    faithful : the OK authors' code details (:data:`kfrtrl.papers.FAITHFUL`): an RHN's candidate
+        2σ(z) − 1, only the cell's gradient clipped, the copy curriculum's running loss from 1 bit,
+        T_cur compared when a sequence ends
+    hidden : its hidden units;  batch : parallel streams;  steps : online steps (a resumed run's total)
     lr : Adam learning rate;  clip : gradient-norm clip;  update_every : steps per update
     seed : seeds cell, readout, estimator and data (the same for every estimator of a comparison)
     backend, threads : kernel backend and thread count of the estimator
@@ -34,6 +41,10 @@ class Setup:
     """
 
     cell: str = "elman"
+    depth: int = None
+    dtype: str = "float64"
+    init_std: float = None
+    faithful: bool = False
     hidden: int = 32
     batch: int = 16
     steps: int = 5000
@@ -51,44 +62,65 @@ class Setup:
         return cls(**{f.name: getattr(options, f.name) for f in dataclasses.fields(cls) if hasattr(options, f.name)})
 
 
+def make_cell(setup, n_in, rng=None):
+    """The cell of ``setup`` (cell, depth, dtype, hidden; with ``faithful`` an RHN's candidate is 2σ(z) − 1)."""
+    name, depth = scaling.parse_cell(setup.cell)
+    if setup.depth is not None and (name, depth) != ("rhn", None):
+        raise ValueError(f"depth: only the cell 'rhn' takes a depth (rhnL gives it too), got cell {setup.cell!r}")
+    spec = setup.cell if setup.depth is None else f"rhn{setup.depth}"
+    options = {"candidate": papers.FAITHFUL["candidate"]} if name == "rhn" and setup.faithful else {}
+    return scaling.make_cell(spec, setup.hidden, setup.dtype, rng, n_in=n_in, **options)
+
+
 def build_trainer(setup, spec, n_io):
     """Cell, estimator and trainer for ``spec``; the seeds come from ``setup.seed`` alone."""
-    cell_rng, est_rng, readout_rng, _ = np.random.default_rng(setup.seed).spawn(4)
-    cell = scaling.make_cell(setup.cell, setup.hidden, rng=cell_rng, n_in=n_io)
+    cell_rng, est_rng, readout_rng, _, init_rng = np.random.default_rng(setup.seed).spawn(5)
+    cell = make_cell(setup, n_io, cell_rng)
     est = make_estimator(spec, cell, setup.batch, est_rng, setup.backend, setup.threads, rank=setup.rank)
-    return train.Trainer(est, n_io, lr=setup.lr, clip=setup.clip, update_every=setup.update_every, rng=readout_rng)
+    trainer = train.Trainer(est, n_io, lr=setup.lr, clip=setup.clip, update_every=setup.update_every,
+                            rng=readout_rng, clip_scope=papers.FAITHFUL["clip_scope"] if setup.faithful else "all")
+    if setup.init_std is not None:
+        papers.init_normal({**cell.params(), "readout": trainer.readout.W}, setup.init_std, init_rng)
+    return trainer
 
 
 def _task_rng(setup):
     return np.random.default_rng(setup.seed).spawn(4)[3]
 
 
-def _train(setup, spec, task, observe, save=None, resume=None, progress=None):
-    """Run ``setup.steps`` steps; ``observe(trainer, task)`` -> (value, text) at 100 log points.
+def _train(setup, spec, task, observe, columns, save=None, resume=None, progress=None, log=None, save_every=None):
+    """Train up to step ``setup.steps``; ``observe(trainer, task)`` -> ({column: value}, text) at 100 log points.
 
-    Returns (trainer, curve (logged steps, values), seconds).
+    ``log``: a curve log path (:class:`kfrtrl.longrun.CurveLog`, columns ``columns``); ``save``: the
+    checkpoint, written atomically at the end and every ``save_every`` steps; ``resume``: a checkpoint
+    to continue from (up to ``setup.steps``, the log's rows after it dropped).
+    Returns (trainer, curve (logged steps, values of columns[0]) of this invocation, seconds of it).
     """
     trainer = build_trainer(setup, spec, task.n_in)
     config = _run_config(setup, spec, task)
     if resume:
         train.load_checkpoint(resume, trainer, task, config)
-    log_every = max(1, setup.steps // 100)
+        if trainer.steps >= setup.steps:
+            raise ValueError(f"steps: expected more than the checkpoint's {trainer.steps} steps, got {setup.steps}")
     steps, values = [], []
 
-    def callback(step):
-        if step % log_every == 0 or step == setup.steps:
-            value, text = observe(trainer, task)
-            steps.append(trainer.steps)
-            values.append(value)
-            if progress:
-                progress(step, setup.steps, f"{spec} {text}")
+    def logged(tr, tk):
+        row, text = observe(tr, tk)
+        steps.append(tr.steps)
+        values.append(row[columns[0]])
+        if progress:
+            progress(tr.steps, setup.steps, f"{spec} {text}")
+        return row
 
     start = time.perf_counter()
-    train.run(trainer, task, setup.steps, callback)
-    seconds = time.perf_counter() - start
-    if save:
-        train.save_checkpoint(save, trainer, task, config)
-    return trainer, (np.array(steps), np.array(values)), seconds
+    curve_log = None if log is None else longrun.CurveLog(log, columns, trainer.steps if resume else None)
+    try:
+        longrun.train_to(trainer, task, setup.steps, logged, curve_log, max(1, setup.steps // 100), save, save_every,
+                         config=config)
+    finally:
+        if curve_log is not None:
+            curve_log.close()
+    return trainer, (np.array(steps), np.array(values)), time.perf_counter() - start
 
 
 def _run_config(setup, spec, task):
@@ -101,60 +133,83 @@ def _run_config(setup, spec, task):
     return config
 
 
-def copy(estimator=TRAIN_DEFAULT, setup=Setup(steps=20000), save=None, resume=None, progress=None):
+def copy(estimator=TRAIN_DEFAULT, setup=Setup(steps=20000), save=None, resume=None, progress=None, log=None,
+         save_every=None):
     """Train on the copy task with the curriculum (:class:`kfrtrl.tasks.CopyTask`).
 
-    ``save``/``resume``: checkpoint paths (:func:`kfrtrl.train.save_checkpoint`).
+    ``save``/``resume``: checkpoint paths (:func:`kfrtrl.train.save_checkpoint`); ``save_every``: also
+    save every this many steps; ``log``: curve log path (step, T_cur, running_loss, seconds).
     Returns {"estimator", "T_cur" (length reached), "running loss", "seconds", "curve": (steps, T_cur)}.
     """
-    task = tasks.CopyTask(setup.batch, rng=_task_rng(setup))
+    faithful = papers.FAITHFUL if setup.faithful else {}
+    curriculum = tasks.Curriculum(start_value=faithful.get("curriculum_start"))
+    task = tasks.CopyTask(setup.batch, curriculum, rng=_task_rng(setup), dtype=setup.dtype,
+                          check=faithful.get("check", "step"))
 
     def observe(_, tk):
-        return tk.T_cur, f"T_cur {tk.T_cur} loss {tk.curriculum.running_loss:.3f}"
+        loss = tk.curriculum.running_loss
+        return {"T_cur": tk.T_cur, "running_loss": loss}, f"T_cur {tk.T_cur} loss {loss:.3f}"
 
-    _, curve, seconds = _train(setup, estimator, task, observe, save, resume, progress)
+    _, curve, seconds = _train(setup, estimator, task, observe, ["T_cur", "running_loss"], save, resume, progress,
+                               log, save_every)
     return {"estimator": estimator, "T_cur": task.T_cur, "running loss": task.curriculum.running_loss,
             "seconds": seconds, "curve": curve}
 
 
 def charlm(corpus, estimator=TRAIN_DEFAULT, setup=Setup(lr=3e-3), reset_every=None, valid_chars=None, save=None,
-           resume=None, progress=None):
+           resume=None, progress=None, log=None, save_every=None):
     """Train a character-level language model on ``corpus`` (:func:`kfrtrl.tasks.load_corpus`).
 
     reset_every : zero the state every this many characters (training and validation; None: never)
     valid_chars : evaluate on the first this many validation characters (None: all)
+    save, resume, save_every, log : as for :func:`copy` (the log's value column: train_bpc)
     Returns {"estimator", "train bpc", "valid bpc", "seconds", "curve": (steps, training bpc)}.
     """
-    task = tasks.CharLM(corpus, setup.batch, reset_every=reset_every, rng=_task_rng(setup))
+    task = tasks.CharLM(corpus, setup.batch, reset_every=reset_every, rng=_task_rng(setup), dtype=setup.dtype)
 
     def observe(trainer, _):
         bpc = trainer.metrics(reset=True)["bpc"]
-        return bpc, f"train bpc {bpc:.3f}"
+        return {"train_bpc": bpc}, f"train bpc {bpc:.3f}"
 
-    trainer, curve, seconds = _train(setup, estimator, task, observe, save, resume, progress)
+    trainer, curve, seconds = _train(setup, estimator, task, observe, ["train_bpc"], save, resume, progress, log,
+                                     save_every)
     bpc = tasks.validation_bpc(trainer, corpus, reset_every=reset_every, max_chars=valid_chars)
     return {"estimator": estimator, "train bpc": float(curve[1][-1]), "valid bpc": bpc, "seconds": seconds,
             "curve": curve}
 
 
 def compare(estimators=COMPARE_DEFAULT, task="copy", corpus=None, setup=Setup(), reset_every=None,
-            valid_chars=None, progress=None):
+            valid_chars=None, progress=None, log=None):
     """Each estimator on the same task, cell initialisation and seed -> a list of :func:`copy` or :func:`charlm` rows.
 
     task : "copy" or "charlm" (then ``corpus`` is required).
+    log : None or a curve log path; with several estimators one log each, ``.<spec>`` before the extension
     """
     if task not in ("copy", "charlm"):
         raise ValueError(f"task: expected 'copy' or 'charlm', got {task!r}")
     if task == "charlm" and corpus is None:
         corpus = tasks.load_corpus()                  # the bundled tinyshakespeare
+    logs = {spec: _log_path(log, spec) if len(estimators) > 1 else log for spec in estimators}
     if task == "copy":
-        return [copy(spec, setup, progress=progress) for spec in estimators]
-    return [charlm(corpus, spec, setup, reset_every, valid_chars, progress=progress) for spec in estimators]
+        return [copy(spec, setup, progress=progress, log=logs[spec]) for spec in estimators]
+    return [charlm(corpus, spec, setup, reset_every, valid_chars, progress=progress, log=logs[spec])
+            for spec in estimators]
+
+
+def _log_path(log, spec):
+    """``log`` with ``.<spec>`` (as a label: ``ok-2``) before its extension (None stays None)."""
+    if log is None:
+        return None
+    root, ext = os.path.splitext(log)
+    return f"{root}.{scaling.canonical(spec)}{ext}"
 
 
 def noise(estimators=NOISE_DEFAULT, sizes=(8, 16, 32, 64), chains=100, steps=60, burn_in=20, every=2, probes=2,
-          rank=1, seed=0, backend="auto", over_time=None, progress=None):
+          rank=1, seed=0, backend="auto", over_time=None, progress=None, model=None):
     """Gradient noise and bias of each estimator against exact RTRL, per size (:func:`kfrtrl.diagnostics.gradient_noise`).
+
+    model : None (an Elman cell, float64, its own initialisation) or a :class:`Setup` whose cell,
+        depth, dtype, init_std and faithful give the cell (its hidden size is each of ``sizes``)
 
     over_time : None, or W: also pool the relative variances over W consecutive windows of the measured steps.
     Returns {"rows": [{"estimator", "n", "rel var grad", "rel var G", "z", "bias", "bias floor", "cos",
@@ -172,7 +227,8 @@ def noise(estimators=NOISE_DEFAULT, sizes=(8, 16, 32, 64), chains=100, steps=60,
             progress(i, len(items), f"{spec} n={n}")
         start = time.perf_counter()
         result = diagnostics.gradient_noise(spec, n_hidden=n, n_chains=chains, steps=steps, burn_in=burn_in,
-                                            every=every, n_probes=probes, rank=rank, rng=seed, backend=backend)
+                                            every=every, n_probes=probes, rank=rank, rng=seed, backend=backend,
+                                            cell=None if model is None else _cell_factory(model))
         results.append(result)
         summary = result.summary()
         rows.append({"estimator": spec, "n": n, "rel var grad": summary["rel_var_grad"],
@@ -192,6 +248,19 @@ def noise(estimators=NOISE_DEFAULT, sizes=(8, 16, 32, 64), chains=100, steps=60,
         windows += [{"estimator": result.estimator, "n": result.n_hidden, "steps": f"{a}-{b}", "rel var grad": g,
                      "rel var G": v} for a, b, g, v in zip(first, last, grad, G)]
     return {"rows": rows, "over_time": windows, "curves": curves}
+
+
+def _cell_factory(model):
+    """``(n_in, n_hidden, rng) -> Cell`` of a :class:`Setup`'s model fields (for the noise diagnostics)."""
+
+    def make(n_in, n_hidden, rng):
+        cell_rng, init_rng = rng.spawn(2)
+        cell = make_cell(dataclasses.replace(model, hidden=n_hidden), n_in, cell_rng)
+        if model.init_std is not None:
+            papers.init_normal(cell.params(), model.init_std, init_rng)
+        return cell
+
+    return make
 
 
 def bench(estimators=None, sizes=None, batches=None, dtypes=None, cells=None, quick=False, backend="auto", threads=1,

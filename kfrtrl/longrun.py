@@ -20,6 +20,7 @@ import os
 import time
 
 from ._validation import check_int
+from .checkpoint import atomic_write
 from .train import save_checkpoint
 
 
@@ -49,15 +50,6 @@ def _number(text):
         return float(text)
 
 
-def _write_atomic(path, text):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 class CurveLog:
     """An open curve log with columns ``["step", *values, "seconds"]``.
 
@@ -82,7 +74,8 @@ class CurveLog:
             resume_step = check_int("resume_step", resume_step, 0)
             kept = [row for row in read_curve(self.path) if row["step"] <= resume_step]
             self.seconds = float(kept[-1]["seconds"]) if kept else 0.0
-        _write_atomic(self.path, self._header() + "".join(self._line(row) for row in kept))
+        text = self._header() + "".join(self._line(row) for row in kept)
+        atomic_write(self.path, lambda fh: fh.write(text.encode("utf-8")))
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def _header(self):
@@ -112,18 +105,8 @@ class CurveLog:
         self.close()
 
 
-def save_atomic(path, trainer, task=None):
-    """:func:`kfrtrl.train.save_checkpoint` to a temporary file, then renamed over ``path``.
-
-    A kill during the save leaves the previous checkpoint in place.
-    """
-    tmp = f"{path}.tmp"
-    save_checkpoint(tmp, trainer, task)
-    os.replace(tmp, path)
-
-
 def train_to(trainer, task, steps, observe=None, log=None, log_every=100, checkpoint=None, save_every=None,
-             callback=None):
+             callback=None, config=None):
     """Train online until ``trainer.steps == steps``, logging and saving on the way.
 
     Parameters
@@ -131,10 +114,14 @@ def train_to(trainer, task, steps, observe=None, log=None, log_every=100, checkp
     trainer : kfrtrl.train.Trainer (possibly restored from a checkpoint: it counts on)
     task : a task of :mod:`kfrtrl.tasks`
     steps : int >= 0, the run's total number of steps (not the number still to make)
-    observe : callable(trainer, task) -> {column: value}, the log row's values
-    log : CurveLog or None; a row every ``log_every`` steps and at ``steps``
-    checkpoint : path or None; written atomically every ``save_every`` steps (if given) and at ``steps``
+    observe : callable(trainer, task) -> {column: value} or None, called every ``log_every`` steps
+        and at ``steps``
+    log : CurveLog or None, receiving each of those rows
+    checkpoint : path or None; written (:func:`kfrtrl.train.save_checkpoint`, atomic: a kill during a
+        save leaves the previous one) every ``save_every`` steps (if given) and at ``steps``
     callback : callable(step) or None, after every step
+    config : dict or None, the run's configuration recorded in each checkpoint (a resume is checked
+        against it by :func:`kfrtrl.train.load_checkpoint`)
 
     Returns the training seconds of the run so far (including those of resumed pieces, from ``log``).
     """
@@ -146,10 +133,12 @@ def train_to(trainer, task, steps, observe=None, log=None, log_every=100, checkp
         x, y, reset = task.next()
         task.observe(trainer.step(x, y, reset))
         done = trainer.steps
-        if log is not None and (done % log_every == 0 or done == steps):
-            log.write(done, time.perf_counter() - start, **observe(trainer, task))
+        if observe is not None and (done % log_every == 0 or done == steps):
+            row = observe(trainer, task)
+            if log is not None:
+                log.write(done, time.perf_counter() - start, **row)
         if checkpoint is not None and (done == steps or (save_every and done % save_every == 0)):
-            save_atomic(checkpoint, trainer, task)
+            save_checkpoint(checkpoint, trainer, task, config)
         if callback is not None:
             callback(done)
     return time.perf_counter() - start

@@ -1,6 +1,6 @@
 """The OK and KF-RTRL papers' configurations and published figures.
 
-Reference figures (for plotting the authors' band beside a run):
+Reference figures (:func:`kfrtrl.plotting.copy_band` draws the band beside a run):
 
 - :data:`OK_COPY_T_CUR`: the copy task's T_cur at fixed step counts, the range
   over the five logged runs of the OK paper's copy configuration (RHN depth
@@ -83,38 +83,3 @@ def within_or_above(curve):
         if steps in curve:
             out[steps] = (curve[steps], low, high, curve[steps] >= low)
     return out
-
-
-def plot_copy(curves, path, title=None):
-    """T_cur against steps for {label: (steps, T_cur)} with the authors' band, as a PNG at ``path``.
-
-    Needs matplotlib. The band is the range over the authors' five runs at their logged steps
-    (and T_cur = 1 at step 0, where the curriculum starts). Written atomically.
-    """
-    import os
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    top = max([max(x) for x, _ in curves.values()] + [10_000])
-    ref = [(0, 1, 1)] + [(s, lo, hi) for s, (lo, hi) in OK_COPY_T_CUR.items() if s <= 2 * top]
-    xs, lows, highs = zip(*ref)
-    ax.fill_between(xs, lows, highs, color="0.8", label="OK paper, 5 runs (range)")
-    ax.plot(xs, lows, "k.", ms=4)
-    ax.plot(xs, highs, "k.", ms=4)
-    for label, (x, y) in curves.items():
-        ax.step(x, y, where="post", label=label)
-    ax.set_xlim(0, top * 1.02)
-    ax.set_xlabel("step")
-    ax.set_ylabel("T_cur")
-    if title:
-        ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)

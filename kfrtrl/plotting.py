@@ -1,12 +1,15 @@
 """Every plot kfrtrl draws, in one place (needs matplotlib: ``pip install 'kfrtrl[plot]'``).
 
 :func:`curves` draws labelled lines (training curves, noise against n or t);
+:func:`copy_band` draws copy-task curves beside the OK authors' published band;
 :func:`scaling` draws the benchmark's time per step against n with the fitted
 lines. Both write a PNG and import matplotlib only when called.
 """
 import math
 
 import numpy as np
+
+from .checkpoint import atomic_write
 
 
 def available():
@@ -45,6 +48,36 @@ def curves(path, lines, ylabel, xlabel="step", scale="linear"):
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never hides a curve
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def copy_band(path, lines, title=None):
+    """Write T_cur against steps for {label: (steps, T_cur)} beside the OK authors' band to the PNG ``path``.
+
+    The band is the range over the authors' five logged runs (:data:`kfrtrl.papers.OK_COPY_T_CUR`)
+    at their logged steps (bars; shaded between them), nothing before their first logged step.
+    Written atomically.
+    """
+    from .papers import OK_COPY_T_CUR
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    top = max([max(x) for x, _ in lines.values()] + [10_000])
+    ref = [(s, lo, hi) for s, (lo, hi) in OK_COPY_T_CUR.items() if s <= 2 * top]
+    xs, lows, highs = (np.array(v, dtype=float) for v in zip(*ref))
+    ax.fill_between(xs, lows, highs, color="0.85")
+    ax.errorbar(xs, (lows + highs) / 2, yerr=(highs - lows) / 2 + 0.05, fmt="none", ecolor="k", capsize=4,
+                label="OK paper: RHN n=128, OK(16), 5 runs (range)")
+    for label, (x, y) in lines.items():
+        ax.step(x, y, where="post", label=label)
+    ax.set_xlim(0, top * 1.05)
+    ax.set_xlabel("step")
+    ax.set_ylabel("T_cur")
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))   # a kept figure is never half-written
     plt.close(fig)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import kfrtrl
-from kfrtrl import papers, tasks, train
+from kfrtrl import papers, plotting, tasks, train
 
 
 def test_curriculum_starts_at_start_value_and_resets_to_reset_value():
@@ -101,8 +101,8 @@ def test_reference_figures_and_band_check():
     assert check == {10_000: (4, 4, 4, True), 20_000: (6, 7, 8, False)}
 
 
-def test_plot_copy_writes_a_png(tmp_path):
+def test_copy_band_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "c.png"
-    papers.plot_copy({"run": (np.array([0, 5000, 10000]), np.array([1, 3, 5]))}, str(path), title="t")
+    plotting.copy_band(str(path), {"run": (np.array([0, 5000, 10000]), np.array([1, 3, 5]))}, title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -314,7 +314,7 @@ def test_cli_resume_continues_the_saved_run(capsys, tmp_path):
     base = ["copy", "--estimator", "uoro", "--hidden", "4", "--batch", "2", "--backend", "numpy"]
     _cli(capsys, *base, "--steps", "30", "--save", str(tmp_path / "full"))
     _cli(capsys, *base, "--steps", "13", "--save", str(tmp_path / "half"))
-    _cli(capsys, *base, "--steps", "17", "--resume", str(tmp_path / "half"), "--save", str(tmp_path / "resumed"))
+    _cli(capsys, *base, "--steps", "30", "--resume", str(tmp_path / "half"), "--save", str(tmp_path / "resumed"))
     W = [checkpoint.load(tmp_path / name)[0]["trainer"]["cell"]["params"]["W"] for name in ("full", "resumed")]
     assert np.array_equal(W[0], W[1])
 

@@ -103,7 +103,7 @@ def test_resume_from_a_bad_file_or_with_other_options(capsys, tmp_path):
                         "--resume", str(good))
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "lr: 0.01 here, 0.001 in the checkpoint" in err and "seed: 3 here, 0 in the checkpoint" in err
-    assert _run(capsys, "copy", "--estimator", "kf", *TINY, "--steps", "3", "--resume", str(good))[0] == 0
+    assert _run(capsys, "copy", "--estimator", "kf", *TINY, "--steps", "9", "--resume", str(good))[0] == 0
 
 
 def test_a_closed_pipe_ends_the_command_quietly():

@@ -76,11 +76,14 @@ def canonical_cell(spec):
     return name if depth in (None, 1) else f"{name}{depth}"
 
 
-def make_cell(spec, n, dtype="float64", rng=None, n_in=N_IN):
-    """The cell ``spec`` (:func:`parse_cell`) with ``n_in`` inputs (default :data:`N_IN`) and n hidden units."""
+def make_cell(spec, n, dtype="float64", rng=None, n_in=N_IN, **options):
+    """The cell ``spec`` (:func:`parse_cell`) with ``n_in`` inputs (default :data:`N_IN`) and n hidden units.
+
+    ``options`` go to the cell's constructor (e.g. ``candidate="sigmoid"`` for an RHN).
+    """
     name, depth = parse_cell(spec)
     kwargs = {"depth": depth} if depth else {}
-    return CELLS[name](n_in, n, dtype=dtype, rng=rng, **kwargs)
+    return CELLS[name](n_in, n, dtype=dtype, rng=rng, **kwargs, **options)
 
 
 def tangents(est):
