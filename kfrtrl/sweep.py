@@ -324,8 +324,8 @@ TASKS = {
     "charlm": (_charlm, experiments.charlm),
     "noise": (_noise, experiments.noise),
 }
-_NOT_OPTIONS = {"estimator", "estimators", "setup", "corpus", "save", "resume", "progress", "seed", "backend",
-                "threads", "sizes"}
+_NOT_OPTIONS = {"estimator", "estimators", "setup", "corpus", "save", "resume", "save_every", "log", "progress",
+                "seed", "backend", "threads", "sizes", "model"}
 
 
 def options_of(task):

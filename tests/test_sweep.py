@@ -121,8 +121,10 @@ def test_every_task_runs_from_its_configuration(task, options, metric):
 def test_unknown_options_are_refused():
     assert {"hidden", "steps", "lr", "batch", "clip"} <= set(sweep.options_of("copy"))
     assert {"file", "reset_every", "valid_chars"} <= set(sweep.options_of("charlm"))
-    with pytest.raises(ValueError, match="options: expected options of the copy task among .*, got 'depth'"):
-        sweep.grid("copy", ["kf"], [0], depth=3)
+    assert {"cell", "depth", "dtype", "init_std", "faithful"} <= set(sweep.options_of("copy"))
+    assert not {"log", "save_every", "model"} & set(sweep.options_of("copy") + sweep.options_of("noise"))
+    with pytest.raises(ValueError, match="options: expected options of the copy task among .*, got 'horizon'"):
+        sweep.grid("copy", ["kf"], [0], horizon=3)
 
 
 def test_command_runs_prints_the_table_and_restarts(tmp_path, capsys):
