@@ -116,8 +116,9 @@ def _run(args, spec, data, names, targets, inputs):
     trainer = train.Trainer(est, task.n_out, loss="mse", optimizer=optimizer, clip=args.clip,
                             lr=optim.Schedule(args.lr, args.lr_tau, args.lr_rho),
                             update_every=args.update_every, rng=readout_rng)
+    config = _run_config(args, spec)
     if args.resume:
-        train.load_checkpoint(args.resume, trainer, task)
+        train.load_checkpoint(args.resume, trainer, task, config)
     bar = cli._progress_bar(sys.stderr)
     log_every = max(1, args.steps // 100)
 
@@ -129,8 +130,22 @@ def _run(args, spec, data, names, targets, inputs):
     train.run(trainer, task, args.steps, callback)
     seconds = time.perf_counter() - start
     if args.save:
-        train.save_checkpoint(args.save, trainer, task)
+        train.save_checkpoint(args.save, trainer, task, config)
     return task, seconds
+
+
+#: options that leave the run a checkpoint continues unchanged: its length, threads and outputs
+_NOT_RUN = ("command", "func", "steps", "threads", "save", "resume", "json", "plot", "source")
+
+
+def _run_config(args, spec):
+    """What a series checkpoint records and a resume must repeat: every other option, the one
+    estimator ``spec`` and the synthetic series' length (by default it follows --steps)."""
+    config = {k: v for k, v in vars(args).items() if k not in _NOT_RUN}
+    config.update(estimator=spec, task="Series")
+    if args.synthetic is not None:
+        config["length"] = args.length or args.steps + args.horizon + 1
+    return config
 
 
 def _cmd_series(args):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import kfrtrl
-from kfrtrl import optim, synthetic, tasks, train
+from kfrtrl import checkpoint, optim, synthetic, tasks, train
 from kfrtrl.series import RunningMoments, Series, load_table
 
 # ---------------------------------------------------------------- the series task
@@ -329,6 +329,24 @@ def test_cli_series_resume_continues_the_saved_run(capsys, tmp_path):
     _, resumed, _ = _cli(capsys, *base, "--steps", "10", "--resume", tmp_path / "half")
     assert resumed.splitlines()[-1] == full.splitlines()[-1]
     assert "mse" in full.splitlines()[-1]
+
+
+def test_cli_series_checkpoint_records_the_options_and_a_resume_names_each_difference(capsys, tmp_path):
+    base = ["series", "--synthetic", "lgss", "--estimator", "uoro", "--hidden", "3", "--backend", "numpy",
+            "--steps", "5", "--length", "16"]
+    assert _cli(capsys, *base, "--save", tmp_path / "ckpt")[0] == 0
+    run = checkpoint.load(tmp_path / "ckpt")[1]["run"]
+    assert run["estimator"] == "uoro" and run["lr"] == 1e-2 and run["lag"] == 5 and run["length"] == 16
+    assert not {"steps", "save", "resume", "threads", "json"} & set(run)
+    rc, _, err = _cli(capsys, *base, "--lr", "0.002", "--obs-noise", "0.5", "--seed", "3", "--resume",
+                      tmp_path / "ckpt")
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert ("differs from it in lr: 0.002 here, 0.01 in the checkpoint; obs_noise: 0.5 here, 1.0 in the checkpoint; "
+            "seed: 3 here, 0 in the checkpoint") in err
+    # the synthetic series' length follows --steps unless given: a resume without it is told the saved length
+    rc, _, err = _cli(capsys, *base[:-2], "--resume", tmp_path / "ckpt")
+    assert rc == 2 and "length: 7 here, 16 in the checkpoint" in err
+    assert _cli(capsys, *base, "--steps", "3", "--resume", tmp_path / "ckpt")[0] == 0
 
 
 @pytest.mark.parametrize("argv, match", [
