@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from . import diagnostics, longrun, papers, scaling, tasks, train
+from ._validation import check_int
 from .estimators import COMPARE_DEFAULT, NOISE_DEFAULT, TRAIN_DEFAULT, make_estimator
 
 
@@ -217,6 +218,7 @@ def noise(estimators=NOISE_DEFAULT, sizes=(8, 16, 32, 64), chains=100, steps=60,
     "over_time": [{"estimator", "n", "steps", "rel var grad", "rel var G"}, ...] (empty without over_time),
     "curves": {label: (x, relative gradient variance)}: against n, or against t with over_time}.
     """
+    check_int("chains", chains, 2)          # a variance needs two chains
     n_measured = (steps - burn_in) // every
     if over_time is not None and not 1 <= over_time <= n_measured:
         raise ValueError(f"over_time: expected at most the {n_measured} measured steps, got {over_time}")

@@ -71,10 +71,10 @@ def grid(task, estimators, seeds, **options):
         raise TypeError("estimators, seeds: expected sequences (e.g. ['ok:2', 'kf'] and [0, 1, 2])")
     for spec in estimators:
         parse_spec(spec)
+    options = {k: v if isinstance(v, (list, tuple)) else [v] for k, v in options.items() if v is not None}
     for name in options:
         if name not in known:
             raise ValueError(f"options: expected options of the {task} task among {known}, got {name!r}")
-    options = {k: v if isinstance(v, (list, tuple)) else [v] for k, v in options.items() if v is not None}
     names = sorted(options)
     configs = []
     for values in itertools.product(*(options[k] for k in names)):

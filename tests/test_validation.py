@@ -92,6 +92,22 @@ def test_bad_or_inapplicable_options_exit_2_with_one_line(capsys, tmp_path, argv
     assert re.search(match, err), err
 
 
+def test_one_chain_is_refused_on_every_path_to_the_noise_experiment(capsys, tmp_path):
+    """The chain count is checked by the library, so ``kfrtrl sweep noise --set chains=1`` is refused too."""
+    from kfrtrl import experiments, sweep
+
+    message = "chains: expected an integer >= 2, got 1"
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        experiments.noise(["uoro"], sizes=[4], chains=1, steps=12, burn_in=4, every=4)
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        sweep.run_one(sweep.grid("noise", ["uoro"], [0], hidden=4, chains=1, steps=12, burn_in=4, every=4)[0])
+    out = tmp_path / "runs.jsonl"
+    code, _, err = _run(capsys, "sweep", "noise", "--estimators", "uoro", "--set", "chains=1", "--hidden", "4",
+                        "--steps", "12", "--set", "burn_in=4", "--set", "every=4", "--jobs", "1", "--out", str(out))
+    assert code == 2 and err.strip().splitlines()[-1] == f"kfrtrl sweep: error: {message}"
+    assert "Traceback" not in err and not (out.exists() and out.read_text())
+
+
 def test_resume_from_a_bad_file_or_with_other_options(capsys, tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
