@@ -58,7 +58,7 @@ def _largest_entry(value):
     if isinstance(value, np.ndarray):
         return float(np.abs(value).max()) if value.dtype.kind == "f" and value.size else 0.0
     if isinstance(value, dict):
-        value = value.values()
+        value = list(value.values())
     if isinstance(value, (list, tuple, deque)):
         return max((_largest_entry(v) for v in value), default=0.0)
     return 0.0
