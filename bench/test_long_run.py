@@ -20,7 +20,7 @@ Every finished pair appends one JSON line (spec, cell, n, steps, resets, largest
 and weight entries, T_cur, last 1000 steps' loss in bits, seconds, backend) to
 ``KFRTRL_LONG_LOG`` (default ``long_run.jsonl``), flushed and fsynced; a restarted run
 skips the pairs already in the log with the same n and steps, so a killed run loses only
-the pair it was in.
+the pair it was in. ``python bench/test_long_run.py LOG`` prints the log as a markdown table.
 """
 import json
 import os
@@ -132,3 +132,23 @@ def test_long_run_stays_finite_with_bounded_factors(spec, cell_name):
     print(f"\n[long run] {json.dumps(row)}", end="")
     assert row["finite"]
     assert row["max_factor"] < FACTOR_BOUND
+
+
+def table(rows):
+    """The markdown table of the logged rows, in registry × cell order."""
+    order = {(spec, cell): i for i, (spec, cell) in enumerate((s, c) for s in SPECS for c in CELLS)}
+    lines = ["| estimator | cell | n | steps | resets | max abs factor entry | max abs weight | T_cur | "
+             "loss last 1000 (bits) | finite | seconds | backend |", "|" + "---|" * 12]
+    for r in sorted(rows, key=lambda r: order.get((r["spec"], r["cell"]), len(order))):
+        lines.append(f"| {r['spec']} | {r['cell']} | {r['n']} | {r['steps']} | {r['resets']} | {r['max_factor']:.3g} | "
+                     f"{r['max_weight']:.3g} | {r['T_cur']} | {r['loss_last_1000']:.3f} | {'yes' if r['finite'] else 'NO'} | "
+                     f"{r['seconds']:.0f} | "
+                     f"{r['backend'] or 'auto'} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    with open(sys.argv[1] if len(sys.argv) > 1 else LOG, encoding="utf-8") as fh:
+        print(table([json.loads(line) for line in fh if line.strip().endswith("}")]))
