@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 import kfrtrl
+from kfrtrl.estimators import make_estimator
 from kfrtrl.threads import limit
 
 FULL = os.environ.get("KFRTRL_BENCH_FULL") == "1"
@@ -44,25 +45,8 @@ MAX_BYTES = 2 * 2**30                      # skip a case whose influence arrays 
 N_IN = 8
 BACKENDS = kfrtrl.available_backends()
 
-FAMILIES = {
-    "kron": {
-        "kf": lambda cell, B, r, backend, k: kfrtrl.KFRTRL(cell, batch_size=B, n_chains=r, rng=1,
-                                                           backend=backend, n_threads=k),
-        "ok": lambda cell, B, r, backend, k: kfrtrl.OK(cell, rank=r, batch_size=B, rng=1,
-                                                       backend=backend, n_threads=k),
-    },
-    "rtrl": {
-        "rtrl": lambda cell, B, r, backend, k: kfrtrl.RTRL(cell, batch_size=B, backend=backend, n_threads=k),
-    },
-    "rank1": {
-        "uoro": lambda cell, B, r, backend, k: kfrtrl.UORO(cell, batch_size=B, rng=1, backend=backend,
-                                                           n_threads=k),
-        "nobacktrack": lambda cell, B, r, backend, k: kfrtrl.NoBackTrack(cell, batch_size=B, rng=1,
-                                                                         backend=backend, n_threads=k),
-        "tbptt": lambda cell, B, r, backend, k: kfrtrl.TBPTT(cell, truncation=25, batch_size=B,
-                                                             backend=backend, n_threads=k),
-    },
-}
+#: the estimators of each family, as specs of the registry ("{r}": the group's chains or rank)
+FAMILIES = {"kron": ("kf:{r}", "ok:{r}"), "rtrl": ("rtrl",), "rank1": ("uoro", "nobacktrack", "tbptt:25")}
 
 
 def _gemm_shape(family, n, B, r):
@@ -103,7 +87,7 @@ def _info(benchmark, kind, family, n, B, r, threads, **extra):
 
 
 MEMBERS = [(family, n, B, r, what) for family, n, B, r in CASES
-           for what in ["gemm"] + [f"{est}/{backend}" for est in FAMILIES[family] for backend in BACKENDS]]
+           for what in ["gemm"] + [f"{est.format(r=r)}/{backend}" for est in FAMILIES[family] for backend in BACKENDS]]
 
 
 @pytest.mark.parametrize("family, n, B, r, what", MEMBERS)
@@ -138,7 +122,7 @@ def _bench_step(benchmark, threads, family, estimator, backend, n, B, r):
     :func:`kfrtrl.threads.limit` call (see :func:`test_thread_limit`).
     """
     cell = kfrtrl.Elman(N_IN, n, rng=0)
-    est = FAMILIES[family][estimator](cell, B, r, backend, threads)
+    est = make_estimator(estimator, cell, batch_size=B, rng=1, backend=backend, n_threads=threads)
     xs = np.random.default_rng(2).standard_normal((64, B, N_IN))
     for x in xs[: r + 3]:
         est.step(x)

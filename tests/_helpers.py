@@ -1,8 +1,24 @@
 """Plain helpers shared by several test modules (importable: pytest puts tests/ on sys.path)."""
+import importlib
+
 import numpy as np
 import pytest
 
-from kfrtrl import estimators
+import kfrtrl
+from kfrtrl import backends, estimators
+
+#: every compiled backend that imports here (tests parametrised over it cover a new backend at once)
+COMPILED = [b for b in kfrtrl.available_backends() if b != "numpy"]
+
+
+def kernel_module(backend):
+    """The module of ``backend``'s kernels (same names and signatures as ``kfrtrl._reference``)."""
+    return importlib.import_module(backends._MODULES[backend])
+
+
+def random_signs(gen, shape, dtype):
+    """Independent ±1 of ``dtype`` drawn from the Generator ``gen``."""
+    return (2 * gen.integers(0, 2, size=shape) - 1).astype(dtype)
 
 
 def make_or_skip(spec, cell, **kwargs):

@@ -10,7 +10,7 @@ import kfrtrl
 from kfrtrl import _reference
 from kfrtrl.diagnostics import z_statistic
 from kfrtrl.estimators import make_estimator
-from _helpers import every_spec, make_or_skip, sequence_loss
+from _helpers import COMPILED, every_spec, make_or_skip, sequence_loss
 
 N_IN, N_HIDDEN = 2, 3
 
@@ -321,7 +321,6 @@ def test_bad_constructor_arguments(make, exc, match):
 
 # ---- compiled backends equal the reference on the new cells ----
 
-COMPILED = [b for b in kfrtrl.available_backends() if b != "numpy"]
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -4,15 +4,13 @@ Exact element-wise RTRL must equal bptt and dense RTRL to 1e-10 (float64),
 bptt must equal central finite differences, the compiled kernels must equal
 the reference; sizes are odd and small (n_in = 3, n = 5) so every check is fast.
 """
-import importlib
 
 import numpy as np
 import pytest
 
 import kfrtrl
-from kfrtrl import backends
 from kfrtrl._reference import elementwise as ref
-from _helpers import rel_max, sequence_loss
+from _helpers import kernel_module, rel_max, sequence_loss
 
 N_IN, N = 3, 5
 BACKENDS = kfrtrl.available_backends()
@@ -179,10 +177,6 @@ def test_float32_follows_float64(name, sequence):
 # ---- kernels ----
 
 
-def _ops(backend):
-    return importlib.import_module(backends._MODULES[backend])
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("B,Z,n,m", [(1, 2, 5, 4), (3, 1, 7, 1), (2, 2, 300, 130)])
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -192,7 +186,7 @@ def test_kernels_match_the_reference(backend, B, Z, n, m, dtype):
     E = gen.standard_normal((B, Z, n, m)).astype(dtype)
     lam = gen.uniform(0, 1, (B, 2, n)).astype(dtype)[:, 0]          # a strided view
     dz, a, c = (gen.standard_normal(s).astype(dtype) for s in ((B, Z, n), (B, m), (B, n)))
-    ops = _ops(backend)
+    ops = kernel_module(backend)
     got, want = E.copy(), E.copy()
     ops.ew_propagate(got, lam, dz, a, 2)
     ref.ew_propagate(want, lam, dz, a, 2)

@@ -7,7 +7,6 @@ Outputs must agree with the reference to 1e-10 (float64) or 1e-4 (float32) relat
 Bounded and derandomised (the same examples on every run: CI is reproducible); raise
 ``KFRTRL_HYPOTHESIS_EXAMPLES`` to search further.
 """
-import importlib
 import os
 
 import numpy as np
@@ -15,12 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import kfrtrl
-from kfrtrl import backends
 import kfrtrl._reference as ref
-from _helpers import rel_max
+from _helpers import COMPILED, kernel_module, random_signs, rel_max
 
-COMPILED = [b for b in kfrtrl.available_backends() if b != "numpy"]
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
 EXAMPLES = int(os.environ.get("KFRTRL_HYPOTHESIS_EXAMPLES", "12"))
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -36,10 +32,6 @@ def _every_backend_and_dtype(test):
     """Every compiled backend × both dtypes, each with its own bounded search."""
     dtypes = pytest.mark.parametrize("dtype", [np.dtype(np.float64), np.dtype(np.float32)], ids=str)
     return pytest.mark.parametrize("backend", COMPILED)(dtypes(test))
-
-
-def _ops(backend):
-    return importlib.import_module(backends._MODULES[backend])
 
 
 def _laid_out(x, layout):
@@ -80,10 +72,6 @@ def _unwritten(x):
     return np.full(x.shape, np.nan, dtype=x.dtype)
 
 
-def _signs(gen, shape, dtype):
-    return (2 * gen.integers(0, 2, size=shape) - 1).astype(dtype)
-
-
 def _diagonal_step(gen, B, n, dtype, layout):
     """(W, lam, dz, a) of an Elman-type step, each in a drawn layout; m = n + 3."""
     m = n + 3
@@ -117,7 +105,7 @@ def test_jvp_blocks(backend, dtype, common, layer, K, out_layout, transposed_wei
     ref.jvp_blocks(V, Vr, Wt, lam, dz, want, 1)
     big = np.full((B, K + 1, 2 * S * n), np.nan, dtype=dtype)
     out = {"c": _unwritten(want), "rows": big[:, :K, :S * n], "strided": big[:, :K, ::2]}[out_layout]
-    _ops(backend).jvp_blocks(V, Vr, Wt, lam, dz, out, 2)
+    kernel_module(backend).jvp_blocks(V, Vr, Wt, lam, dz, out, 2)
     _assert_all_close([out], [want], dtype, "jvp_blocks")
 
 
@@ -131,7 +119,7 @@ def test_outer_add(backend, dtype, common, p):
     Dt, a = layout(_normal(gen, (B, p, N), dtype)), layout(_normal(gen, (B, m), dtype))
     want, got = G.copy(), G.copy()
     ref.outer_add(want, Dt, a, 1)
-    _ops(backend).outer_add(got, Dt, a, 2)
+    kernel_module(backend).outer_add(got, Dt, a, 2)
     _assert_all_close([got], [want], dtype, "outer_add")
 
 
@@ -145,7 +133,7 @@ def test_rank1_update(backend, dtype, common, p, in_place):
     s_w = _normal(gen, (B,), dtype, mask)                 # 0: the dropped term of a reset sample
     d, a, s_d = (layout(_normal(gen, shape, dtype)) for shape in ((B, p), (B, m), (B,)))
     results = []
-    for ops in (ref, _ops(backend)):
+    for ops in (ref, kernel_module(backend)):
         w_in = w.copy()
         out = w_in if in_place else _unwritten(w)
         ops.rank1_update(w_in if in_place else layout(w_in), s_w, d, a, s_d, out, 2)
@@ -161,9 +149,9 @@ def test_kf_combine(backend, dtype, common, C, p, in_place):
     m = N + 3
     HA, u = _normal(gen, (B, C, p, N), dtype, mask), _normal(gen, (B, C, m), dtype, mask)
     Dt, a = layout(_normal(gen, (B, p, N), dtype)), layout(_normal(gen, (B, m), dtype))
-    c1, c2 = layout(_signs(gen, (B, C), dtype)), layout(_signs(gen, (B, C), dtype))
+    c1, c2 = layout(random_signs(gen, (B, C), dtype)), layout(random_signs(gen, (B, C), dtype))
     results = []
-    for ops in (ref, _ops(backend)):
+    for ops in (ref, kernel_module(backend)):
         HA_in, u_in = HA.copy(), u.copy()
         A_out = HA_in if in_place else _unwritten(HA)
         u_out = u_in if in_place else _unwritten(u)
@@ -181,9 +169,9 @@ def test_kf_fused(backend, dtype, common, C, u_in_place):
     W, lam, dz, a = _diagonal_step(gen, B, n, dtype, layout)
     A = _normal(gen, (B, C, n, n), dtype, mask)
     u = _normal(gen, (B, C, n + 3), dtype, mask)
-    c1, c2 = layout(_signs(gen, (B, C), dtype)), layout(_signs(gen, (B, C), dtype))
+    c1, c2 = layout(random_signs(gen, (B, C), dtype)), layout(random_signs(gen, (B, C), dtype))
     results = []
-    for ops in (ref, _ops(backend)):
+    for ops in (ref, kernel_module(backend)):
         u_in = u.copy()
         A_out, u_out = _unwritten(A), u_in if u_in_place else _unwritten(u)
         ops.kf_fused(layout(A.copy()), u_in if u_in_place else layout(u_in), W, lam, dz, a, c1, c2, A_out, u_out, 2)
@@ -199,9 +187,9 @@ def test_uoro_fused(backend, dtype, common):
     W, lam, dz, a = _diagonal_step(gen, B, n, dtype, layout)
     v, w = _normal(gen, (B, n), dtype, mask), _normal(gen, (B, n, n + 3), dtype, mask)
     w_sq = np.einsum("bpm,bpm->b", w, w, dtype=np.float64)
-    nu = layout(_signs(gen, (B, n), dtype))
+    nu = layout(random_signs(gen, (B, n), dtype))
     results = []
-    for ops in (ref, _ops(backend)):
+    for ops in (ref, kernel_module(backend)):
         state = [v.copy(), w.copy(), w_sq.copy()]
         ops.uoro_fused(*state, W, lam, dz, a, nu, 2)
         results.append(state)
@@ -216,9 +204,9 @@ def test_ok_fused(backend, dtype, common, r, in_place):
     W, lam, dz, a = _diagonal_step(gen, B, n, dtype, layout)
     A = _normal(gen, (B, r, n, n), dtype, mask)
     u = _normal(gen, (B, r, n + 3), dtype, mask)
-    signs = layout(_signs(gen, (B, r + 1), dtype))
+    signs = layout(random_signs(gen, (B, r + 1), dtype))
     results = []
-    for ops in (ref, _ops(backend)):
+    for ops in (ref, kernel_module(backend)):
         A_in = A.copy()
         A_out, u_out = (A_in if in_place else _unwritten(A)), _unwritten(u)
         ops.ok_fused(A_in if in_place else layout(A_in), layout(u.copy()), W, lam, dz, a, signs, A_out, u_out, 2)
@@ -235,9 +223,9 @@ def test_ok_reduce(backend, dtype, common, r, P, m):
     V = gen.standard_normal((B, k, P)) * np.exp(gen.standard_normal((B, k, 1)))
     U = gen.standard_normal((B, k, m)) * np.exp(gen.standard_normal((B, k, 1)))
     V[mask], U[mask] = 0.0, 0.0
-    V, U, signs = layout(V.astype(dtype)), layout(U.astype(dtype)), layout(_signs(gen, (B, k), dtype))
+    V, U, signs = layout(V.astype(dtype)), layout(U.astype(dtype)), layout(random_signs(gen, (B, k), dtype))
     results = []
-    for ops in (ref, _ops(backend)):
+    for ops in (ref, kernel_module(backend)):
         V_out, U_out = np.full((B, r, P), np.nan, dtype=dtype), np.full((B, r, m), np.nan, dtype=dtype)
         ops.ok_reduce(V, U, signs, V_out, U_out, 2)
         results.append([V_out, U_out, np.einsum("brp,brm->bpm", V_out, U_out)])

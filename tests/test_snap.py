@@ -10,10 +10,9 @@ from kfrtrl import backends
 from kfrtrl._reference import snap as ref
 from kfrtrl.cells._base import _dense_blocks
 from kfrtrl.estimators.rflo import random_feedback
-from _helpers import rel_max
+from _helpers import COMPILED, rel_max
 
 N_IN = 2
-COMPILED = [b for b in kfrtrl.available_backends() if b != "numpy"]
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
 
 CELLS = {
