@@ -239,6 +239,11 @@ def unused_options(args):
                 unused.append(f"--{flag.replace('_', '-')} applies to --task charlm, got --task copy")
     if getattr(args, "depth", None) is not None and args.cell != "rhn":
         unused.append(f"--depth: only --cell rhn takes it (rhnL gives the depth too), got --cell {args.cell}")
+    if getattr(args, "workload", None):
+        for flag in ("quick", "sizes", "estimators", "cells", "batch", "plot", "source"):
+            if getattr(args, flag, None):
+                name = "--from" if flag == "source" else f"--{flag}"
+                unused.append(f"{name} applies to the scaling grid, not to --workload {args.workload}")
     if getattr(args, "save_every", None) and not args.save:
         unused.append("--save-every: needs --save PATH (the checkpoint it rewrites)")
     if hasattr(args, "rank") and args.rank is None:

@@ -20,9 +20,9 @@ import sys
 
 import kfrtrl
 
-from . import estimators, experiments, longrun, plotting, scaling, tasks
+from . import checkpoint, estimators, experiments, longrun, plotting, scaling, tasks, workloads
 from ._arguments import (add_backend_arg, add_cell_args, add_charlm_args, add_json_arg, add_model_args, add_plot_arg,
-                         add_run_args, add_threads_arg, add_training_args, cell_specs, chain_count, positive_int,
+                         add_run_args, add_training_args, cell_specs, chain_count, positive_int,
                          readable_path, seed_int, size_list, text_corpus, train_specs, unused_options)
 from ._sweep_cli import add_sweep
 
@@ -118,9 +118,17 @@ def _add_bench(sub):
     p.add_argument("--repeats", type=positive_int, default=None, metavar="R",
                    help="timed repeats per point, the median is reported (default: 3 with --quick, else 5)")
     add_backend_arg(p)
-    add_threads_arg(p, default=1)  # stable timings on a shared machine, like bench/; --threads 2 to use both cores
-    add_json_arg(p, "the measurements (pytest-benchmark layout)")
+    # 1 thread by default: stable timings on a shared machine, like bench/; --threads 2 to use both cores
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="threads for kernels and BLAS (default: 1; with --workload: 1 and all cores)")
+    add_json_arg(p, "the measurements (pytest-benchmark layout; with --workload: a list of records)")
     add_plot_arg(p, "a log-log plot of time against n with the fitted lines")
+    p.add_argument("--workload", choices=sorted(workloads.WORKLOADS), default=None,
+                   help="instead of the scaling grid, time the papers' configurations through the training "
+                        "loop (Trainer.step on the task's own inputs and resets) against the same-FLOP GEMM "
+                        "bound timed in the same run: copy (Elman and RHN, n=128, OK r=16, KF, UORO, batch 16) "
+                        "or charlm (RHN n=256, OK r=8, batch 32); takes --dtype, --backend (default: every "
+                        "compiled one), --threads, --repeats (timed steps, default 30) and --json")
     p.add_argument("--from", dest="source", type=readable_path, default=None, metavar="JSON",
                    help="do not measure (the options above are ignored): report a pytest-benchmark JSON of "
                         "bench/test_scaling.py or a file written by --json")
@@ -128,13 +136,14 @@ def _add_bench(sub):
 
 
 def _cmd_bench(args):
+    if args.workload:
+        return _cmd_workload(args)
     records, skipped = experiments.bench(
         _flat(args.estimators), _flat(args.sizes), _flat(args.batch), args.dtype, _flat(args.cells), args.quick,
-        args.backend, args.threads, args.repeats, args.source, progress=_progress_bar())
+        args.backend, args.threads or 1, args.repeats, args.source, progress=_progress_bar())
     print(scaling.format_table(records, skipped), end="")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(scaling.to_json(records, skipped), fh, indent=1)
+        _write_json(args.json, scaling.to_json(records, skipped))
         print(f"wrote {args.json}")
     if args.plot and not plotting.available():
         print(f"kfrtrl bench: matplotlib is not installed; no plot written to {args.plot} "
@@ -142,6 +151,24 @@ def _cmd_bench(args):
     elif args.plot:
         _plot(args.plot, plotting.scaling, records)
     return 0
+
+
+def _cmd_workload(args):
+    """``kfrtrl bench --workload NAME``: one line per configuration, backend, dtype and thread count."""
+    compiled = [b for b in kfrtrl.available_backends() if b != "numpy"] or ["numpy"]
+    records = workloads.measure(
+        args.workload, backends=compiled if args.backend == "auto" else [args.backend],
+        dtypes=args.dtype or ("float32", "float64"), threads=(args.threads,) if args.threads else (1, None),
+        steps=args.repeats or 30, progress=lambda rec: print(workloads.format_record(rec), flush=True))
+    if args.json:
+        _write_json(args.json, records)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _write_json(path, obj):
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    checkpoint.atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=1).encode("utf-8")))
 
 
 def _flat(lists):

@@ -1,5 +1,6 @@
 """The kfrtrl command: --version, info, bench (tiny grids), one-line errors with exit code 2."""
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -150,3 +151,29 @@ def test_every_subcommand_has_help(capsys):
     for name in names:
         assert _exit([name, "--help"]) == 0
         assert capsys.readouterr().out.startswith(f"usage: kfrtrl {name}")
+
+
+def test_bench_workload_times_the_training_loop_against_its_gemm_bound(capsys, tmp_path, monkeypatch):
+    """--workload: one line and one record per backend, dtype and thread count (1 and all cores)."""
+    from kfrtrl import workloads
+
+    monkeypatch.setitem(workloads.WORKLOADS, "copy", (workloads.Config("elman", 4, "kf", 2),))
+    out_json = tmp_path / "w.json"
+    argv = ["bench", "--workload", "copy", "--backend", "numpy", "--dtype", "float32", "--repeats", "2",
+            "--json", str(out_json)]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    recs = json.loads(out_json.read_text())
+    assert [(r["cell"], r["n"], r["spec"], r["backend"], r["dtype"], r["inputs"]) for r in recs] == [
+        ("elman", 4, "kf", "numpy", "float32", "task")] * 2
+    assert [r["threads"] for r in recs] == [1, os.cpu_count()]
+    assert all(r["ratio"] == r["step_s"] / r["gemm_s"] > 0 for r in recs)
+    assert lines[:2] == [workloads.format_record(r) for r in recs] and lines[2] == f"wrote {out_json}"
+
+
+@pytest.mark.parametrize("flag", [["--sizes", "8"], ["--estimators", "kf"], ["--cells", "rhn"], ["--quick"],
+                                  ["--batch", "2"], ["--plot", "x.png"]])
+def test_bench_workload_refuses_the_grid_options(capsys, flag):
+    assert cli.main(["bench", "--workload", "charlm"] + flag) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{flag[0]} applies to the scaling grid, not to --workload charlm" in err
