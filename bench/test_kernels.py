@@ -16,7 +16,7 @@ by group (the GEMM right before the steps it bounds):
 - ``kron`` (KF-RTRL with r chains, OK of rank r): (B·r·n, n) @ (n, n) GEMM;
 - ``rtrl`` (exact RTRL; n in {16, 64, 128} at batch 1, n <= 16 (full grid: 64)
   at larger batches): (B·n·m, n) @ (n, n) GEMM, m = n + n_in + 1;
-- ``rank1`` (UORO, NoBackTrack, TBPTT's step; also at n = 256): the cell's
+- ``rank1`` (UORO, NoBackTrack, TBPTT's step, SnAp-1, RFLO; also at n = 256): the cell's
   (B, m) @ (m, n) product, at batch 1 one (n, m) matrix-vector product.
 
 ``extra_info`` carries the kind ("gemm"/"step"), estimator, backend, sizes,
@@ -46,7 +46,7 @@ N_IN = 8
 BACKENDS = kfrtrl.available_backends()
 
 #: the estimators of each family, as specs of the registry ("{r}": the group's chains or rank)
-FAMILIES = {"kron": ("kf:{r}", "ok:{r}"), "rtrl": ("rtrl",), "rank1": ("uoro", "nobacktrack", "tbptt:25")}
+FAMILIES = {"kron": ("kf:{r}", "ok:{r}"), "rtrl": ("rtrl",), "rank1": ("uoro", "nobacktrack", "tbptt:25", "snap1", "rflo")}
 
 
 def _gemm_shape(family, n, B, r):
