@@ -38,13 +38,46 @@ TRAIN_DEFAULT = "ok"
 COMPARE_DEFAULT = ("ok:2", "kf", "uoro", "tbptt:25")
 
 
+#: what every estimator's docstring shares: its "[shared parameters]" and "[step and gradient]"
+#: lines are replaced by these (indented as the line) when :func:`register` adds the class
+SHARED_DOC = {
+    "[shared parameters]": """batch_size : int >= 1
+    Samples carried in parallel, each with its own state, influence and random signs.
+rng : None, int or numpy.random.Generator
+    Source of every random draw (same seed, same draws on every backend).
+backend : {"auto", "numpy", "numba", "cython"}
+    Kernel backend (:func:`kfrtrl.available_backends`); "auto" picks the fastest built one.
+n_threads : int >= 1 or None
+    Threads for kernels, numba and BLAS inside each call (None: leave them at all cores).""",
+    "[step and gradient]": """``step(x)`` takes x (batch_size, n_in) of the cell's dtype (float32 or float64) and returns
+h_t (batch_size, n_hidden); ``gradient(dl_dh)`` takes ∂L_t/∂h_t (batch_size, n_hidden) and
+returns {name: (p, m)} for every weight matrix of ``cell.params()``, summed over the batch.""",
+}
+
+
+def _fill_shared_doc(doc):
+    """``doc`` with each line holding only a key of :data:`SHARED_DOC` replaced by its text, indented alike."""
+    lines = []
+    for line in doc.split("\n"):
+        key = line.strip()
+        indent = line[:len(line) - len(line.lstrip())]
+        if key in SHARED_DOC:
+            lines.extend(indent + part for part in SHARED_DOC[key].split("\n"))
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def register(cls):
-    """Class decorator: add the estimator ``cls`` (with its ``name`` and ``param``) to :data:`ESTIMATORS`."""
+    """Class decorator: add the estimator ``cls`` (with its ``name`` and ``param``) to :data:`ESTIMATORS`
+    and fill in the shared parts of its docstring (:data:`SHARED_DOC`)."""
     if not isinstance(cls.name, str) or not cls.name.isidentifier() or cls.name in ESTIMATORS:
         raise ValueError(f"register: expected a new identifier as the estimator's name, got {cls.name!r}")
     if cls.param is not None and cls.param not in inspect.signature(cls).parameters:
         raise ValueError(f"register: {cls.__name__} takes no argument {cls.param!r} (its param)")
     ESTIMATORS[cls.name] = cls
+    if cls.__doc__:
+        cls.__doc__ = _fill_shared_doc(cls.__doc__)
     return cls
 
 

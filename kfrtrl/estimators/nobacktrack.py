@@ -32,23 +32,14 @@ class NoBackTrack(UORO):
     cell : kfrtrl.cells.Cell
         The recurrent cell whose weights are learnt (any cell: :class:`kfrtrl.Elman`,
         :class:`kfrtrl.LSTM`, ... or your own, see the README).
-    batch_size : int >= 1
-        Samples carried in parallel, each with its own state, influence and random signs.
-    rng : None, int or numpy.random.Generator
-        Source of every random draw (same seed, same draws on every backend).
-    backend : {"auto", "numpy", "numba", "cython"}
-        Kernel backend (:func:`kfrtrl.available_backends`); "auto" picks the fastest built one.
-    n_threads : int >= 1 or None
-        Threads for kernels, numba and BLAS inside each call (None: leave them at all cores).
+    [shared parameters]
 
     Notes
     -----
     Cost per step and sample: O(N m) time and memory beyond the forward pass, O(n²) for the
     Elman cell, like UORO.
 
-    ``step(x)`` takes x (batch_size, n_in) of the cell's dtype (float32 or float64) and returns
-    h_t (batch_size, n_hidden); ``gradient(dl_dh)`` takes ∂L_t/∂h_t (batch_size, n_hidden) and
-    returns {name: (p, m)} for every weight matrix of ``cell.params()``, summed over the batch.
+    [step and gradient]
 
     References
     ----------

@@ -38,14 +38,7 @@ class RFLO(SnAp1):
     cell : kfrtrl.cells.Cell
         The recurrent cell whose weights are learnt: :class:`kfrtrl.Elman`, or a cell of your
         own with its one-layer, unit-diagonal step (``Cell.diagonal_step``); others raise TypeError.
-    batch_size : int >= 1
-        Samples carried in parallel, each with its own state, influence and random signs.
-    rng : None, int or numpy.random.Generator
-        Source of every random draw (same seed, same draws on every backend).
-    backend : {"auto", "numpy", "numba", "cython"}
-        Kernel backend (:func:`kfrtrl.available_backends`); "auto" picks the fastest built one.
-    n_threads : int >= 1 or None
-        Threads for kernels, numba and BLAS inside each call (None: leave them at all cores).
+    [shared parameters]
 
     Notes
     -----
@@ -54,9 +47,7 @@ class RFLO(SnAp1):
     (:func:`kfrtrl.estimators.rflo.random_feedback`); here ``gradient`` takes whatever ∂L/∂h
     it is given.
 
-    ``step(x)`` takes x (batch_size, n_in) of the cell's dtype (float32 or float64) and returns
-    h_t (batch_size, n_hidden); ``gradient(dl_dh)`` takes ∂L_t/∂h_t (batch_size, n_hidden) and
-    returns {name: (p, m)} for every weight matrix of ``cell.params()``, summed over the batch.
+    [step and gradient]
 
     References
     ----------
