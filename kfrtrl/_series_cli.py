@@ -1,13 +1,12 @@
-"""``kfrtrl series``: online regression on a CSV/NPY series or a synthetic one (see :mod:`kfrtrl.series`)."""
+"""``kfrtrl series``: the command over :func:`kfrtrl.experiments.series` (parsing and printing only)."""
 import argparse
 import json
 import sys
-import time
 
 import numpy as np
 
-from . import _arguments, cli, estimators, optim, scaling, synthetic, train
-from .series import Series, load_table, resolve_columns
+from . import _arguments, cli, estimators, experiments, optim, plotting, train
+from .checkpoint import atomic_write
 
 
 def _unit_float(text):
@@ -81,71 +80,9 @@ def _error(text):
     return 2
 
 
-def _data(args):
-    """-> (data, column names or None, targets, inputs, the LGSS model or None, description)."""
-    data_rng = np.random.default_rng(args.seed).spawn(5)[4]
-    length = args.length or args.steps + args.horizon + 1
-    if args.synthetic == "lgss":
-        memory = args.memory or 100.0
-        model = synthetic.lgss_model(args.state, memory, args.obs_noise, rng=data_rng)
-        data = synthetic.sample(model, length, batch=args.batch, rng=data_rng)
-        return data, None, args.target or "0", args.inputs, model, \
-            f"lgss (state {args.state}, memory {memory:g}, obs-noise {args.obs_noise:g})"
-    if args.synthetic == "delay":
-        data = np.stack([synthetic.delay(length, lag=args.lag, rng=g) for g in data_rng.spawn(args.batch)])
-        return data, None, args.target or "1", args.inputs or "0", None, f"delay (lag {args.lag})"
-    if args.synthetic == "lob":
-        streams = data_rng.spawn(args.batch)
-        memory = args.memory or 25.0
-        data = np.stack([synthetic.lob(length, memory=memory, rng=g) for g in streams])
-        return data, list(synthetic.LOB_COLUMNS), args.target or "mid_change", args.inputs, None, \
-            f"synthetic LOB (memory {memory:g})"
-    data, names = load_table(args.file)
-    resolve_columns(args.target, names, data.shape[1], "--target")
-    return data, names, args.target, args.inputs, None, args.file
-
-
-def _run(args, spec, data, names, targets, inputs):
-    task = Series(data, targets, inputs, horizon=args.horizon, batch_size=args.batch, names=names)
-    cell_rng, est_rng, readout_rng, kalman_rng, _ = np.random.default_rng(args.seed).spawn(5)
-    cell = scaling.make_cell(args.cell, args.hidden, rng=cell_rng, n_in=task.n_in)
-    est = train.make_estimator(spec, cell, args.batch, est_rng, args.backend, args.threads, rank=args.rank)
-    optimizer = args.optimizer
-    if optimizer == "kalman":
-        optimizer = optim.KalmanFilter(args.kalman_gamma, args.kalman_damping, args.kalman_rank, rng=kalman_rng)
-    trainer = train.Trainer(est, task.n_out, loss="mse", optimizer=optimizer, clip=args.clip,
-                            lr=optim.Schedule(args.lr, args.lr_tau, args.lr_rho),
-                            update_every=args.update_every, rng=readout_rng)
-    config = _run_config(args, spec)
-    if args.resume:
-        train.load_checkpoint(args.resume, trainer, task, config)
-    bar = cli._progress_bar(sys.stderr)
-    log_every = max(1, args.steps // 100)
-
-    def callback(step):
-        if step % log_every == 0 or step == args.steps:
-            bar(step, args.steps, f"{spec} mse {task.metrics(last=log_every / step)['mse']:.4g}")
-
-    start = time.perf_counter()
-    train.run(trainer, task, args.steps, callback)
-    seconds = time.perf_counter() - start
-    if args.save:
-        train.save_checkpoint(args.save, trainer, task, config)
-    return task, seconds
-
-
-#: options that leave the run a checkpoint continues unchanged: its length, threads and outputs
-_NOT_RUN = ("command", "func", "steps", "threads", "save", "resume", "json", "plot", "source")
-
-
-def _run_config(args, spec):
-    """What a series checkpoint records and a resume must repeat: every other option, the one
-    estimator ``spec`` and the synthetic series' length (by default it follows --steps)."""
-    config = {k: v for k, v in vars(args).items() if k not in _NOT_RUN}
-    config.update(estimator=spec, task="Series")
-    if args.synthetic is not None:
-        config["length"] = args.length or args.steps + args.horizon + 1
-    return config
+#: the options of :func:`kfrtrl.experiments.series` the command passes under their own names
+_OPTIONS = ("target", "inputs", "horizon", "synthetic", "optimizer", "lr_tau", "lr_rho", "kalman_gamma",
+            "kalman_damping", "kalman_rank", "state", "memory", "lag", "obs_noise", "length", "save", "resume")
 
 
 def _cmd_series(args):
@@ -161,28 +98,16 @@ def _cmd_series(args):
         return _error("--save and --resume take one estimator")
     if cli._missing_matplotlib(args):
         return 2
-    try:
-        data, names, targets, inputs, model, what = _data(args)
-        Series(data, targets, inputs, horizon=args.horizon, batch_size=args.batch, names=names)  # bad columns: exit 2
-    except ValueError as exc:
-        return _error(str(exc))
-    optimal = synthetic.kalman_mse(model) if model is not None and args.horizon == 1 else None
-    errors = None if optimal is None else np.array([synthetic.kalman_errors(model, ys) for ys in data])
-    rows, curves = [], {}
-    for spec in args.estimator:
-        task, seconds = _run(args, spec, data, names, targets, inputs)
-        m = task.metrics(last=0.1)
-        if errors is not None and task.steps < errors.shape[1]:      # no wrap: the filter saw the same steps
-            m["kalman_mse"] = float(errors[:, task.steps - m["steps"]:task.steps].mean())
-            m["ratio_optimal"] = m["mse"] / m["kalman_mse"]
-        label = spec if args.optimizer != "kalman" else f"{spec}+kalman"
-        rows.append({"estimator": label, **m, "seconds": seconds})
-        curves[label] = task.curve(max(1, args.steps // 100))
-    title = (f"series {what}, hidden {args.hidden}, batch {args.batch}, {args.steps} steps, optimizer "
+    setup = experiments.Setup.from_options(args)
+    options = {name: getattr(args, name) for name in _OPTIONS}
+    result = experiments.series(args.file, estimators=args.estimator, setup=setup, progress=cli._progress_bar(),
+                                **options)
+    optimal = result["optimal"]
+    title = (f"series {result['data']}, hidden {args.hidden}, batch {args.batch}, {args.steps} steps, optimizer "
              f"{args.optimizer}, lr {optim.Schedule(args.lr, args.lr_tau, args.lr_rho)}, seed {args.seed}; last 10% "
              "of the steps" + (f"; Kalman-optimal mse {optimal:.5g} (stationary), kalman_mse: the Kalman filter's "
                                "on the same steps" if optimal is not None else ""))
-    return _report(args, title, rows, curves, optimal)
+    return _report(args, title, result["rows"], result["curves"], optimal)
 
 
 def _report_saved(args):
@@ -206,7 +131,7 @@ def _report(args, title, rows, curves, optimal):
     cli._print_rows(rows, columns)
     if args.json:
         _write_json(args.json, rows, curves, optimal)
-    _plot(args.plot, curves, optimal)
+    cli._plot(args.plot, plotting.series, curves, optimal)
     for row in rows:
         line = " ".join(f"{k} {row[k]:.5g}" for k in ["mse"] + [c for c in columns if c.startswith("ratio")])
         print(line + (f" estimator {row['estimator']}" if len(rows) > 1 else ""))
@@ -216,29 +141,5 @@ def _report(args, title, rows, curves, optimal):
 def _write_json(path, rows, curves, optimal):
     payload = {"optimal_mse": optimal, "rows": rows,
                "curves": {k: {"step": x.tolist(), "mse": y.tolist()} for k, (x, y) in curves.items()}}
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=1)
-    print(f"wrote {path}")
-
-
-def _plot(path, curves, optimal):
-    if path is None:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, (x, y) in curves.items():
-        ax.plot(x, y, label=label)
-    if optimal is not None:
-        ax.axhline(optimal, color="k", linestyle="--", label="Kalman-optimal")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("prequential MSE (window mean)")
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    atomic_write(path, lambda fh: fh.write(json.dumps(payload, indent=1).encode("utf-8")))
     print(f"wrote {path}")

@@ -6,6 +6,7 @@ returns rows (dicts) that the command prints; nothing here parses or prints::
 
     from kfrtrl import experiments
     rows = experiments.compare(setup=experiments.Setup(hidden=16, steps=2000))   # the default estimators
+    run = experiments.series(synthetic="lgss", estimators=["kf", "rtrl"], setup=experiments.Setup(batch=1, steps=3000))
 
 :class:`Setup` holds what every training run shares (model, optimiser,
 seed, backend); a new shared option is a new field there (and a flag of the
@@ -18,9 +19,11 @@ import time
 
 import numpy as np
 
-from . import diagnostics, longrun, papers, scaling, tasks, train
-from ._validation import check_int
+from . import diagnostics, longrun, optim, papers, scaling, tasks, train
+from . import synthetic as _synthetic
+from ._validation import check_choice, check_int
 from .estimators import COMPARE_DEFAULT, NOISE_DEFAULT, TRAIN_DEFAULT, make_estimator
+from .series import Series, check_table, load_table, resolve_columns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,13 +76,18 @@ def make_cell(setup, n_in, rng=None):
     return scaling.make_cell(spec, setup.hidden, setup.dtype, rng, n_in=n_in, **options)
 
 
-def build_trainer(setup, spec, n_io):
-    """Cell, estimator and trainer for ``spec``; the seeds come from ``setup.seed`` alone."""
+def build_trainer(setup, spec, n_in, n_out=None, **options):
+    """Cell, estimator and trainer for ``spec``; the seeds come from ``setup.seed`` alone.
+
+    n_out : readout size (default ``n_in``);  options : further :class:`kfrtrl.train.Trainer`
+    arguments (``loss``, ``optimizer``, ``lr`` instead of ``setup.lr`` ...)
+    """
     cell_rng, est_rng, readout_rng, _, init_rng = np.random.default_rng(setup.seed).spawn(5)
-    cell = make_cell(setup, n_io, cell_rng)
+    cell = make_cell(setup, n_in, cell_rng)
     est = make_estimator(spec, cell, setup.batch, est_rng, setup.backend, setup.threads, rank=setup.rank)
-    trainer = train.Trainer(est, n_io, lr=setup.lr, clip=setup.clip, update_every=setup.update_every,
-                            rng=readout_rng, clip_scope=papers.FAITHFUL["clip_scope"] if setup.faithful else "all")
+    options = {"lr": setup.lr, "clip": setup.clip, "update_every": setup.update_every, "rng": readout_rng,
+               "clip_scope": papers.FAITHFUL["clip_scope"] if setup.faithful else "all", **options}
+    trainer = train.Trainer(est, n_in if n_out is None else n_out, **options)
     if setup.init_std is not None:
         papers.init_normal({**cell.params(), "readout": trainer.readout.W}, setup.init_std, init_rng)
     return trainer
@@ -203,6 +211,129 @@ def _log_path(log, spec):
         return None
     root, ext = os.path.splitext(log)
     return f"{root}.{scaling.canonical(spec)}{ext}"
+
+
+def series(data=None, target=None, inputs=None, horizon=1, synthetic=None, estimators=("ok:2",),
+           setup=Setup(batch=1, steps=10000, lr=1e-2), optimizer="adam", lr_tau=None, lr_rho=1.0, kalman_gamma=0.01,
+           kalman_damping=1e-3, kalman_rank=0, state=3, memory=None, lag=5, obs_noise=1.0, length=None, save=None,
+           resume=None, progress=None):
+    """Online regression on a numeric series (:class:`kfrtrl.series.Series`), each estimator on the same data and seed.
+
+    Parameters
+    ----------
+    data : (T, C) or (B, T, C) float array, or a CSV / NPY path (:func:`kfrtrl.series.load_table`), or None
+    target, inputs : column names or indices of ``data`` (list or comma-separated); inputs None: all columns
+    horizon : int >= 1, predict ``horizon`` rows ahead
+    synthetic : instead of ``data``, ``"lgss"`` (:func:`kfrtrl.synthetic.lgss_model`: ``state``, ``memory``
+        (default 100), ``obs_noise``), ``"lob"`` (:func:`kfrtrl.synthetic.lob`: ``memory``, default 25) or
+        ``"delay"`` (:func:`kfrtrl.synthetic.delay`: ``lag``), ``setup.batch`` streams of ``length`` rows
+        (default ``setup.steps + horizon + 1``) drawn from ``setup.seed``; target and inputs default to
+        the series' own
+    estimators : sequence of estimator specs
+    setup : :class:`Setup` (its ``lr`` is the schedule's initial rate)
+    optimizer : "adam", "sgd" or "kalman" (:class:`kfrtrl.optim.KalmanFilter` with ``kalman_gamma``,
+        ``kalman_damping``, ``kalman_rank``)
+    lr_tau, lr_rho : the schedule lr / (1 + t/lr_tau)^lr_rho (:class:`kfrtrl.optim.Schedule`)
+    save, resume : checkpoint paths (one estimator)
+
+    Returns
+    -------
+    dict
+        ``{"data": description, "optimal": the Kalman-optimal stationary MSE (lgss, horizon 1) or None,
+        "rows": [{"estimator", "steps", "mse", "naive_mse", "const_mse", ["kalman_mse",] "ratio_naive",
+        "ratio_const", ["ratio_optimal",] "seconds"}], "curves": {estimator: (steps, windowed MSE)}}``:
+        metrics over the last 10 % of the steps (:meth:`kfrtrl.series.Series.metrics`); ``kalman_mse`` is
+        the Kalman filter's on the same steps (lgss, horizon 1, no wrap round).
+    """
+    if (data is None) == (synthetic is None):
+        raise ValueError(f"data, synthetic: expected exactly one of a table and a synthetic series name, got "
+                         f"{'neither' if data is None else 'both'}")
+    if synthetic is None and target is None:
+        raise ValueError("target: expected the target column(s) of data, got None")
+    if (save or resume) and len(estimators) != 1:
+        raise ValueError(f"estimators: expected one estimator with save or resume, got {list(estimators)}")
+    table, names, target, inputs, model, what = _series_data(data, target, inputs, horizon, synthetic, setup, state,
+                                                             memory, lag, obs_noise, length)
+    first = Series(table, target, inputs, horizon=horizon, batch_size=setup.batch, names=names)   # bad columns: now
+    optimal = _synthetic.kalman_mse(model) if model is not None and horizon == 1 else None
+    errors = None if optimal is None else np.array([_synthetic.kalman_errors(model, ys) for ys in table])
+    schedule = optim.Schedule(setup.lr, lr_tau, lr_rho)
+    config = {k: v for k, v in dataclasses.asdict(setup).items() if k not in ("steps", "threads")}
+    config.update(task="Series", data=None if synthetic else what, target=first.targets, inputs=first.inputs,
+                  horizon=horizon, synthetic=synthetic, optimizer=optimizer, lr_tau=lr_tau, lr_rho=lr_rho,
+                  kalman_gamma=kalman_gamma, kalman_damping=kalman_damping, kalman_rank=kalman_rank, state=state,
+                  memory=memory, lag=lag, obs_noise=obs_noise, length=table.shape[-2] if synthetic else None)
+    rows, curves = [], {}
+    for spec in estimators:
+        task = Series(table, target, inputs, horizon=horizon, batch_size=setup.batch, names=names)
+        kind = optimizer
+        if optimizer == "kalman":
+            kind = optim.KalmanFilter(kalman_gamma, kalman_damping, kalman_rank, rng=_series_rngs(setup)[0])
+        seconds = _series_run(setup, spec, task, save, resume, progress, dict(config, estimator=spec), loss="mse",
+                              optimizer=kind, lr=schedule)
+        m = task.metrics(last=0.1)
+        if errors is not None and task.steps < errors.shape[1]:      # no wrap: the filter saw the same steps
+            m["kalman_mse"] = float(errors[:, task.steps - m["steps"]:task.steps].mean())
+            m["ratio_optimal"] = m["mse"] / m["kalman_mse"]
+        label = spec if optimizer != "kalman" else f"{spec}+kalman"
+        rows.append({"estimator": label, **m, "seconds": seconds})
+        curves[label] = task.curve(max(1, setup.steps // 100))
+    return {"data": what, "optimal": optimal, "rows": rows, "curves": curves}
+
+
+def _series_run(setup, spec, task, save, resume, progress, config, **options):
+    """Train ``setup.steps`` more steps (after ``resume``'s) of ``spec`` on ``task`` -> seconds.
+
+    ``config``: what the checkpoint records and a resume must repeat (every option but the run's
+    length, threads and outputs; a synthetic series' rows, which follow ``steps`` by default).
+    """
+    trainer = build_trainer(setup, spec, task.n_in, task.n_out, **options)
+    if resume:
+        train.load_checkpoint(resume, trainer, task, config)
+    log_every = max(1, setup.steps // 100)
+
+    def callback(step):
+        if progress and (step % log_every == 0 or step == setup.steps):
+            progress(step, setup.steps, f"{spec} mse {task.metrics(last=log_every / step)['mse']:.4g}")
+
+    start = time.perf_counter()
+    train.run(trainer, task, setup.steps, callback)
+    seconds = time.perf_counter() - start
+    if save:
+        train.save_checkpoint(save, trainer, task, config)
+    return seconds
+
+
+def _series_rngs(setup):
+    """(Kalman filter's, synthetic data's) generators: after those of :func:`build_trainer`."""
+    return np.random.default_rng(setup.seed).spawn(5)[3:]
+
+
+def _series_data(data, target, inputs, horizon, synthetic, setup, state, memory, lag, obs_noise, length):
+    """-> (table, column names or None, target, inputs, the LGSS model or None, description)."""
+    if synthetic is None:
+        if isinstance(data, (str, os.PathLike)):
+            (table, names), what = load_table(data), os.fspath(data)
+        else:
+            table, names, what = check_table(data), None, f"array of shape {np.shape(data)}"
+        resolve_columns(target, names, table.shape[-1], "target")
+        return table, names, target, inputs, None, what
+    check_choice("synthetic", synthetic, ("lgss", "lob", "delay"))
+    data_rng = _series_rngs(setup)[1]
+    length = setup.steps + horizon + 1 if length is None else check_int("length", length, 2)
+    if synthetic == "lgss":
+        memory = memory or 100.0
+        model = _synthetic.lgss_model(state, memory, obs_noise, rng=data_rng)
+        table = _synthetic.sample(model, length, batch=setup.batch, rng=data_rng)
+        return table, None, target or "0", inputs, model, \
+            f"lgss (state {state}, memory {memory:g}, obs-noise {obs_noise:g})"
+    if synthetic == "delay":
+        table = np.stack([_synthetic.delay(length, lag=lag, rng=g) for g in data_rng.spawn(setup.batch)])
+        return table, None, target or "1", inputs or "0", None, f"delay (lag {lag})"
+    memory = memory or 25.0
+    table = np.stack([_synthetic.lob(length, memory=memory, rng=g) for g in data_rng.spawn(setup.batch)])
+    return table, list(_synthetic.LOB_COLUMNS), target or "mid_change", inputs, None, \
+        f"synthetic LOB (memory {memory:g})"
 
 
 def noise(estimators=NOISE_DEFAULT, sizes=(8, 16, 32, 64), chains=100, steps=60, burn_in=20, every=2, probes=2,

@@ -1,9 +1,11 @@
 """Every plot kfrtrl draws, in one place (needs matplotlib: ``pip install 'kfrtrl[plot]'``).
 
 :func:`curves` draws labelled lines (training curves, noise against n or t);
-:func:`copy_band` draws copy-task curves beside the OK authors' published band;
-:func:`scaling` draws the benchmark's time per step against n with the fitted
-lines. Both write a PNG and import matplotlib only when called.
+:func:`copy_band` copy-task curves beside the OK authors' published band;
+:func:`series` the prequential MSE of series runs against the Kalman-optimal
+one; :func:`scaling` the benchmark's time per step against n with the fitted
+lines; :func:`sweep` a sweep's results by estimator. Each writes a PNG and
+imports matplotlib only when called.
 """
 import math
 
@@ -78,6 +80,24 @@ def copy_band(path, lines, title=None):
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))   # a kept figure is never half-written
+    plt.close(fig)
+
+
+def series(path, lines, optimal=None):
+    """Write the prequential MSE curves {label: (steps, MSE)} of :func:`kfrtrl.experiments.series` (log scale)
+    as a PNG, with the Kalman-optimal MSE ``optimal`` as a dashed line when given."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, (x, y) in lines.items():
+        ax.plot(x, y, label=label)
+    if optimal is not None:
+        ax.axhline(optimal, color="k", linestyle="--", label="Kalman-optimal")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("prequential MSE (window mean)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
     plt.close(fig)
 
 

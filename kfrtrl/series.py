@@ -14,6 +14,7 @@ raise ValueError naming the row and the column.
 """
 import copy
 import csv
+import numbers
 import os
 
 import numpy as np
@@ -89,8 +90,8 @@ def load_table(path):
 
 
 def resolve_columns(spec, names, n_columns, what):
-    """Column names or indices (list, or a comma-separated string) -> list of int indices."""
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    """Column names or indices (list, comma-separated string or one index) -> list of int indices."""
+    items = spec.split(",") if isinstance(spec, str) else [spec] if isinstance(spec, numbers.Integral) else list(spec)
     out = []
     for item in items:
         if isinstance(item, str) and names is not None and item.strip() in names:

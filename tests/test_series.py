@@ -352,7 +352,7 @@ def test_cli_series_checkpoint_records_the_options_and_a_resume_names_each_diffe
 @pytest.mark.parametrize("argv, match", [
     (["series"], "expected a FILE or --synthetic"),
     (["series", "BAD", "--target", "b"], "row 1, column 'b': expected a number, got 'x'"),
-    (["series", "BAD", "--target", "zz"], "--target: expected column names or indices among ['a', 'b'], got 'zz'"),
+    (["series", "BAD", "--target", "zz"], "target: expected column names or indices among ['a', 'b'], got 'zz'"),
     (["series", "BAD", "--target", "a", "--inputs", "a,q"], "inputs: expected column names"),
     (["series", "missing.csv", "--target", "a"], "cannot read 'missing.csv'"),
     (["series", "--synthetic", "lgss", "--lr-rho", "0.5"], "--lr-rho"),
@@ -398,3 +398,55 @@ def test_cli_series_help_gives_the_batch_default_it_uses(capsys):
     with pytest.raises(SystemExit):
         _cli(capsys, "series", "--help")
     assert "parallel streams (default: 1)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the library function the command calls
+
+
+def test_series_experiment_returns_what_the_command_prints(capsys):
+    from kfrtrl import experiments
+
+    setup = experiments.Setup(hidden=3, batch=1, steps=40, lr=1e-2, backend="numpy")      # the command's lr
+    calls = []
+    result = experiments.series(synthetic="lgss", estimators=["rtrl", "kf"], setup=setup, lr_tau=10, lr_rho=0.75,
+                                progress=lambda done, total, text: calls.append((done, total, text)))
+    _, out, _ = _cli(capsys, "series", "--synthetic", "lgss", "--estimator", "rtrl,kf", "--lr-tau", "10",
+                     "--lr-rho", "0.75", *TINY)
+    assert [r["estimator"] for r in result["rows"]] == ["rtrl", "kf"]
+    assert out.splitlines()[-1] == " ".join(f"{k} {result['rows'][1][k]:.5g}" for k in
+                                            ["mse", "ratio_naive", "ratio_const", "ratio_optimal"]) + " estimator kf"
+    assert result["data"] in out.splitlines()[0] and result["optimal"] == synthetic.kalman_mse(
+        synthetic.lgss_model(3, 100.0, 1.0, rng=np.random.default_rng(0).spawn(5)[4]))
+    steps, mse = result["curves"]["kf"]
+    assert list(steps) == list(range(1, 41)) and mse.shape == (40,)
+    assert calls[-1][:2] == (40, 40) and calls[-1][2].startswith("kf mse ")
+
+
+def test_series_experiment_on_an_array_equals_the_same_table_from_a_csv(tmp_path):
+    from kfrtrl import experiments
+
+    data = synthetic.lob(80, rng=1)
+    path = tmp_path / "lob.csv"
+    np.savetxt(path, data, delimiter=",", fmt="%.17g")
+    setup = experiments.Setup(hidden=3, batch=2, steps=50, backend="numpy")
+    a = experiments.series(data, target=0, inputs=[2, 3], setup=setup, estimators=["uoro"], optimizer="kalman")
+    b = experiments.series(str(path), target="0", inputs="2,3", setup=setup, estimators=["uoro"], optimizer="kalman")
+    for ra, rb in zip(a["rows"], b["rows"]):
+        assert {k: v for k, v in ra.items() if k != "seconds"} == {k: v for k, v in rb.items() if k != "seconds"}
+    assert a["rows"][0]["estimator"] == "uoro+kalman" and a["optimal"] is None and "lob.csv" in b["data"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({}, "data, synthetic: expected exactly one"),
+    ({"data": np.ones((5, 2)), "synthetic": "lgss"}, "data, synthetic: expected exactly one"),
+    ({"data": np.ones((5, 2))}, "target: expected the target column"),
+    ({"data": np.ones((5, 2)), "target": 2}, "target: expected column names or indices among indices 0..1"),
+    ({"synthetic": "arma"}, "synthetic: expected one of"),
+    ({"synthetic": "lgss", "estimators": ["kf", "rtrl"], "save": "x"}, "estimators: expected one estimator"),
+    ({"synthetic": "delay", "length": 1}, "length: expected an integer >= 2"),
+])
+def test_series_experiment_bad_arguments_are_named(kwargs, match):
+    from kfrtrl import experiments
+
+    with pytest.raises(ValueError, match=match):
+        experiments.series(**kwargs)
