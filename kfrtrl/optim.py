@@ -109,40 +109,43 @@ class KalmanFilter:
         self.U = None                    # (p, k) orthonormal eigenvectors of J  (rank k)
         self.s = None                    # (k,) eigenvalues of J
 
-    def sample_output_grad(self, loss, out):
-        """∂(sampled loss)/∂out for an output drawn from the model's predictive law.
+    def fisher_factors(self, loss, out):
+        """Columns of a square root of the output's Fisher matrix: a list of C arrays (B, C) float64.
 
-        out (B, C) -> (B, C) float64: squared error: ξ ~ N(0, I); cross-entropy:
-        softmax(out) − onehot(y), y ~ softmax(out). Either way E[d dᵀ] is the
-        Fisher matrix of the output (per sample).
+        For each output dimension k, row b of the k-th array is column k of L_b (L_b L_bᵀ = the
+        Fisher matrix of sample b's output: I for the squared error, diag(p) − p pᵀ for the
+        softmax, whose root is L[:, k] = √p_k (e_k − p)), times s_b / √B with s_b = 1 for B = 1
+        and random signs ±1 for B > 1. The estimator's gradient for ∂L/∂out = array k is then
+        f_k = Σ_b s_b H_bᵀ L_b[:, k] / √B, and Σ_k f_k f_kᵀ is the batch-mean Fisher
+        (1/B) Σ_b H_bᵀ L_b L_bᵀ H_b: exactly for B = 1, up to zero-mean cross-sample terms for B > 1.
         """
+        B, C = out.shape
+        s = np.ones((B, 1)) if B == 1 else self.rng.choice((-1.0, 1.0), size=(B, 1))
+        s = s / np.sqrt(B)
+        eye = np.eye(C)
         if loss == "mse":
-            return self.rng.standard_normal(out.shape)
+            return [s * eye[k] for k in range(C)]
         z = out - out.max(axis=1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(axis=1, keepdims=True)
-        u = self.rng.random((len(out), 1))
-        y = np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), out.shape[1] - 1)
-        d = p.copy()
-        d[np.arange(len(out)), y] -= 1.0
-        return d
+        return [s * np.sqrt(p[:, k:k + 1]) * (eye[k] - p) for k in range(C)]
 
-    def observe(self, fisher_grad):
-        """Fold one Fisher sample f (dict name -> array, the parameters' layout) into J."""
-        f = _flat(fisher_grad)
+    def observe(self, fisher_grads):
+        """Fold J ← (1 − γ) J + γ Σ_k f_k f_kᵀ for a list of gradient dicts f_k (the parameters' layout)."""
+        F = np.stack([_flat(f) for f in fisher_grads])          # (C, p)
         self.t += 1
         g = self.gamma
         if self.rank == 0:
             if self.diag is None:
-                self.diag = np.zeros_like(f)
+                self.diag = np.zeros(F.shape[1])
             self.diag *= 1.0 - g
-            self.diag += g * f * f
+            self.diag += g * np.einsum("cp,cp->p", F, F)
             return
         if self.U is None:
-            self.U, self.s = np.zeros((len(f), 0)), np.zeros(0)
-        # eigenpairs of (1-γ) U diag(s) Uᵀ + γ f fᵀ through a QR of [U, f]: O(p k²)
-        Q, R = np.linalg.qr(np.column_stack([self.U, f]))
-        core = R @ np.diag(np.append((1.0 - g) * self.s, g)) @ R.T
+            self.U, self.s = np.zeros((F.shape[1], 0)), np.zeros(0)
+        # eigenpairs of (1-γ) U diag(s) Uᵀ + γ Fᵀ F through a QR of [U, Fᵀ]: O(p (k + C)²)
+        Q, R = np.linalg.qr(np.column_stack([self.U, F.T]))
+        core = R @ np.diag(np.append((1.0 - g) * self.s, np.full(len(F), g))) @ R.T
         w, V = np.linalg.eigh(core)
         keep = np.argsort(w)[::-1][: self.rank]
         self.s = np.maximum(w[keep], 0.0)

@@ -212,8 +212,8 @@ class Trainer:
         h = self.estimator.step(x)
         loss, dlogits, correct = self._loss(h, y)
         if getattr(self.optimizer, "needs_fisher", False):
-            self.optimizer.observe(self._gradients(h, self.optimizer.sample_output_grad(self.loss, self.output)
-                                                   / np.sqrt(B)))
+            factors = self.optimizer.fisher_factors(self.loss, self.output)
+            self.optimizer.observe([self._gradients(h, d) for d in factors])
         grads = self._gradients(h, dlogits / B)
         for k, g in grads.items():
             self._accum[k] += g

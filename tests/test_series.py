@@ -222,9 +222,10 @@ def test_trainer_applies_the_schedule_to_sgd_and_adam():
 
 
 def _dense_fisher(fs, gamma, rank):
-    J = np.zeros((fs.shape[1], fs.shape[1]))
-    for f in fs:
-        J = (1 - gamma) * J + gamma * np.outer(f, f)
+    """fs (T, C, p): J ← (1 − γ) J + γ Σ_c f_c f_cᵀ, truncated to the top rank eigenpairs, bias-corrected."""
+    J = np.zeros((fs.shape[2], fs.shape[2]))
+    for F in fs:
+        J = (1 - gamma) * J + gamma * F.T @ F
         if rank:
             w, V = np.linalg.eigh(J)
             top = np.argsort(w)[::-1][:rank]
@@ -239,9 +240,9 @@ def test_kalman_filter_step_equals_a_dense_computation(rank):
     kf = optim.KalmanFilter(gamma=0.3, damping=0.05, rank=rank)
     fs = []
     for _ in range(6):
-        f = {k: rng.standard_normal(s) for k, s in shapes.items()}
+        f = [{k: rng.standard_normal(s) for k, s in shapes.items()} for _ in range(2)]   # two output dimensions
         kf.observe(f)
-        fs.append(np.concatenate([f["a"].ravel(), f["b"]]))
+        fs.append([np.concatenate([fc["a"].ravel(), fc["b"]]) for fc in f])
     J = _dense_fisher(np.array(fs), 0.3, rank)
     if rank == 0:
         J = np.diag(np.diag(J))
@@ -252,16 +253,48 @@ def test_kalman_filter_step_equals_a_dense_computation(rank):
     np.testing.assert_allclose(np.concatenate([params["a"].ravel(), params["b"]]), expected, rtol=1e-10, atol=1e-12)
 
 
-def test_kalman_filter_sampled_fisher_is_the_output_fisher():
+def test_kalman_filter_fisher_factors_are_a_root_of_the_output_fisher():
     kf = optim.KalmanFilter(rng=0)
-    out = np.array([[0.3, -1.0, 2.0]])
-    d = kf.sample_output_grad("xent", np.repeat(out, 20000, axis=0))
-    p = np.exp(out[0]) / np.exp(out[0]).sum()
-    y = d.argmin(axis=1)                                  # each row is p − onehot(y), y ~ p
-    np.testing.assert_allclose(d + np.eye(3)[y], np.broadcast_to(p, d.shape), rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(np.bincount(y, minlength=3) / len(y), p, atol=0.01)
-    e = kf.sample_output_grad("mse", np.zeros((20000, 2)))
-    np.testing.assert_allclose(e.T @ e / len(e), np.eye(2), atol=0.03)
+    out = np.array([[0.3, -1.0, 2.0], [1.0, 0.0, -0.5]])
+    for b in range(2):
+        L = np.column_stack([d[0] for d in kf.fisher_factors("xent", out[b:b + 1])])     # batch 1: no signs
+        p = np.exp(out[b]) / np.exp(out[b]).sum()
+        np.testing.assert_allclose(L @ L.T, np.diag(p) - np.outer(p, p), rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(np.vstack(kf.fisher_factors("mse", np.zeros((1, 2)))), np.eye(2))
+    for d, k in zip(kf.fisher_factors("xent", out), range(3)):                         # batch 2: ±row / √2
+        for b in range(2):
+            row = kf.fisher_factors("xent", out[b:b + 1])[k][0]
+            np.testing.assert_allclose(np.abs(d[b]), np.abs(row) / np.sqrt(2), rtol=1e-12)
+
+
+def _logits(cell, W_out, theta, x):
+    """The readout's logits after one step from the zero state, for the flat parameter vector theta."""
+    n = cell.W.size
+    saved = cell.W.copy()
+    cell.W[...] = theta[:n].reshape(cell.W.shape)
+    h, _ = cell.forward(cell.initial_state(1), x)
+    cell.W[...] = saved
+    R = theta[n:].reshape(W_out.shape)
+    return h @ R[:, :-1].T + R[:, -1]
+
+
+def test_trainer_fisher_term_equals_the_dense_jacobian_fisher():
+    """One step from the zero state, exact RTRL, γ = 1, full rank: J = Hᵀ (diag p − p pᵀ) H, H by finite differences."""
+    cell = kfrtrl.Elman(2, 3, rng=0)
+    kf = optim.KalmanFilter(gamma=1.0, damping=1.0, rank=3 * 6 + 3 * 4, rng=1)
+    trainer = train.Trainer(kfrtrl.RTRL(cell, backend="numpy"), 3, loss="xent", optimizer=kf, lr=0.0, rng=2)
+    x = np.array([[0.7, -1.2]])
+    theta = np.concatenate([cell.W.ravel(), trainer.readout.W.ravel()])     # sorted keys: cell.W, readout.W
+    eps = 1e-6
+    H = np.column_stack([(_logits(cell, trainer.readout.W, theta + eps * e, x)
+                          - _logits(cell, trainer.readout.W, theta - eps * e, x))[0] / (2 * eps)
+                         for e in np.eye(len(theta))])
+    out = _logits(cell, trainer.readout.W, theta, x)[0]
+    p = np.exp(out - out.max())
+    p /= p.sum()
+    trainer.step(x, np.array([1]))
+    J = (kf.U * kf.s) @ kf.U.T
+    np.testing.assert_allclose(J, H.T @ (np.diag(p) - np.outer(p, p)) @ H, rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("spec", ["nobacktrack", "rtrl", "tbptt:3"])
