@@ -7,26 +7,36 @@ the stochastic-approximation convergence analyses of online RTRL
 
 :class:`KalmanFilter` preconditions any estimator's gradient by a running
 estimate of the Fisher matrix, the way NoBackTrack (Ollivier, Tallec &
-Charpiat 2015) feeds its unbiased gradient estimate to a Kalman-like filter.
-It is the extended Kalman filter on the parameters written in its
-information (natural-gradient) form (Ollivier 2018, "Online natural gradient
-as a Kalman filter")::
+Charpiat 2015) feeds its unbiased gradient estimate to a "lightweight
+Kalman-like filter". The paper's own equations for that filter were not
+available to check; this is the extended Kalman filter (EKF) on the
+parameters in its information form, which is the online natural gradient
+(Ollivier 2018, "Online natural gradient as a Kalman filter")::
 
-    J_t = (1 − γ) J_{t−1} + γ f_t f_tᵀ                       Fisher estimate (fading memory γ)
-    θ_t = θ_{t−1} − α_t (Ĵ_t + λ I)⁻¹ g_t                    Ĵ_t = J_t / (1 − (1 − γ)^t)
+    EKF, static θ, output ŷ_t, H_t = ∂ŷ_t/∂θ, output Fisher I_t (R⁻¹ for Gaussian noise):
+        P_t⁻¹ = P_{t−1}⁻¹ + H_tᵀ I_t H_t,   θ_t = θ_{t−1} − P_t ∇ℓ_t
+    = natural gradient with J_t = P_t⁻¹ / (t + 1), rates α_t = γ_t = 1/(t + 1), J_0 = P_0⁻¹;
+      a fading memory (P inflated by 1/(1 − γ) each step) gives constant α = γ.
 
-where g_t is the (clipped, batch-mean) gradient estimate and f_t one gradient
-of the same estimator for an output *sampled from the model's own
-predictive distribution* (squared error: y ~ N(ŷ, I); cross-entropy:
-y ~ softmax), so that E[f fᵀ] is the Fisher matrix (Gauss–Newton for the
-squared error). With NoBackTrack's rank-one influence ``v ⊗ w`` each f_t is
-the paper's rank-one Jacobian estimate. J is kept either diagonal (cost O(p)
-per step for p parameters) or as its best rank-k approximation (the top-k
-eigenpairs of ``(1 − γ) J_{t−1} + γ f fᵀ``, cost O(p k²) per step, solved by
-Woodbury's identity). Hyper-parameters: α_t (the trainer's schedule; the
-exact EKF has α_t = γ_t = 1/t), γ (memory of the Fisher estimate, the EKF's
-process noise), λ (damping: the prior precision of the EKF, bounds a step by
-α |g| / λ) and the structure (diagonal or rank k).
+    here:  J_t = (1 − γ) J_{t−1} + γ H_tᵀ I_t H_t                Fisher estimate, memory ~ 1/γ steps
+           θ_t = θ_{t−1} − α_t (Ĵ_t + λ I)⁻¹ g_t                  Ĵ_t = J_t / (1 − (1 − γ)^t)
+
+where g_t is the (clipped, batch-mean) gradient estimate and H_t the
+estimator's own Jacobian estimate: H_tᵀ I_t H_t = Σ_k f_k f_kᵀ with f_k the
+estimator's gradient for ∂L/∂ŷ = column k of a square root of I_t (squared
+error: I; softmax: diag(p) − p pᵀ), one gradient call per output dimension
+(:meth:`KalmanFilter.fisher_factors`). With NoBackTrack's rank-one influence
+``G ≈ v ⊗ w`` each f_k is the factor w itself times the scalar
+``(∂ŷ/∂h · v)ᵀ L[:, k]``: the rank-one factors are used directly, with no
+sampled output. Choices where the EKF leaves room (documented
+hyper-parameters): α_t is the trainer's schedule, separate from γ (α = γ is
+the fading-memory EKF; the measured gain is at α ≫ γ); the prior is a
+constant damping λ (a Tikhonov term that bounds a step by α |g| / λ) with
+the bias correction Ĵ instead of a fading J_0; J is kept diagonal (cost O(p C)
+per step for p parameters and C outputs) or as its best rank-k approximation
+(top-k eigenpairs of ``(1 − γ) J_{t−1} + γ Σ_k f_k f_kᵀ``, cost O(p (k + C)²),
+solved by Woodbury's identity; outside those k directions the step is α g / λ,
+so rank k needs a larger λ). The full EKF (O(p²) memory) is not offered.
 """
 import numpy as np
 
@@ -86,11 +96,12 @@ class KalmanFilter:
     gamma : float in (0, 1], γ, weight of the newest Fisher sample (memory ~ 1/γ updates)
     damping : float > 0, λ added to the diagonal of Ĵ
     rank : int >= 0, 0 for a diagonal J, else the rank k of J's low-rank approximation
-    rng : None, int or Generator, for the sampled outputs (see :meth:`sample_output_grad`)
+    rng : None, int or Generator, for the random signs of :meth:`fisher_factors` when batch > 1
 
-    Use: once per step ``observe(f)`` with f the gradient dict for a sampled
-    output, and ``update(params, grads, lr)`` at each parameter update (see
-    the module docstring). Cost per observe/update: O(p) diagonal, O(p k²) rank k.
+    Use: once per step ``observe([f_1, ..., f_C])`` with f_k the gradient dict for
+    ∂L/∂ŷ = ``fisher_factors(loss, ŷ)[k]``, and ``update(params, grads, lr)`` at each
+    parameter update (see the module docstring). Cost per observe/update: O(p C)
+    diagonal, O(p (k + C)²) rank k, plus C gradient calls of the estimator.
     """
 
     needs_fisher = True
