@@ -7,9 +7,9 @@ Opt-in and slow (not in testpaths)::
 ``KFRTRL_LONG_STEPS`` (default 100000) steps of batch 4 at n = 16 (``KFRTRL_LONG_N``),
 one thread, Adam lr 1e-3 clipped to 1, on the copy task with its curriculum: every new
 string resets its sample (``reset(mask)`` thousands of times). Each run must stay finite
-and keep every entry of the estimator's carried state (its influence factors; TBPTT's
-window of cached activations) below ``FACTOR_BOUND`` (the KF/OK norm balancing and
-UORO's ρ's exist to keep them so).
+and keep every entry of the estimator's influence factors (the float arrays of its
+saved state; TBPTT keeps none and reads 0) below ``FACTOR_BOUND`` (the KF/OK norm
+balancing and UORO's ρ's exist to keep them so).
 
 The estimators come from the registry, each with the ``:k`` of :data:`K` where its
 parameter is listed there (two chains, rank 2, truncation 8) and its default otherwise.
@@ -65,7 +65,7 @@ def _largest_entry(value):
 
 
 def _largest_factor(est):
-    """Largest |entry| of the estimator's carried state (the attributes its state_dict saves)."""
+    """Largest |entry| of the float arrays among the attributes the estimator's state_dict saves."""
     return max((_largest_entry(getattr(est, attr)) for attr in est._state_attrs), default=0.0)
 
 
