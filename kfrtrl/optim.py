@@ -30,7 +30,7 @@ error: I; softmax: diag(p) − p pᵀ), one gradient call per output dimension
 ``(∂ŷ/∂h · v)ᵀ L[:, k]``: the rank-one factors are used directly, with no
 sampled output. Choices where the EKF leaves room (documented
 hyper-parameters): α_t is the trainer's schedule, separate from γ (α = γ is
-the fading-memory EKF; the measured gain is at α ≫ γ); the prior is a
+the fading-memory EKF; the best measured setting has α ≫ γ); the prior is a
 constant damping λ (a Tikhonov term that bounds a step by α |g| / λ) with
 the bias correction Ĵ instead of a fading J_0; J is kept diagonal (cost O(p C)
 per step for p parameters and C outputs) or as its best rank-k approximation

@@ -1,4 +1,4 @@
-"""NoBackTrack (Ollivier, Tallec & Charpiat 2015), without the Kalman-like preconditioner.
+"""NoBackTrack (Ollivier, Tallec & Charpiat 2015): the rank-one estimator (its filter is an optimizer).
 
 Rank one, ``G ≈ v ⊗ w`` (w one array per weight matrix), like UORO, but the
 immediate term is split per state unit, ``F = Σ_i e_i ⊗ F_i`` with F_i the
@@ -10,7 +10,7 @@ with its own sign ε_i and scale ρ_i::
 
 Σ_i (ε_i / ρ_i) F_i is ``(D (ε / ρ)) ⊗ a`` per matrix, so a step costs O(N·m)
 per sample, like UORO. The paper's optional Kalman-like preconditioning of
-the gradient is not implemented (see the README).
+the gradient is the trainer's ``optimizer="kalman"`` (:class:`kfrtrl.optim.KalmanFilter`).
 """
 import numpy as np
 
@@ -25,7 +25,8 @@ class NoBackTrack(UORO):
 
     Like :class:`UORO` (``G ≈ v ⊗ w``), but the immediate term is split per state unit, each
     part with its own sign and scale, which lowers the variance a little. The paper's
-    optional Kalman-like preconditioning of the gradient is not part of this class.
+    optional Kalman-like preconditioning of the gradient is the trainer's ``optimizer="kalman"``
+    (:class:`kfrtrl.optim.KalmanFilter`), not part of this class.
 
     Parameters
     ----------
