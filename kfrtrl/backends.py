@@ -20,10 +20,14 @@ _MODULES = {
 
 
 def unbuilt_checkout_hint():
-    """One line saying what to run when kfrtrl is imported from a source checkout without its
-    compiled kernels (``kernels/*.pyx`` beside the package, no ``kfrtrl/_cy/<name>.so``), else None.
+    """What to run when kfrtrl is imported from a source checkout without its compiled kernels.
 
-    An installed package has no ``kernels/`` beside it, so this costs one directory listing.
+    Returns
+    -------
+    str or None
+        One line naming the checkout and the command when ``kernels/*.pyx`` lie beside the
+        package without their ``kfrtrl/_cy/<name>.so``, else None (an installed package has no
+        ``kernels/`` beside it, so this costs one directory listing).
     """
     package = Path(__file__).resolve().parent
     root = package.parent
@@ -37,12 +41,23 @@ def unbuilt_checkout_hint():
 
 
 def known_backends():
-    """All backend names, available or not, plus "auto"."""
+    """All backend names, available or not, plus "auto".
+
+    Returns
+    -------
+    list of str
+    """
     return sorted(_MODULES) + ["auto"]
 
 
 def available_backends():
-    """Names of the backends that import on this machine."""
+    """Names of the backends that import on this machine (each has every kernel of the reference).
+
+    Returns
+    -------
+    list of str
+        In registration order; always includes "numpy".
+    """
     names = []
     for name in _MODULES:
         try:
@@ -63,12 +78,30 @@ def _load(name):
 
 
 def get_backend(backend, preference=()):
-    """Resolve ``backend`` -> (name, kernel module).
+    """Resolve a backend name to its kernel module.
 
-    "auto" takes the first available backend of ``preference`` (an estimator's
-    ``auto_backends``: its measured best first), with a one-line warning when an
-    earlier one is missing, and numpy when none is available. An explicitly named
-    backend that is missing raises ImportError; an unknown name raises ValueError.
+    Parameters
+    ----------
+    backend : str
+        One of :func:`known_backends`. "auto" takes the first available backend of
+        ``preference``, with a one-line warning when an earlier one is missing, and numpy
+        when none is available.
+    preference : sequence of str
+        Backend names in order (an estimator's ``auto_backends``: its measured best first).
+
+    Returns
+    -------
+    name : str
+        The backend resolved.
+    module : module
+        Its kernels, with the names and signatures of :mod:`kfrtrl._reference`.
+
+    Raises
+    ------
+    ImportError
+        An explicitly named backend that is not available here.
+    ValueError
+        An unknown name.
     """
     if backend not in _MODULES and backend != "auto":
         raise ValueError(f"backend: expected one of {known_backends()}, got {backend!r}")
@@ -102,7 +135,13 @@ def _auto(preference):
 
 
 def show_config(file=None):
-    """Print version, backends, OpenMP, BLAS and thread counts (what a bug report needs)."""
+    """Print version, backends, OpenMP, BLAS and thread counts (what a bug report needs).
+
+    Parameters
+    ----------
+    file : file object or None
+        Where to print (None: standard output).
+    """
     import os
     import platform
 

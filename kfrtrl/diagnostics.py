@@ -36,18 +36,27 @@ import numpy as np
 from ._validation import as_generator, check_int
 from .cells import Elman
 from .estimators import EXACT, make_estimator
-from .train import Readout, softmax_xent
+from .readout import Readout, softmax_xent
 
 
 @dataclass
 class NoiseResult:
-    """Per measured step (arrays of shape (K,)) and the run's settings.
+    """What :func:`gradient_noise` measured: the settings and, per measured step, (K,) float64 arrays.
 
-    ``summary()`` gives the pooled relative variances (sums over the measured
+    :meth:`summary` gives the pooled relative variances (sums over the measured
     steps of numerator and denominator, robust to a step with a tiny |g|),
     the pooled relative bias and the means of z and of the cosine.
-    ``mean_err`` is |ḡ − g|², ``mean_noise`` its part expected from the chains'
-    noise, tr Cov(ĝ) / N; ``cos`` the cosine of ḡ and g.
+
+    Parameters
+    ----------
+    estimator : str, the estimator's spec (or the factory's name)
+    n_hidden, n_chains : int, the cell's size and the chains N
+    steps : (K,) int array, the measured steps (1-based)
+    grad_err, grad_norm2 : (K,) arrays, mean_b |ĝ_b − g|² and |g|²
+    G_err, G_norm2 : (K,) arrays, mean_b |Ĝ_b − G|²_F (probe estimate) and |G|²_F
+    z : (K,) array, the bias statistic (:func:`z_statistic`)
+    mean_err, mean_noise : (K,) arrays, |ḡ − g|² and its part expected from the chains' noise, tr Cov(ĝ) / N
+    cos : (K,) array, the cosine of ḡ and g
     """
 
     estimator: str
@@ -65,10 +74,12 @@ class NoiseResult:
 
     @property
     def rel_var_grad(self):
+        """(K,) relative gradient variance per measured step."""
         return self.grad_err / self.grad_norm2
 
     @property
     def rel_var_G(self):
+        """(K,) relative variance of the influence G per measured step."""
         return self.G_err / self.G_norm2
 
     def summary(self):
@@ -94,7 +105,8 @@ class NoiseResult:
 
         Parameters
         ----------
-        windows : int in [1, number of measured steps]; groups differ in size by at most one
+        windows : int in [1, number of measured steps]
+            Groups differ in size by at most one.
 
         Returns
         -------
@@ -113,9 +125,22 @@ class NoiseResult:
 
 
 def per_sample_gradients(est, dl_dh):
-    """Each sample's gradient estimate, flattened: (batch, P) float64.
+    """Each sample's gradient estimate, flattened (parameters in sorted name order).
 
-    est : an estimator after ``step``;  dl_dh : (batch, n_hidden) loss signals.
+    Parameters
+    ----------
+    est : kfrtrl estimator
+        After a ``step``.
+    dl_dh : (batch, n_hidden) array of the cell's dtype
+        The loss signals ∂L/∂h of the samples.
+
+    Returns
+    -------
+    (batch, P) float64 array
+        P: the cell's parameter count.
+
+    Notes
+    -----
     Cost: ``batch`` calls of ``est.gradient`` with the signal masked to one sample.
     """
     masked = np.zeros_like(dl_dh)
@@ -129,9 +154,17 @@ def per_sample_gradients(est, dl_dh):
 
 
 def z_statistic(samples, exact):
-    """|mean − exact|² · N / tr Cov for samples (N, P) of an estimate of exact (P,).
+    """The bias statistic ``|mean − exact|² · N / tr Cov``: about 1 for an unbiased estimate.
 
-    inf for a deterministic but wrong estimate, nan for a deterministic exact one.
+    Parameters
+    ----------
+    samples : (N, P) float array, N >= 2 independent estimates
+    exact : (P,) float array, the estimated quantity
+
+    Returns
+    -------
+    float
+        inf for a deterministic but wrong estimate, nan for a deterministic exact one.
     """
     N = samples.shape[0]
     bias2 = float(np.sum((samples.mean(axis=0) - exact) ** 2))
@@ -147,21 +180,47 @@ def gradient_noise(estimator, n_hidden=16, n_chains=100, steps=60, burn_in=20, e
 
     Parameters
     ----------
-    estimator : spec string (see :func:`kfrtrl.train.make_estimator`, e.g. "name:k")
-        or a callable ``(cell, batch_size, rng) -> estimator``
-    n_hidden, n_in : int, Elman cell sizes;  alpha : its leak
-    n_chains : int >= 2, independent chains N
-    steps : int, trajectory length;  burn_in : steps before the first measurement
-    every : int, measure every this many steps after ``burn_in``
-    n_probes : int >= 1, Gaussian probes per measured step for the G variance
-    rank : the rank of an estimator taking one (``param`` "rank") when the spec has none;  rng : seed or Generator (one
-        seed gives the same cell and trajectory for every estimator)
-    backend : kernel backend of the estimator
-    cell : None (an Elman cell with leak ``alpha``) or a callable ``(n_in, n_hidden, rng) -> Cell``
+    estimator : str or callable
+        A spec (see :func:`kfrtrl.train.make_estimator`, e.g. "name:k") or a callable
+        ``(cell, batch_size, rng) -> estimator``.
+    n_hidden, n_in : int >= 1
+        The cell's state and input sizes.
+    n_chains : int >= 2
+        Independent chains N.
+    steps : int >= 1
+        Trajectory length.
+    burn_in : int >= 0
+        Steps before the first measurement.
+    every : int >= 1
+        Measure every this many steps after ``burn_in``.
+    n_probes : int >= 1
+        Gaussian probes per measured step for the G variance.
+    rank : int >= 1
+        The rank of an estimator taking one (``param`` "rank") when the spec has none.
+    alpha : float
+        The leak of the default Elman cell.
+    rng : int or numpy.random.Generator
+        One seed gives the same cell and trajectory for every estimator.
+    backend : str
+        Kernel backend of the estimator.
+    cell : callable or None
+        ``(n_in, n_hidden, rng) -> Cell`` (any cell and dtype), or None: an Elman cell (float64).
 
-    Returns a :class:`NoiseResult`. Cost: the estimator's N-batch steps plus
-    exact RTRL (O(n⁴) per step) plus N (1 + n_probes) gradient calls per
-    measured step.
+    Returns
+    -------
+    NoiseResult
+
+    Notes
+    -----
+    Cost: the estimator's N-batch steps plus exact RTRL (O(n⁴) per step) plus
+    N (1 + n_probes) gradient calls per measured step.
+
+    References
+    ----------
+    The variances compared as in F. Benzing, M. M. Gauy, A. Mujika, A. Martinsson and
+    A. Steger, "Optimal Kronecker-sum approximation of real time recurrent learning", ICML 2019,
+    and T. Cooijmans and J. Martens, "On the variance of unbiased online recurrent
+    optimization", 2019.
     """
     n_chains = check_int("n_chains", n_chains, 2)
     steps = check_int("steps", steps, 1)
@@ -214,9 +273,19 @@ def _measure(est, exact, c, probes):
 
 
 def noise_vs_size(estimators, sizes, **kwargs):
-    """{(estimator, n_hidden): NoiseResult} for every spec in ``estimators`` and size in ``sizes``.
+    """:func:`gradient_noise` of every estimator at every size.
 
-    ``kwargs`` go to :func:`gradient_noise`; with a fixed ``rng`` seed all
-    estimators of one size see the same cell and trajectory.
+    Parameters
+    ----------
+    estimators : sequence of str, estimator specs
+    sizes : sequence of int, hidden sizes
+    **kwargs
+        Further arguments of :func:`gradient_noise`; with a fixed ``rng`` seed all
+        estimators of one size see the same cell and trajectory.
+
+    Returns
+    -------
+    dict
+        ``{(spec, n_hidden): NoiseResult}``.
     """
     return {(spec, n): gradient_noise(spec, n_hidden=n, **kwargs) for n in sizes for spec in estimators}

@@ -1,4 +1,7 @@
-"""Learning-rate schedules and NoBackTrack's Kalman-like filter as an optimizer.
+"""The optimizers of :class:`kfrtrl.train.Trainer`: SGD, Adam, NoBackTrack's Kalman-like filter; schedules.
+
+:class:`SGD` and :class:`Adam` apply a gradient to the parameters in place;
+:func:`clip_global_norm` bounds the joint norm of the gradients first.
 
 :class:`Schedule` gives the learning rate of the t-th parameter update,
 constant or ``α_t = α_0 / (1 + t/τ)^ρ`` with ρ in (1/2, 1], the regime of
@@ -38,6 +41,8 @@ per step for p parameters and C outputs) or as its best rank-k approximation
 solved by Woodbury's identity; outside those k directions the step is α g / λ,
 so rank k needs a larger λ). The full EKF (O(p²) memory) is not offered.
 """
+import copy
+
 import numpy as np
 
 from ._validation import as_generator, check_float, check_int
@@ -206,3 +211,137 @@ class KalmanFilter:
         self.s = np.array(state["s"]) if self.rank and self.t else None
         self.rng.bit_generator.state = state["rng"]
 
+
+class SGD:
+    """Plain gradient descent ``θ -= lr · g``; cost O(parameters) per update.
+
+    Parameters
+    ----------
+    lr : float > 0
+        Learning rate when :meth:`update` is given none.
+    """
+
+    def __init__(self, lr=0.1):
+        self.lr = check_float("lr", lr, 0.0, np.inf, open_low=True, open_high=True)
+
+    def update(self, params, grads, lr=None):
+        """Update the arrays of ``params`` in place.
+
+        Parameters
+        ----------
+        params : dict of str to float array
+            Updated in place, each in its own dtype.
+        grads : dict of str to float array
+            Same keys and shapes as ``params``.
+        lr : float or None
+            This update's rate (None: ``self.lr``).
+        """
+        lr = self.lr if lr is None else lr
+        for k, p in params.items():
+            p -= (lr * grads[k]).astype(p.dtype)
+
+    def state_dict(self):
+        """SGD has no state: an empty dict."""
+        return {}
+
+    def load_state_dict(self, state):
+        """Nothing to restore.
+
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state_dict`.
+        """
+
+
+class Adam:
+    """Adam with bias correction; moments in the parameters' dtype.
+
+    Parameters
+    ----------
+    lr : float > 0
+        Learning rate when :meth:`update` is given none.
+    beta1, beta2 : float in [0, 1)
+        Decay rates of the first and second moments.
+    eps : float >= 0
+        Added to the root of the second moment.
+
+    Notes
+    -----
+    Cost O(parameters) per update; memory two arrays per parameter.
+
+    References
+    ----------
+    D. P. Kingma and J. Ba, "Adam: A method for stochastic optimization", ICLR 2015.
+    """
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.lr = check_float("lr", lr, 0.0, np.inf, open_low=True, open_high=True)
+        self.beta1 = check_float("beta1", beta1, 0.0, 1.0, open_high=True)     # 1: the bias correction
+        self.beta2 = check_float("beta2", beta2, 0.0, 1.0, open_high=True)     # divides by zero
+        self.eps = check_float("eps", eps, 0.0, np.inf, open_high=True)
+        self.t = 0
+        self.m, self.v = {}, {}
+
+    def update(self, params, grads, lr=None):
+        """Update the arrays of ``params`` in place (one Adam step).
+
+        Parameters
+        ----------
+        params : dict of str to float array
+            Updated in place, each in its own dtype.
+        grads : dict of str to float array
+            Same keys and shapes as ``params``.
+        lr : float or None
+            This update's rate (None: ``self.lr``).
+        """
+        lr = self.lr if lr is None else lr
+        self.t += 1
+        c1 = 1.0 - self.beta1 ** self.t
+        c2 = 1.0 - self.beta2 ** self.t
+        for k, p in params.items():
+            g = grads[k]
+            m = self.m.setdefault(k, np.zeros_like(p))
+            v = self.v.setdefault(k, np.zeros_like(p))
+            m *= self.beta1
+            m += (1.0 - self.beta1) * g
+            v *= self.beta2
+            v += (1.0 - self.beta2) * g * g
+            p -= (lr * (m / c1) / (np.sqrt(v / c2) + self.eps)).astype(p.dtype)
+
+    def state_dict(self):
+        """The step count and the moments: ``{"t": int, "m": {name: array}, "v": {name: array}}``."""
+        return {"t": self.t, "m": copy.deepcopy(self.m), "v": copy.deepcopy(self.v)}
+
+    def load_state_dict(self, state):
+        """Restore the step count and the moments.
+
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state_dict`.
+        """
+        self.t = int(state["t"])
+        self.m = copy.deepcopy(state["m"])
+        self.v = copy.deepcopy(state["v"])
+
+
+def clip_global_norm(grads, max_norm):
+    """Scale all of ``grads`` together, in place, so that their joint norm is at most ``max_norm``.
+
+    Parameters
+    ----------
+    grads : dict of str to float array
+    max_norm : float > 0 or None
+        None: only measure.
+
+    Returns
+    -------
+    float
+        The joint Euclidean norm before clipping.
+    """
+    norm = float(np.sqrt(sum(float(np.sum(g * g)) for g in grads.values())))
+    if max_norm is not None and norm > max_norm:
+        for g in grads.values():
+            g *= max_norm / norm
+    return norm

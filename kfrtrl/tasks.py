@@ -30,7 +30,19 @@ MARKER, BLANK = 2, 3
 
 
 def one_hot(ids, n_classes, dtype=np.float64):
-    """ids (batch,) int -> (batch, n_classes) one-hot array of ``dtype``."""
+    """One-hot rows of the classes ``ids``; cost O(batch·n_classes).
+
+    Parameters
+    ----------
+    ids : (batch,) int array
+        Classes in [0, n_classes).
+    n_classes : int >= 1
+    dtype : numpy dtype of the result
+
+    Returns
+    -------
+    (batch, n_classes) array of ``dtype``
+    """
     out = np.zeros((len(ids), n_classes), dtype=dtype)
     out[np.arange(len(ids)), ids] = 1.0
     return out
@@ -45,7 +57,7 @@ def copy_sequence(bits):
 
     Returns
     -------
-    inputs, targets : (2T + 2,) int64 arrays:
+    inputs, targets : (2T + 2,) int64 arrays
         inputs  = [MARKER, b_1..b_T, BLANK × (T+1)],
         targets = [BLANK × (T+1), MARKER, b_1..b_T].
     """
@@ -69,9 +81,13 @@ class Curriculum:
     Parameters
     ----------
     T_start : int >= 1
+        The first sequence length.
     decay : float in [0, 1)
+        Of the running loss.
     threshold, reset_value : float >= 0
-    start_value : float >= 0 or None (``reset_value``)
+        In bits.
+    start_value : float >= 0 or None
+        The running loss at the start (None: ``reset_value``).
     """
 
     def __init__(self, T_start=1, decay=0.999, threshold=0.15, reset_value=0.3, start_value=None):
@@ -83,9 +99,19 @@ class Curriculum:
         self.running_loss = start
 
     def update(self, loss_bits, check=True):
-        """Fold one step's loss (float, bits) in; return True if T_cur advanced.
+        """Fold one step's loss into the running loss and maybe advance ``T_cur``.
 
-        ``check=False`` only updates the average (T_cur is compared at chosen steps).
+        Parameters
+        ----------
+        loss_bits : float
+            The step's cross-entropy in bits (batch mean).
+        check : bool
+            False only updates the average (``T_cur`` is compared at chosen steps).
+
+        Returns
+        -------
+        bool
+            Whether ``T_cur`` advanced.
         """
         self.running_loss = self.decay * self.running_loss + (1.0 - self.decay) * float(loss_bits)
         if check and self.running_loss < self.threshold:
@@ -95,9 +121,16 @@ class Curriculum:
         return False
 
     def state_dict(self):
+        """``{"T_cur": int, "running_loss": float}``."""
         return {"T_cur": self.T_cur, "running_loss": self.running_loss}
 
     def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s values.
+
+        Parameters
+        ----------
+        state : dict, as returned by :meth:`state_dict`
+        """
         self.T_cur = int(state["T_cur"])
         self.running_loss = float(state["running_loss"])
 
@@ -115,12 +148,24 @@ class CopyTask:
     Parameters
     ----------
     batch_size : int >= 1
+        Streams.
     curriculum : Curriculum or None (a default one)
     rng : None, int or numpy.random.Generator
-    dtype : float32 or float64, of the inputs
-    check : "step" (T_cur may advance after any step) or "sequence_end" (only after a step
-        that ends some stream's sequence, as in the OK authors' code; the running loss is
-        still updated every step)
+        Draws the lengths and the bits.
+    dtype : float32 or float64
+        Of the inputs.
+    check : {"step", "sequence_end"}
+        T_cur may advance after any step, or only after a step that ends some stream's sequence
+        (as in the OK authors' code; the running loss is still updated every step).
+
+    Notes
+    -----
+    Cost O(batch) per step.
+
+    References
+    ----------
+    A. Mujika, F. Meier and A. Steger, "Approximating real-time recurrent learning with
+    random Kronecker factors", NeurIPS 2018 (the task and its curriculum).
     """
 
     n_in = n_out = 4
@@ -139,6 +184,7 @@ class CopyTask:
 
     @property
     def T_cur(self):
+        """The curriculum's current sequence length (int)."""
         return self.curriculum.T_cur
 
     def _new_sequence(self, b):
@@ -148,7 +194,15 @@ class CopyTask:
         self._pos[b] = 0
 
     def next(self):
-        """-> x (batch, 4) one-hot, y (batch,) int64, reset (batch,) bool."""
+        """The next step of every stream.
+
+        Returns
+        -------
+        x : (batch, 4) one-hot array of ``dtype``
+        y : (batch,) int64 array of target symbols
+        reset : (batch,) bool array
+            True where a new sequence starts (zero the state before this step).
+        """
         reset = np.zeros(self.batch_size, dtype=bool)
         for b in range(self.batch_size):
             if self._pos[b] >= len(self._inputs[b]):
@@ -160,11 +214,25 @@ class CopyTask:
         return one_hot(x_ids, self.n_in, self.dtype), y, reset
 
     def observe(self, loss_bits, output=None):
-        """Per-sample losses (batch,) in bits of the last step -> curriculum; True if T_cur advanced."""
+        """Feed the last step's losses to the curriculum.
+
+        Parameters
+        ----------
+        loss_bits : (batch,) float array
+            Per-sample cross-entropy in bits.
+        output : (batch, 4) array or None
+            The model's output (unused here; the task interface passes it).
+
+        Returns
+        -------
+        bool
+            Whether ``T_cur`` advanced.
+        """
         check = self.check == "step" or any(self._pos[b] >= len(self._inputs[b]) for b in range(self.batch_size))
         return self.curriculum.update(np.mean(loss_bits), check)
 
     def state_dict(self):
+        """RNG state, curriculum, the streams' sequences and positions: a bit-identical resume."""
         return {
             "rng": copy.deepcopy(self.rng.bit_generator.state),
             "curriculum": self.curriculum.state_dict(),
@@ -174,6 +242,12 @@ class CopyTask:
         }
 
     def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s values (same ``batch_size``).
+
+        Parameters
+        ----------
+        state : dict, as returned by :meth:`state_dict`
+        """
         if len(state["inputs"]) != self.batch_size:
             raise ValueError(
                 f"state: expected a CopyTask state with batch_size {self.batch_size}, got {len(state['inputs'])}"
@@ -187,7 +261,13 @@ class CopyTask:
 
 @dataclass
 class Corpus:
-    """A text as class ids: ``vocab`` (sorted characters), ``train`` and ``valid`` int64 arrays."""
+    """A text as class ids (see :func:`load_corpus`).
+
+    Parameters
+    ----------
+    vocab : str, the sorted distinct characters (class i is ``vocab[i]``)
+    train, valid : (L,) int64 arrays, the training and validation texts as classes
+    """
 
     vocab: str
     train: np.ndarray
@@ -195,12 +275,24 @@ class Corpus:
 
 
 def load_corpus(path=None, valid_fraction=0.1):
-    """Read a UTF-8 text file; vocabulary from the whole file; last ``valid_fraction`` is validation.
+    """Read a UTF-8 text file; vocabulary from the whole file; the last ``valid_fraction`` is validation.
 
-    ``path`` None reads the bundled tinyshakespeare (:func:`kfrtrl.datasets.tinyshakespeare_path`).
+    Parameters
+    ----------
+    path : str, os.PathLike or None
+        None reads the bundled tinyshakespeare (:func:`kfrtrl.datasets.tinyshakespeare_path`).
+    valid_fraction : float in [0, 1]
 
-    Raises FileNotFoundError if ``path`` is missing and ValueError if it is a
-    directory, not UTF-8, empty or too short to give at least 2 characters to each part.
+    Returns
+    -------
+    Corpus
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is missing.
+    ValueError
+        If it is a directory, not UTF-8, empty or too short to give at least 2 characters to each part.
     """
     valid_fraction = check_float("valid_fraction", valid_fraction, 0.0, 1.0)
     path = datasets.tinyshakespeare_path() if path is None else path
@@ -239,11 +331,18 @@ class CharLM:
 
     Parameters
     ----------
-    corpus : Corpus (see :func:`load_corpus`)
+    corpus : Corpus (:func:`load_corpus`)
     batch_size : int >= 1
+        Streams.
     reset_every : int >= 1 or None (never)
     rng : None, int or numpy.random.Generator
-    dtype : float32 or float64, of the inputs
+        Draws the offset.
+    dtype : float32 or float64
+        Of the inputs.
+
+    Notes
+    -----
+    Cost O(batch·vocabulary) per step.
     """
 
     def __init__(self, corpus, batch_size=1, reset_every=None, rng=None, dtype=np.float64):
@@ -261,7 +360,15 @@ class CharLM:
         self._wrapped = np.ones(self.batch_size, dtype=bool)
 
     def next(self):
-        """-> x (batch, vocab) one-hot, y (batch,) int64, reset (batch,) bool."""
+        """The next character of every stream.
+
+        Returns
+        -------
+        x : (batch, vocabulary) one-hot array of ``dtype``
+        y : (batch,) int64 array, the next characters
+        reset : (batch,) bool array
+            True where the state is zeroed before this step.
+        """
         reset = self._wrapped.copy()
         if self.reset_every is not None and self._steps % self.reset_every == 0:
             reset[:] = True
@@ -275,13 +382,30 @@ class CharLM:
         return x, y, reset
 
     def observe(self, loss_bits, output=None):
-        """No feedback needed (kept for the task interface); returns False."""
+        """No feedback needed (kept for the task interface).
+
+        Parameters
+        ----------
+        loss_bits : (batch,) float array, unused
+        output : (batch, vocabulary) array or None, unused
+
+        Returns
+        -------
+        bool, False
+        """
         return False
 
     def state_dict(self):
+        """The streams' positions and the step count."""
         return {"pos": self._pos.copy(), "steps": self._steps, "wrapped": self._wrapped.copy()}
 
     def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s values (same ``batch_size``).
+
+        Parameters
+        ----------
+        state : dict, as returned by :meth:`state_dict`
+        """
         if len(state["pos"]) != self.batch_size:
             raise ValueError(f"state: expected a CharLM state with batch_size {self.batch_size}, got {len(state['pos'])}")
         self._pos = np.array(state["pos"], dtype=np.int64)
@@ -297,7 +421,18 @@ def validation_bpc(trainer, corpus, batch_size=16, reset_every=None, max_chars=N
     (reset every ``reset_every`` characters if given); every next-character
     prediction counts once. Cost: one forward pass per character.
 
-    Returns float, the mean cross-entropy in bits.
+    Parameters
+    ----------
+    trainer : kfrtrl.train.Trainer, whose cell and readout are evaluated
+    corpus : Corpus
+    batch_size : int >= 1, chunks read in parallel
+    reset_every : int >= 1 or None
+    max_chars : int >= 2 or None (the whole validation text)
+
+    Returns
+    -------
+    float
+        The mean cross-entropy in bits.
     """
     batch_size = check_int("batch_size", batch_size, 1)
     ids = corpus.valid if max_chars is None else corpus.valid[: check_int("max_chars", max_chars, 2)]

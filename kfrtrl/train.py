@@ -28,103 +28,12 @@ from . import checkpoint
 from ._validation import as_generator, check_array, check_choice, check_float, check_int
 from .cells import Cell
 from .estimators import make_estimator, parse_spec  # noqa: F401  (part of kfrtrl.train's API)
-from .optim import KalmanFilter, Schedule, as_schedule
+from .optim import SGD, Adam, KalmanFilter, Schedule, as_schedule, clip_global_norm
+from .readout import LN2, Readout, softmax_xent, squared_error
 
-LN2 = float(np.log(2.0))
-
-def softmax_xent(logits, y):
-    """Softmax cross-entropy. logits (B, C), y (B,) int -> (loss in nats (B,), ∂loss/∂logits (B, C))."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    rows = np.arange(len(y))
-    grad = np.exp(logp)
-    grad[rows, y] -= 1.0
-    return -logp[rows, y], grad
-
-
-def squared_error(out, y):
-    """½|y − out|² per sample. out, y (B, C) -> (loss (B,), ∂loss/∂out (B, C))."""
-    diff = out - y
-    return 0.5 * np.sum(diff * diff, axis=1), diff
-
-
-class Readout:
-    """Linear readout ``logits = W [h; 1]``, W (n_out, n_hidden + 1), init N(0, 1/n_hidden), bias 0."""
-
-    def __init__(self, n_hidden, n_out, dtype=np.float64, rng=None):
-        n_hidden = check_int("n_hidden", n_hidden, 1)
-        n_out = check_int("n_out", n_out, 1)
-        self.W = np.zeros((n_out, n_hidden + 1), dtype=dtype)
-        self.W[:, :n_hidden] = as_generator(rng).standard_normal((n_out, n_hidden)) / np.sqrt(n_hidden)
-
-    def __call__(self, h):
-        """h (B, n_hidden) -> logits (B, n_out)."""
-        return h @ self.W[:, :-1].T + self.W[:, -1]
-
-    def loss_bits(self, h, y):
-        """Cross-entropy in bits (B,) of the readout of h (B, n_hidden) against classes y (B,)."""
-        return softmax_xent(self(h), y)[0] / LN2
-
-    def backward(self, h, dlogits):
-        """-> (∂L/∂W summed over the batch, ∂L/∂h (B, n_hidden))."""
-        gW = np.concatenate([dlogits.T @ h, dlogits.sum(axis=0)[:, None]], axis=1)
-        return gW, dlogits @ self.W[:, :-1]
-
-
-class SGD:
-    """Plain gradient descent ``θ -= lr · g``."""
-
-    def __init__(self, lr=0.1):
-        self.lr = check_float("lr", lr, 0.0, np.inf, open_low=True, open_high=True)
-
-    def update(self, params, grads, lr=None):
-        """Update the arrays of ``params`` in place from ``grads`` (same keys and shapes); lr overrides self.lr."""
-        lr = self.lr if lr is None else lr
-        for k, p in params.items():
-            p -= (lr * grads[k]).astype(p.dtype)
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
-
-class Adam:
-    """Adam (Kingma & Ba 2015) with bias correction; moments in the parameters' dtype."""
-
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
-        self.lr = check_float("lr", lr, 0.0, np.inf, open_low=True, open_high=True)
-        self.beta1 = check_float("beta1", beta1, 0.0, 1.0, open_high=True)     # 1: the bias correction
-        self.beta2 = check_float("beta2", beta2, 0.0, 1.0, open_high=True)     # divides by zero
-        self.eps = check_float("eps", eps, 0.0, np.inf, open_high=True)
-        self.t = 0
-        self.m, self.v = {}, {}
-
-    def update(self, params, grads, lr=None):
-        """Update the arrays of ``params`` in place from ``grads`` (same keys and shapes); lr overrides self.lr."""
-        lr = self.lr if lr is None else lr
-        self.t += 1
-        c1 = 1.0 - self.beta1 ** self.t
-        c2 = 1.0 - self.beta2 ** self.t
-        for k, p in params.items():
-            g = grads[k]
-            m = self.m.setdefault(k, np.zeros_like(p))
-            v = self.v.setdefault(k, np.zeros_like(p))
-            m *= self.beta1
-            m += (1.0 - self.beta1) * g
-            v *= self.beta2
-            v += (1.0 - self.beta2) * g * g
-            p -= (lr * (m / c1) / (np.sqrt(v / c2) + self.eps)).astype(p.dtype)
-
-    def state_dict(self):
-        return {"t": self.t, "m": copy.deepcopy(self.m), "v": copy.deepcopy(self.v)}
-
-    def load_state_dict(self, state):
-        self.t = int(state["t"])
-        self.m = copy.deepcopy(state["m"])
-        self.v = copy.deepcopy(state["v"])
-
+__all__ = ["LN2", "OPTIMIZER_NAMES", "SGD", "Adam", "Readout", "Trainer", "clip_global_norm", "describe",
+           "load_checkpoint", "make_estimator", "parse_spec", "run", "save_checkpoint", "softmax_xent",
+           "squared_error"]
 
 _OPTIMIZERS = {"adam": Adam, "sgd": SGD, "kalman": KalmanFilter}
 OPTIMIZER_NAMES = tuple(_OPTIMIZERS)
@@ -140,34 +49,34 @@ def _make_optimizer(optimizer, lr, rng):
     return _OPTIMIZERS[name](lr)
 
 
-def clip_global_norm(grads, max_norm):
-    """Scale all of ``grads`` (dict) together so their joint norm is <= max_norm; returns the norm before."""
-    norm = float(np.sqrt(sum(float(np.sum(g * g)) for g in grads.values())))
-    if max_norm is not None and norm > max_norm:
-        for g in grads.values():
-            g *= max_norm / norm
-    return norm
-
-
 class Trainer:
     """Online training of ``estimator.cell`` plus a linear readout.
 
     Parameters
     ----------
-    estimator : an estimator (``kfrtrl.OK(cell, ...)`` etc.); its cell is trained
-    n_out : int >= 1, readout size (classes for "xent")
-    loss : "xent" (softmax cross-entropy, integer targets (B,)) or "mse"
-        (½|y − logits|², float targets (B, n_out))
-    optimizer : "adam", "sgd", "kalman" (:class:`kfrtrl.optim.KalmanFilter` with its defaults) or a
-        ``KalmanFilter`` instance
-    lr : float >= 0 (constant) or :class:`kfrtrl.optim.Schedule` (e.g. ``Schedule(0.01, tau=1000, rho=0.75)``),
-        the rate of the t-th update
-    clip : float > 0 or None, global gradient-norm clip
-    clip_scope : "all" (every parameter's gradient together) or "cell" (the cell's only)
-    update_every : int >= 1, apply the mean gradient every k steps
-    rng : None, int or Generator, for the readout's initialisation
+    estimator : kfrtrl estimator
+        E.g. ``kfrtrl.OK(cell, ...)``; its cell (float32 or float64) is trained.
+    n_out : int >= 1
+        Readout size (classes for "xent").
+    loss : {"xent", "mse"}
+        Softmax cross-entropy with integer targets (B,), or ½|y − logits|² with float targets (B, n_out).
+    optimizer : {"adam", "sgd", "kalman"} or kfrtrl.optim.KalmanFilter
+        "kalman" is :class:`kfrtrl.optim.KalmanFilter` with its defaults.
+    lr : float > 0 or kfrtrl.optim.Schedule
+        Constant rate, or the rate of the t-th update (e.g. ``Schedule(0.01, tau=1000, rho=0.75)``).
+    clip : float > 0 or None
+        Global gradient-norm clip.
+    update_every : int >= 1
+        Apply the mean gradient every this many steps.
+    rng : None, int or numpy.random.Generator
+        For the readout's initialisation (and a "kalman" optimizer's sampling).
+    clip_scope : {"all", "cell"}
+        Clip every parameter's gradient together, or the cell's only.
 
-    Metrics (running averages since the last ``metrics(reset=True)``):
+    Notes
+    -----
+    Cost per step: the estimator's step and gradient plus O(B·n_out·n) for the readout, and
+    O(parameters) per update. Metrics (running averages since the last ``metrics(reset=True)``):
     ``loss`` (bits for "xent"), ``bpc`` and ``accuracy`` for "xent".
     """
 
@@ -200,11 +109,15 @@ class Trainer:
 
         Parameters
         ----------
-        x : (B, n_in) of the cell's dtype
-        y : (B,) int classes ("xent") or (B, n_out) floats ("mse")
-        reset : (B,) bool or None, samples whose state is zeroed before the step
+        x : (B, n_in) array of the cell's dtype
+        y : (B,) int array of classes ("xent") or (B, n_out) float array ("mse")
+        reset : (B,) bool array or None
+            Samples whose state is zeroed before the step.
 
-        Returns the per-sample loss (B,) float64 (bits for "xent").
+        Returns
+        -------
+        (B,) float64 array
+            The per-sample loss (bits for "xent").
         """
         B = self.estimator.batch_size
         if reset is not None and np.any(reset):
@@ -257,7 +170,18 @@ class Trainer:
             g[...] = 0.0
 
     def metrics(self, reset=False):
-        """Running averages since the last reset: {"loss", "bpc", "accuracy"} ("mse": {"loss"})."""
+        """Running averages over the samples since the last reset.
+
+        Parameters
+        ----------
+        reset : bool
+            Start new averages after reading these.
+
+        Returns
+        -------
+        dict
+            ``{"loss", "bpc", "accuracy"}`` for "xent", ``{"loss"}`` for "mse".
+        """
         n = max(self._sums["count"], 1)
         out = {"loss": self._sums["loss"] / n}
         if self.loss == "xent":
@@ -286,7 +210,13 @@ class Trainer:
         return {"loss": self.loss, "update_every": self.update_every, "n_out": self.n_out}
 
     def load_state_dict(self, state):
-        """Restore from :meth:`state_dict`; the trainer must have the same configuration."""
+        """Restore from :meth:`state_dict`; the trainer must have the same configuration.
+
+        Parameters
+        ----------
+        state : dict
+            As returned by :meth:`state_dict`; ValueError names what differs.
+        """
         _require_equal("trainer", state["config"], self._config())
         self.schedule = Schedule(**state["schedule"])
         _require_equal("optimizer", state["optimizer"][0], type(self.optimizer).__name__)
@@ -320,10 +250,20 @@ def _load_cell_state(cell, state):
 
 
 def describe(trainer):
-    """The trainer's hyperparameters as a dict of JSON values (what a checkpoint records and a
-    resume must repeat; the estimator's and the cell's configuration are checked by their own
-    ``load_state_dict``, and the learning-rate schedule is restored from the checkpoint).
-    Options added to :class:`Trainer` belong here too."""
+    """The trainer's hyperparameters: what a checkpoint records and a resume must repeat.
+
+    The estimator's and the cell's configuration are checked by their own
+    ``load_state_dict``, and the learning-rate schedule is restored from the checkpoint.
+    Options added to :class:`Trainer` belong here too.
+
+    Parameters
+    ----------
+    trainer : Trainer
+
+    Returns
+    -------
+    dict of JSON values
+    """
     optimizer = trainer.optimizer
     described = {"optimizer": type(optimizer).__name__.lower(), "loss": trainer.loss, "clip": trainer.clip,
                  "clip_scope": trainer.clip_scope, "update_every": trainer.update_every, "n_out": trainer.n_out}
@@ -335,8 +275,15 @@ def describe(trainer):
 def save_checkpoint(path, trainer, task=None, config=None):
     """Write trainer (and task) state to ``path`` atomically, in :mod:`kfrtrl.checkpoint`'s format.
 
-    ``config``: the run's configuration (a dict of JSON values, e.g. every command-line
-    option), stored with :func:`describe`'s so that a resume can be checked against it.
+    Parameters
+    ----------
+    path : str or os.PathLike
+    trainer : Trainer
+    task : task or None
+        A task of :mod:`kfrtrl.tasks` (or :class:`kfrtrl.series.Series`) whose position is saved too.
+    config : dict of JSON values or None
+        The run's configuration (e.g. every command-line option), stored with :func:`describe`'s
+        so that a resume can be checked against it.
     """
     state = {"trainer": trainer.state_dict(),
              "task": None if task is None else (type(task).__name__, task.state_dict())}
@@ -346,11 +293,26 @@ def save_checkpoint(path, trainer, task=None, config=None):
 def load_checkpoint(path, trainer, task=None, config=None):
     """Restore ``trainer`` (and ``task``) from :func:`save_checkpoint`'s file at ``path``.
 
-    The trainer's hyperparameters (:func:`describe`) and, when given, ``config`` must equal
-    the checkpoint's: otherwise ValueError naming every difference. Estimator, cell and
-    task must be built alike (a mismatch raises ValueError naming it). A file that is
-    not a checkpoint, truncated or corrupt raises ValueError naming the path and the
-    problem. Returns the checkpoint's ``config``.
+    Parameters
+    ----------
+    path : str or os.PathLike
+    trainer : Trainer
+        Built like the saved one.
+    task : task or None
+        Exactly when the checkpoint holds one, of the same class.
+    config : dict of JSON values or None
+        When given, must equal the checkpoint's.
+
+    Returns
+    -------
+    dict
+        The checkpoint's ``config``.
+
+    Raises
+    ------
+    ValueError
+        Naming every difference of the hyperparameters (:func:`describe`) or ``config``, a
+        mismatched estimator, cell or task, or a file that is not a checkpoint, truncated or corrupt.
     """
     state, saved = checkpoint.load(path)
     differences = _differences(saved.get("trainer", {}), describe(trainer))
@@ -374,10 +336,21 @@ def _differences(saved, current):
 
 
 def run(trainer, task, steps, callback=None):
-    """Train online for ``steps`` steps of ``task`` (see :mod:`kfrtrl.tasks`).
+    """Train online for ``steps`` steps of ``task``.
 
-    ``callback(step)`` is called after every step (1-based). Returns the
-    trainer's metrics (running averages since its last ``metrics(reset=True)``).
+    Parameters
+    ----------
+    trainer : Trainer
+    task : task
+        With ``next() -> (x, y, reset)`` and ``observe(loss, output)`` (:mod:`kfrtrl.tasks`).
+    steps : int >= 0
+    callback : callable or None
+        ``callback(step)`` after every step (1-based).
+
+    Returns
+    -------
+    dict
+        The trainer's metrics (running averages since its last ``metrics(reset=True)``).
     """
     steps = check_int("steps", steps, 0)
     for i in range(steps):

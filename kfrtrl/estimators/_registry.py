@@ -95,7 +95,24 @@ def param_default(name):
 
 
 def parse_spec(spec):
-    """``"ok:4"`` (or ``"ok-4"``) -> ("ok", 4); ``"uoro"`` -> ("uoro", None). ValueError on a bad spec."""
+    """``"ok:4"`` (or ``"ok-4"``) -> ("ok", 4); ``"uoro"`` -> ("uoro", None).
+
+    Parameters
+    ----------
+    spec : str
+        A registered name, optionally ``:k`` (or ``-k``) with an integer k >= 1 for an
+        estimator taking one.
+
+    Returns
+    -------
+    name : str
+    k : int or None
+
+    Raises
+    ------
+    ValueError
+        On a bad spec (TypeError if not a string).
+    """
     if not isinstance(spec, str):
         raise TypeError(f"spec: expected a string such as 'uoro' or 'name:k', got {type(spec).__name__}")
     name, _, k = spec.replace("-", ":", 1).partition(":")
@@ -110,7 +127,17 @@ def parse_spec(spec):
 
 
 def canonical(spec):
-    """The label of a spec: ``"ok:8"`` -> ``"ok-8"``, ``"uoro"`` -> ``"uoro"`` (ValueError on a bad spec)."""
+    """The label of a spec: ``"ok:8"`` -> ``"ok-8"``, ``"uoro"`` -> ``"uoro"``.
+
+    Parameters
+    ----------
+    spec : str
+        An estimator spec, ``"name"`` or ``"name:k"`` (ValueError on a bad one).
+
+    Returns
+    -------
+    str
+    """
     name, k = parse_spec(spec)
     return name if k is None else f"{name}-{k}"
 

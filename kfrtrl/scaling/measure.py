@@ -1,4 +1,4 @@
-"""Measuring: workloads, the GEMM lower bound, timing and the size budget (reported by :mod:`.report`).
+"""Measuring: workloads and the GEMM lower bound, timed by :mod:`.timing`, reported by :mod:`.report`.
 
 - :class:`Workload` builds a cell (:func:`make_cell`, named as :func:`parse_cell`)
   and an estimator (a spec of :func:`kfrtrl.train.parse_spec`, labelled by
@@ -6,7 +6,7 @@
   the unit that is timed;
 - :func:`measure` / :func:`run` time workloads directly (median of repeats,
   warm-up excluded so compilation is outside the timing), skipping sizes a
-  :class:`Budget` predicts to be too slow or too large.
+  :class:`~kfrtrl.scaling.timing.Budget` predicts to be too slow or too large.
 
 The GEMM lower bound of a step is the product every estimator cannot avoid:
 its K propagated tangents per sample through each Jacobian layer l of the
@@ -17,12 +17,10 @@ same run. The layers come from a dry forward pass, so the bound follows any cell
 """
 import contextlib
 import dataclasses
-import math
 import re
 import statistics
-import time
 import tracemalloc
-from collections import defaultdict, deque
+from collections import deque
 
 import numpy as np
 
@@ -30,7 +28,8 @@ from .. import estimators
 from .._validation import check_dtype, check_int
 from ..cells import ELSTM, GRU, LRU, LSTM, RHN, Elman
 from ..threads import limit
-from .report import SUITE, format_bytes
+from .report import SUITE
+from .timing import Budget, time_per_call
 
 #: the sizes of the scaling grid; the exponent is fitted on the upper half
 SIZES = (16, 32, 64, 128, 256, 512)
@@ -42,10 +41,6 @@ CELLS = {"elman": Elman, "rhn": RHN, "lstm": LSTM, "gru": GRU, "elstm": ELSTM, "
 DEFAULT_CELLS = ("elman",)
 #: inputs of the benchmark cell (m = n + N_IN + 1 for a layer reading [h; x; 1])
 N_IN = 8
-#: a size is skipped when one step is predicted to take longer than this ...
-MAX_STEP_SECONDS = 2.0
-#: ... or its estimator state (whole batch) to take more bytes than this
-MAX_STATE_BYTES = 2 * 2**30
 
 
 canonical = estimators.canonical
@@ -54,8 +49,20 @@ canonical = estimators.canonical
 def parse_cell(spec):
     """``"rhn3"`` (or ``"rhn:3"``, ``"rhn-3"``) -> ("rhn", 3); ``"lstm"`` -> ("lstm", None).
 
-    Raises ValueError naming the accepted cells (TypeError if not a string);
-    only ``rhn`` takes a depth, an integer >= 1.
+    Parameters
+    ----------
+    spec : str
+        A name of :data:`CELLS`; only ``rhn`` takes a depth, an integer >= 1.
+
+    Returns
+    -------
+    name : str
+    depth : int or None
+
+    Raises
+    ------
+    ValueError
+        Naming the accepted cells (TypeError if ``spec`` is not a string).
     """
     if not isinstance(spec, str):
         raise TypeError(f"cell: expected a string such as 'lstm' or 'rhn3', got {type(spec).__name__}")
@@ -71,15 +78,36 @@ def parse_cell(spec):
 
 
 def canonical_cell(spec):
-    """The label of a cell spec of :func:`parse_cell`: ``"rhn:3"`` -> ``"rhn3"``, ``"rhn1"`` -> ``"rhn"``."""
+    """The label of a cell spec: ``"rhn:3"`` -> ``"rhn3"``, ``"rhn1"`` -> ``"rhn"``.
+
+    Parameters
+    ----------
+    spec : str, a cell spec of :func:`parse_cell`
+
+    Returns
+    -------
+    str
+    """
     name, depth = parse_cell(spec)
     return name if depth in (None, 1) else f"{name}{depth}"
 
 
 def make_cell(spec, n, dtype="float64", rng=None, n_in=N_IN, **options):
-    """The cell ``spec`` (:func:`parse_cell`) with ``n_in`` inputs (default :data:`N_IN`) and n hidden units.
+    """Build a cell by name.
 
-    ``options`` go to the cell's constructor (e.g. ``candidate="sigmoid"`` for an RHN).
+    Parameters
+    ----------
+    spec : str, a cell spec of :func:`parse_cell`
+    n : int >= 1, hidden units
+    dtype : "float32" or "float64" (or a numpy dtype)
+    rng : None, int or numpy.random.Generator, for the weights
+    n_in : int >= 1, inputs (default :data:`N_IN`)
+    **options
+        Further arguments of the cell's constructor (e.g. ``candidate="sigmoid"`` for an RHN).
+
+    Returns
+    -------
+    kfrtrl.cells.Cell
     """
     name, depth = parse_cell(spec)
     kwargs = {"depth": depth} if depth else {}
@@ -91,6 +119,14 @@ def tangents(est):
 
     Each estimator declares it (``est.tangents()``; e.g. exact RTRL: all Σ p_l·m_l
     columns of its influence, a rank-one estimator: 1).
+
+    Parameters
+    ----------
+    est : kfrtrl estimator
+
+    Returns
+    -------
+    int
     """
     return est.tangents()
 
@@ -107,6 +143,15 @@ def gemm_layers(est):
     ``n_rec`` from a dry forward pass of the cell (batch 1, zero state and input). A step the
     estimator runs fused (``est.fuses``: the Elman cell, the RHN of depth 1 for KF and OK) is one
     GEMM of all tangents with the step Jacobian, (rows, N) @ (N, N).
+
+    Parameters
+    ----------
+    est : kfrtrl estimator
+
+    Returns
+    -------
+    list of (str, int, int, int)
+        ``(name, rows, n_rec, p)`` per GEMM.
     """
     cell = est.cell
     _, layers = cell.forward(cell.initial_state(1), np.zeros((1, cell.n_in), dtype=cell.dtype))
@@ -124,15 +169,31 @@ def gemm_layers(est):
 
 
 def gemm_flops(est):
-    """Floating-point operations of the step's GEMM lower bound: Σ_l 2 · rows · n_rec · p (:func:`gemm_layers`)."""
+    """Floating-point operations of the step's GEMM lower bound: Σ_l 2 · rows · n_rec · p (:func:`gemm_layers`).
+
+    Parameters
+    ----------
+    est : kfrtrl estimator
+
+    Returns
+    -------
+    int
+    """
     return sum(2 * rows * n_rec * p for _, rows, n_rec, p in gemm_layers(est))
 
 
 def grid(full=False):
     """The measured grid: {"sizes", "batches", "dtypes", "estimators", "cells"}.
 
-    Quick (default): float64, batch 1, all sizes: what the fitted exponents
-    are read from. Full: also batch 16 and float32.
+    Parameters
+    ----------
+    full : bool
+        False: float64, batch 1, all sizes (what the fitted exponents are read from);
+        True: also batch 16 and float32.
+
+    Returns
+    -------
+    dict of tuples
     """
     return {
         "sizes": SIZES,
@@ -174,7 +235,12 @@ class Workload:
         self._t = 0
 
     def warm_up(self, steps=2):
-        """Run the estimator's transient (TBPTT: filling its window) plus ``steps`` steps (compilation, caches)."""
+        """Run the estimator's transient (TBPTT: filling its window) plus ``steps`` steps (compilation, caches).
+
+        Parameters
+        ----------
+        steps : int >= 0
+        """
         for _ in range(getattr(self.est, "truncation", 0) + steps):
             self.step()
 
@@ -200,7 +266,16 @@ class Workload:
         return held + peak / self.est.batch_size
 
     def gemm_time(self, repeats=5):
-        """Median seconds of the step's GEMM lower bound (:func:`gemm_layers`) in this dtype and thread count."""
+        """Median seconds of the step's GEMM lower bound (:func:`gemm_layers`) in this dtype and thread count.
+
+        Parameters
+        ----------
+        repeats : int >= 1, timed repeats
+
+        Returns
+        -------
+        float
+        """
         gen = np.random.default_rng(0)
         params = self.cell.params()
         operands = [
@@ -217,7 +292,17 @@ class Workload:
             return statistics.median(time_per_call(gemms, repeats, warmup=1))
 
     def info(self, gemm_repeats=5):
-        """What a benchmark records besides its timing (the extra_info of the JSON)."""
+        """What a benchmark records besides its timing (the extra_info of the JSON).
+
+        Parameters
+        ----------
+        gemm_repeats : int >= 1, timed repeats of the GEMM lower bound
+
+        Returns
+        -------
+        dict
+            Labels, sizes, backend, threads, bytes per sample and the GEMM bound.
+        """
         return {
             "suite": SUITE,
             "estimator": self.label,
@@ -258,76 +343,22 @@ def _threads(n_threads):
     return limit(n_threads) if n_threads is not None else contextlib.nullcontext()
 
 
-def calls_per_round(fn, min_time=0.02):
-    """Calls of ``fn`` per timed round so that a round lasts about ``min_time`` s (one call timed to decide)."""
-    start = time.perf_counter()
-    fn()
-    once = time.perf_counter() - start
-    return max(1, min(1000, math.ceil(min_time / max(once, 1e-9))))
-
-
-def time_per_call(fn, repeats=5, warmup=2, min_time=0.02):
-    """Seconds per call of ``fn``, one value per repeat.
-
-    ``warmup`` untimed calls first (compilation, caches), then each repeat
-    times enough calls to last about ``min_time`` seconds.
-    """
-    for _ in range(warmup):
-        fn()
-    k = calls_per_round(fn, min_time)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(k):
-            fn()
-        times.append((time.perf_counter() - start) / k)
-    return times
-
-
-class Budget:
-    """Skips sizes predicted to be too slow or too large, from the sizes measured so far.
-
-    Each key (e.g. cell, estimator, batch, dtype) keeps its measured (n, seconds,
-    bytes); the next size is predicted by extending the log-log line through
-    the last two points (slope clipped to [1, 4], 4 being exact RTRL's
-    n⁴, so that one noisy point cannot stop a cheap estimator; one point: no
-    prediction).
-    """
-
-    def __init__(self, max_seconds=MAX_STEP_SECONDS, max_bytes=MAX_STATE_BYTES):
-        self.max_seconds = max_seconds
-        self.max_bytes = max_bytes
-        self._seen = defaultdict(list)
-
-    def record(self, key, n, seconds, nbytes):
-        """Note that size n took ``seconds`` per step and ``nbytes`` of state (whole batch)."""
-        self._seen[key].append((n, seconds, nbytes))
-
-    def skip_reason(self, key, n):
-        """None to measure size n, or why not (a short sentence)."""
-        points = sorted(self._seen[key])
-        if len(points) < 2:
-            return None
-        (n0, t0, b0), (n1, t1, b1) = points[-2:]
-        t, b = _extend(n0, t0, n1, t1, n), _extend(n0, b0, n1, b1, n)
-        if t > self.max_seconds:
-            return f"predicted {t:.3g} s per step > {self.max_seconds:g} s"
-        if b > self.max_bytes:
-            return f"predicted state of {format_bytes(b)} > {format_bytes(self.max_bytes)}"
-        return None
-
-
-def _extend(n0, y0, n1, y1, n):
-    slope = math.log(y1 / y0) / math.log(n1 / n0) if y0 > 0 and y1 > 0 and n1 != n0 else 1.0
-    return y1 * (n / n1) ** min(4.0, max(1.0, slope))
-
-
 def measure(spec, n, batch_size=1, dtype="float64", backend="auto", n_threads=None, repeats=5, seed=0,
             cell="elman"):
-    """Time one grid point directly -> a record (see :func:`load_records`).
+    """Time one grid point directly.
 
     The whole step runs under the thread limit, the cell's forward pass and
     the gradient too (the estimator limits only its propagation).
+
+    Parameters
+    ----------
+    spec, n, batch_size, dtype, backend, n_threads, seed, cell : see :class:`Workload`
+    repeats : int >= 1, timed repeats (the median is ``time``)
+
+    Returns
+    -------
+    dict
+        A record (see :func:`kfrtrl.scaling.load_records`).
     """
     work = Workload(spec, n, batch_size, dtype, backend, n_threads, seed, cell)
     with _threads(n_threads):
@@ -344,8 +375,29 @@ def run(specs, sizes, batches, dtypes, backend="auto", n_threads=None, repeats=5
         cells=DEFAULT_CELLS):
     """Measure the grid, small sizes first so the budget can stop each estimator in time.
 
-    Returns (records, skipped): skipped is a list of (cell, label, n, batch, dtype, reason).
-    ``progress(done, total, text)`` is called before each point and once at the end.
+    Parameters
+    ----------
+    specs : sequence of str, estimator specs
+    sizes, batches : sequences of int
+    dtypes : sequence of "float32" / "float64"
+    backend : str, kernel backend
+    n_threads : int >= 1 or None (all cores)
+    repeats : int >= 1, timed repeats per point
+    budget : Budget or None (a default one)
+    progress : callable or None
+        ``progress(done, total, text)`` before each point and once at the end.
+    cells : sequence of str, cell specs
+
+    Returns
+    -------
+    records : list of dict
+        See :func:`measure`.
+    skipped : list of tuple
+        ``(cell, label, n, batch, dtype, reason)``.
+
+    Notes
+    -----
+    Cost: each point's warm-up and ``repeats`` timed rounds of about 20 ms or one step.
     """
     budget = budget or Budget()
     points = [(c, d, b, s, n) for c in cells for d in dtypes for b in batches for s in specs for n in sorted(sizes)]

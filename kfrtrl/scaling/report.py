@@ -25,7 +25,17 @@ SUITE = "kfrtrl-scaling"
 
 
 def to_json(records, skipped=()):
-    """The records as a pytest-benchmark-shaped dict (readable by :func:`load_records`)."""
+    """The records as a pytest-benchmark-shaped dict (readable by :func:`load_records`).
+
+    Parameters
+    ----------
+    records : list of dict, see :func:`kfrtrl.scaling.measure.measure`
+    skipped : sequence of tuple, the skipped points of :func:`kfrtrl.scaling.measure.run`
+
+    Returns
+    -------
+    dict of JSON values
+    """
     benches = []
     for rec in records:
         extra = {k: v for k, v in rec.items() if k not in ("time", "min", "max", "rounds")}
@@ -44,8 +54,20 @@ def load_records(path):
     A record is the entry's extra_info (estimator, cell, n, batch, dtype, backend,
     state/peak bytes per sample, gemm_median, ...) plus ``time``, the median
     seconds per step; files from before the cell was recorded are elman's.
-    Entries of other suites are ignored. Raises ValueError
-    if the file is not such a JSON or holds no scaling entry.
+    Entries of other suites are ignored.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    list of dict
+
+    Raises
+    ------
+    ValueError
+        If the file is not such a JSON or holds no scaling entry.
     """
     with open(path, encoding="utf-8") as fh:
         try:
@@ -70,7 +92,17 @@ def load_records(path):
 
 
 def fit_exponent(ns, values):
-    """Least-squares slope of log(values) against log(ns); nan with fewer than 2 distinct sizes or a value <= 0 or nan."""
+    """Least-squares slope of log(values) against log(ns).
+
+    Parameters
+    ----------
+    ns, values : sequences of float, same length
+
+    Returns
+    -------
+    float
+        nan with fewer than 2 distinct sizes or a value <= 0 or nan.
+    """
     ns, values = np.asarray(ns, dtype=float), np.asarray(values, dtype=float)
     if len(np.unique(ns)) < 2 or not (values > 0).all():
         return math.nan
@@ -78,7 +110,16 @@ def fit_exponent(ns, values):
 
 
 def upper_half(ns):
-    """The sizes the exponent is fitted on: those above the median size (the largest ⌊k/2⌋ of k), at least two."""
+    """The sizes the exponent is fitted on: those above the median size (the largest ⌊k/2⌋ of k), at least two.
+
+    Parameters
+    ----------
+    ns : iterable of int
+
+    Returns
+    -------
+    list of int, sorted
+    """
     ns = sorted(set(ns))
     return ns[-max(2, len(ns) // 2):]
 
@@ -91,6 +132,14 @@ def fits(records):
     below the flop count's exponent, and the estimator's is read against it.
 
     ``coef`` is c of the fitted line t = c · n^time_exp (for plotting).
+
+    Parameters
+    ----------
+    records : list of dict
+
+    Returns
+    -------
+    dict
     """
     out = {}
     for key, recs in by_fields(records, ("cell", "dtype", "batch", "estimator")).items():
@@ -110,7 +159,18 @@ def fits(records):
 
 
 def by_fields(records, fields):
-    """{(values of ``fields``): records sorted by n}, groups in the tables' order (:func:`_order`)."""
+    """Group records by the values of some fields.
+
+    Parameters
+    ----------
+    records : list of dict
+    fields : sequence of str
+
+    Returns
+    -------
+    dict
+        ``{(values of fields): records sorted by n}``, groups in the tables' order.
+    """
     groups = defaultdict(list)
     for r in records:
         groups[tuple(r[f] for f in fields)].append(r)
@@ -127,7 +187,16 @@ def _order(key):
 
 
 def format_time(seconds):
-    """Seconds -> "73.1 µs", "8.10 ms", "1.23 s"."""
+    """Seconds as text: "73.1 µs", "8.1 ms", "1.23 s".
+
+    Parameters
+    ----------
+    seconds : float >= 0
+
+    Returns
+    -------
+    str
+    """
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
@@ -135,7 +204,16 @@ def format_time(seconds):
 
 
 def format_bytes(nbytes):
-    """Bytes -> "512 B", "139 KiB", "1.07 GiB"."""
+    """Bytes as text: "512 B", "139 KiB", "1.07 GiB".
+
+    Parameters
+    ----------
+    nbytes : float >= 0
+
+    Returns
+    -------
+    str
+    """
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if nbytes >= scale:
             return f"{nbytes / scale:.3g} {unit}"
@@ -147,12 +225,31 @@ def _ratio(num, den):
 
 
 def exponent_text(x):
-    """A fitted exponent as text, "—" when there is none."""
+    """A fitted exponent as text, "—" when there is none.
+
+    Parameters
+    ----------
+    x : float, or nan
+
+    Returns
+    -------
+    str
+    """
     return "—" if math.isnan(x) else f"{x:.2f}"
 
 
 def format_table(records, skipped=()):
-    """The scaling report as text: per (cell, dtype, batch) a row per estimator and size, then the fits."""
+    """The scaling report as text: per (cell, dtype, batch) a row per estimator and size, then the fits.
+
+    Parameters
+    ----------
+    records : list of dict
+    skipped : sequence of tuple, listed at the end
+
+    Returns
+    -------
+    str
+    """
     fitted = fits(records)
     lines = []
     head = f"{'estimator':<13}{'n':>5}  {'time/step':>10}  {'×RTRL':>7}  {'×GEMM':>7}  {'state/sample':>12}  {'peak/sample':>12}"
