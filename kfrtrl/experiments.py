@@ -254,7 +254,11 @@ def series(data=None, target=None, inputs=None, horizon=1, synthetic=None, estim
         raise ValueError(f"estimators: expected one estimator with save or resume, got {list(estimators)}")
     table, names, target, inputs, model, what = _series_data(data, target, inputs, horizon, synthetic, setup, state,
                                                              memory, lag, obs_noise, length)
-    first = Series(table, target, inputs, horizon=horizon, batch_size=setup.batch, names=names)   # bad columns: now
+
+    def make_task():
+        return Series(table, target, inputs, horizon=horizon, batch_size=setup.batch, dtype=setup.dtype, names=names)
+
+    first = make_task()                               # bad columns raise before any training
     optimal = _synthetic.kalman_mse(model) if model is not None and horizon == 1 else None
     errors = None if optimal is None else np.array([_synthetic.kalman_errors(model, ys) for ys in table])
     schedule = optim.Schedule(setup.lr, lr_tau, lr_rho)
@@ -265,7 +269,7 @@ def series(data=None, target=None, inputs=None, horizon=1, synthetic=None, estim
                   memory=memory, lag=lag, obs_noise=obs_noise, length=table.shape[-2] if synthetic else None)
     rows, curves = [], {}
     for spec in estimators:
-        task = Series(table, target, inputs, horizon=horizon, batch_size=setup.batch, names=names)
+        task = make_task()
         kind = optimizer
         if optimizer == "kalman":
             kind = optim.KalmanFilter(kalman_gamma, kalman_damping, kalman_rank, rng=_series_rngs(setup)[0])

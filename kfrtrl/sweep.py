@@ -1,7 +1,7 @@
 """Many independent runs in parallel: estimators × seeds × sizes × options, on one machine or a Dask cluster.
 
 A *configuration* is a flat dict of JSON values naming one run: ``task``
-(one of :data:`TASKS`: ``"copy"``, ``"charlm"``, ``"noise"``),
+(one of :data:`TASKS`: ``"copy"``, ``"charlm"``, ``"series"``, ``"noise"``),
 ``estimator`` (a spec such as ``"ok:2"``), ``seed`` and the task's options
 (``hidden``, ``batch``, ``steps``, ``lr``, ...). :func:`grid` spans the
 product; :func:`run` executes the configurations in worker processes, with
@@ -52,7 +52,7 @@ def grid(task, estimators, seeds, **options):
     Parameters
     ----------
     task : str
-        A task of :data:`TASKS` (``"copy"``, ``"charlm"``, ``"noise"``).
+        A task of :data:`TASKS` (``"copy"``, ``"charlm"``, ``"series"``, ``"noise"``).
     estimators : sequence of str
         Estimator specs (``"rtrl"``, ``"ok:2"``, ``"kf"``, ``"tbptt:25"``, ...).
     seeds : sequence of int
@@ -312,6 +312,12 @@ def _charlm(spec, seed, kernels, n_threads, file=None, **options):
     return {"valid_bpc": row["valid bpc"], "train_bpc": row["train bpc"]}, "valid_bpc"
 
 
+def _series(spec, seed, kernels, n_threads, **options):
+    setup, rest = _split(experiments.series, seed, kernels, n_threads, options)
+    row = experiments.series(estimators=[spec], setup=setup, **rest)["rows"][0]
+    return {k: v for k, v in row.items() if k not in ("estimator", "seconds")}, "ratio_const"
+
+
 def _noise(spec, seed, kernels, n_threads, hidden=32, **options):
     row = experiments.noise([spec], sizes=[hidden], seed=seed, backend=kernels, **options)["rows"][0]
     return {"rel_var_grad": row["rel var grad"], "rel_var_G": row["rel var G"], "z": row["z"]}, "rel_var_grad"
@@ -322,6 +328,7 @@ def _noise(spec, seed, kernels, n_threads, hidden=32, **options):
 TASKS = {
     "copy": (_copy, experiments.copy),
     "charlm": (_charlm, experiments.charlm),
+    "series": (_series, experiments.series),
     "noise": (_noise, experiments.noise),
 }
 _NOT_OPTIONS = {"estimator", "estimators", "setup", "corpus", "save", "resume", "save_every", "log", "progress",

@@ -483,3 +483,11 @@ def test_series_experiment_bad_arguments_are_named(kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         experiments.series(**kwargs)
+
+
+def test_series_experiment_trains_the_setup_dtype():
+    from kfrtrl import experiments
+
+    setup = experiments.Setup(hidden=3, batch=1, steps=20, lr=1e-2, dtype="float32", backend="numpy")
+    row = experiments.series(synthetic="delay", estimators=["kf"], setup=setup)["rows"][0]
+    assert np.isfinite(row["mse"])

@@ -1,10 +1,16 @@
-"""kfrtrl.sweep: the grid, loky and a 2-worker local Dask cluster agree run for run, results file and restart."""
+"""kfrtrl.sweep: the grid, loky, a 2-worker local Dask cluster and a Dask scheduler at an address agree run
+for run, results file and restart."""
 import json
 import math
+import os
+import pathlib
+import subprocess
+import sys
+import time
 
 import pytest
 
-from kfrtrl import cli, sweep
+from kfrtrl import cli, experiments, sweep
 
 pytest.importorskip("joblib", reason="joblib not installed (pip install 'kfrtrl[sweep]')")
 
@@ -109,6 +115,7 @@ def test_table_groups_by_estimator_and_varying_options():
 
 @pytest.mark.parametrize("task, options, metric", [
     ("charlm", {"hidden": 4, "batch": 2, "steps": 20, "valid_chars": 200}, "valid_bpc"),
+    ("series", {"hidden": 3, "steps": 30, "synthetic": "delay", "optimizer": "kalman"}, "ratio_const"),
     ("noise", {"hidden": 4, "chains": 3, "steps": 12, "burn_in": 4, "every": 4}, "rel_var_grad"),
 ])
 def test_every_task_runs_from_its_configuration(task, options, metric):
@@ -173,3 +180,75 @@ def test_charlm_without_a_file_trains_on_the_bundled_corpus(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("charlm, vocabulary 65,")
     assert lines[-1].startswith("bpc ") and 0.0 < float(lines[-1].split()[1]) < 7.0
+
+
+# ---------------------------------------------------------------- the series task; a scheduler at an address
+
+
+def test_series_sweep_on_loky_and_a_local_dask_cluster_is_identical_and_is_the_experiment(tmp_path):
+    pytest.importorskip("distributed", reason="dask.distributed not installed (pip install 'kfrtrl[sweep]')")
+    configs = sweep.grid("series", ["kf", "ok:2"], [0, 1], hidden=3, steps=30, synthetic="lgss", lr_tau=10.0)
+    loky = sweep.run(configs, backend="loky", n_jobs=2, kernels="numpy")
+    dask = sweep.run(configs, backend="dask", n_jobs=2, kernels="numpy")
+    assert _deterministic(loky) == _deterministic(dask)
+    assert {r["metric"] for r in loky} == {"ratio_const"} and len({r["result"]["mse"] for r in loky}) == 4
+    setup = experiments.Setup(hidden=3, batch=1, steps=30, lr=1e-2, seed=1, backend="numpy", threads=1)
+    row = experiments.series(synthetic="lgss", estimators=["ok:2"], setup=setup, lr_tau=10.0)["rows"][0]
+    assert loky[3]["config"]["estimator"] == "ok:2" and loky[3]["config"]["seed"] == 1
+    assert loky[3]["result"] == {k: v for k, v in row.items() if k not in ("estimator", "seconds")}
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    """The address of a Dask scheduler started as its own process on 127.0.0.1, with one ``dask worker``
+    process of two single-threaded workers (importing kfrtrl from this tree): what a remote cluster is."""
+    pytest.importorskip("distributed", reason="dask.distributed not installed (pip install 'kfrtrl[sweep]')")
+    from distributed import Client
+
+    where = tmp_path_factory.mktemp("dask")
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    run = {"cwd": where, "env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    info = where / "scheduler.json"
+    processes = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                   "--port", "0", "--no-dashboard", "--scheduler-file", str(info)], **run)]
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        client = Client(scheduler_file=str(info), timeout=60)
+        address = client.scheduler.address
+        processes.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers",
+                                           "2", "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
+                                           "--local-directory", str(where)], **run))
+        client.wait_for_workers(2, timeout=60)
+        yield address
+        client.shutdown()                               # the scheduler and its workers
+        client.close()
+    finally:
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_a_scheduler_at_an_address_gives_the_loky_results(scheduler, tmp_path, capsys, monkeypatch):
+    import distributed
+
+    def no_local_cluster(*args, **kwargs):
+        raise AssertionError("a local cluster was started although a scheduler address was given")
+
+    monkeypatch.setattr(distributed, "LocalCluster", no_local_cluster)
+    configs = _configs()                                # 2 estimators x 3 seeds of the copy task
+    loky = sweep.run(configs, backend="loky", n_jobs=2, kernels="numpy")
+    remote = sweep.run(configs, backend="dask", scheduler=scheduler, kernels="numpy", out=tmp_path / "r.jsonl")
+    assert [r["config"] for r in remote] == configs and _deterministic(remote) == _deterministic(loky)
+    out = tmp_path / "cli.jsonl"
+    argv = ["sweep", "copy", "--estimators", "ok:2,kf", "--seeds", "0,1,2", "--hidden", "4", "--batch", "2",
+            "--steps", "40", "--lr", "0.01", "--kernels", "numpy", "--backend", "dask", "--scheduler", scheduler,
+            "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.startswith(f"copy: 6 runs, results in {out}")
+    assert _deterministic(json.loads(line) for line in out.read_text().splitlines()) == _deterministic(loky)
