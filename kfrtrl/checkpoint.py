@@ -44,6 +44,12 @@ def atomic_write(path, write):
     ``os.replace`` is atomic there), which is flushed and fsynced before it replaces
     ``path``; the directory is fsynced afterwards so the rename itself is durable.
     On any error the temporary file is removed and ``path`` is untouched.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    write : callable
+        ``write(fh)`` writes the whole content to the binary file object ``fh``.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -70,15 +76,33 @@ def atomic_write(path, write):
 def save(path, state, config):
     """Write ``state`` (nested dicts/lists/tuples of arrays, numbers, strings) and ``config`` to ``path``.
 
-    ``config`` must be JSON-serialisable (TypeError otherwise, naming the entry).
-    Cost: one pass over the arrays for the checksum and one for writing.
+    Written atomically (:func:`atomic_write`). Cost: one pass over the arrays for the checksum
+    and one for writing.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    state : dict
+        Nested dicts, lists and tuples of numpy arrays, numbers, strings, None.
+    config : dict or None
+        JSON-serialisable (TypeError otherwise, naming the entry).
     """
     data = dumps(state, config)
     atomic_write(path, lambda fh: fh.write(data))
 
 
 def dumps(state, config=None):
-    """The bytes :func:`save` writes (for a checkpoint kept elsewhere, e.g. inside a torch state_dict)."""
+    """The bytes :func:`save` writes (for a checkpoint kept elsewhere, e.g. inside a torch state_dict).
+
+    Parameters
+    ----------
+    state : dict, as for :func:`save`
+    config : dict or None, as for :func:`save`
+
+    Returns
+    -------
+    bytes
+    """
     from . import __version__
 
     arrays = {}
@@ -95,7 +119,17 @@ def dumps(state, config=None):
 
 
 def load(path):
-    """-> (state, config) of the checkpoint at ``path``; ValueError naming the path and the problem."""
+    """Read the checkpoint at ``path`` (nothing is unpickled); ValueError naming the path and the problem.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    state : dict
+    config : dict
+    """
     path = os.fspath(path)
     try:
         with open(path, "rb") as fh:
@@ -106,7 +140,18 @@ def load(path):
 
 
 def loads(data, path="<bytes>"):
-    """-> (state, config) from :func:`dumps`'s bytes; ``path`` names the source in errors."""
+    """Read :func:`dumps`'s bytes.
+
+    Parameters
+    ----------
+    data : bytes
+    path : str, names the source in errors
+
+    Returns
+    -------
+    state : dict
+    config : dict
+    """
     try:
         archive = np.load(io.BytesIO(data), allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):

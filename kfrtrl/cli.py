@@ -350,11 +350,21 @@ def build_parser():
 
 
 def main(argv=None):
-    """Run ``kfrtrl`` with ``argv`` (default: sys.argv[1:]); returns the exit code.
+    """Run ``kfrtrl`` with ``argv``.
 
     Bad input (ValueError, OSError) prints one line and returns 2; a reader that closes
     the pipe early (``kfrtrl info | head -4``) ends the command quietly with 141, as
     SIGPIPE ends other programs.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        The arguments (None: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit code.
     """
     parser = build_parser()
     args = parser.parse_args(argv)

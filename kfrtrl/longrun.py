@@ -31,7 +31,18 @@ def _is_jsonl(path):
 def read_curve(path):
     """The rows of a curve log as a list of dicts (numbers as int or float).
 
-    Raises ValueError naming the path if a row cannot be read.
+    Parameters
+    ----------
+    path : str or os.PathLike, a CSV or JSON-lines curve log (:class:`CurveLog`)
+
+    Returns
+    -------
+    list of dict
+
+    Raises
+    ------
+    ValueError
+        Naming the path if a row cannot be read.
     """
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
@@ -87,7 +98,15 @@ class CurveLog:
         return ",".join(str(row[k]) for k in self.columns) + "\n"
 
     def write(self, step, seconds, **values):
-        """Append one row: ``step`` (int), ``seconds`` since the run's start, the value columns."""
+        """Append one row (flushed).
+
+        Parameters
+        ----------
+        step : int
+        seconds : float, since the run's start
+        **values
+            One number per value column of the log.
+        """
         row = {"step": int(step), **values, "seconds": round(float(seconds), 3)}
         missing = [k for k in self.columns if k not in row]
         if missing:
@@ -117,8 +136,10 @@ def train_to(trainer, task, steps, observe=None, log=None, log_every=100, checkp
     observe : callable(trainer, task) -> {column: value} or None, called every ``log_every`` steps
         and at ``steps``
     log : CurveLog or None, receiving each of those rows
+    log_every : int >= 1
     checkpoint : path or None; written (:func:`kfrtrl.train.save_checkpoint`, atomic: a kill during a
         save leaves the previous one) every ``save_every`` steps (if given) and at ``steps``
+    save_every : int >= 1 or None
     callback : callable(step) or None, after every step
     config : dict or None, the run's configuration recorded in each checkpoint (a resume is checked
         against it by :func:`kfrtrl.train.load_checkpoint`)

@@ -33,9 +33,15 @@ def _pyplot():
 
 
 def curves(path, lines, ylabel, xlabel="step", scale="linear"):
-    """Write {label: (x, y)} as lines to the PNG ``path``.
+    """Write labelled lines to the PNG ``path``.
 
-    scale : "linear", "logy" (log y axis) or "loglog" (log2 x axis, log y axis; markers)
+    Parameters
+    ----------
+    path : str or os.PathLike
+    lines : dict of str to (x, y), sequences of numbers of one length
+    ylabel, xlabel : str
+    scale : {"linear", "logy", "loglog"}
+        Log y axis, or log2 x and log y axes with markers.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -59,6 +65,12 @@ def copy_band(path, lines, title=None):
     The band is the range over the authors' five logged runs (:data:`kfrtrl.papers.OK_COPY_T_CUR`)
     at their logged steps (bars; shaded between them), nothing before their first logged step.
     Written atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    lines : dict of str to (steps, T_cur)
+    title : str or None
     """
     from .papers import OK_COPY_T_CUR
 
@@ -84,8 +96,14 @@ def copy_band(path, lines, title=None):
 
 
 def series(path, lines, optimal=None):
-    """Write the prequential MSE curves {label: (steps, MSE)} of :func:`kfrtrl.experiments.series` (log scale)
-    as a PNG, with the Kalman-optimal MSE ``optimal`` as a dashed line when given."""
+    """Write the prequential MSE curves of :func:`kfrtrl.experiments.series` (log scale) as a PNG, atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    lines : dict of str to (steps, MSE)
+    optimal : float or None, the Kalman-optimal MSE drawn as a dashed line
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, (x, y) in lines.items():
@@ -102,7 +120,13 @@ def series(path, lines, optimal=None):
 
 
 def scaling(path, records):
-    """Write a log-log PNG of time per step against n with the fitted lines (records of :mod:`kfrtrl.scaling`)."""
+    """Write a log-log PNG of time per step against n with the fitted lines.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    records : list of dict, records of :mod:`kfrtrl.scaling` (one panel per cell, dtype and batch)
+    """
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     from .scaling import by_fields, exponent_text, fits
@@ -140,6 +164,11 @@ def sweep(path, records):
 
     Every run is a dot and each group's mean a line: against the one numeric option that varies
     (e.g. ``hidden``) when there is one, else one column per estimator with the mean as a bar.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    records : list of dict, records of :func:`kfrtrl.sweep.run`
     """
     from .sweep import summarize, varying_options
 

@@ -27,7 +27,18 @@ def _column_name(names, j):
 
 
 def check_table(data, names=None, what="data"):
-    """Require a finite float (T, C) or (B, T, C) array; ValueError naming the first bad row and column."""
+    """Require a finite numeric (T, C) or (B, T, C) array; ValueError naming the first bad row and column.
+
+    Parameters
+    ----------
+    data : array-like of numbers, (T, C) with T >= 2 or (B, T, C)
+    names : list of str or None, the column names (for the message)
+    what : str, what the data is called in the message
+
+    Returns
+    -------
+    float64 array of the same shape
+    """
     arr = np.asarray(data)
     if arr.ndim not in (2, 3) or arr.shape[-2] < 2 or arr.shape[-1] < 1:
         raise ValueError(f"{what}: expected a (rows >= 2, columns >= 1) table or a (B, rows, columns) stack, "
@@ -55,9 +66,18 @@ def load_table(path):
     """Read a table of numbers from a ``.npy`` or CSV file.
 
     CSV: comma-separated, the first line is a header if any of its fields is
-    not a number. Returns (data (T, C) float64, column names or None).
-    ValueError names the row (data rows counted from 0) and the column of a
-    missing, non-numeric or non-finite value.
+    not a number. ValueError names the row (data rows counted from 0) and the
+    column of a missing, non-numeric or non-finite value.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    data : (T, C) float64 array
+    names : list of str or None
+        The header's column names (None for an NPY file or a CSV without header).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -90,7 +110,20 @@ def load_table(path):
 
 
 def resolve_columns(spec, names, n_columns, what):
-    """Column names or indices (list, comma-separated string or one index) -> list of int indices."""
+    """Column names or indices -> their indices.
+
+    Parameters
+    ----------
+    spec : str, int or sequence of str / int
+        Names or indices, a list, a comma-separated string or one index.
+    names : list of str or None, the table's column names
+    n_columns : int, the table's columns
+    what : str, the argument named in a ValueError
+
+    Returns
+    -------
+    list of int, distinct
+    """
     items = spec.split(",") if isinstance(spec, str) else [spec] if isinstance(spec, numbers.Integral) else list(spec)
     out = []
     for item in items:
@@ -111,7 +144,16 @@ def resolve_columns(spec, names, n_columns, what):
 
 
 class RunningMoments:
-    """Per-feature running mean and variance (Welford, all rows seen so far); std 1 until two rows."""
+    """Per-feature running mean and variance (Welford, all rows seen so far); std 1 until two rows.
+
+    Parameters
+    ----------
+    n_features : int, the features C
+
+    Notes
+    -----
+    Cost O(C) per row.
+    """
 
     def __init__(self, n_features):
         self.count = 0
@@ -119,7 +161,12 @@ class RunningMoments:
         self.m2 = np.zeros(n_features)
 
     def add(self, rows):
-        """Fold rows (k, n_features) in."""
+        """Fold rows in.
+
+        Parameters
+        ----------
+        rows : (k, n_features) float array
+        """
         for row in rows:
             self.count += 1
             delta = row - self.mean
@@ -127,6 +174,7 @@ class RunningMoments:
             self.m2 += delta * (row - self.mean)
 
     def std(self):
+        """(n_features,) float64 running standard deviations (1 until two rows, and where 0)."""
         if self.count < 2:
             return np.ones_like(self.mean)
         s = np.sqrt(self.m2 / self.count)
@@ -192,7 +240,14 @@ class Series:
         return self.data[streams, self._pos + offset]
 
     def next(self):
-        """-> x (batch, n_in), y (batch, n_out) normalised targets, reset (batch,) bool."""
+        """The next row of every stream.
+
+        Returns
+        -------
+        x : (batch, n_in) array of ``dtype``, normalised inputs
+        y : (batch, n_out) array of ``dtype``, normalised targets ``horizon`` rows ahead
+        reset : (batch,) bool array, True where a stream (re)starts
+        """
         reset = self._fresh.copy()
         now, ahead = self._rows(0), self._rows(self.horizon)
         if self.normalize:
@@ -210,7 +265,17 @@ class Series:
         return x, y, reset
 
     def observe(self, loss, output=None):
-        """Record the step's prequential errors from the model's ``output`` (batch, n_out), normalised units."""
+        """Record the step's prequential errors from the model's output.
+
+        Parameters
+        ----------
+        loss : (batch,) float array, the trainer's loss (unused: the errors are taken in data units)
+        output : (batch, n_out) float array, the prediction in normalised units
+
+        Returns
+        -------
+        bool, False (the task interface's "something changed")
+        """
         if output is None or self._pending is None:
             raise ValueError("output: expected the model's prediction of the last step (call next() first)")
         target, mean, std, naive = self._pending
@@ -224,14 +289,22 @@ class Series:
 
     @property
     def steps(self):
+        """Steps observed so far (int)."""
         return len(self._history["model"])
 
     def metrics(self, last=1.0):
         """Prequential metrics over the last fraction ``last`` of the steps so far.
 
-        Returns {"steps", "mse", "naive_mse", "const_mse", "ratio_naive", "ratio_const"}: the model's
-        MSE, the naive last-value predictor's, the best constant's (the targets' variance over those
-        steps, per column, averaged) and the model's MSE divided by each.
+        Parameters
+        ----------
+        last : float in [0, 1], the fraction of the steps (at least one step)
+
+        Returns
+        -------
+        dict
+            ``{"steps", "mse", "naive_mse", "const_mse", "ratio_naive", "ratio_const"}``: the model's
+            MSE, the naive last-value predictor's, the best constant's (the targets' variance over
+            those steps, per column, averaged) and the model's MSE divided by each.
         """
         last = check_float("last", last, 0.0, 1.0)
         n = max(1, int(round(self.steps * last))) if self.steps else 0
@@ -245,19 +318,36 @@ class Series:
                 "ratio_const": mse / const if const > 0 else np.inf}
 
     def curve(self, window):
-        """(end step (k,), model MSE averaged over consecutive windows of ``window`` steps (k,))."""
+        """The model's MSE averaged over consecutive windows of the steps so far.
+
+        Parameters
+        ----------
+        window : int >= 1, steps per window
+
+        Returns
+        -------
+        steps : (k,) int array, the last step of each window
+        mse : (k,) float64 array
+        """
         window = check_int("window", window, 1)
         se = np.asarray(self._history["model"])
         k = len(se) // window
         return (np.arange(1, k + 1) * window, se[: k * window].reshape(k, window).mean(axis=1))
 
     def state_dict(self):
+        """Stream positions, running moments, metric history and the pending step: a bit-identical resume."""
         return {"pos": self._pos.copy(), "fresh": self._fresh.copy(),
                 "moments": (self._moments.count, self._moments.mean.copy(), self._moments.m2.copy()),
                 "history": {k: np.array(v) for k, v in self._history.items()},
                 "pending": copy.deepcopy(self._pending)}
 
     def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s values (same ``batch_size`` and data).
+
+        Parameters
+        ----------
+        state : dict, as returned by :meth:`state_dict`
+        """
         if len(state["pos"]) != self.batch_size:
             raise ValueError(f"state: expected a Series state with batch_size {self.batch_size}, "
                              f"got {len(state['pos'])}")

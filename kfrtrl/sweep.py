@@ -86,7 +86,16 @@ def grid(task, estimators, seeds, **options):
 
 
 def key(config):
-    """The canonical text of a configuration (sorted keys): what identifies a run in the results file."""
+    """The canonical text of a configuration (sorted keys): what identifies a run in the results file.
+
+    Parameters
+    ----------
+    config : dict of JSON values
+
+    Returns
+    -------
+    str
+    """
     return json.dumps(config, sort_keys=True)
 
 
@@ -246,6 +255,11 @@ def _append(path, record):
 def summarize(records):
     """Group records by everything but the seed: mean, min and max of each group's metric.
 
+    Parameters
+    ----------
+    records : list of dict
+        Records of :func:`run` (or :func:`run_one`).
+
     Returns
     -------
     list of dict
@@ -269,13 +283,32 @@ def summarize(records):
 
 
 def varying_options(groups):
-    """The option names whose value differs between the groups of :func:`summarize`, sorted."""
+    """The option names whose value differs between the groups of :func:`summarize`, sorted.
+
+    Parameters
+    ----------
+    groups : list of dict, the rows of :func:`summarize`
+
+    Returns
+    -------
+    list of str
+    """
     names = {k for g in groups for k in g["options"]}
     return sorted(k for k in names if len({json.dumps(g["options"].get(k)) for g in groups}) > 1)
 
 
 def table(records):
-    """A fixed-width text table of :func:`summarize`: one row per estimator and option values that vary."""
+    """A fixed-width text table of :func:`summarize`: one row per estimator and option values that vary.
+
+    Parameters
+    ----------
+    records : list of dict, records of :func:`run`
+
+    Returns
+    -------
+    str
+        Lines ending in a newline.
+    """
     rows = summarize(records)
     varying = varying_options(rows)
     header = ["estimator", *varying, "metric", "runs", "mean", "min", "max"]
@@ -336,7 +369,16 @@ _NOT_OPTIONS = {"estimator", "estimators", "setup", "corpus", "save", "resume", 
 
 
 def options_of(task):
-    """The option names a task accepts (its experiment's keywords and ``Setup`` fields, ``hidden`` ...)."""
+    """The option names a task accepts (its experiment's keywords and ``Setup`` fields, ``hidden`` ...).
+
+    Parameters
+    ----------
+    task : str, a task of :data:`TASKS`
+
+    Returns
+    -------
+    list of str, sorted
+    """
     run, fn = TASKS[check_choice("task", task, TASKS)]
     params = inspect.signature(fn).parameters
     names = set(params) - _NOT_OPTIONS

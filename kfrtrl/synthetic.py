@@ -20,7 +20,14 @@ from ._validation import as_generator, check_float, check_int
 
 @dataclass
 class StateSpace:
-    """``s_{t+1} = A s_t + w_t``, ``y_t = C s_t + v_t``, w ~ N(0, Q), v ~ N(0, R); s_0 from the stationary law."""
+    """``s_{t+1} = A s_t + w_t``, ``y_t = C s_t + v_t``, w ~ N(0, Q), v ~ N(0, R); s_0 from the stationary law.
+
+    Parameters
+    ----------
+    A, Q : (n, n) float64 arrays, the transition and the state noise covariance
+    C : (n_out, n) float64 array, the observation
+    R : (n_out, n_out) float64 array, the observation noise covariance
+    """
 
     A: np.ndarray
     C: np.ndarray
@@ -39,7 +46,14 @@ def lgss_model(n_state=4, memory=30.0, obs_noise=0.1, rng=None):
 
     Parameters
     ----------
-    n_state : int >= 1;  memory : float >= 1 (steps);  obs_noise : float >= 0;  rng : seed or Generator
+    n_state : int >= 1
+    memory : float >= 1, steps
+    obs_noise : float >= 0, observation noise variance relative to the signal's
+    rng : None, int or numpy.random.Generator
+
+    Returns
+    -------
+    StateSpace
     """
     n_state = check_int("n_state", n_state, 1)
     memory = check_float("memory", memory, 1.0, np.inf)
@@ -59,14 +73,35 @@ def lgss_model(n_state=4, memory=30.0, obs_noise=0.1, rng=None):
 
 
 def stationary_covariance(model):
-    """P with P = A P Aᵀ + Q (the stationary state covariance). Cost O(n⁶) small-n solve."""
+    """P with P = A P Aᵀ + Q (the stationary state covariance). Cost O(n⁶) small-n solve.
+
+    Parameters
+    ----------
+    model : StateSpace
+
+    Returns
+    -------
+    (n, n) float64 array
+    """
     from scipy.linalg import solve_discrete_lyapunov
 
     return solve_discrete_lyapunov(model.A, model.Q)
 
 
 def sample(model, steps, batch=None, rng=None):
-    """Outputs y (steps, 1) (or (batch, steps, 1)) of ``model`` from its stationary law. Cost O(steps·n²)."""
+    """Outputs of ``model`` from its stationary law. Cost O(steps·n²).
+
+    Parameters
+    ----------
+    model : StateSpace
+    steps : int >= 2
+    batch : int >= 1 or None, independent series
+    rng : None, int or numpy.random.Generator
+
+    Returns
+    -------
+    (steps, n_out) float64 array, or (batch, steps, n_out) with ``batch``
+    """
     steps = check_int("steps", steps, 2)
     gen = as_generator(rng)
     B = 1 if batch is None else check_int("batch", batch, 1)
@@ -84,6 +119,16 @@ def riccati(model, tol=1e-14, max_iter=100000):
     """Steady-state predicted state covariance P (iterating the Kalman filter's Riccati recursion).
 
     P = A P Aᵀ + Q − A P Cᵀ (C P Cᵀ + R)⁻¹ C P Aᵀ, started from the stationary covariance.
+
+    Parameters
+    ----------
+    model : StateSpace
+    tol : float, stop when no entry of P changes by more than tol · max(1, max |P|)
+    max_iter : int, iterations at most
+
+    Returns
+    -------
+    (n, n) float64 array
     """
     A, C, Q, R = model.A, model.C, model.Q, model.R
     P = stationary_covariance(model)
@@ -98,13 +143,34 @@ def riccati(model, tol=1e-14, max_iter=100000):
 
 
 def kalman_mse(model):
-    """The optimal one-step prediction MSE of y (mean over output columns): tr(C P Cᵀ + R) / n_out, P of :func:`riccati`."""
+    """The optimal one-step prediction MSE of y (mean over output columns).
+
+    tr(C P Cᵀ + R) / n_out with P of :func:`riccati`.
+
+    Parameters
+    ----------
+    model : StateSpace
+
+    Returns
+    -------
+    float
+    """
     P = riccati(model)
     return float(np.trace(model.C @ P @ model.C.T + model.R)) / model.C.shape[0]
 
 
 def kalman_predict(model, ys):
-    """One-step predictions E[y_{t+1} | y_≤t] (steps − 1, n_out) of the exact (time-varying) Kalman filter."""
+    """One-step predictions E[y_{t+1} | y_≤t] of the exact (time-varying) Kalman filter; cost O(steps·n³).
+
+    Parameters
+    ----------
+    model : StateSpace
+    ys : (steps, n_out) float array, observations
+
+    Returns
+    -------
+    (steps − 1, n_out) float64 array
+    """
     A, C, Q, R = model.A, model.C, model.Q, model.R
     m, P = np.zeros(A.shape[0]), stationary_covariance(model)
     out = np.empty((len(ys) - 1, C.shape[0]))
@@ -120,7 +186,17 @@ def kalman_predict(model, ys):
 
 
 def kalman_errors(model, ys):
-    """Squared one-step errors (steps − 1,) of :func:`kalman_predict` on ys (steps, n_out), mean over outputs."""
+    """Squared one-step errors of :func:`kalman_predict`, mean over outputs.
+
+    Parameters
+    ----------
+    model : StateSpace
+    ys : (steps, n_out) float array, observations
+
+    Returns
+    -------
+    (steps − 1,) float64 array
+    """
     return np.mean((kalman_predict(model, ys) - ys[1:]) ** 2, axis=1)
 
 
@@ -139,7 +215,18 @@ def lob(steps, memory=25, impact=0.5, rng=None):
     dependence on long-lagged features that a model can learn.
     Columns: mid-price change (ticks), spread (ticks), queue imbalance
     (q_bid − q_ask)/(q_bid + q_ask), order-flow imbalance (buys − sells),
-    market orders (buys + sells).
+    market orders (buys + sells). Cost O(steps).
+
+    Parameters
+    ----------
+    steps : int >= 2
+    memory : float >= 1, steps the informed flow averages over
+    impact : float in [0, 1], the informed flow's strength
+    rng : None, int or numpy.random.Generator
+
+    Returns
+    -------
+    (steps, 5) float64 array
     """
     steps = check_int("steps", steps, 2)
     memory = check_float("memory", memory, 1.0, np.inf)
@@ -184,6 +271,16 @@ def delay(steps, lag=5, rng=None):
     With ``Series(data, targets=[1], inputs=[0], horizon=1)`` the target of step t is x_{t+1−lag},
     the input seen lag − 1 steps before the current one: a dependency over lag − 1 transitions,
     invisible to a gradient truncated to fewer (best constant MSE 1, the optimum 0).
+
+    Parameters
+    ----------
+    steps : int >= 2
+    lag : int >= 1
+    rng : None, int or numpy.random.Generator
+
+    Returns
+    -------
+    (steps, 2) float64 array
     """
     steps = check_int("steps", steps, 2)
     lag = check_int("lag", lag, 1)

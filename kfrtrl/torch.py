@@ -157,7 +157,13 @@ class OnlineRNN(nn.Module):
         return torch.frombuffer(bytearray(checkpoint.dumps(payload)), dtype=torch.uint8)
 
     def set_extra_state(self, state):
-        """Restore what :meth:`get_extra_state` saved (read by :mod:`kfrtrl.checkpoint`: nothing is unpickled)."""
+        """Restore what :meth:`get_extra_state` saved (read by :mod:`kfrtrl.checkpoint`: nothing is unpickled).
+
+        Parameters
+        ----------
+        state : torch.Tensor
+            The uint8 tensor of :meth:`get_extra_state`.
+        """
         payload, _ = checkpoint.loads(state.numpy().tobytes(), "OnlineRNN extra state")
         self.estimator.load_state_dict(payload["estimator"])
         self.steps = int(payload["steps"])

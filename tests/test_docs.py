@@ -1,8 +1,10 @@
 """The API documentation: help() of every estimator and cell shows its parameters, cost and reference,
-every public function and class of the training, task, diagnostics, scaling and backend modules
-documents each of its parameters, and the examples in the docstrings run."""
+every public function, class and method of the modules in API_MODULES (training, tasks, diagnostics,
+scaling, backends, sweeps, data, threads, the command, the estimators, the torch bridge) documents each
+of its parameters, and the examples in the docstrings run."""
 import doctest
 import importlib
+import importlib.util
 import inspect
 import re
 
@@ -17,7 +19,10 @@ CELLS = [cls for cls in vars(cells).values() if inspect.isclass(cls) and issubcl
 DOCTESTED = ["kfrtrl.datasets", "kfrtrl.threads", "kfrtrl.torch", "kfrtrl.sweep", "kfrtrl.estimators.rtrl", "kfrtrl.estimators.uoro", "kfrtrl.estimators.kf", "kfrtrl.estimators.ok", "kfrtrl.estimators.nobacktrack", "kfrtrl.estimators.tbptt", "kfrtrl.estimators.snap1", "kfrtrl.estimators.rflo", "kfrtrl.cells._base", "kfrtrl.cells.elman", "kfrtrl.cells.gated", "kfrtrl.cells.elementwise", "kfrtrl.cells.stack"]
 
 
-API_MODULES = ["kfrtrl.train", "kfrtrl.tasks", "kfrtrl.diagnostics", "kfrtrl.scaling", "kfrtrl.backends"]
+API_MODULES = ["kfrtrl.train", "kfrtrl.tasks", "kfrtrl.diagnostics", "kfrtrl.scaling", "kfrtrl.backends", "kfrtrl.sweep",
+               "kfrtrl.datasets", "kfrtrl.threads", "kfrtrl.cli", "kfrtrl.estimators", "kfrtrl.estimators.ok",
+               "kfrtrl.estimators.rflo", "kfrtrl.series", "kfrtrl.synthetic", "kfrtrl.checkpoint",
+               "kfrtrl.longrun", "kfrtrl.plotting"] + (["kfrtrl.torch"] if importlib.util.find_spec("torch") else [])
 
 
 def _sections(doc):

@@ -110,5 +110,14 @@ class OK(KroneckerSum):
 
 def max_rank(cell):
     """The largest Kronecker rank of an influence of ``cell``: max over its weights (p, m) of
-    min(p · n_state, m) (G as a (p n_state) × m matrix); OK with a higher rank only wastes memory."""
+    min(p · n_state, m) (G as a (p n_state) × m matrix); OK with a higher rank only wastes memory.
+
+    Parameters
+    ----------
+    cell : kfrtrl.cells.Cell
+
+    Returns
+    -------
+    int
+    """
     return max(min(p * cell.n_state, m) for p, m in cell.param_shapes().values())

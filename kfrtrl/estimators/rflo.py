@@ -81,6 +81,16 @@ def random_feedback(n_out, n_hidden, dtype=np.float64, rng=None):
 
     Use ``est.gradient(err @ B)`` with the output error ``err`` (batch, n_out) in place of
     the readout's ``err @ W_out[:, :n_hidden]``: Murray's random-feedback RFLO.
+
+    Parameters
+    ----------
+    n_out, n_hidden : int >= 1
+    dtype : numpy float dtype, of B
+    rng : None, int or numpy.random.Generator
+
+    Returns
+    -------
+    (n_out, n_hidden) array of ``dtype``
     """
     n_out = check_int("n_out", n_out, 1)
     n_hidden = check_int("n_hidden", n_hidden, 1)

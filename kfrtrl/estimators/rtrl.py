@@ -143,6 +143,14 @@ class RTRL(Estimator):
 
         With the element-wise influence: weights of the recurrent layer only, as
         (batch, Z, n, m), the nonzero entries ``∂r[k]/∂W[z n + k, :]``.
+
+        Parameters
+        ----------
+        name : str, a parameter name of the cell
+
+        Returns
+        -------
+        array of the cell's dtype
         """
         if self.elementwise:
             return self._ew.E[name].copy()

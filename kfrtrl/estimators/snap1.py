@@ -128,6 +128,14 @@ class SnAp1(Estimator):
 
         On an element-wise cell: the influence on r of a recurrent weight, (batch, Z, n, m)
         (the layout of ``RTRL.influence`` there).
+
+        Parameters
+        ----------
+        name : str, a parameter name of the cell
+
+        Returns
+        -------
+        array of the cell's dtype
         """
         G = self._G[name]
         if self._elementwise:
