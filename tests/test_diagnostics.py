@@ -152,6 +152,9 @@ def test_summary_removes_the_chains_noise_from_the_bias():
     assert result.summary()["bias"] == 0.0
 
 
+# OpenBLAS's float32 kernels can leave the FP "invalid" flag set on finite results (seen once in a full run,
+# not reproducible alone); a real NaN still fails the assertions on the summaries
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
 def test_gradient_noise_on_another_cell_and_dtype():
     built = []
 
