@@ -22,7 +22,8 @@ DOCTESTED = ["kfrtrl.datasets", "kfrtrl.threads", "kfrtrl.torch", "kfrtrl.sweep"
 API_MODULES = ["kfrtrl.train", "kfrtrl.tasks", "kfrtrl.diagnostics", "kfrtrl.scaling", "kfrtrl.backends", "kfrtrl.sweep",
                "kfrtrl.datasets", "kfrtrl.threads", "kfrtrl.cli", "kfrtrl.estimators", "kfrtrl.estimators.ok",
                "kfrtrl.estimators.rflo", "kfrtrl.series", "kfrtrl.synthetic", "kfrtrl.checkpoint",
-               "kfrtrl.longrun", "kfrtrl.plotting"] + (["kfrtrl.torch"] if importlib.util.find_spec("torch") else [])
+               "kfrtrl.longrun", "kfrtrl.plotting", "kfrtrl.cells", "kfrtrl.cells.stack",
+               "kfrtrl.cells.elementwise"] + (["kfrtrl.torch"] if importlib.util.find_spec("torch") else [])
 
 
 def _sections(doc):

@@ -62,7 +62,7 @@ _ACTIVATIONS = {
 class Layer:
     """One Jacobian layer of a step (see the module docstring): what ``Cell._layers`` returns per weight.
 
-    Attributes
+    Parameters
     ----------
     name : str
         Parameter name of the layer's weight matrix W_l (p, m).
@@ -139,21 +139,56 @@ class Cell:
         return {k: v.shape for k, v in self._params.items()}
 
     def initial_state(self, batch_size):
-        """Zero state, (batch_size, n_state)."""
+        """Zero state.
+
+        Parameters
+        ----------
+        batch_size : int >= 1
+
+        Returns
+        -------
+        (batch_size, n_state) array of ``dtype``
+        """
         return np.zeros((batch_size, self.n_state), dtype=self.dtype)
 
     def forward(self, s, x):
-        """One step. s (batch, n_state), x (batch, n_in) -> (s_new, cache)."""
+        """One step; cost that of ``_layers``.
+
+        Parameters
+        ----------
+        s : (batch, n_state) array of ``dtype``
+        x : (batch, n_in) array of ``dtype``
+
+        Returns
+        -------
+        s_new : (batch, n_state) array
+        cache : list of Layer
+            What :meth:`jvp`, :meth:`vjp`, :meth:`backward` and :meth:`immediate` take.
+        """
         s_new, layers = self._layers(s, x)
         return s_new, layers
 
     def jvp(self, cache, V, ops, n_threads=1, out=None):
-        """H_t V for V (batch, K, n_state); ``ops`` is a backend's kernel module.
+        """H_t V: the step Jacobian applied to a stack of state tangents.
 
-        ``out``: optional (batch, K, n_state) array, not overlapping V, that receives the
-        result (reusing a buffer saves a fresh allocation per step). Each sample's
-        (K, n_state) block must be C-contiguous; the batch stride is free (e.g. the first
-        rows of a larger per-sample stack).
+        Parameters
+        ----------
+        cache : list of Layer, from :meth:`forward`
+        V : (batch, K, n_state) array of ``dtype``
+        ops : module, a backend's kernels (:func:`kfrtrl.backends.get_backend`)
+        n_threads : int >= 1
+        out : (batch, K, n_state) array or None
+            Receives the result (reusing a buffer saves a fresh allocation per step); not
+            overlapping V. Each sample's (K, n_state) block must be C-contiguous; the batch
+            stride is free (e.g. the first rows of a larger per-sample stack).
+
+        Returns
+        -------
+        (batch, K, n_state) array
+
+        Notes
+        -----
+        Cost: one GEMM of 2·batch·K·n_rec·p_l flops per layer l.
         """
         for idx, layer in enumerate(cache):
             V = self._layer_jvp(layer, V, ops, n_threads, out if idx == len(cache) - 1 else None)
@@ -178,6 +213,14 @@ class Cell:
         Estimators run such a step in one fused kernel (``kf_fused``, ``ok_fused``; ``uoro_fused``
         for Z = 1): H_b costs Z N² multiply-adds per sample, after which the K tangents need
         K N² instead of the layer path's K Z N², so the fused route is the cheaper one from K > Z.
+
+        Parameters
+        ----------
+        cache : list of Layer, from :meth:`forward`
+
+        Returns
+        -------
+        tuple (str, array, array, array) or None
         """
         if len(cache) != 1:
             return None
@@ -188,7 +231,17 @@ class Cell:
         return layer.name, layer.lam.reshape(B, n), layer.dz.reshape(B, Z, n), layer.a
 
     def vjp(self, cache, c):
-        """H_tᵀ c for c (batch, n_state)."""
+        """H_tᵀ c: the transposed step Jacobian applied to a state cotangent; cost O(N·m) per sample.
+
+        Parameters
+        ----------
+        cache : list of Layer, from :meth:`forward`
+        c : (batch, n_state) array of ``dtype``
+
+        Returns
+        -------
+        (batch, n_state) array
+        """
         return self.backward(cache, c)[0]
 
     def backward(self, cache, c, state=True):
@@ -197,8 +250,19 @@ class Cell:
         Returns ``(H_tᵀ c, {name: (g, a)})`` with g (batch, p) = (M_l D_l)ᵀ c, the
         cotangent of z_l, and a (batch, m) the layer's input: the weight gradient of
         this step is ``Σ_b outer(g[b], a[b])``. O(N·m) per sample, no dense Jacobian.
-        ``state=False`` skips the first layer's part of H_tᵀ c (a product with its
-        weights) and returns None in its place, for callers that need only the g's.
+
+        Parameters
+        ----------
+        cache : list of Layer, from :meth:`forward`
+        c : (batch, n_state) array of ``dtype``
+        state : bool
+            False skips the first layer's part of H_tᵀ c (a product with its weights) and
+            returns None in its place, for callers that need only the g's.
+
+        Returns
+        -------
+        H_tᵀ c : (batch, n_state) array or None
+        projections : dict of str to (g, a)
         """
         proj = {}
         for idx, layer in enumerate(reversed(cache)):
@@ -228,6 +292,22 @@ class Cell:
         zeros off the block diagonals of ∂s/∂z (a buffer zeroed once and written only
         by this method): where Dt is those blocks themselves (the last layer's weights),
         only their diagonals are written, which saves a pass over Dt per step.
+
+        Parameters
+        ----------
+        cache : list of Layer, from :meth:`forward`
+        ops : module, a backend's kernels
+        n_threads : int >= 1
+        out : dict of str to (batch, p, n_state) array, or None
+
+        Returns
+        -------
+        dict of str to (Dt, a)
+            Dt (batch, p, n_state), a (batch, m), per weight name.
+
+        Notes
+        -----
+        Cost: the later layers' jvp applied to p tangents per layer (one GEMM each).
         """
         result = {}
         for idx, layer in enumerate(cache):

@@ -29,7 +29,14 @@ from ._base import Cell, Layer, _check_sizes, _init_weight, _sigmoid, _weight_pr
 
 @dataclass
 class ElementwiseLayer(Layer):
-    """A recurrent layer with element-wise parameter vectors: ``diag`` {name: scale (batch, p)}."""
+    """A recurrent layer with element-wise parameter vectors.
+
+    Parameters
+    ----------
+    name, a, lam, dz, rec : as for :class:`kfrtrl.cells.Layer`
+    diag : dict of str to (batch, p) array
+        Per element-wise parameter vector, the scale its gradient takes from the layer's.
+    """
 
     diag: dict = field(default_factory=dict)
 
@@ -66,7 +73,19 @@ class ElementwiseCell(Cell):
         return out
 
     def immediate(self, cache, ops, n_threads=1, out=None):
-        """As :meth:`Cell.immediate`, plus the element-wise vectors: ``(Dt[:, i] * scale[:, i], ones)``."""
+        """As :meth:`Cell.immediate`, plus the element-wise vectors: ``(Dt[:, i] * scale[:, i], ones)``.
+
+        Parameters
+        ----------
+        cache : list of Layer, from :meth:`forward`
+        ops : module, a backend's kernels
+        n_threads : int >= 1
+        out : dict of str to (batch, p, n_state) array, or None
+
+        Returns
+        -------
+        dict of str to (Dt, a)
+        """
         result = super().immediate(cache, ops, n_threads, out)
         layer = cache[0]
         Dt = result[layer.name][0]
@@ -79,7 +98,19 @@ class ElementwiseCell(Cell):
         return result
 
     def backward(self, cache, c, state=True):
-        """As :meth:`Cell.backward`, plus the element-wise vectors' ``(g * scale, ones)``."""
+        """As :meth:`Cell.backward`, plus the element-wise vectors' ``(g * scale, ones)``.
+
+        Parameters
+        ----------
+        cache : list of Layer, from :meth:`forward`
+        c : (batch, n_state) array of ``dtype``
+        state : bool, as for :meth:`Cell.backward`
+
+        Returns
+        -------
+        H_tᵀ c : (batch, n_state) array or None
+        projections : dict of str to (g, a)
+        """
         c_prev, proj = super().backward(cache, c, state)
         layer = cache[0]
         g = proj[layer.name][0]
@@ -92,6 +123,15 @@ class ElementwiseCell(Cell):
 
         For each recurrent parameter, ``E[z, k] <- lam[k] E[z, k] + dz[z, k] a``
         (:func:`kfrtrl._reference.elementwise.ew_propagate`).
+
+        Parameters
+        ----------
+        cache : list of Layer, from :meth:`forward`
+
+        Returns
+        -------
+        lam : (B, n) array
+        terms : dict of str to (dz, a)
         """
         layer = cache[0]
         B, _, Z, n = layer.dz.shape
@@ -107,6 +147,16 @@ class ElementwiseCell(Cell):
 
         c_r = ∂L/∂r_t along the readout (and the copy of r_t in the state); g (B, p)
         the cotangent of the readout's z and a its input, as in :meth:`Cell.backward`.
+
+        Parameters
+        ----------
+        cache : list of Layer, from :meth:`forward`
+        c : (B, 2n) array, the state cotangent
+
+        Returns
+        -------
+        c_r : (B, n) array
+        projections : dict of str to (g, a)
         """
         proj = {}
         for layer in reversed(cache[1:]):
@@ -115,12 +165,31 @@ class ElementwiseCell(Cell):
         return c, proj
 
     def recurrent_cotangent(self, cache, c_r):
-        """The cotangent of the recurrent layer's z for c_r = ∂L/∂r_t (B, n): (B, Z n)."""
+        """The cotangent of the recurrent layer's z for c_r = ∂L/∂r_t.
+
+        Parameters
+        ----------
+        cache : list of Layer, from :meth:`forward`
+        c_r : (B, n) array
+
+        Returns
+        -------
+        (B, Z n) array
+        """
         dz = cache[0].dz[:, 0]
         return (dz * c_r[:, None, :]).reshape(c_r.shape[0], -1)
 
     def input_cotangent(self, proj):
-        """∂L/∂x_t (B, n_in) along this step only, from the {name: (g, a)} of the layers that read x."""
+        """∂L/∂x_t along this step only.
+
+        Parameters
+        ----------
+        proj : dict of str to (g, a), the projections of :meth:`backward` (the layers that read x)
+
+        Returns
+        -------
+        (B, n_in) array (0.0 when no layer reads x)
+        """
         total = 0.0
         for name, cols in self.x_columns.items():
             if name in proj:

@@ -72,11 +72,32 @@ class Stack(Cell):
         self._params = {f"{i}.{k}": v for i, cell in enumerate(cells) for k, v in cell.params().items()}
 
     def parts(self, cache):
-        """[(prefix, cell, state slice, the cell's cache)] bottom to top, for a step's ``cache``."""
+        """The layers of a step, bottom to top.
+
+        Parameters
+        ----------
+        cache : list, from :meth:`forward`
+
+        Returns
+        -------
+        list of (str, Cell, slice, cache)
+            The parameter-name prefix, the cell, its slice of the state and its cache.
+        """
         return [(f"{i}.", cell, sl, c) for i, (cell, sl, c) in enumerate(zip(self.cells, self._slices, cache))]
 
     def forward(self, s, x):
-        """One step of every layer. s (batch, n_state), x (batch, n_in) -> (s_new, [each cell's cache])."""
+        """One step of every layer, each reading the output of the one below.
+
+        Parameters
+        ----------
+        s : (batch, n_state) array of ``dtype``
+        x : (batch, n_in) array of ``dtype``
+
+        Returns
+        -------
+        s_new : (batch, n_state) array
+        cache : list, each cell's cache
+        """
         s_new = np.empty_like(s)
         caches = []
         for cell, sl in zip(self.cells, self._slices):
@@ -86,7 +107,19 @@ class Stack(Cell):
         return s_new, caches
 
     def backward(self, cache, c, state=True):
-        """One exact reverse sweep through the whole step (see :meth:`Cell.backward`), top to bottom."""
+        """One exact reverse sweep through the whole step (see :meth:`Cell.backward`), top to bottom.
+
+        Parameters
+        ----------
+        cache : list, from :meth:`forward`
+        c : (batch, n_state) array of ``dtype``
+        state : bool, as for :meth:`Cell.backward`
+
+        Returns
+        -------
+        H_tᵀ c : (batch, n_state) array or None
+        projections : dict of str to (g, a), names prefixed by the layer ("0.W", ...)
+        """
         c_prev = np.zeros_like(c) if state else None
         proj, x_cot = {}, None
         for prefix, cell, sl, part in reversed(self.parts(cache)):
@@ -101,13 +134,30 @@ class Stack(Cell):
         return c_prev, proj
 
     def diagonal_step(self, cache):
-        """None: a stack's step is never one diagonal layer."""
+        """None: a stack's step is never one diagonal layer.
+
+        Parameters
+        ----------
+        cache : list, from :meth:`forward`
+        """
         return None
 
     def jvp(self, cache, V, ops, n_threads=1, out=None):
+        """Not available: TypeError (a stack supports RTRL, TBPTT and bptt; arguments as :meth:`Cell.jvp`).
+
+        Parameters
+        ----------
+        cache, V, ops, n_threads, out : as for :meth:`Cell.jvp`
+        """
         raise TypeError("cell: a Stack supports only RTRL, TBPTT and bptt (it has no tangent propagation)")
 
     def immediate(self, cache, ops, n_threads=1, out=None):
+        """Not available: TypeError (a stack supports RTRL, TBPTT and bptt).
+
+        Parameters
+        ----------
+        cache, ops, n_threads, out : as for :meth:`Cell.immediate`
+        """
         raise TypeError("cell: a Stack supports only RTRL, TBPTT and bptt (it has no immediate term)")
 
 
@@ -118,9 +168,21 @@ def gradient_deviation(stack, xs, dl_dhs, backend="auto"):
     signals ``dl_dhs`` (T, batch, n_hidden), parameters fixed, sums its per-step
     gradients and compares the sum with :func:`kfrtrl.bptt` of the same sequence.
 
-    Returns {"all": (cosine, relative error), "0": ..., "1": ...}: over the whole
-    parameter vector and per layer, ``cosine = <g, g_bptt> / (|g| |g_bptt|)`` and
-    ``relative error = |g - g_bptt| / |g_bptt|``. Cost: T steps of each.
+    Cost: T steps of each.
+
+    Parameters
+    ----------
+    stack : Stack
+    xs : (T, batch, n_in) array of the stack's dtype
+    dl_dhs : (T, batch, n_hidden) array, the loss signals ∂L_t/∂h_t
+    backend : str, RTRL's kernel backend
+
+    Returns
+    -------
+    dict
+        ``{"all": (cosine, relative error), "0": ..., "1": ...}``: over the whole parameter
+        vector and per layer, ``cosine = <g, g_bptt> / (|g| |g_bptt|)`` and
+        ``relative error = |g - g_bptt| / |g_bptt|``.
     """
     from ..estimators import RTRL, bptt
 
