@@ -69,14 +69,30 @@ def init_normal(params, std, rng=None):
 
 
 def band(steps):
-    """The authors' (lowest, highest) copy T_cur at ``steps`` if they logged it there, else None."""
+    """The authors' (lowest, highest) copy T_cur at ``steps`` if they logged it there, else None.
+
+    Parameters
+    ----------
+    steps : int
+
+    Returns
+    -------
+    tuple of (int, int) or None
+    """
     return OK_COPY_T_CUR.get(int(steps))
 
 
 def within_or_above(curve):
     """{steps: (T_cur, lowest, highest, ok)} for each logged step count ``curve`` reaches.
 
-    ``curve``: {steps: T_cur} of a run; ``ok`` is True when T_cur >= the authors' lowest.
+    Parameters
+    ----------
+    curve : dict of int to int, {steps: T_cur} of a run
+
+    Returns
+    -------
+    dict
+        ``{steps: (T_cur, lowest, highest, ok)}``; ``ok`` is True when T_cur >= the authors' lowest.
     """
     out = {}
     for steps, (low, high) in OK_COPY_T_CUR.items():

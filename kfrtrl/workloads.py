@@ -30,7 +30,15 @@ from .train import Trainer, make_estimator
 
 @dataclass(frozen=True)
 class Config:
-    """One configuration of a workload: cell ("elman" or "rhn"), hidden size, estimator spec, batch."""
+    """One configuration of a workload.
+
+    Parameters
+    ----------
+    cell : {"elman", "rhn"}
+    n : int, hidden units
+    spec : str, estimator spec
+    batch : int, streams
+    """
 
     cell: str
     n: int
@@ -55,8 +63,23 @@ def default_corpus():
 def build(config, workload, backend, dtype, n_threads, inputs="task", corpus=None, seed=0):
     """(trainer, next_batch) for ``config``: ``next_batch()`` -> (x, y, reset) of the task.
 
-    inputs : "task" (the task's inputs and resets) or "random" (Gaussian inputs, no resets:
-        the kernel benchmarks' steady state, to compare against).
+    Parameters
+    ----------
+    config : Config
+    workload : {"copy", "charlm"}
+    backend : str, kernel backend
+    dtype : numpy float dtype
+    n_threads : int >= 1 or None
+    inputs : {"task", "random"}
+        The task's inputs and resets, or Gaussian inputs without resets (the kernel
+        benchmarks' steady state, to compare against).
+    corpus : kfrtrl.tasks.Corpus or None (the bundled text), for "charlm"
+    seed : int
+
+    Returns
+    -------
+    trainer : kfrtrl.train.Trainer
+    next_batch : callable
     """
     check_choice("inputs", inputs, ("task", "random"))
     gen = np.random.default_rng(seed)
@@ -79,7 +102,17 @@ def build(config, workload, backend, dtype, n_threads, inputs="task", corpus=Non
 
 def bound_columns(est, n):
     """Columns of the GEMM bound ``W_h (n, n) @ (n, columns)``: the step's GEMM lower-bound flops
-    (:func:`kfrtrl.scaling.gemm_flops`: B·K tangents through H_b for a fused step) over 2 n²."""
+    (:func:`kfrtrl.scaling.gemm_flops`: B·K tangents through H_b for a fused step) over 2 n².
+
+    Parameters
+    ----------
+    est : kfrtrl estimator
+    n : int, hidden units
+
+    Returns
+    -------
+    int >= 1
+    """
     return max(1, round(scaling.gemm_flops(est) / (2 * n * n)))
 
 
@@ -104,6 +137,19 @@ def time_interleaved(trainer, next_batch, n, columns, n_threads, steps, warmup):
 
     Interleaving makes both medians see the same machine: on a shared machine the GEMM rate
     itself moves by 2x within a minute.
+
+    Parameters
+    ----------
+    trainer : kfrtrl.train.Trainer
+    next_batch : callable, ``() -> (x, y, reset)``
+    n : int, hidden units
+    columns : int, of the GEMM bound (:func:`bound_columns`)
+    n_threads : int >= 1
+    steps, warmup : int, timed and untimed steps
+
+    Returns
+    -------
+    tuple (float, float, str)
     """
     operands = _gemm_operands(n, columns, trainer.cell.dtype)
     step_times, gemm_times = [], []
@@ -129,6 +175,21 @@ def measure(workload, backends=("numba", "cython"), dtypes=("float32", "float64"
         its GEMM bound run with the same count. Each record: workload, cell, n, spec, batch,
         backend, dtype, threads, inputs, step_s (median), gemm_s, gemm_flops, gemm_layout,
         ratio (step_s / gemm_s), s_per_1000 (1000 step_s). ``progress(record)`` is called after each.
+
+    Parameters
+    ----------
+    workload : {"copy", "charlm"}
+    backends : sequence of str
+    dtypes : sequence of "float32" / "float64"
+    threads : sequence of int or None
+    steps, warmup : int, timed and untimed steps per configuration
+    inputs : sequence of {"task", "random"}
+    corpus : kfrtrl.tasks.Corpus or None
+    progress : callable or None
+
+    Returns
+    -------
+    list of dict
     """
     check_choice("workload", workload, WORKLOADS)
     steps, warmup = check_int("steps", steps, 1), check_int("warmup", warmup, 0)
@@ -156,7 +217,16 @@ def measure(workload, backends=("numba", "cython"), dtypes=("float32", "float64"
 
 
 def format_record(rec):
-    """One line: configuration, ms per step, s per 1000 steps, GEMM bound and ratio."""
+    """One line: configuration, ms per step, s per 1000 steps, GEMM bound and ratio.
+
+    Parameters
+    ----------
+    rec : dict, a record of :func:`measure`
+
+    Returns
+    -------
+    str
+    """
     return (f"{rec['workload']:<7}{rec['cell']:<6}n={rec['n']:<4}{rec['spec']:<6}B={rec['batch']:<3}"
             f"{rec['backend']:<7}{rec['dtype']:<8}{rec['threads']}T {rec['inputs']:<7}"
             f"{rec['step_s'] * 1e3:8.2f} ms/step {rec['s_per_1000']:7.1f} s/1000  "

@@ -19,11 +19,12 @@ CELLS = [cls for cls in vars(cells).values() if inspect.isclass(cls) and issubcl
 DOCTESTED = ["kfrtrl.datasets", "kfrtrl.threads", "kfrtrl.torch", "kfrtrl.sweep", "kfrtrl.estimators.rtrl", "kfrtrl.estimators.uoro", "kfrtrl.estimators.kf", "kfrtrl.estimators.ok", "kfrtrl.estimators.nobacktrack", "kfrtrl.estimators.tbptt", "kfrtrl.estimators.snap1", "kfrtrl.estimators.rflo", "kfrtrl.cells._base", "kfrtrl.cells.elman", "kfrtrl.cells.gated", "kfrtrl.cells.elementwise", "kfrtrl.cells.stack"]
 
 
-API_MODULES = ["kfrtrl.train", "kfrtrl.tasks", "kfrtrl.diagnostics", "kfrtrl.scaling", "kfrtrl.backends", "kfrtrl.sweep",
-               "kfrtrl.datasets", "kfrtrl.threads", "kfrtrl.cli", "kfrtrl.estimators", "kfrtrl.estimators.ok",
-               "kfrtrl.estimators.rflo", "kfrtrl.series", "kfrtrl.synthetic", "kfrtrl.checkpoint",
-               "kfrtrl.longrun", "kfrtrl.plotting", "kfrtrl.cells", "kfrtrl.cells.stack",
-               "kfrtrl.cells.elementwise"] + (["kfrtrl.torch"] if importlib.util.find_spec("torch") else [])
+API_MODULES = ["kfrtrl.train", "kfrtrl.tasks", "kfrtrl.diagnostics", "kfrtrl.scaling", "kfrtrl.backends",
+               "kfrtrl.sweep", "kfrtrl.datasets", "kfrtrl.threads", "kfrtrl.cli", "kfrtrl.estimators",
+               "kfrtrl.estimators.ok", "kfrtrl.estimators.rflo", "kfrtrl.series", "kfrtrl.synthetic",
+               "kfrtrl.checkpoint", "kfrtrl.longrun", "kfrtrl.plotting", "kfrtrl.cells", "kfrtrl.cells.stack",
+               "kfrtrl.cells.elementwise", "kfrtrl.papers", "kfrtrl.workloads"]
+API_MODULES += ["kfrtrl.torch"] if importlib.util.find_spec("torch") else []     # the optional bridge
 
 
 def _sections(doc):
