@@ -84,7 +84,16 @@ class Schedule:
 
 
 def as_schedule(lr):
-    """A :class:`Schedule` from a float (constant) or a Schedule (returned as is)."""
+    """A :class:`Schedule` from a float (constant) or a Schedule (returned as is).
+
+    Parameters
+    ----------
+    lr : float >= 0 or Schedule
+
+    Returns
+    -------
+    Schedule
+    """
     return lr if isinstance(lr, Schedule) else Schedule(lr)
 
 
@@ -134,6 +143,15 @@ class KalmanFilter:
         and random signs ±1 for B > 1. The estimator's gradient for ∂L/∂out = array k is then
         f_k = Σ_b s_b H_bᵀ L_b[:, k] / √B, and Σ_k f_k f_kᵀ is the batch-mean Fisher
         (1/B) Σ_b H_bᵀ L_b L_bᵀ H_b: exactly for B = 1, up to zero-mean cross-sample terms for B > 1.
+
+        Parameters
+        ----------
+        loss : {"mse", "xent"}
+        out : (B, C) float array, the readout's output (logits for "xent")
+
+        Returns
+        -------
+        list of C (B, C) float64 arrays
         """
         B, C = out.shape
         s = np.ones((B, 1)) if B == 1 else self.rng.choice((-1.0, 1.0), size=(B, 1))
@@ -147,7 +165,13 @@ class KalmanFilter:
         return [s * np.sqrt(p[:, k:k + 1]) * (eye[k] - p) for k in range(C)]
 
     def observe(self, fisher_grads):
-        """Fold J ← (1 − γ) J + γ Σ_k f_k f_kᵀ for a list of gradient dicts f_k (the parameters' layout)."""
+        """Fold J ← (1 − γ) J + γ Σ_k f_k f_kᵀ into the Fisher estimate.
+
+        Parameters
+        ----------
+        fisher_grads : list of dict of str to float array
+            The gradients f_k, each in the parameters' layout.
+        """
         F = np.stack([_flat(f) for f in fisher_grads])          # (C, p)
         self.t += 1
         g = self.gamma
@@ -168,7 +192,16 @@ class KalmanFilter:
         self.U = Q @ V[:, keep]
 
     def precondition(self, grads):
-        """(Ĵ + λ I)⁻¹ g for a gradient dict -> dict of the same layout (float64)."""
+        """(Ĵ + λ I)⁻¹ g.
+
+        Parameters
+        ----------
+        grads : dict of str to float array
+
+        Returns
+        -------
+        dict of str to float64 array, the same layout
+        """
         g = _flat(grads)
         scale = 1.0 / (1.0 - (1.0 - self.gamma) ** self.t) if self.t else 0.0
         if self.rank == 0:
@@ -189,11 +222,19 @@ class KalmanFilter:
         return out
 
     def update(self, params, grads, lr):
-        """θ -= lr (Ĵ + λ I)⁻¹ g, in place on the arrays of ``params``."""
+        """θ -= lr (Ĵ + λ I)⁻¹ g, in place on the arrays of ``params``.
+
+        Parameters
+        ----------
+        params : dict of str to float array, updated in place
+        grads : dict of str to float array, same keys and shapes
+        lr : float, this update's rate
+        """
         for k, step in self.precondition(grads).items():
             params[k] -= (lr * step).astype(params[k].dtype)
 
     def config(self):
+        """``{"gamma", "damping", "rank"}``: the hyper-parameters."""
         return {"gamma": self.gamma, "damping": self.damping, "rank": self.rank}
 
     def state_dict(self):
@@ -204,6 +245,12 @@ class KalmanFilter:
                 "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state):
+        """Restore :meth:`state_dict`'s values.
+
+        Parameters
+        ----------
+        state : dict, as returned by :meth:`state_dict`
+        """
         self.gamma, self.damping, self.rank = (state["config"][k] for k in ("gamma", "damping", "rank"))
         self.t = int(state["t"])
         self.diag = np.array(state["diag"]) if self.rank == 0 and self.t else None
