@@ -30,18 +30,20 @@ from .series import Series, check_table, load_table, resolve_columns
 class Setup:
     """What every training run shares (the flags of ``kfrtrl copy``, ``charlm`` and ``compare``).
 
-    cell : the recurrent cell, a spec of :func:`kfrtrl.scaling.parse_cell` ("elman", "rhn2", "lru", ...)
-    depth : None, or an RHN's micro-layers (``cell="rhn", depth=L`` is ``cell="rhnL"``)
-    dtype : "float32" or "float64";  init_std : None, or draw every weight (readout and biases
-        included) from N(0, init_std²) (:func:`kfrtrl.papers.init_normal`)
-    faithful : the OK authors' code details (:data:`kfrtrl.papers.FAITHFUL`): an RHN's candidate
+    Parameters
+    ----------
+    cell : str, the recurrent cell, a spec of :func:`kfrtrl.scaling.parse_cell` ("elman", "rhn2", "lru", ...)
+    depth : int or None, an RHN's micro-layers (``cell="rhn", depth=L`` is ``cell="rhnL"``)
+    dtype : "float32" or "float64"
+    init_std : float or None, draw every weight (readout and biases included) from N(0, init_std²)
+    faithful : bool, the OK authors' code details (:data:`kfrtrl.papers.FAITHFUL`): an RHN's candidate
         2σ(z) − 1, only the cell's gradient clipped, the copy curriculum's running loss from 1 bit,
         T_cur compared when a sequence ends
-    hidden : its hidden units;  batch : parallel streams;  steps : online steps (a resumed run's total)
-    lr : Adam learning rate;  clip : gradient-norm clip;  update_every : steps per update
-    seed : seeds cell, readout, estimator and data (the same for every estimator of a comparison)
-    backend, threads : kernel backend and thread count of the estimator
-    rank : the rank of an estimator taking one, when its spec has no ``:k``
+    hidden, batch, steps : int, hidden units, parallel streams, online steps (a resumed run's total)
+    lr, clip, update_every : Adam learning rate, gradient-norm clip, steps per update
+    seed : int, seeds cell, readout, estimator and data (the same for every estimator of a comparison)
+    backend, threads : kernel backend and thread count (int or None) of the estimator
+    rank : int, the rank of an estimator taking one, when its spec has no ``:k``
     """
 
     cell: str = "elman"
@@ -67,7 +69,12 @@ class Setup:
 
 
 def make_cell(setup, n_in, rng=None):
-    """The cell of ``setup`` (cell, depth, dtype, hidden; with ``faithful`` an RHN's candidate is 2σ(z) − 1)."""
+    """The cell of ``setup`` (cell, depth, dtype, hidden; with ``faithful`` an RHN's candidate is 2σ(z) − 1).
+
+    Parameters
+    ----------
+    setup, n_in, rng : Setup, inputs (int), None / int / numpy.random.Generator
+    """
     name, depth = scaling.parse_cell(setup.cell)
     if setup.depth is not None and (name, depth) != ("rhn", None):
         raise ValueError(f"depth: only the cell 'rhn' takes a depth (rhnL gives it too), got cell {setup.cell!r}")
@@ -79,8 +86,12 @@ def make_cell(setup, n_in, rng=None):
 def build_trainer(setup, spec, n_in, n_out=None, **options):
     """Cell, estimator and trainer for ``spec``; the seeds come from ``setup.seed`` alone.
 
-    n_out : readout size (default ``n_in``);  options : further :class:`kfrtrl.train.Trainer`
-    arguments (``loss``, ``optimizer``, ``lr`` instead of ``setup.lr`` ...)
+    Parameters
+    ----------
+    setup, spec : Setup, estimator spec
+    n_in, n_out : int, inputs and readout size (n_out None: ``n_in``)
+    **options
+        Further :class:`kfrtrl.train.Trainer` arguments (``loss``, ``optimizer``, ``lr`` ...).
     """
     cell_rng, est_rng, readout_rng, _, init_rng = np.random.default_rng(setup.seed).spawn(5)
     cell = make_cell(setup, n_in, cell_rng)
@@ -146,9 +157,17 @@ def copy(estimator=TRAIN_DEFAULT, setup=Setup(steps=20000), save=None, resume=No
          save_every=None):
     """Train on the copy task with the curriculum (:class:`kfrtrl.tasks.CopyTask`).
 
-    ``save``/``resume``: checkpoint paths (:func:`kfrtrl.train.save_checkpoint`); ``save_every``: also
-    save every this many steps; ``log``: curve log path (step, T_cur, running_loss, seconds).
-    Returns {"estimator", "T_cur" (length reached), "running loss", "seconds", "curve": (steps, T_cur)}.
+    Parameters
+    ----------
+    estimator, setup : estimator spec, Setup
+    save, resume : checkpoint paths or None (:func:`kfrtrl.train.save_checkpoint`)
+    progress : callable or None, ``progress(done, total, text)``
+    log, save_every : curve log path (step, T_cur, running_loss, seconds); also save every this many steps
+
+    Returns
+    -------
+    dict
+        {"estimator", "T_cur" (length reached), "running loss", "seconds", "curve": (steps, T_cur)}.
     """
     faithful = papers.FAITHFUL if setup.faithful else {}
     curriculum = tasks.Curriculum(start_value=faithful.get("curriculum_start"))
@@ -169,10 +188,17 @@ def charlm(corpus, estimator=TRAIN_DEFAULT, setup=Setup(lr=3e-3), reset_every=No
            resume=None, progress=None, log=None, save_every=None):
     """Train a character-level language model on ``corpus`` (:func:`kfrtrl.tasks.load_corpus`).
 
+    Parameters
+    ----------
+    corpus, estimator, setup : kfrtrl.tasks.Corpus, estimator spec, Setup
     reset_every : zero the state every this many characters (training and validation; None: never)
     valid_chars : evaluate on the first this many validation characters (None: all)
-    save, resume, save_every, log : as for :func:`copy` (the log's value column: train_bpc)
-    Returns {"estimator", "train bpc", "valid bpc", "seconds", "curve": (steps, training bpc)}.
+    save, resume, progress, log, save_every : as for :func:`copy` (the log's value column: train_bpc)
+
+    Returns
+    -------
+    dict
+        {"estimator", "train bpc", "valid bpc", "seconds", "curve": (steps, training bpc)}.
     """
     task = tasks.CharLM(corpus, setup.batch, reset_every=reset_every, rng=_task_rng(setup), dtype=setup.dtype)
 
@@ -191,7 +217,11 @@ def compare(estimators=COMPARE_DEFAULT, task="copy", corpus=None, setup=Setup(),
             valid_chars=None, progress=None, log=None):
     """Each estimator on the same task, cell initialisation and seed -> a list of :func:`copy` or :func:`charlm` rows.
 
-    task : "copy" or "charlm" (then ``corpus`` is required).
+    Parameters
+    ----------
+    estimators, setup : estimator specs, Setup
+    task : "copy" or "charlm" (``corpus`` None: the bundled text)
+    corpus, reset_every, valid_chars, progress : as for :func:`charlm`
     log : None or a curve log path; with several estimators one log each, ``.<spec>`` before the extension
     """
     if task not in ("copy", "charlm"):
@@ -233,8 +263,10 @@ def series(data=None, target=None, inputs=None, horizon=1, synthetic=None, estim
     setup : :class:`Setup` (its ``lr`` is the schedule's initial rate)
     optimizer : "adam", "sgd" or "kalman" (:class:`kfrtrl.optim.KalmanFilter` with ``kalman_gamma``,
         ``kalman_damping``, ``kalman_rank``)
+    kalman_gamma, kalman_damping, kalman_rank : the filter's γ, λ and rank
     lr_tau, lr_rho : the schedule lr / (1 + t/lr_tau)^lr_rho (:class:`kfrtrl.optim.Schedule`)
-    save, resume : checkpoint paths (one estimator)
+    state, memory, lag, obs_noise, length : the synthetic series' (:func:`kfrtrl.synthetic.generate`)
+    save, resume, progress : checkpoint paths (one estimator); ``progress(done, total, text)``
 
     Returns
     -------
@@ -323,31 +355,26 @@ def _series_data(data, target, inputs, horizon, synthetic, setup, state, memory,
         resolve_columns(target, names, table.shape[-1], "target")
         return table, names, target, inputs, None, what
     check_choice("synthetic", synthetic, ("lgss", "lob", "delay"))
-    data_rng = _series_rngs(setup)[1]
     length = setup.steps + horizon + 1 if length is None else check_int("length", length, 2)
-    if synthetic == "lgss":
-        memory = memory or 100.0
-        model = _synthetic.lgss_model(state, memory, obs_noise, rng=data_rng)
-        table = _synthetic.sample(model, length, batch=setup.batch, rng=data_rng)
-        return table, None, target or "0", inputs, model, \
-            f"lgss (state {state}, memory {memory:g}, obs-noise {obs_noise:g})"
-    if synthetic == "delay":
-        table = np.stack([_synthetic.delay(length, lag=lag, rng=g) for g in data_rng.spawn(setup.batch)])
-        return table, None, target or "1", inputs or "0", None, f"delay (lag {lag})"
-    memory = memory or 25.0
-    table = np.stack([_synthetic.lob(length, memory=memory, rng=g) for g in data_rng.spawn(setup.batch)])
-    return table, list(_synthetic.LOB_COLUMNS), target or "mid_change", inputs, None, \
-        f"synthetic LOB (memory {memory:g})"
+    table, names, default_target, default_inputs, model, what = _synthetic.generate(
+        synthetic, setup.batch, length, _series_rngs(setup)[1], state, memory, lag, obs_noise)
+    return table, names, target or default_target, inputs or default_inputs, model, what
 
 
 def noise(estimators=NOISE_DEFAULT, sizes=(8, 16, 32, 64), chains=100, steps=60, burn_in=20, every=2, probes=2,
           rank=1, seed=0, backend="auto", over_time=None, progress=None, model=None):
     """Gradient noise and bias of each estimator against exact RTRL, per size (:func:`kfrtrl.diagnostics.gradient_noise`).
 
+    Parameters
+    ----------
+    estimators, sizes : estimator specs, hidden sizes
+    chains, steps, burn_in, every, probes, rank, seed, backend : of
+        :func:`kfrtrl.diagnostics.gradient_noise` (n_chains, steps, burn_in, every, n_probes, rank, rng, backend)
+    over_time : None, or W: also pool the relative variances over W consecutive windows of the measured steps.
+    progress : callable or None, ``progress(done, total, text)``
     model : None (an Elman cell, float64, its own initialisation) or a :class:`Setup` whose cell,
         depth, dtype, init_std and faithful give the cell (its hidden size is each of ``sizes``)
 
-    over_time : None, or W: also pool the relative variances over W consecutive windows of the measured steps.
     Returns {"rows": [{"estimator", "n", "rel var grad", "rel var G", "z", "bias", "bias floor", "cos",
     "seconds"}, ...],
     "over_time": [{"estimator", "n", "steps", "rel var grad", "rel var G"}, ...] (empty without over_time),
@@ -404,9 +431,14 @@ def bench(estimators=None, sizes=None, batches=None, dtypes=None, cells=None, qu
           repeats=None, source=None, progress=None):
     """Time one online step per estimator, cell and size (:func:`kfrtrl.scaling.run`) -> (records, skipped).
 
-    Unset lists come from the grid (:func:`kfrtrl.scaling.grid`; ``quick``: float64, batch 1).
+    Parameters
+    ----------
+    estimators, sizes, batches, dtypes, cells : lists or None (the grid's, :func:`kfrtrl.scaling.grid`)
+    quick : bool, the quick grid (float64, batch 1)
+    backend, threads : kernel backend and threads per step
     repeats : timed repeats per point (default 3 with ``quick``, else 5)
     source : a JSON path to report instead of measuring (:func:`kfrtrl.scaling.load_records`)
+    progress : callable or None, ``progress(done, total, text)``
     """
     if source:
         return scaling.load_records(source), []

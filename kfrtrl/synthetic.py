@@ -10,6 +10,8 @@
   answers the order-flow imbalance averaged over the last ~``memory`` steps.
 - :func:`delay`: recall the input of ``lag`` − 1 steps ago, the plainest
   dependency longer than a truncation.
+
+:func:`generate` draws any of them by name, as ``kfrtrl series --synthetic`` does.
 """
 from dataclasses import dataclass
 
@@ -286,3 +288,40 @@ def delay(steps, lag=5, rng=None):
     lag = check_int("lag", lag, 1)
     x = as_generator(rng).standard_normal(steps)
     return np.column_stack([x, np.concatenate([np.zeros(min(lag, steps)), x[:max(steps - lag, 0)]])])
+
+
+def generate(name, streams, length, rng=None, state=3, memory=None, lag=5, obs_noise=1.0):
+    """A synthetic series by name, as the series task and ``kfrtrl series --synthetic`` use it.
+
+    Parameters
+    ----------
+    name : {"lgss", "lob", "delay"}
+    streams : int >= 1, independent series
+    length : int >= 2, rows per series
+    rng : None, int or numpy.random.Generator
+    state, obs_noise : lgss's state dimension and observation noise (:func:`lgss_model`)
+    memory : float or None, lgss's (default 100) or lob's (default 25) memory in steps
+    lag : int >= 1, delay's lag
+
+    Returns
+    -------
+    table : (streams, length, C) float64 array
+    names : list of str or None, the column names (lob)
+    target, inputs : str or None, the default target and input columns
+    model : StateSpace or None, lgss's model
+    description : str
+    """
+    gen = as_generator(rng)
+    if name == "lgss":
+        memory = memory or 100.0
+        model = lgss_model(state, memory, obs_noise, rng=gen)
+        return sample(model, length, batch=streams, rng=gen), None, "0", None, model, \
+            f"lgss (state {state}, memory {memory:g}, obs-noise {obs_noise:g})"
+    if name == "delay":
+        table = np.stack([delay(length, lag=lag, rng=g) for g in gen.spawn(streams)])
+        return table, None, "1", "0", None, f"delay (lag {lag})"
+    if name != "lob":
+        raise ValueError(f"name: expected one of ['lgss', 'lob', 'delay'], got {name!r}")
+    memory = memory or 25.0
+    table = np.stack([lob(length, memory=memory, rng=g) for g in gen.spawn(streams)])
+    return table, list(LOB_COLUMNS), "mid_change", None, None, f"synthetic LOB (memory {memory:g})"

@@ -23,7 +23,8 @@ API_MODULES = ["kfrtrl.train", "kfrtrl.tasks", "kfrtrl.diagnostics", "kfrtrl.sca
                "kfrtrl.sweep", "kfrtrl.datasets", "kfrtrl.threads", "kfrtrl.cli", "kfrtrl.estimators",
                "kfrtrl.estimators.ok", "kfrtrl.estimators.rflo", "kfrtrl.series", "kfrtrl.synthetic",
                "kfrtrl.checkpoint", "kfrtrl.longrun", "kfrtrl.plotting", "kfrtrl.cells", "kfrtrl.cells.stack",
-               "kfrtrl.cells.elementwise", "kfrtrl.papers", "kfrtrl.workloads", "kfrtrl.optim"]
+               "kfrtrl.cells.elementwise", "kfrtrl.papers", "kfrtrl.workloads", "kfrtrl.optim",
+               "kfrtrl.experiments"]
 API_MODULES += ["kfrtrl.torch"] if importlib.util.find_spec("torch") else []     # the optional bridge
 
 

@@ -491,3 +491,11 @@ def test_series_experiment_trains_the_setup_dtype():
     setup = experiments.Setup(hidden=3, batch=1, steps=20, lr=1e-2, dtype="float32", backend="numpy")
     row = experiments.series(synthetic="delay", estimators=["kf"], setup=setup)["rows"][0]
     assert np.isfinite(row["mse"])
+
+
+def test_synthetic_generate_by_name_stacks_the_streams():
+    table, names, target, inputs, model, what = synthetic.generate("lob", 2, 30, rng=0)
+    assert table.shape == (2, 30, 5) and names == list(synthetic.LOB_COLUMNS) and target == "mid_change"
+    assert synthetic.generate("delay", 3, 10, rng=0)[0].shape == (3, 10, 2)
+    with pytest.raises(ValueError, match="name: expected one of"):
+        synthetic.generate("arma", 1, 10)
