@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from . import _arguments, cli, estimators, experiments, optim, plotting, train
-from .checkpoint import atomic_write
+from .checkpoint import atomic_json
 
 
 def _unit_float(text):
@@ -141,5 +141,5 @@ def _report(args, title, rows, curves, optimal):
 def _write_json(path, rows, curves, optimal):
     payload = {"optimal_mse": optimal, "rows": rows,
                "curves": {k: {"step": x.tolist(), "mse": y.tolist()} for k, (x, y) in curves.items()}}
-    atomic_write(path, lambda fh: fh.write(json.dumps(payload, indent=1).encode("utf-8")))
+    atomic_json(path, payload)
     print(f"wrote {path}")

@@ -73,6 +73,18 @@ def atomic_write(path, write):
         os.close(dir_fd)
 
 
+
+def atomic_json(path, obj):
+    """Write ``obj`` as indented JSON (UTF-8) to ``path`` with :func:`atomic_write`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    obj : JSON-serialisable object (dicts, lists, numbers, strings)
+    """
+    text = json.dumps(obj, indent=1)
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
 def save(path, state, config):
     """Write ``state`` (nested dicts/lists/tuples of arrays, numbers, strings) and ``config`` to ``path``.
 

@@ -14,7 +14,6 @@ Bad arguments end in one line ``kfrtrl <command>: error: ...`` and exit code 2
 (no traceback).
 """
 import argparse
-import json
 import os
 import sys
 
@@ -143,7 +142,7 @@ def _cmd_bench(args):
         args.backend, args.threads or 1, args.repeats, args.source, progress=_progress_bar())
     print(scaling.format_table(records, skipped), end="")
     if args.json:
-        _write_json(args.json, scaling.to_json(records, skipped))
+        checkpoint.atomic_json(args.json, scaling.to_json(records, skipped))
         print(f"wrote {args.json}")
     if args.plot and not plotting.available():
         print(f"kfrtrl bench: matplotlib is not installed; no plot written to {args.plot} "
@@ -161,14 +160,10 @@ def _cmd_workload(args):
         dtypes=args.dtype or ("float32", "float64"), threads=(args.threads,) if args.threads else (1, None),
         steps=args.repeats or 30, progress=lambda rec: print(workloads.format_record(rec), flush=True))
     if args.json:
-        _write_json(args.json, records)
+        checkpoint.atomic_json(args.json, records)
         print(f"wrote {args.json}")
     return 0
 
-
-def _write_json(path, obj):
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    checkpoint.atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=1).encode("utf-8")))
 
 
 def _flat(lists):
