@@ -221,6 +221,9 @@ def add_charlm_args(parser):
                         help="zero the state every K characters (training and validation; default: never)")
     parser.add_argument("--valid-chars", type=positive_int, default=None, metavar="C",
                         help="evaluate on the first C validation characters only (default: all)")
+    parser.add_argument("--log-valid", action="store_true",
+                        help="also evaluate the validation BPC (on --valid-chars) at each of the 100 log points: "
+                             "a valid_bpc column in --log, and the plotted curve")
 
 
 def unused_options(args):
@@ -234,8 +237,8 @@ def unused_options(args):
         if not any(k is None and estimators.param_default(name)[0] == "rank" for name, k in parsed):
             unused.append(f"--rank applies to an estimator taking a rank without ':k', got {','.join(specs)}")
     if getattr(args, "task", None) == "copy":
-        for flag in ("file", "reset_every", "valid_chars"):
-            if getattr(args, flag, None) is not None:
+        for flag in ("file", "reset_every", "valid_chars", "log_valid"):
+            if getattr(args, flag, None) not in (None, False):
                 unused.append(f"--{flag.replace('_', '-')} applies to --task charlm, got --task copy")
     if getattr(args, "depth", None) is not None and args.cell != "rhn":
         unused.append(f"--depth: only --cell rhn takes it (rhnL gives the depth too), got --cell {args.cell}")

@@ -217,19 +217,23 @@ def _cmd_charlm(args):
         return 2
     args.file = args.file or tasks.load_corpus()
     row = experiments.charlm(args.file, args.estimator, experiments.Setup.from_options(args), args.reset_every,
-                             args.valid_chars, args.save, args.resume, _progress_bar(), args.log, args.save_every)
+                             args.valid_chars, args.save, args.resume, _progress_bar(), args.log, args.save_every,
+                             args.log_valid)
     print(f"charlm, vocabulary {len(args.file.vocab)}, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, "
           f"seed {args.seed}")
     _print_rows([row], _COLUMNS["charlm"])
     print(f"bpc {row['valid bpc']:.4f}")
-    _plot(args.plot, plotting.curves, _curves([row]), _YLABEL["charlm"])
+    _plot(args.plot, plotting.curves, _curves([row]), _charlm_ylabel(args))
     return 0
 
 
 #: the printed columns and the plotted quantity of each task's rows
 _COLUMNS = {"copy": ["estimator", "T_cur", "running loss", "seconds"],
             "charlm": ["estimator", "train bpc", "valid bpc", "seconds"]}
-_YLABEL = {"copy": "T_cur", "charlm": "training bits per character"}
+
+
+def _charlm_ylabel(args):
+    return f"{'validation' if args.log_valid else 'training'} bits per character"
 
 
 def _add_compare(sub):
@@ -251,11 +255,11 @@ def _cmd_compare(args):
     if _missing_matplotlib(args):
         return 2
     rows = experiments.compare(args.estimators, args.task, args.file, experiments.Setup.from_options(args),
-                               args.reset_every, args.valid_chars, _progress_bar(), args.log)
+                               args.reset_every, args.valid_chars, _progress_bar(), args.log, args.log_valid)
     print(f"{args.task}, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, {args.steps} steps, "
           f"seed {args.seed}")
     _print_rows(rows, _COLUMNS[args.task])
-    _plot(args.plot, plotting.curves, _curves(rows), _YLABEL[args.task])
+    _plot(args.plot, plotting.curves, _curves(rows), _charlm_ylabel(args) if args.task == "charlm" else "T_cur")
     return 0
 
 

@@ -185,7 +185,7 @@ def copy(estimator=TRAIN_DEFAULT, setup=Setup(steps=20000), save=None, resume=No
 
 
 def charlm(corpus, estimator=TRAIN_DEFAULT, setup=Setup(lr=3e-3), reset_every=None, valid_chars=None, save=None,
-           resume=None, progress=None, log=None, save_every=None):
+           resume=None, progress=None, log=None, save_every=None, log_valid=False):
     """Train a character-level language model on ``corpus`` (:func:`kfrtrl.tasks.load_corpus`).
 
     Parameters
@@ -194,34 +194,44 @@ def charlm(corpus, estimator=TRAIN_DEFAULT, setup=Setup(lr=3e-3), reset_every=No
     reset_every : zero the state every this many characters (training and validation; None: never)
     valid_chars : evaluate on the first this many validation characters (None: all)
     save, resume, progress, log, save_every : as for :func:`copy` (the log's value column: train_bpc)
+    log_valid : bool, also evaluate the validation BPC (on ``valid_chars``) at each of the 100 log points:
+        the log gets a valid_bpc column and the returned curve is the validation BPC's. Training is
+        unchanged (evaluation does not touch the trainer's state); each evaluation costs one forward pass
+        per validation character, counted in the log's seconds.
 
     Returns
     -------
     dict
-        {"estimator", "train bpc", "valid bpc", "seconds", "curve": (steps, training bpc)}.
+        {"estimator", "train bpc", "valid bpc", "seconds", "curve": (steps, training bpc, or validation bpc
+        with ``log_valid``)}.
     """
     task = tasks.CharLM(corpus, setup.batch, reset_every=reset_every, rng=_task_rng(setup), dtype=setup.dtype)
+    columns = ["valid_bpc", "train_bpc"] if log_valid else ["train_bpc"]
+    last = {}
 
     def observe(trainer, _):
-        bpc = trainer.metrics(reset=True)["bpc"]
-        return {"train_bpc": bpc}, f"train bpc {bpc:.3f}"
+        last["train_bpc"] = trainer.metrics(reset=True)["bpc"]
+        if log_valid:
+            last["valid_bpc"] = tasks.validation_bpc(trainer, corpus, reset_every=reset_every, max_chars=valid_chars)
+        return dict(last), " ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in last.items())
 
-    trainer, curve, seconds = _train(setup, estimator, task, observe, ["train_bpc"], save, resume, progress, log,
+    trainer, curve, seconds = _train(setup, estimator, task, observe, columns, save, resume, progress, log,
                                      save_every)
-    bpc = tasks.validation_bpc(trainer, corpus, reset_every=reset_every, max_chars=valid_chars)
-    return {"estimator": estimator, "train bpc": float(curve[1][-1]), "valid bpc": bpc, "seconds": seconds,
+    bpc = last["valid_bpc"] if log_valid else tasks.validation_bpc(trainer, corpus, reset_every=reset_every,
+                                                                  max_chars=valid_chars)
+    return {"estimator": estimator, "train bpc": float(last["train_bpc"]), "valid bpc": bpc, "seconds": seconds,
             "curve": curve}
 
 
 def compare(estimators=COMPARE_DEFAULT, task="copy", corpus=None, setup=Setup(), reset_every=None,
-            valid_chars=None, progress=None, log=None):
+            valid_chars=None, progress=None, log=None, log_valid=False):
     """Each estimator on the same task, cell initialisation and seed -> a list of :func:`copy` or :func:`charlm` rows.
 
     Parameters
     ----------
     estimators, setup : estimator specs, Setup
     task : "copy" or "charlm" (``corpus`` None: the bundled text)
-    corpus, reset_every, valid_chars, progress : as for :func:`charlm`
+    corpus, reset_every, valid_chars, progress, log_valid : as for :func:`charlm`
     log : None or a curve log path; with several estimators one log each, ``.<spec>`` before the extension
     """
     if task not in ("copy", "charlm"):
@@ -231,7 +241,7 @@ def compare(estimators=COMPARE_DEFAULT, task="copy", corpus=None, setup=Setup(),
     logs = {spec: _log_path(log, spec) if len(estimators) > 1 else log for spec in estimators}
     if task == "copy":
         return [copy(spec, setup, progress=progress, log=logs[spec]) for spec in estimators]
-    return [charlm(corpus, spec, setup, reset_every, valid_chars, progress=progress, log=logs[spec])
+    return [charlm(corpus, spec, setup, reset_every, valid_chars, progress=progress, log=logs[spec], log_valid=log_valid)
             for spec in estimators]
 
 

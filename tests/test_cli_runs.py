@@ -70,6 +70,23 @@ def test_log_has_a_row_per_percent_of_the_steps(capsys, tmp_path, suffix):
     assert rc == 0 and [sorted(r) for r in longrun.read_curve(log)][0] == ["seconds", "step", "train_bpc"]
 
 
+def test_log_valid_adds_the_validation_bpc_and_leaves_training_unchanged(capsys, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sat on the mat. " * 40, encoding="utf-8")
+    argv = ["charlm", text, "--estimator", "kf", *TINY, "--steps", "100", "--valid-chars", "60"]
+    rc, plain, _ = _cli(capsys, *argv, "--log", tmp_path / "plain.csv")
+    rc2, out, _ = _cli(capsys, *argv, "--log", tmp_path / "valid.csv", "--log-valid")
+    plain_rows, rows = longrun.read_curve(tmp_path / "plain.csv"), longrun.read_curve(tmp_path / "valid.csv")
+    assert rc == rc2 == 0 and [r["train_bpc"] for r in rows] == [r["train_bpc"] for r in plain_rows]
+    assert out.splitlines()[-1] == plain.splitlines()[-1]              # the same final validation bpc
+    corpus = kfrtrl.tasks.load_corpus(text)
+    assert corpus.valid.size > 60 and float(out.split()[-1]) == pytest.approx(rows[-1]["valid_bpc"], abs=5e-5)
+    assert len({r["valid_bpc"] for r in rows}) > 10                     # evaluated at every log point
+    row = kfrtrl.experiments.charlm(corpus, "kf", kfrtrl.experiments.Setup(hidden=4, batch=2, steps=20, lr=3e-3,
+                                    backend="numpy"), valid_chars=60, log_valid=True)
+    assert row["curve"][1][-1] == row["valid bpc"] and row["train bpc"] == next(r["train_bpc"] for r in rows if r["step"] == 20)
+
+
 def test_compare_logs_each_estimator_and_noise_takes_a_cell(capsys, tmp_path):
     rc, _, _ = _cli(capsys, "compare", "--estimators", "kf,ok:2", "--cell", "rhn", *TINY, "--steps", "4",
                     "--log", tmp_path / "c.csv")

@@ -82,6 +82,7 @@ def _run(capsys, *argv):
     (["noise", "--estimators", "kf,uoro", "--rank", "2"], r"--rank applies to .*got kf,uoro"),
     (["compare", "--task", "copy", "--reset-every", "3"], r"--reset-every applies to --task charlm, got --task copy"),
     (["compare", "--task", "copy", "--file", "TEXT"], r"--file applies to --task charlm"),
+    (["compare", "--task", "copy", "--log-valid"], r"--log-valid applies to --task charlm, got --task copy"),
     (["charlm", "DIR"], r"\(a directory\)"),
 ])
 def test_bad_or_inapplicable_options_exit_2_with_one_line(capsys, tmp_path, argv, match):
