@@ -137,7 +137,7 @@ cdef void _jvp_folded(const floating[:, :, ::1] V, const floating[:, ::1] Wt,
     """
     cdef Py_ssize_t b
     cdef int K = V.shape[1], n = V.shape[2]
-    for b in prange(V.shape[0], nogil=True, num_threads=n_par, schedule='static'):
+    for b in prange(V.shape[0], nogil=True, num_threads=n_par, schedule='dynamic'):
         step_propagate(&V[b, 0, 0], K, &Wt[0, 0], n, &lam[b, 0, 0, 0], &dz[b, 0, 0, 0], n, 1, True,
                        &H[threadid(), 0, 0], &out[b, 0, 0])
 
@@ -359,7 +359,7 @@ cdef void _kf_fused(const floating[:, :, :, ::1] A, const floating[:, :, ::1] u,
     """Per sample: H_b in this thread's scratch, one GEMM, then each chain's merge in cache."""
     cdef Py_ssize_t C = A_out.shape[1], p = A_out.shape[2], n = A_out.shape[3], m = u_out.shape[2], b, c
     cdef double n_d, n_a
-    for b in prange(A_out.shape[0], nogil=True, num_threads=n_par, schedule='static'):
+    for b in prange(A_out.shape[0], nogil=True, num_threads=n_par, schedule='dynamic'):
         step_propagate(&A[b, 0, 0, 0], <int> (C * p), &W[0, 0], <int> W.shape[1], &lam[b, 0],
                        &dz[b, 0], <int> n, <int> (p // n), False, &H[threadid(), 0, 0],
                        &A_out[b, 0, 0, 0])

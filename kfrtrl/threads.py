@@ -2,9 +2,17 @@
 
 Nothing is changed at import. ``limit(n)`` sets every loaded BLAS pool and
 numba's thread count (if numba is already imported) to ``n`` and restores
-both on exit; ``blas_limit(n)`` does the same for the BLAS pools only. The
-Cython/OpenMP kernels take their thread count as an explicit argument, so
-they need no global setting.
+both on exit (``limit(n, blas=1)``: numba at ``n``, BLAS at one thread);
+``blas_limit(n)`` does the same for the BLAS pools only. The Cython/OpenMP
+kernels take their thread count as an explicit argument, so they need no
+global setting.
+
+Why BLAS is held at one thread while the compiled kernels run in parallel:
+OpenBLAS's worker threads keep spinning for about 2^28 cycles (~0.1 s) after
+a multi-threaded call before they sleep, so one small multi-threaded product
+(a cell's forward pass, the readout) leaves a worker busy on a core that the
+next parallel kernel needs; a 2-thread OK step measured no faster than one
+thread that way (docs/performance.md, "Threads in the training loop").
 
 Both are cheap enough to wrap every step (~2 µs when nothing changes, about
 1 µs more per pool that does): the BLAS libraries are found once by
@@ -37,6 +45,9 @@ class limit:
         ``NUMBA_NUM_THREADS``; only if numba is already imported) inside the ``with`` block.
     numba : bool
         False leaves numba's count alone (:func:`blas_limit`).
+    blas : int >= 1 or None
+        The BLAS pools' count in the body, if not ``n_threads`` (1: the compiled kernels
+        parallelise and no BLAS worker thread is woken; see the module's docstring).
 
     Notes
     -----
@@ -51,21 +62,21 @@ class limit:
     ...     c = np.ones((64, 64)) @ np.ones((64, 64))      # single-threaded BLAS
     """
 
-    def __init__(self, n_threads, numba=True):
+    def __init__(self, n_threads, numba=True, blas=None):
         self.n_threads = n_threads
+        self.blas = n_threads if blas is None else blas
         self.numba = sys.modules.get("numba") if numba else None
         self.changed = []
         self.old_numba = None
 
     def __enter__(self):
-        n = self.n_threads
         for pool in _blas_pools():
             old = pool.get_num_threads()
-            if old != n:
-                pool.set_num_threads(n)
+            if old != self.blas:
+                pool.set_num_threads(self.blas)
                 self.changed.append((pool, old))
         if self.numba is not None:
-            old, new = self.numba.get_num_threads(), min(n, self.numba.config.NUMBA_NUM_THREADS)
+            old, new = self.numba.get_num_threads(), min(self.n_threads, self.numba.config.NUMBA_NUM_THREADS)
             if old != new:
                 self.numba.set_num_threads(new)
                 self.old_numba = old

@@ -107,6 +107,8 @@ class Trainer:
     def step(self, x, y, reset=None):
         """One online step: reset, forward, loss, gradient, maybe update.
 
+        The whole step runs in the estimator's thread context (``Estimator.threads``).
+
         Parameters
         ----------
         x : (B, n_in) array of the cell's dtype
@@ -119,6 +121,10 @@ class Trainer:
         (B,) float64 array
             The per-sample loss (bits for "xent").
         """
+        with self.estimator.threads():
+            return self._step(x, y, reset)
+
+    def _step(self, x, y, reset):
         B = self.estimator.batch_size
         if reset is not None and np.any(reset):
             self.estimator.reset(reset)

@@ -131,12 +131,23 @@ def _timed(fn, *args):
     return time.perf_counter() - start
 
 
-def time_interleaved(trainer, next_batch, n, columns, n_threads, steps, warmup):
-    """(step seconds, GEMM seconds, GEMM layout): medians of ``steps`` training steps, each right
-    after one GEMM of the faster layout (chosen on 3 tries each), all under ``n_threads`` threads.
+#: seconds to wait after the multi-threaded GEMM before timing steps: OpenBLAS's worker threads
+#: spin ~2^28 cycles (~0.1 s) after a call before they sleep, and a step timed meanwhile
+#: competes with them for the cores (:mod:`kfrtrl.threads`); the training loop itself never
+#: wakes them (:meth:`kfrtrl.estimators.Estimator.threads`)
+PARK_S = 0.25
+#: steps (and GEMMs) per round of :func:`time_interleaved`
+ROUND = 5
 
-    Interleaving makes both medians see the same machine: on a shared machine the GEMM rate
-    itself moves by 2x within a minute.
+
+def time_interleaved(trainer, next_batch, n, columns, n_threads, steps, warmup):
+    """(step seconds, GEMM seconds, GEMM layout): medians of ``steps`` training steps and as many
+    GEMMs of the faster layout (chosen on 3 tries each), all under ``n_threads`` threads.
+
+    They alternate in rounds of :data:`ROUND` GEMMs, then (with more than one thread) a pause
+    of :data:`PARK_S` for BLAS's worker threads to sleep, then :data:`ROUND` steps: both
+    medians see the same machine (on a shared machine the GEMM rate itself moves by 2x within
+    a minute), and the steps do not compete with the GEMM's spinning threads.
 
     Parameters
     ----------
@@ -157,13 +168,16 @@ def time_interleaved(trainer, next_batch, n, columns, n_threads, steps, warmup):
         tries = {k: min(_timed(np.matmul, a, b, out) for _ in range(3)) for k, (a, b, out) in operands.items()}
         layout = min(tries, key=tries.get)
         left, right, out = operands[layout]
-        for i in range(warmup + steps):
-            x, y, reset = next_batch()
-            gemm_s = _timed(np.matmul, left, right, out)
-            step_s = _timed(trainer.step, x, y, reset)
-            if i >= warmup:
-                gemm_times.append(gemm_s)
-                step_times.append(step_s)
+        for _ in range(warmup):
+            trainer.step(*next_batch())
+        while len(step_times) < steps:
+            k = min(ROUND, steps - len(step_times))
+            gemm_times += [_timed(np.matmul, left, right, out) for _ in range(k)]
+            if n_threads > 1:
+                time.sleep(PARK_S)
+            for _ in range(k):
+                x, y, reset = next_batch()
+                step_times.append(_timed(trainer.step, x, y, reset))
     return float(np.median(step_times)), float(np.median(gemm_times)), layout
 
 

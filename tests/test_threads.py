@@ -1,12 +1,18 @@
-"""kfrtrl.threads: limit/blas_limit set every BLAS pool (also ones loaded later) and restore them."""
+"""kfrtrl.threads: limit/blas_limit set every BLAS pool (also ones loaded later) and restore them; the
+estimators' step context holds BLAS at one thread beside parallel kernels, over the whole training step."""
 import subprocess
 import sys
 import textwrap
 
 import numba
+import numpy as np
+import pytest
 from threadpoolctl import threadpool_info
 
+from _helpers import COMPILED
+from kfrtrl import Elman
 from kfrtrl.threads import blas_limit, limit
+from kfrtrl.train import Trainer, make_estimator
 
 
 def _blas_counts():
@@ -51,3 +57,44 @@ def test_limit_reaches_a_blas_library_imported_after_the_first_call():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[1:] == ["{1}", "True"], out
+
+
+def test_limit_can_hold_blas_at_one_thread_while_numba_takes_n():
+    before, numba_before = _blas_counts(), numba.get_num_threads()
+    with limit(2, blas=1):
+        assert _blas_counts() == [1] * len(before)
+        assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+    assert _blas_counts() == before and numba.get_num_threads() == numba_before
+
+
+@pytest.mark.parametrize("backend, batch, n_threads, blas", [
+    *[(b, 4, 2, 1) for b in COMPILED],          # the kernels parallelise over samples: no BLAS worker woken
+    ("numpy", 4, 2, 2),                          # the reference's parallelism is BLAS's
+    (COMPILED[0] if COMPILED else "numpy", 1, 2, 2),   # one sample: BLAS takes the threads
+    ("numpy", 4, 1, 1),
+])
+def test_estimator_thread_context_gives_blas_one_thread_only_beside_parallel_kernels(backend, batch, n_threads,
+                                                                                    blas):
+    est = make_estimator("ok:2", Elman(3, 5, rng=0), batch_size=batch, rng=0, backend=backend, n_threads=n_threads)
+    with est.threads():
+        assert set(_blas_counts()) == {blas}
+        assert numba.get_num_threads() == min(n_threads, numba.config.NUMBA_NUM_THREADS)
+
+
+@pytest.mark.skipif(not COMPILED, reason="no compiled backend")
+def test_trainer_runs_readout_and_optimizer_in_the_estimator_thread_context(monkeypatch):
+    est = make_estimator("ok:2", Elman(3, 5, rng=0), batch_size=4, rng=0, backend=COMPILED[0], n_threads=2)
+    trainer = Trainer(est, 3, rng=0)
+    seen = []
+    for obj, name in ((trainer.readout, "backward"), (trainer.optimizer, "update")):
+        original = getattr(obj, name)
+
+        def spy(*args, _original=original, **kwargs):
+            seen.append(tuple(_blas_counts()))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(obj, name, spy)
+    gen = np.random.default_rng(0)
+    for _ in range(3):
+        trainer.step(gen.standard_normal((4, 3)), gen.integers(0, 3, 4))
+    assert len(seen) == 6 and {c for counts in seen for c in counts} == {1}

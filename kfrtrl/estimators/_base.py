@@ -1,5 +1,4 @@
 """What every estimator shares: validation, state, reset, the step/gradient loop."""
-import contextlib
 import copy
 import os
 
@@ -28,9 +27,10 @@ class Estimator:
     batch_size : int >= 1, samples carried in parallel (each its own influence)
     rng : None, int or numpy.random.Generator; all random draws come from it
     backend : "auto", "numpy", ... (see :func:`kfrtrl.backends.known_backends`)
-    n_threads : int >= 1 or None (all cores): threads the kernels and BLAS may
-        use during ``step``; applied with :func:`kfrtrl.threads.limit` and
-        restored afterwards.
+    n_threads : int >= 1 or None (``os.cpu_count()``): threads the kernels use during
+        ``step`` and ``gradient`` (:meth:`threads`, restored afterwards). With a compiled
+        backend and a batch > 1 the kernels parallelise over samples and BLAS stays at one
+        thread; otherwise BLAS gets the threads.
 
     Class attributes (the declaration the registry reads)
     ----------------------------------------------------
@@ -65,7 +65,6 @@ class Estimator:
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.rng = as_generator(rng)
         self.backend, self.ops = get_backend(backend, self.auto_backends)
-        self._limit = n_threads is not None
         self.n_threads = (os.cpu_count() or 1) if n_threads is None else check_int("n_threads", n_threads, 1)
         self.dtype = cell.dtype
         self._shapes = cell.param_shapes()
@@ -153,7 +152,7 @@ class Estimator:
     def step(self, x):
         """Advance one step. x (batch, n_in) of the cell's dtype -> h_t (batch, n_hidden)."""
         check_array("x", x, (self.batch_size, self.cell.n_in), self.dtype)
-        with self._threads():
+        with self.threads():
             s_new, cache = self.cell.forward(self._s, x)
             if not np.isfinite(s_new).all():
                 raise FloatingPointError("step: the new state is not finite (weights or inputs too large?)")
@@ -172,16 +171,23 @@ class Estimator:
         check_array("dl_dh", dl_dh, (self.batch_size, self.cell.n_hidden), self.dtype)
         c = np.zeros((self.batch_size, self.cell.n_state), dtype=self.dtype)
         c[:, self.cell.out] = dl_dh
-        with self._threads():
+        with self.threads():
             grads = self._gradient(c)
         for name, g in grads.items():
             if not np.isfinite(g.sum(dtype=np.float64)):        # a non-finite entry makes the sum so
                 raise FloatingPointError(f"gradient: the {self.name} estimate of {name!r} is not finite")
         return grads
 
-    def _threads(self):
-        """The thread limit of ``n_threads`` (a no-op when it was left at None: all cores)."""
-        return limit(self.n_threads) if self._limit else contextlib.nullcontext()
+    def threads(self):
+        """The thread context of a step: :func:`kfrtrl.threads.limit` at ``n_threads``.
+
+        With a compiled backend and a batch > 1 the kernels run their samples in parallel
+        and BLAS is held at one thread, so that no OpenBLAS worker spins on a core the
+        kernels need (:mod:`kfrtrl.threads`); with numpy or one sample, BLAS takes the
+        threads. :class:`kfrtrl.train.Trainer` runs its whole step (readout, optimizer) in it.
+        """
+        kernels_parallel = self.backend != "numpy" and self.batch_size > 1 and self.n_threads > 1
+        return limit(self.n_threads, blas=1 if kernels_parallel else None)
 
     def _draw_signs(self, shape):
         """Independent ±1 draws of the cell's dtype (per sample, per step, per term).
