@@ -20,6 +20,7 @@ threadpoolctl and looked up again only when an import has added modules
 since (a new extension may bring its own BLAS, as scipy does), and a pool
 is set only when its count differs from the wanted one.
 """
+import statistics
 import sys
 
 _blas = {"n_modules": -1, "pools": []}
@@ -103,3 +104,65 @@ def blas_limit(n_threads):
         ``limit(n_threads, numba=False)``.
     """
     return limit(n_threads, numba=False)
+
+
+class AutoThreads:
+    """The thread count behind ``n_threads=None``: all cores, or one thread while that is faster.
+
+    A second core pays off only while it is free: when another process keeps one busy, a parallel
+    step is no faster than one thread and its spin-waits make it slower (docs/performance.md,
+    "Threads in the training loop"). So the count is chosen by timing the caller's own steps:
+    after ``warmup`` steps at all cores (not timed: compilation, first touch), ``probe`` steps at
+    each count (the order alternates from one probe to the next), then the count with the lower
+    median runs the next ``period`` steps, then it probes again. The probes cost about
+    ``probe / period`` (2 % at the defaults) of the slower count's excess.
+
+    Parameters
+    ----------
+    cores : int >= 2, the all-cores count
+    period, probe, warmup : int >= 1
+
+    Use :meth:`take` before a step (-> its thread count) and :meth:`record` after it.
+    """
+
+    def __init__(self, cores, period=200, probe=4, warmup=3):
+        self.cores, self.period, self.probe = cores, period, probe
+        self.current = cores
+        self._queue = [(cores, False)] * warmup        # (count, timed) of the next steps
+        self._pending = None
+        self._times = {}
+        self._ones_first = False
+
+    def take(self):
+        """The thread count of the next step.
+
+        Returns
+        -------
+        int
+            1 or ``cores``.
+        """
+        if not self._queue:
+            self._refill()
+        self._pending = self._queue.pop()
+        return self._pending[0]
+
+    def record(self, seconds):
+        """Note the duration of the step begun by the last :meth:`take`.
+
+        Parameters
+        ----------
+        seconds : float, its wall-clock time
+        """
+        count, timed = self._pending
+        if timed:
+            self._times.setdefault(count, []).append(seconds)
+
+    def _refill(self):
+        if self._times:                                 # a probe ended: keep the faster count
+            self.current = min(self._times, key=lambda c: statistics.median(self._times[c]))
+            self._times = {}
+            self._queue = [(self.current, False)] * self.period
+            return
+        order = [1, self.cores] if self._ones_first else [self.cores, 1]
+        self._ones_first = not self._ones_first
+        self._queue = [(c, True) for c in reversed(order) for _ in range(self.probe)]   # popped from the end

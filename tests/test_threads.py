@@ -1,5 +1,6 @@
 """kfrtrl.threads: limit/blas_limit set every BLAS pool (also ones loaded later) and restore them; the
 estimators' step context holds BLAS at one thread beside parallel kernels, over the whole training step."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,7 @@ from threadpoolctl import threadpool_info
 
 from _helpers import COMPILED
 from kfrtrl import Elman
-from kfrtrl.threads import blas_limit, limit
+from kfrtrl.threads import AutoThreads, blas_limit, limit
 from kfrtrl.train import Trainer, make_estimator
 
 
@@ -98,3 +99,52 @@ def test_trainer_runs_readout_and_optimizer_in_the_estimator_thread_context(monk
     for _ in range(3):
         trainer.step(gen.standard_normal((4, 3)), gen.integers(0, 3, 4))
     assert len(seen) == 6 and {c for counts in seen for c in counts} == {1}
+
+
+def _drive(auto, seconds_of, steps):
+    """Counts taken over ``steps`` steps whose durations are ``seconds_of(count)``."""
+    taken = []
+    for _ in range(steps):
+        count = auto.take()
+        taken.append(count)
+        auto.record(seconds_of(count))
+    return taken
+
+
+@pytest.mark.parametrize("faster", [1, 4])
+def test_auto_threads_keeps_the_faster_count_and_probes_again_each_period(faster):
+    auto = AutoThreads(4, period=5, probe=2, warmup=3)
+    # warm-up steps are not timed: a slow first step (compilation) must not decide
+    durations = iter([100.0] * 3)
+    taken = _drive(auto, lambda c: next(durations, 1.0 if c == faster else 2.0), 3 + 4 + 5 + 4 + 5)
+    assert taken[:3] == [4, 4, 4]
+    assert taken[3:7] == [4, 4, 1, 1]                   # the first probe: all cores first
+    assert taken[7:12] == [faster] * 5 and auto.current == faster
+    assert taken[12:16] == [1, 1, 4, 4]                 # the next probe: the other order
+    assert taken[16:] == [faster] * 5
+
+
+@pytest.mark.skipif(not COMPILED or (os.cpu_count() or 1) < 2, reason="needs a compiled backend and 2 cores")
+def test_default_threads_follow_the_steps_own_timing(monkeypatch):
+    from kfrtrl.estimators import _base
+
+    est = make_estimator("ok:2", Elman(3, 5, rng=0), batch_size=4, rng=0, backend=COMPILED[0])
+    est._auto = AutoThreads(os.cpu_count(), period=3, probe=2, warmup=1)
+    clock = [0.0]
+    monkeypatch.setattr(_base.time, "perf_counter", lambda: clock[0])
+    seen = []
+    forward = est.cell.forward
+
+    def timed_forward(*args):                            # one thread "runs" ten times faster
+        seen.append((est.n_threads, numba.get_num_threads(), _blas_counts()[0]))
+        clock[0] += 0.1 if est.n_threads == 1 else 1.0
+        return forward(*args)
+
+    monkeypatch.setattr(est.cell, "forward", timed_forward)
+    gen = np.random.default_rng(0)
+    for _ in range(1 + 4 + 3):
+        est.step(gen.standard_normal((4, 3)))
+    cores = min(os.cpu_count(), numba.config.NUMBA_NUM_THREADS)
+    assert [s[0] for s in seen] == [os.cpu_count()] * 3 + [1] * 2 + [1] * 3
+    assert seen[0][1:] == (cores, 1) and seen[-1][1:] == (1, 1)
+    assert est.n_threads == os.cpu_count()                # between steps: all cores, nothing under way

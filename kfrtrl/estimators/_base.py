@@ -1,13 +1,15 @@
 """What every estimator shares: validation, state, reset, the step/gradient loop."""
+import contextlib
 import copy
 import os
+import time
 
 import numpy as np
 
 from .._validation import as_generator, check_array, check_int, check_mask
 from ..backends import get_backend
 from ..cells import Cell
-from ..threads import limit
+from ..threads import AutoThreads, limit
 from ._registry import ESTIMATORS
 
 
@@ -27,10 +29,11 @@ class Estimator:
     batch_size : int >= 1, samples carried in parallel (each its own influence)
     rng : None, int or numpy.random.Generator; all random draws come from it
     backend : "auto", "numpy", ... (see :func:`kfrtrl.backends.known_backends`)
-    n_threads : int >= 1 or None (``os.cpu_count()``): threads the kernels use during
-        ``step`` and ``gradient`` (:meth:`threads`, restored afterwards). With a compiled
-        backend and a batch > 1 the kernels parallelise over samples and BLAS stays at one
-        thread; otherwise BLAS gets the threads.
+    n_threads : int >= 1 or None: threads the kernels use during ``step`` and ``gradient``
+        (:meth:`threads`, restored afterwards); None: all cores, or one thread while timing
+        shows that faster (another process keeping a core busy). With a compiled backend and
+        a batch > 1 the kernels parallelise over samples and BLAS stays at one thread;
+        otherwise BLAS gets the threads.
 
     Class attributes (the declaration the registry reads)
     ----------------------------------------------------
@@ -65,7 +68,10 @@ class Estimator:
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.rng = as_generator(rng)
         self.backend, self.ops = get_backend(backend, self.auto_backends)
-        self.n_threads = (os.cpu_count() or 1) if n_threads is None else check_int("n_threads", n_threads, 1)
+        self._n_threads = None if n_threads is None else check_int("n_threads", n_threads, 1)
+        cores = os.cpu_count() or 1
+        self._auto = AutoThreads(cores) if n_threads is None and cores > 1 else None
+        self._count = None                       # the thread count of the step under way
         self.dtype = cell.dtype
         self._shapes = cell.param_shapes()
         self._s = cell.initial_state(self.batch_size)
@@ -178,16 +184,38 @@ class Estimator:
                 raise FloatingPointError(f"gradient: the {self.name} estimate of {name!r} is not finite")
         return grads
 
-    def threads(self):
-        """The thread context of a step: :func:`kfrtrl.threads.limit` at ``n_threads``.
+    @property
+    def n_threads(self):
+        """The thread count of the step under way (else the fixed ``n_threads``, or all cores)."""
+        if self._count is not None:
+            return self._count
+        return self._n_threads if self._n_threads is not None else (os.cpu_count() or 1)
 
-        With a compiled backend and a batch > 1 the kernels run their samples in parallel
-        and BLAS is held at one thread, so that no OpenBLAS worker spins on a core the
-        kernels need (:mod:`kfrtrl.threads`); with numpy or one sample, BLAS takes the
-        threads. :class:`kfrtrl.train.Trainer` runs its whole step (readout, optimizer) in it.
+    @contextlib.contextmanager
+    def threads(self):
+        """The thread context of a step: :func:`kfrtrl.threads.limit` at the step's thread count.
+
+        The count is ``n_threads``, or with ``n_threads=None`` all cores or one thread, whichever
+        the step's own timing shows faster (:class:`kfrtrl.threads.AutoThreads`). With a compiled
+        backend and a batch > 1 the kernels run their samples in parallel and BLAS is held at one
+        thread, so that no OpenBLAS worker spins on a core the kernels need (:mod:`kfrtrl.threads`);
+        with numpy or one sample, BLAS takes the threads. :class:`kfrtrl.train.Trainer` runs its
+        whole step (readout, optimizer) in it; a context entered inside another changes nothing.
         """
-        kernels_parallel = self.backend != "numpy" and self.batch_size > 1 and self.n_threads > 1
-        return limit(self.n_threads, blas=1 if kernels_parallel else None)
+        if self._count is not None:                     # nested: the outer context holds
+            yield
+            return
+        n = self._auto.take() if self._auto is not None else self.n_threads
+        kernels_parallel = self.backend != "numpy" and self.batch_size > 1 and n > 1
+        self._count = n
+        start = time.perf_counter()
+        try:
+            with limit(n, blas=1 if kernels_parallel else None):
+                yield
+        finally:
+            self._count = None
+        if self._auto is not None:
+            self._auto.record(time.perf_counter() - start)
 
     def _draw_signs(self, shape):
         """Independent ±1 draws of the cell's dtype (per sample, per step, per term).
