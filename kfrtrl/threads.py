@@ -112,21 +112,23 @@ class AutoThreads:
     A second core pays off only while it is free: when another process keeps one busy, a parallel
     step is no faster than one thread and its spin-waits make it slower (docs/performance.md,
     "Threads in the training loop"). So the count is chosen by timing the caller's own steps:
-    after ``warmup`` steps at all cores (not timed: compilation, first touch), ``probe`` steps at
-    each count (the order alternates from one probe to the next), then the count with the lower
-    median runs the next ``period`` steps, then it probes again. The probes cost about
-    ``probe / period`` (2 % at the defaults) of the slower count's excess.
+    after ``warmup`` steps at all cores (not timed: compilation, first touch), a block of steps at
+    each count (one untimed step after the switch, then ``probe`` timed; the order alternates from
+    one probe to the next); all cores are kept if their median is below ``margin`` times one
+    thread's, else one thread, for the next ``period`` steps; then it probes again. The probes
+    cost about ``(probe + 1) / period`` (3.5 % at the defaults) of the slower count's excess.
 
     Parameters
     ----------
     cores : int >= 2, the all-cores count
     period, probe, warmup : int >= 1
+    margin : float, how much faster all cores must be (a tie leaves the core to others)
 
     Use :meth:`take` before a step (-> its thread count) and :meth:`record` after it.
     """
 
-    def __init__(self, cores, period=200, probe=4, warmup=3):
-        self.cores, self.period, self.probe = cores, period, probe
+    def __init__(self, cores, period=200, probe=6, warmup=3, margin=0.97):
+        self.cores, self.period, self.probe, self.margin = cores, period, probe, margin
         self.current = cores
         self._queue = [(cores, False)] * warmup        # (count, timed) of the next steps
         self._pending = None
@@ -159,10 +161,12 @@ class AutoThreads:
 
     def _refill(self):
         if self._times:                                 # a probe ended: keep the faster count
-            self.current = min(self._times, key=lambda c: statistics.median(self._times[c]))
+            median = {c: statistics.median(t) for c, t in self._times.items()}
+            self.current = self.cores if median[self.cores] < self.margin * median[1] else 1
             self._times = {}
             self._queue = [(self.current, False)] * self.period
             return
         order = [1, self.cores] if self._ones_first else [self.cores, 1]
         self._ones_first = not self._ones_first
-        self._queue = [(c, True) for c in reversed(order) for _ in range(self.probe)]   # popped from the end
+        blocks = [[(c, False)] + [(c, True)] * self.probe for c in order]
+        self._queue = (blocks[0] + blocks[1])[::-1]      # popped from the end

@@ -138,6 +138,9 @@ def _timed(fn, *args):
 PARK_S = 0.25
 #: steps (and GEMMs) per round of :func:`time_interleaved`
 ROUND = 5
+#: untimed steps after the pause: the first steps after an idle quarter second find the kernels'
+#: threads asleep and the caches cold, which a training loop running on does not
+REWARM = 2
 
 
 def time_interleaved(trainer, next_batch, n, columns, n_threads, steps, warmup):
@@ -145,9 +148,10 @@ def time_interleaved(trainer, next_batch, n, columns, n_threads, steps, warmup):
     GEMMs of the faster layout (chosen on 3 tries each), all under ``n_threads`` threads.
 
     They alternate in rounds of :data:`ROUND` GEMMs, then (with more than one thread) a pause
-    of :data:`PARK_S` for BLAS's worker threads to sleep, then :data:`ROUND` steps: both
-    medians see the same machine (on a shared machine the GEMM rate itself moves by 2x within
-    a minute), and the steps do not compete with the GEMM's spinning threads.
+    of :data:`PARK_S` for BLAS's worker threads to sleep and :data:`REWARM` untimed steps, then
+    :data:`ROUND` steps: both medians see the same machine (on a shared machine the GEMM rate
+    itself moves by 2x within a minute), and the steps do not compete with the GEMM's spinning
+    threads.
 
     Parameters
     ----------
@@ -175,6 +179,8 @@ def time_interleaved(trainer, next_batch, n, columns, n_threads, steps, warmup):
             gemm_times += [_timed(np.matmul, left, right, out) for _ in range(k)]
             if n_threads > 1:
                 time.sleep(PARK_S)
+                for _ in range(REWARM):
+                    trainer.step(*next_batch())
             for _ in range(k):
                 x, y, reset = next_batch()
                 step_times.append(_timed(trainer.step, x, y, reset))

@@ -111,17 +111,17 @@ def _drive(auto, seconds_of, steps):
     return taken
 
 
-@pytest.mark.parametrize("faster", [1, 4])
-def test_auto_threads_keeps_the_faster_count_and_probes_again_each_period(faster):
-    auto = AutoThreads(4, period=5, probe=2, warmup=3)
-    # warm-up steps are not timed: a slow first step (compilation) must not decide
-    durations = iter([100.0] * 3)
-    taken = _drive(auto, lambda c: next(durations, 1.0 if c == faster else 2.0), 3 + 4 + 5 + 4 + 5)
+@pytest.mark.parametrize("seconds, kept", [({1: 1.0, 4: 2.0}, 1), ({1: 2.0, 4: 1.0}, 4), ({1: 1.0, 4: 0.99}, 1)])
+def test_auto_threads_keeps_the_faster_count_and_probes_again_each_period(seconds, kept):
+    auto = AutoThreads(4, period=5, probe=2, warmup=3, margin=0.97)
+    # untimed steps (warm-up: compilation; the first after a switch) must not decide
+    durations = [100.0] * 3 + [100.0, seconds[4], seconds[4], 100.0, seconds[1], seconds[1]]
+    taken = _drive(auto, lambda c: durations.pop(0) if durations else seconds[c], 3 + 6 + 5 + 6 + 5)
     assert taken[:3] == [4, 4, 4]
-    assert taken[3:7] == [4, 4, 1, 1]                   # the first probe: all cores first
-    assert taken[7:12] == [faster] * 5 and auto.current == faster
-    assert taken[12:16] == [1, 1, 4, 4]                 # the next probe: the other order
-    assert taken[16:] == [faster] * 5
+    assert taken[3:9] == [4, 4, 4, 1, 1, 1]             # the first probe: all cores first
+    assert taken[9:14] == [kept] * 5 and auto.current == kept
+    assert taken[14:20] == [1, 1, 1, 4, 4, 4]           # the next probe: the other order
+    assert taken[20:] == [kept] * 5
 
 
 @pytest.mark.skipif(not COMPILED or (os.cpu_count() or 1) < 2, reason="needs a compiled backend and 2 cores")
@@ -129,7 +129,7 @@ def test_default_threads_follow_the_steps_own_timing(monkeypatch):
     from kfrtrl.estimators import _base
 
     est = make_estimator("ok:2", Elman(3, 5, rng=0), batch_size=4, rng=0, backend=COMPILED[0])
-    est._auto = AutoThreads(os.cpu_count(), period=3, probe=2, warmup=1)
+    est._auto = AutoThreads(os.cpu_count(), period=3, probe=1, warmup=1)
     clock = [0.0]
     monkeypatch.setattr(_base.time, "perf_counter", lambda: clock[0])
     seen = []
@@ -145,6 +145,6 @@ def test_default_threads_follow_the_steps_own_timing(monkeypatch):
     for _ in range(1 + 4 + 3):
         est.step(gen.standard_normal((4, 3)))
     cores = min(os.cpu_count(), numba.config.NUMBA_NUM_THREADS)
-    assert [s[0] for s in seen] == [os.cpu_count()] * 3 + [1] * 2 + [1] * 3
+    assert [s[0] for s in seen] == [os.cpu_count()] * 3 + [1] * 2 + [1] * 3   # warm-up, probe, period
     assert seen[0][1:] == (cores, 1) and seen[-1][1:] == (1, 1)
     assert est.n_threads == os.cpu_count()                # between steps: all cores, nothing under way
