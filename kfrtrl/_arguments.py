@@ -23,9 +23,14 @@ def positive_int(text, minimum=1, why=""):
     return value
 
 
+def nonnegative_int(text):
+    """argparse type: an integer >= 0."""
+    return positive_int(text, 0)
+
+
 def seed_int(text):
     """argparse type: a seed, an integer >= 0 (numpy's generators take no negative seed)."""
-    return positive_int(text, 0)
+    return nonnegative_int(text)
 
 
 def chain_count(text):
@@ -221,6 +226,10 @@ def add_charlm_args(parser):
                         help="zero the state every K characters (training and validation; default: never)")
     parser.add_argument("--valid-chars", type=positive_int, default=None, metavar="C",
                         help="evaluate on the first C validation characters only (default: all)")
+    parser.add_argument("--valid-burn-in", type=nonnegative_int, default=0, metavar="K",
+                        help="run each validation chunk's state over the K characters before it first, "
+                             "uncounted (the first chunk: the end of the training text; default: 0, from a "
+                             "zero state)")
     parser.add_argument("--log-valid", action="store_true",
                         help="also evaluate the validation BPC (on --valid-chars) at each of the 100 log points: "
                              "a valid_bpc column in --log, and the plotted curve")
@@ -237,8 +246,8 @@ def unused_options(args):
         if not any(k is None and estimators.param_default(name)[0] == "rank" for name, k in parsed):
             unused.append(f"--rank applies to an estimator taking a rank without ':k', got {','.join(specs)}")
     if getattr(args, "task", None) == "copy":
-        for flag in ("file", "reset_every", "valid_chars", "log_valid"):
-            if getattr(args, flag, None) not in (None, False):
+        for flag in ("file", "reset_every", "valid_chars", "log_valid", "valid_burn_in"):
+            if getattr(args, flag, None) not in (None, False, 0):
                 unused.append(f"--{flag.replace('_', '-')} applies to --task charlm, got --task copy")
     if getattr(args, "depth", None) is not None and args.cell != "rhn":
         unused.append(f"--depth: only --cell rhn takes it (rhnL gives the depth too), got --cell {args.cell}")

@@ -218,7 +218,7 @@ def _cmd_charlm(args):
     args.file = args.file or tasks.load_corpus()
     row = experiments.charlm(args.file, args.estimator, experiments.Setup.from_options(args), args.reset_every,
                              args.valid_chars, args.save, args.resume, _progress_bar(), args.log, args.save_every,
-                             args.log_valid)
+                             args.log_valid, args.valid_burn_in)
     print(f"charlm, vocabulary {len(args.file.vocab)}, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, "
           f"seed {args.seed}")
     _print_rows([row], _COLUMNS["charlm"])
@@ -255,7 +255,8 @@ def _cmd_compare(args):
     if _missing_matplotlib(args):
         return 2
     rows = experiments.compare(args.estimators, args.task, args.file, experiments.Setup.from_options(args),
-                               args.reset_every, args.valid_chars, _progress_bar(), args.log, args.log_valid)
+                               args.reset_every, args.valid_chars, _progress_bar(), args.log, args.log_valid,
+                               args.valid_burn_in)
     print(f"{args.task}, cell {args.cell}, hidden {args.hidden}, batch {args.batch}, {args.steps} steps, "
           f"seed {args.seed}")
     _print_rows(rows, _COLUMNS[args.task])

@@ -185,7 +185,7 @@ def copy(estimator=TRAIN_DEFAULT, setup=Setup(steps=20000), save=None, resume=No
 
 
 def charlm(corpus, estimator=TRAIN_DEFAULT, setup=Setup(lr=3e-3), reset_every=None, valid_chars=None, save=None,
-           resume=None, progress=None, log=None, save_every=None, log_valid=False):
+           resume=None, progress=None, log=None, save_every=None, log_valid=False, valid_burn_in=0):
     """Train a character-level language model on ``corpus`` (:func:`kfrtrl.tasks.load_corpus`).
 
     Parameters
@@ -198,6 +198,8 @@ def charlm(corpus, estimator=TRAIN_DEFAULT, setup=Setup(lr=3e-3), reset_every=No
         the log gets a valid_bpc column and the returned curve is the validation BPC's. Training is
         unchanged (evaluation does not touch the trainer's state); each evaluation costs one forward pass
         per validation character, counted in the log's seconds.
+    valid_burn_in : int >= 0, characters each validation chunk's state runs over first, uncounted
+        (:func:`kfrtrl.tasks.validation_bpc`'s ``burn_in``)
 
     Returns
     -------
@@ -209,29 +211,32 @@ def charlm(corpus, estimator=TRAIN_DEFAULT, setup=Setup(lr=3e-3), reset_every=No
     columns = ["valid_bpc", "train_bpc"] if log_valid else ["train_bpc"]
     last = {}
 
+    def valid_bpc(trainer):
+        return tasks.validation_bpc(trainer, corpus, reset_every=reset_every, max_chars=valid_chars,
+                                    burn_in=valid_burn_in)
+
     def observe(trainer, _):
         last["train_bpc"] = trainer.metrics(reset=True)["bpc"]
         if log_valid:
-            last["valid_bpc"] = tasks.validation_bpc(trainer, corpus, reset_every=reset_every, max_chars=valid_chars)
+            last["valid_bpc"] = valid_bpc(trainer)
         return dict(last), " ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in last.items())
 
     trainer, curve, seconds = _train(setup, estimator, task, observe, columns, save, resume, progress, log,
                                      save_every)
-    bpc = last["valid_bpc"] if log_valid else tasks.validation_bpc(trainer, corpus, reset_every=reset_every,
-                                                                  max_chars=valid_chars)
+    bpc = last["valid_bpc"] if log_valid else valid_bpc(trainer)
     return {"estimator": estimator, "train bpc": float(last["train_bpc"]), "valid bpc": bpc, "seconds": seconds,
             "curve": curve}
 
 
 def compare(estimators=COMPARE_DEFAULT, task="copy", corpus=None, setup=Setup(), reset_every=None,
-            valid_chars=None, progress=None, log=None, log_valid=False):
+            valid_chars=None, progress=None, log=None, log_valid=False, valid_burn_in=0):
     """Each estimator on the same task, cell initialisation and seed -> a list of :func:`copy` or :func:`charlm` rows.
 
     Parameters
     ----------
     estimators, setup : estimator specs, Setup
     task : "copy" or "charlm" (``corpus`` None: the bundled text)
-    corpus, reset_every, valid_chars, progress, log_valid : as for :func:`charlm`
+    corpus, reset_every, valid_chars, progress, log_valid, valid_burn_in : as for :func:`charlm`
     log : None or a curve log path; with several estimators one log each, ``.<spec>`` before the extension
     """
     if task not in ("copy", "charlm"):
@@ -241,8 +246,8 @@ def compare(estimators=COMPARE_DEFAULT, task="copy", corpus=None, setup=Setup(),
     logs = {spec: _log_path(log, spec) if len(estimators) > 1 else log for spec in estimators}
     if task == "copy":
         return [copy(spec, setup, progress=progress, log=logs[spec]) for spec in estimators]
-    return [charlm(corpus, spec, setup, reset_every, valid_chars, progress=progress, log=logs[spec], log_valid=log_valid)
-            for spec in estimators]
+    return [charlm(corpus, spec, setup, reset_every, valid_chars, progress=progress, log=logs[spec], log_valid=log_valid,
+                   valid_burn_in=valid_burn_in) for spec in estimators]
 
 
 def _log_path(log, spec):

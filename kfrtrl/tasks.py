@@ -413,13 +413,18 @@ class CharLM:
         self._wrapped = np.array(state["wrapped"], dtype=bool)
 
 
-def validation_bpc(trainer, corpus, batch_size=16, reset_every=None, max_chars=None):
+def validation_bpc(trainer, corpus, batch_size=16, reset_every=None, max_chars=None, burn_in=0):
     """Bits per character of ``trainer``'s model on ``corpus.valid`` (no learning).
 
     The validation text (its first ``max_chars`` characters if given) is cut
     into ``batch_size`` contiguous chunks read in parallel from a zero state
     (reset every ``reset_every`` characters if given); every next-character
-    prediction counts once. Cost: one forward pass per character.
+    prediction counts once. With ``burn_in`` > 0 each chunk's state is first
+    run, uncounted, over the ``burn_in`` characters before the chunk (the end
+    of the training text for the first): a model trained on a stream that
+    never resets has not learnt to leave the zero state, and can stay in a
+    regime of its own from it for thousands of characters (docs/papers_scale.md).
+    Cost: one forward pass per character, burn-in included.
 
     Parameters
     ----------
@@ -428,6 +433,7 @@ def validation_bpc(trainer, corpus, batch_size=16, reset_every=None, max_chars=N
     batch_size : int >= 1, chunks read in parallel
     reset_every : int >= 1 or None
     max_chars : int >= 2 or None (the whole validation text)
+    burn_in : int >= 0, at most the training text's length; not with ``reset_every``
 
     Returns
     -------
@@ -435,16 +441,24 @@ def validation_bpc(trainer, corpus, batch_size=16, reset_every=None, max_chars=N
         The mean cross-entropy in bits.
     """
     batch_size = check_int("batch_size", batch_size, 1)
+    burn_in = check_int("burn_in", burn_in, 0)
+    if burn_in and reset_every is not None:
+        raise ValueError(f"burn_in: a state reset every {reset_every} characters has nothing to carry, got "
+                         f"burn_in {burn_in} with reset_every {reset_every}")
+    if burn_in > len(corpus.train):
+        raise ValueError(f"burn_in: expected at most the training text's {len(corpus.train)} characters, got {burn_in}")
     ids = corpus.valid if max_chars is None else corpus.valid[: check_int("max_chars", max_chars, 2)]
     batch_size = min(batch_size, len(ids) - 1)
     T = (len(ids) - 1) // batch_size
-    starts = np.arange(batch_size) * T
+    text = np.concatenate([corpus.train[len(corpus.train) - burn_in:], ids])
+    starts = np.arange(batch_size) * T + burn_in          # the chunks' first characters in ``text``
     total = 0.0
     s = trainer.cell.initial_state(batch_size)
-    for t in range(T):
+    for t in range(-burn_in, T):
         if reset_every is not None and t % reset_every == 0:
             s[:] = 0.0
-        x = one_hot(ids[starts + t], len(corpus.vocab), trainer.cell.dtype)
+        x = one_hot(text[starts + t], len(corpus.vocab), trainer.cell.dtype)
         s, _ = trainer.cell.forward(s, x)
-        total += float(np.sum(trainer.readout.loss_bits(s[:, trainer.cell.out], ids[starts + t + 1])))
+        if t >= 0:
+            total += float(np.sum(trainer.readout.loss_bits(s[:, trainer.cell.out], text[starts + t + 1])))
     return total / (T * batch_size)

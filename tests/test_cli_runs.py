@@ -155,3 +155,29 @@ def test_resume_needs_steps_beyond_the_checkpoint(capsys, tmp_path):
     _cli(capsys, "copy", *TINY, "--steps", "5", "--save", ck)
     rc, _, err = _cli(capsys, "copy", *TINY, "--steps", "5", "--resume", ck)
     assert rc != 0 and "steps: expected more than the checkpoint's 5 steps, got 5" in err
+
+
+def test_validation_burn_in_runs_each_chunk_over_the_text_before_it(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sat on the mat. a dog ran. " * 30, encoding="utf-8")
+    corpus = kfrtrl.tasks.load_corpus(text)
+    setup = kfrtrl.experiments.Setup(hidden=4, batch=2, steps=30, backend="numpy")
+    trainer = kfrtrl.experiments.build_trainer(setup, "kf", len(corpus.vocab))
+    B, K, ids = 3, 7, corpus.valid[:61]
+    T = 60 // B
+    full = np.concatenate([corpus.train, corpus.valid])
+    total = 0.0
+    for b in range(B):                                   # each chunk alone, warmed on the K characters before it
+        first = len(corpus.train) + b * T
+        s = trainer.cell.initial_state(1)
+        for i in range(first - K, first + T):
+            s, _ = trainer.cell.forward(s, kfrtrl.tasks.one_hot(full[i:i + 1], len(corpus.vocab), s.dtype))
+            if i >= first:
+                total += float(trainer.readout.loss_bits(s[:, trainer.cell.out], full[i + 1:i + 2])[0])
+    bpc = kfrtrl.tasks.validation_bpc(trainer, corpus, batch_size=B, max_chars=61, burn_in=K)
+    assert bpc == pytest.approx(total / (B * T), rel=1e-12)
+    assert bpc != kfrtrl.tasks.validation_bpc(trainer, corpus, batch_size=B, max_chars=61)
+    with pytest.raises(ValueError, match="burn_in: a state reset every 5 characters"):
+        kfrtrl.tasks.validation_bpc(trainer, corpus, reset_every=5, burn_in=K)
+    with pytest.raises(ValueError, match="burn_in: expected at most the training text's"):
+        kfrtrl.tasks.validation_bpc(trainer, corpus, burn_in=len(corpus.train) + 1)

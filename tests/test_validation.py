@@ -83,6 +83,8 @@ def _run(capsys, *argv):
     (["compare", "--task", "copy", "--reset-every", "3"], r"--reset-every applies to --task charlm, got --task copy"),
     (["compare", "--task", "copy", "--file", "TEXT"], r"--file applies to --task charlm"),
     (["compare", "--task", "copy", "--log-valid"], r"--log-valid applies to --task charlm, got --task copy"),
+    (["compare", "--task", "copy", "--valid-burn-in", "5"], r"--valid-burn-in applies to --task charlm"),
+    (["charlm", "TEXT", "--valid-burn-in", "-1"], r"--valid-burn-in: expected an integer >= 0, got -1"),
     (["charlm", "DIR"], r"\(a directory\)"),
 ])
 def test_bad_or_inapplicable_options_exit_2_with_one_line(capsys, tmp_path, argv, match):
