@@ -68,9 +68,9 @@ class Estimator:
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.rng = as_generator(rng)
         self.backend, self.ops = get_backend(backend, self.auto_backends)
-        self._n_threads = None if n_threads is None else check_int("n_threads", n_threads, 1)
-        cores = os.cpu_count() or 1
-        self._auto = AutoThreads(cores) if n_threads is None and cores > 1 else None
+        # the fixed count, or all cores; with n_threads=None AutoThreads picks each step's count
+        self._n_threads = (os.cpu_count() or 1) if n_threads is None else check_int("n_threads", n_threads, 1)
+        self._auto = AutoThreads(self._n_threads) if n_threads is None and self._n_threads > 1 else None
         self._count = None                       # the thread count of the step under way
         self.dtype = cell.dtype
         self._shapes = cell.param_shapes()
@@ -187,9 +187,7 @@ class Estimator:
     @property
     def n_threads(self):
         """The thread count of the step under way (else the fixed ``n_threads``, or all cores)."""
-        if self._count is not None:
-            return self._count
-        return self._n_threads if self._n_threads is not None else (os.cpu_count() or 1)
+        return self._n_threads if self._count is None else self._count
 
     @contextlib.contextmanager
     def threads(self):
@@ -205,7 +203,7 @@ class Estimator:
         if self._count is not None:                     # nested: the outer context holds
             yield
             return
-        n = self._auto.take() if self._auto is not None else self.n_threads
+        n = self._auto.take() if self._auto is not None else self._n_threads
         kernels_parallel = self.backend != "numpy" and self.batch_size > 1 and n > 1
         self._count = n
         start = time.perf_counter()
