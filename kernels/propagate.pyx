@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Propagation kernels of the Cython backend: ``jvp_blocks``, ``outer_add``, ``rank1_update``,
+"""Propagation kernels of the Cython backend: ``jvp_blocks``, ``jvp_dense``, ``outer_add``, ``rank1_update``,
 ``kf_combine``, and the fused Elman-type steps ``kf_fused`` and ``uoro_fused``.
 
 Same semantics and argument order as :mod:`kfrtrl._reference.propagate`; the
@@ -69,8 +69,7 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
 
     Otherwise GEMMs run outside any parallel loop, threaded by BLAS.
     """
-    item, width = out.itemsize, out.shape[2]
-    if (width > 1 and out.strides[2] != item) or (out.shape[1] > 1 and out.strides[1] != width * item):
+    if not _has_contiguous_blocks(out):
         target = np.empty(out.shape, dtype=out.dtype)  # the kernels write C-contiguous blocks
         jvp_blocks(V, Vr, Wt, lam, dz, target, n_threads)
         out[...] = target
@@ -174,6 +173,53 @@ cdef void _jvp_blocks(const floating[:, :, ::1] V, const floating[:, :] A, char 
                 c = &lam[b, i, j, 0]
                 for t in range(n):
                     o[t] = o[t] + c[t] * v[j * n + t]
+
+
+def jvp_dense(V, Ht, out, n_threads):
+    """``out[b] = V[b] @ Ht[b]``: the formed step Jacobian on a stack of tangents.
+
+    Shapes as :func:`kfrtrl._reference.propagate.jvp_dense`: V (B, K, N), Ht (B, N, N),
+    out (B, K, N), written in place when each sample's (K, N) block is C-contiguous (the
+    batch stride is free), else through a copy. One BLAS GEMM per sample; with several
+    threads and samples the samples run in parallel, BLAS held at one thread.
+    """
+    if not _has_contiguous_blocks(out):
+        target = np.empty(out.shape, dtype=out.dtype)
+        jvp_dense(V, Ht, target, n_threads)
+        out[...] = target
+        return
+    V, Ht = np.ascontiguousarray(V), np.ascontiguousarray(Ht)
+    n_par = threads_for(min(n_threads, V.shape[0]), out.size)
+    if n_par > 1:
+        from kfrtrl.threads import blas_limit
+
+        with blas_limit(1):
+            _jvp_dense_dispatch(V, Ht, out, n_par)
+    else:
+        _jvp_dense_dispatch(V, Ht, out, n_par)
+
+
+def _has_contiguous_blocks(X):
+    """True if each X[b] of X (B, K, L) is C-contiguous (the batch stride is free)."""
+    item, (_, K, L) = X.itemsize, X.shape
+    return (L == 1 or X.strides[2] == item) and (K == 1 or X.strides[1] == L * item)
+
+
+def _jvp_dense_dispatch(V, Ht, out, n_par):
+    if out.dtype == np.float32:
+        _jvp_dense[float](V, Ht, out, n_par)
+    else:
+        _jvp_dense[double](V, Ht, out, n_par)
+
+
+cdef void _jvp_dense(const floating[:, :, ::1] V, const floating[:, :, ::1] Ht,
+                     floating[:, :, :] out, int n_par) noexcept nogil:
+    """out_b = V_b Ht_b, one GEMM per sample; in parallel over samples when n_par > 1."""
+    cdef Py_ssize_t b
+    cdef int K = V.shape[1], N = V.shape[2]
+    for b in prange(V.shape[0], nogil=True, num_threads=n_par, schedule='dynamic'):
+        gemm(c'n', c'n', K, N, N, <floating> 1.0, &V[b, 0, 0], N, &Ht[b, 0, 0], N,
+             <floating> 0.0, &out[b, 0, 0], N)
 
 
 def outer_add(G, Dt, a, n_threads):

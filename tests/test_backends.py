@@ -87,6 +87,7 @@ def _past_threshold(work):
         "jvp_blocks": ((V, V[:, :, :n], W[:, :n].T, normal((B, 2, 2, n)), normal((B, 2, 4, n))), (np.empty_like(V),)),
         "jvp_blocks (folded)": ((Vf, Vf, Wf[:, :nf].T, normal((B, 1, 1, nf)), normal((B, 1, 1, nf))),
                                 (np.empty_like(Vf),)),
+        "jvp_dense": ((V, normal((B, 2 * n, 2 * n))), (np.empty_like(V),)),
         "outer_add": ((G, Dt, a), ()),
         "kf_combine": ((HA, u, Dt, a, c, -c), (np.empty_like(HA), np.empty_like(u))),
         "rank1_update": ((w, normal(B), normal((B, w.shape[1])), normal((B, n)), normal(B)), (np.empty_like(w),)),

@@ -148,6 +148,42 @@ def test_jvp_and_vjp_match_finite_differences_of_the_state(name):
     np.testing.assert_allclose(cell.vjp(cache, c), np.einsum("bkl,bl->bk", H, c), rtol=1e-7, atol=1e-9)
 
 
+class _Counting:
+    """A backend's kernels, counting the layer path's calls."""
+
+    def __init__(self, ops):
+        self.ops, self.layer_calls = ops, 0
+
+    def __getattr__(self, name):
+        if name == "jvp_blocks":
+            self.layer_calls += 1
+        return getattr(self.ops, name)
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + COMPILED)
+@pytest.mark.parametrize("name", CELLS)
+def test_jvp_through_the_formed_jacobian_equals_the_layer_path(name, backend):
+    """Many tangents of a step wider than N² per tangent go through H_t formed once per step (GRU,
+    RHN), few tangents and the LSTM layer by layer; both routes give the same H_t V."""
+    cell = CELLS[name](rng=7)
+    B, N = 3, cell.n_state
+    ops = kfrtrl.backends.get_backend(backend)[1]
+    s = _random_state(cell, B, seed=8)
+    x = np.random.default_rng(9).standard_normal((B, N_IN))
+    for K, dense in ((1, False), (6 * N, name != "lstm")):
+        V = np.random.default_rng(K).standard_normal((B, K, N))
+        _, cache = cell.forward(s, x)
+        want = cell._layers_jvp(cache, V, _reference, 1)
+        counting = _Counting(ops)
+        assert cell.dense_route(cache, K) == dense
+        np.testing.assert_allclose(cell.jvp(cache, V, counting, 2), want, rtol=1e-12, atol=1e-13)
+        assert (cache.jacobian_t is not None) == dense
+        if dense:                                     # formed once: a second call skips the layers
+            calls = counting.layer_calls
+            np.testing.assert_allclose(cell.jvp(cache, 2 * V, counting, 2), 2 * want, rtol=1e-12, atol=1e-13)
+            assert counting.layer_calls == calls and cell.dense_route(cache, 1)
+
+
 @pytest.mark.parametrize("name", CELLS)
 def test_bptt_matches_central_differences(name, sequence):
     cell = CELLS[name](rng=10)

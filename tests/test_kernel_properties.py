@@ -111,6 +111,21 @@ def test_jvp_blocks(backend, dtype, common, layer, K, out_layout, transposed_wei
 
 @_every_backend_and_dtype
 @PROPERTY
+@given(_common(), st.integers(1, 9), st.sampled_from(["c", "rows", "strided"]))
+def test_jvp_dense(backend, dtype, common, K, out_layout):
+    B, N, mask, gen, layout = common
+    V = layout(_normal(gen, (B, K, N), dtype, mask))
+    Ht = layout(_normal(gen, (B, N, N), dtype))
+    want = np.full((B, K, N), np.nan, dtype=dtype)
+    ref.jvp_dense(V, Ht, want, 1)
+    big = np.full((B, K + 1, 2 * N), np.nan, dtype=dtype)
+    out = {"c": _unwritten(want), "rows": big[:, :K, :N], "strided": big[:, :K, ::2]}[out_layout]
+    kernel_module(backend).jvp_dense(V, Ht, out, 2)
+    _assert_all_close([out], [want], dtype, "jvp_dense")
+
+
+@_every_backend_and_dtype
+@PROPERTY
 @given(_common(), st.integers(1, 7))
 def test_outer_add(backend, dtype, common, p):
     B, N, mask, gen, layout = common

@@ -92,7 +92,7 @@ def test_workload_builds_the_named_cell_and_records_it():
     work.warm_up()
     info = work.info(gemm_repeats=1)
     assert info["cell"] == "rhn2" and info["gemm_flops"] == scaling.gemm_flops(work.est) and info["gemm_median"] > 0
-    assert info["gemm_layers"] == [["W0", 12, 3, 6], ["W1", 18, 3, 6]]
+    assert info["gemm_layers"] == [["H", 12, 3, 3], ["W0", 3, 3, 6], ["W1", 9, 3, 6]]
 
 
 # ---------------------------------------------------------------- GEMM lower bound
@@ -102,30 +102,31 @@ _M0 = _N + scaling.N_IN + 1  # columns of a layer reading [h; x; 1]
 
 
 @pytest.mark.parametrize(("cell", "spec", "layers"), [
-    # (name, rows = batch · (K + Σ earlier p), n_rec, p) by hand, n = 5, batch 2
-    ("elman", "kf", [("W", _B * _N, _N, _N)]),
-    ("elman", "kf-3", [("W", _B * 3 * _N, _N, _N)]),
-    ("elman", "ok-8", [("W", _B * 8 * _N, _N, _N)]),
-    ("elman", "rtrl", [("W", _B * _N * _M0, _N, _N)]),
-    ("elman", "uoro", [("W", _B, _N, _N)]),
+    # (name, rows = batch · (K + Σ earlier p), n_rec, p) by hand, n = 5, batch 2; "H": the K
+    # tangents through the step Jacobian (N, N), fused or formed (then rows = batch · (N + Σ earlier p))
+    ("elman", "kf", [("H", _B * _N, _N, _N)]),
+    ("elman", "kf-3", [("H", _B * 3 * _N, _N, _N)]),
+    ("elman", "ok-8", [("H", _B * 8 * _N, _N, _N)]),
+    ("elman", "rtrl", [("W", _B * _N * _M0, _N, _N)]),  # c = N² per tangent: never formed
+    ("elman", "uoro", [("H", _B, _N, _N)]),
     ("elman", "nobacktrack", [("W", _B, _N, _N)]),
     ("elman", "tbptt-25", [("W", _B * 25, _N, _N)]),
-    ("rhn", "kf", [("W", _B * 2 * _N, _N, _N)]),  # A is (2n, n): K = 2n tangents, fused: through H_b (n, n)
-    ("rhn", "ok-2", [("W", _B * 4 * _N, _N, _N)]),
-    ("rhn", "uoro", [("W", _B, _N, 2 * _N)]),       # not fused on the RHN: through W (2n, n)
-    ("rhn", "rtrl", [("W", _B * 2 * _N * _M0, _N, 2 * _N)]),
-    ("rhn3", "kf", [("W0", _B * 6 * _N, _N, 2 * _N), ("W1", _B * 8 * _N, _N, 2 * _N), ("W2", _B * 10 * _N, _N, 2 * _N)]),
+    ("rhn", "kf", [("H", _B * 2 * _N, _N, _N)]),  # A is (2n, n): K = 2n tangents, fused: through H_b (n, n)
+    ("rhn", "ok-2", [("H", _B * 4 * _N, _N, _N)]),
+    ("rhn", "uoro", [("W", _B, _N, 2 * _N)]),       # not fused on the RHN, one tangent: through W (2n, n)
+    ("rhn", "rtrl", [("H", _B * 2 * _N * _M0, _N, _N), ("W", _B * _N, _N, 2 * _N)]),
+    ("rhn3", "kf", [("H", _B * 6 * _N, _N, _N), ("W0", _B * _N, _N, 2 * _N), ("W1", _B * 3 * _N, _N, 2 * _N),
+                    ("W2", _B * 5 * _N, _N, 2 * _N)]),
     ("rhn3", "uoro", [("W0", _B, _N, 2 * _N), ("W1", _B, _N, 2 * _N), ("W2", _B, _N, 2 * _N)]),
-    ("rhn3", "rtrl", [("W0", _B * (2 * _N * _M0 + 4 * _N * (_N + 1)), _N, 2 * _N),
-                      ("W1", _B * (2 * _N * _M0 + 4 * _N * (_N + 1) + 2 * _N), _N, 2 * _N),
-                      ("W2", _B * (2 * _N * _M0 + 4 * _N * (_N + 1) + 4 * _N), _N, 2 * _N)]),
+    ("rhn3", "rtrl", [("H", _B * (2 * _N * _M0 + 4 * _N * (_N + 1)), _N, _N), ("W0", _B * _N, _N, 2 * _N),
+                      ("W1", _B * 3 * _N, _N, 2 * _N), ("W2", _B * 5 * _N, _N, 2 * _N)]),
     ("lstm", "kf", [("W", _B * 4 * _N, _N, 4 * _N)]),  # reads h only: n_rec = n although n_state = 2n
     ("lstm", "ok-2", [("W", _B * 8 * _N, _N, 4 * _N)]),
     ("lstm", "rtrl", [("W", _B * 4 * _N * _M0, _N, 4 * _N)]),
     ("lstm", "uoro", [("W", _B, _N, 4 * _N)]),
-    ("gru", "kf", [("W", _B * 3 * _N, _N, 2 * _N), ("Wc", _B * 5 * _N, _N, _N)]),  # + D of W through Wc
-    ("gru", "ok-3", [("W", _B * 9 * _N, _N, 2 * _N), ("Wc", _B * 11 * _N, _N, _N)]),
-    ("gru", "rtrl", [("W", _B * 3 * _N * _M0, _N, 2 * _N), ("Wc", _B * (3 * _N * _M0 + 2 * _N), _N, _N)]),
+    ("gru", "kf", [("H", _B * 3 * _N, _N, _N), ("W", _B * _N, _N, 2 * _N), ("Wc", _B * 3 * _N, _N, _N)]),
+    ("gru", "ok-3", [("H", _B * 9 * _N, _N, _N), ("W", _B * _N, _N, 2 * _N), ("Wc", _B * 3 * _N, _N, _N)]),
+    ("gru", "rtrl", [("H", _B * 3 * _N * _M0, _N, _N), ("W", _B * _N, _N, 2 * _N), ("Wc", _B * 3 * _N, _N, _N)]),
     ("gru", "uoro", [("W", _B, _N, 2 * _N), ("Wc", _B, _N, _N)]),
     ("gru", "tbptt-4", [("W", _B * 4, _N, 2 * _N), ("Wc", _B * 4, _N, _N)]),
 ])
@@ -138,10 +139,10 @@ def test_gemm_layers_by_hand(cell, spec, layers):
 @pytest.mark.parametrize(("cell", "spec", "flops"), [
     ("elman", "kf", 2 * 10 * 5 * 5),                          # (10, 5) @ (5, 5)
     ("rhn", "kf", 2 * 20 * 5 * 5),                            # fused: (20, 5) @ (5, 5) with H_b
-    ("rhn3", "kf", 2 * (60 + 80 + 100) * 5 * 10),             # three (·, 5) @ (5, 10)
+    ("rhn3", "kf", 2 * 60 * 5 * 5 + 2 * (10 + 30 + 50) * 5 * 10),  # (60, 5) @ (5, 5) with H_b, formed by three (·, 5) @ (5, 10)
     ("lstm", "kf", 2 * 40 * 5 * 20),                          # (40, 5) @ (5, 20)
     ("lstm", "ok-2", 2 * 80 * 5 * 20),
-    ("gru", "kf", 2 * (30 * 5 * 10 + 50 * 5 * 5)),            # (30, 5) @ (5, 10), (50, 5) @ (5, 5)
+    ("gru", "kf", 2 * (30 * 5 * 5 + 10 * 5 * 10 + 30 * 5 * 5)),  # (30, 5) @ (5, 5) with H_b; forming it: (10, 5) @ (5, 10), (30, 5) @ (5, 5)
     ("gru", "uoro", 2 * (2 * 5 * 10 + 2 * 5 * 5)),
 ])
 def test_gemm_flops_hand_totals(cell, spec, flops):
@@ -150,7 +151,8 @@ def test_gemm_flops_hand_totals(cell, spec, flops):
 
 class _CountingOps:
     """A backend proxy adding up the GEMM flops of every kernel call that multiplies by the weights:
-    jvp_blocks (2 · B · K · n_rec · p), kf_fused and ok_fused (2 · B · terms · p · n²), uoro_fused (2 · B · n²)."""
+    jvp_blocks (2 · B · K · n_rec · p), jvp_dense (2 · B · K · N²), kf_fused and ok_fused (2 · B · terms · p · n²),
+    uoro_fused (2 · B · n²)."""
 
     def __init__(self, ops):
         self._ops, self.flops = ops, 0
@@ -162,6 +164,11 @@ class _CountingOps:
         B, K, n_rec = Vr.shape
         self.flops += 2 * B * K * n_rec * Wt.shape[1]
         return self._ops.jvp_blocks(V, Vr, Wt, *rest)
+
+    def jvp_dense(self, V, *rest):
+        B, K, N = V.shape
+        self.flops += 2 * B * K * N * N
+        return self._ops.jvp_dense(V, *rest)
 
     def kf_fused(self, A, *rest):
         B, C, p, n = A.shape
@@ -303,8 +310,9 @@ def test_run_measures_each_cell_with_its_own_budget():
                                 cells=["gru", "rhn:2"])
     assert [(r["cell"], r["n"]) for r in recs] == [("gru", 2), ("gru", 3), ("rhn2", 2), ("rhn2", 3)]
     assert [s[:3] for s in skipped] == [("gru", "kf", 4), ("rhn2", "kf", 4)]
-    assert [r["gemm_flops"] for r in recs] == [2 * (6 * 2 * 4 + 10 * 2 * 2), 2 * (9 * 3 * 6 + 15 * 3 * 3),
-                                               2 * (8 * 2 * 4 + 12 * 2 * 4), 2 * (12 * 3 * 6 + 18 * 3 * 6)]
+    # K tangents through H (n, n), formed by n tangents through the layers (+ the immediate terms)
+    assert [r["gemm_flops"] for r in recs] == [2 * (6 * 2 * 2 + 2 * 2 * 4 + 6 * 2 * 2), 2 * (9 * 3 * 3 + 3 * 3 * 6 + 9 * 3 * 3),
+                                               2 * (8 * 2 * 2 + 2 * 2 * 4 + 6 * 2 * 4), 2 * (12 * 3 * 3 + 3 * 3 * 6 + 9 * 3 * 6)]
 
 
 def test_measure_runs_the_whole_step_under_the_thread_limit(monkeypatch):

@@ -1,4 +1,4 @@
-"""Propagation kernels of the numba backend: ``jvp_blocks``, ``outer_add``, ``rank1_update``,
+"""Propagation kernels of the numba backend: ``jvp_blocks``, ``jvp_dense``, ``outer_add``, ``rank1_update``,
 ``kf_combine``, and the fused Elman-type steps ``kf_fused`` and ``uoro_fused``.
 
 Same names and arguments as :mod:`kfrtrl._reference.propagate` (see :mod:`._common` for how
@@ -109,6 +109,43 @@ def _jvp_scale_par(V, Y, lam, dz, out):
     K = V.shape[1]
     for row in prange(V.shape[0] * K):
         _jvp_row(V, Y, lam, dz, out, row // K, row % K)
+
+
+# ---------------------------------------------------------------- jvp_dense
+
+
+def jvp_dense(V, Ht, out, n_threads):
+    """``out[b] = V[b] @ Ht[b]``: the formed step Jacobian on a stack of tangents (see the reference).
+
+    V : (B, K, N);  Ht : (B, N, N);  out : (B, K, N), written (any layout, fastest with each
+    out[b] C-contiguous). One BLAS GEMM per sample; the samples run in parallel (BLAS held at
+    one thread) from PARALLEL_MIN_WORK elements on, else in turn with BLAS threading each GEMM.
+    """
+    V, Ht = _blocks_contiguous(V), _blocks_contiguous(Ht)
+    target = out if _has_contiguous_blocks(out) else np.empty(out.shape, out.dtype)
+    B = V.shape[0]
+    if B > 1 and _parallel(n_threads, out.size):
+        with blas_limit(1):
+            _jvp_dense_par(V, Ht, target, min(get_num_threads(), B))
+    else:
+        _jvp_dense(V, Ht, target, 0, B)
+    if target is not out:
+        out[...] = target
+
+
+@kernel()
+def _jvp_dense(V, Ht, out, lo, hi):
+    """out[b] = V[b] @ Ht[b] for samples lo..hi-1 (C-contiguous blocks)."""
+    for b in range(lo, hi):
+        np.dot(_block(V, b), _block(Ht, b), _block(out, b))
+
+
+@kernel(parallel=True)
+def _jvp_dense_par(V, Ht, out, chunks):
+    """:func:`_jvp_dense` over ``chunks`` contiguous sample ranges in parallel."""
+    B = V.shape[0]
+    for c in prange(chunks):
+        _jvp_dense(V, Ht, out, c * B // chunks, (c + 1) * B // chunks)
 
 
 # ---------------------------------------------------------------- outer_add

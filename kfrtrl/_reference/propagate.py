@@ -1,4 +1,4 @@
-"""Reference propagation kernels in plain numpy: ``jvp_blocks``, ``outer_add``, ``rank1_update``,
+"""Reference propagation kernels in plain numpy: ``jvp_blocks``, ``jvp_dense``, ``outer_add``, ``rank1_update``,
 ``kf_combine``, and the fused Elman-type steps ``kf_fused`` and ``uoro_fused``.
 
 Kernels know nothing of cells or estimators: pure functions on arrays, outputs allocated by
@@ -32,6 +32,17 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
         for j in range(S_in):
             acc += lam[:, None, i, j] * Vb[:, :, j]
         ob[:, :, i] = acc
+
+
+def jvp_dense(V, Ht, out, n_threads):
+    """The formed step Jacobian applied to a stack of tangents: ``out[b] = V[b] @ Ht[b]``.
+
+    V : (B, K, N) tangents;  Ht : (B, N, N) with Ht[b] = H_bᵀ, the step Jacobian transposed
+    (what the layer path gives for the tangents e_1 … e_N, see ``Cell.jvp``);  out : (B, K, N),
+    written, not overlapping V or Ht (each sample's block C-contiguous, the batch stride free).
+    Cost: one (K, N) @ (N, N) GEMM per sample, 2·B·K·N² flops.
+    """
+    np.matmul(V, Ht, out=out)
 
 
 def outer_add(G, Dt, a, n_threads):

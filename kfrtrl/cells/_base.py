@@ -58,6 +58,13 @@ _ACTIVATIONS = {
 }
 
 
+class _Step(list):
+    """The cache of one step (:meth:`Cell.forward`): its Layers, and H_tᵀ (batch, N, N) once
+    :meth:`Cell.jvp` has formed it (None before)."""
+
+    jacobian_t = None
+
+
 @dataclass
 class Layer:
     """One Jacobian layer of a step (see the module docstring): what ``Cell._layers`` returns per weight.
@@ -166,7 +173,7 @@ class Cell:
             What :meth:`jvp`, :meth:`vjp`, :meth:`backward` and :meth:`immediate` take.
         """
         s_new, layers = self._layers(s, x)
-        return s_new, layers
+        return s_new, _Step(layers)
 
     def jvp(self, cache, V, ops, n_threads=1, out=None):
         """H_t V: the step Jacobian applied to a stack of state tangents.
@@ -188,11 +195,61 @@ class Cell:
 
         Notes
         -----
-        Cost: one GEMM of 2·batch·K·n_rec·p_l flops per layer l.
+        Cost: layer by layer, one GEMM of 2·batch·K·n_rec·p_l flops per layer l; through the
+        formed step Jacobian (:meth:`dense_route`), one (K, N) @ (N, N) GEMM per sample, after
+        forming H_t once per step.
         """
+        if self.dense_route(cache, V.shape[1]):
+            if out is None:
+                out = np.empty(V.shape, dtype=V.dtype)
+            ops.jvp_dense(V, self._jacobian_t(cache, ops, n_threads), out, n_threads)
+            return out
+        return self._layers_jvp(cache, V, ops, n_threads, out)
+
+    def _layers_jvp(self, cache, V, ops, n_threads, out=None):
+        """H_t V layer by layer (:meth:`jvp`'s layer path)."""
         for idx, layer in enumerate(cache):
             V = self._layer_jvp(layer, V, ops, n_threads, out if idx == len(cache) - 1 else None)
         return V
+
+    def dense_route(self, cache, K):
+        """True when :meth:`jvp` of K tangents goes through the formed step Jacobian H_t (N, N).
+
+        Layer by layer a tangent costs c = Σ_l n_rec_l p_l multiply-adds; through H_t it
+        costs N², and forming H_t costs N c once per step (the N tangents e_i through the
+        layers; the result stays in ``cache`` for the step's other calls). So the formed
+        Jacobian is used when c > N² and, unless it is formed already, K (c − N²) > N c:
+        for many tangents (KF, OK, exact RTRL) of the GRU (c = 3 N²) and of the RHN of depth
+        L (c = 2 L N²; at depth 1 KF and OK run their fused kernel instead, see
+        :meth:`diagonal_step`). The Elman cell (c = N²) and the LSTM (c = 4n · n = N²) stay
+        layer by layer.
+
+        Parameters
+        ----------
+        cache : list of Layer, from :meth:`forward`
+        K : int, the number of tangents
+
+        Returns
+        -------
+        bool
+        """
+        N = self.n_state
+        c = sum(layer.dz.shape[2] * layer.dz.shape[3] * (layer.rec.stop - layer.rec.start) for layer in cache)
+        if c <= N * N:
+            return False
+        return getattr(cache, "jacobian_t", None) is not None or K * (c - N * N) > N * c
+
+    def _jacobian_t(self, cache, ops, n_threads):
+        """H_tᵀ per sample (batch, N, N): the tangents e_1 … e_N through the layers (row i is
+        H_t e_i), formed once per step and kept in ``cache``."""
+        Ht = getattr(cache, "jacobian_t", None)
+        if Ht is None:
+            B, N = cache[0].a.shape[0], self.n_state
+            eye = np.broadcast_to(np.eye(N, dtype=self.dtype), (B, N, N)).copy()
+            Ht = self._layers_jvp(cache, eye, ops, n_threads)
+            if isinstance(cache, _Step):
+                cache.jacobian_t = Ht
+        return Ht
 
     def _layer_jvp(self, layer, V, ops, n_threads, out=None):
         W = self._params[layer.name]

@@ -142,7 +142,9 @@ def gemm_layers(est):
     need only their projections (one vjp), so they count 0 there. Layers, names and
     ``n_rec`` from a dry forward pass of the cell (batch 1, zero state and input). A step the
     estimator runs fused (``est.fuses``: the Elman cell, the RHN of depth 1 for KF and OK) is one
-    GEMM of all tangents with the step Jacobian, (rows, N) @ (N, N).
+    GEMM of all tangents with the step Jacobian, named "H": (rows, N) @ (N, N). So is a step
+    whose tangents go through the formed Jacobian (``Cell.dense_route``: the GRU, the RHN of
+    depth L), plus the layers' GEMMs that form it (rows = batch · (N + Σ_{j<l} p_j)).
 
     Parameters
     ----------
@@ -156,11 +158,14 @@ def gemm_layers(est):
     cell = est.cell
     _, layers = cell.forward(cell.initial_state(1), np.zeros((1, cell.n_in), dtype=cell.dtype))
     diagonal = cell.diagonal_step(layers)
+    B, K, N = est.batch_size, tangents(est), cell.n_state
     if est.fuses(diagonal):                   # one fused kernel: the tangents through H_b (N, N)
-        return [(diagonal[0], est.batch_size * tangents(est), cell.n_state, cell.n_state)]
+        return [("H", B * K, N, N)]
     shapes = cell.param_shapes()
     dense = est.dense_immediate
-    per_sample, out = tangents(est), []
+    per_sample, out = K, []
+    if cell.dense_route(layers, K):           # K tangents through H_b, which e_1 … e_N form
+        per_sample, out = N, [("H", B * K, N, N)]
     for layer in layers:
         p = shapes[layer.name][0]
         out.append((layer.name, est.batch_size * per_sample, layer.rec.stop - layer.rec.start, p))
@@ -279,8 +284,9 @@ class Workload:
         gen = np.random.default_rng(0)
         params = self.cell.params()
         operands = [
-            (gen.standard_normal((rows, n_rec)).astype(self.dtype), np.ascontiguousarray(params[name][:, :n_rec].T),
-             np.empty((rows, p), dtype=self.dtype))
+            (gen.standard_normal((rows, n_rec)).astype(self.dtype),
+             gen.standard_normal((n_rec, p)).astype(self.dtype) if name == "H"
+             else np.ascontiguousarray(params[name][:, :n_rec].T), np.empty((rows, p), dtype=self.dtype))
             for name, rows, n_rec, p in gemm_layers(self.est)
         ]
 
