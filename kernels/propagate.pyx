@@ -61,8 +61,9 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
       layer is folded into one (n, n) matrix per sample, ``H_bᵀ = diag(λ_b) +
       Wt diag(d_b)`` (B n² work), and ``out_b = V_b H_bᵀ`` is one BLAS GEMM
       per sample (``kf_fused``'s propagation, from Wt): no element-wise pass.
-      With several threads and samples the samples run in parallel, BLAS held
-      at one thread (one fork-join instead of one per GEMM; see docs/performance.md).
+      With several threads the samples run in parallel, BLAS held at one thread
+      (one fork-join instead of one per GEMM; see docs/performance.md), each split
+      in row blocks when they are fewer than the threads.
     - otherwise ``Vr @ Wt`` of the whole batch is one BLAS GEMM, written into
       ``out`` when Z <= S (else into a temporary), then one fused element-wise
       pass, parallel over the B*K tangents.
@@ -106,39 +107,50 @@ def _jvp_folded_call(V, Wt, lam, dz, out, n_threads):
     B, K, n = V.shape
     V, Wt = np.ascontiguousarray(V), np.ascontiguousarray(Wt)
     lam, dz = np.ascontiguousarray(lam), np.ascontiguousarray(dz)
-    n_par = threads_for(min(n_threads, B), out.size)
+    n_par = threads_for(n_threads, out.size)
+    splits = _splits(n_par, B, K)
     H = np.empty((n_par, n, n), dtype=out.dtype)
     if n_par > 1:
         from kfrtrl.threads import blas_limit
 
         with blas_limit(1):
-            _jvp_folded_dispatch(V, Wt, lam, dz, out, H, n_par)
+            _jvp_folded_dispatch(V, Wt, lam, dz, out, H, n_par, splits)
     else:
-        _jvp_folded_dispatch(V, Wt, lam, dz, out, H, n_par)
+        _jvp_folded_dispatch(V, Wt, lam, dz, out, H, n_par, splits)
 
 
-def _jvp_folded_dispatch(V, Wt, lam, dz, out, H, n_par):
+def _splits(n_par, B, K):
+    """Row blocks per sample: 1, or enough for every thread when the B samples are fewer than
+    the n_par threads (none empty: K >= 1 rows)."""
+    return 1 if B >= n_par else max(1, min(K, -(-n_par // B)))
+
+
+def _jvp_folded_dispatch(V, Wt, lam, dz, out, H, n_par, splits):
     if out.dtype == np.float32:
-        _jvp_folded[float](V, Wt, lam, dz, out, H, n_par)
+        _jvp_folded[float](V, Wt, lam, dz, out, H, n_par, splits)
     else:
-        _jvp_folded[double](V, Wt, lam, dz, out, H, n_par)
+        _jvp_folded[double](V, Wt, lam, dz, out, H, n_par, splits)
 
 
 cdef void _jvp_folded(const floating[:, :, ::1] V, const floating[:, ::1] Wt,
                       const floating[:, :, :, ::1] lam, const floating[:, :, :, ::1] dz,
-                      floating[:, :, :] out, floating[:, :, ::1] H, int n_par) noexcept nogil:
-    """out_b = V_b H_bᵀ, H_bᵀ = diag(λ_b) + Wt diag(d_b): one (n, n) matrix and one GEMM per sample.
+                      floating[:, :, :] out, floating[:, :, ::1] H, int n_par, int splits) noexcept nogil:
+    """out_b = V_b H_bᵀ, H_bᵀ = diag(λ_b) + Wt diag(d_b): one (n, n) matrix and one GEMM per sample
+    (per row block of a sample when ``splits`` > 1).
 
     ``out`` (B, K, n) may have any batch stride (its (K, n) blocks are C-contiguous);
     H (n_par, n, n) holds one H_bᵀ per thread, built just before its GEMM reads it.
-    Samples run in parallel (each GEMM on one BLAS thread: the caller holds BLAS
-    at 1) when n_par > 1, else in turn with BLAS threading each GEMM.
+    Samples (or row blocks) run in parallel (each GEMM on one BLAS thread: the caller holds
+    BLAS at 1) when n_par > 1, else in turn.
     """
-    cdef Py_ssize_t b
+    cdef Py_ssize_t c, b, lo, hi
     cdef int K = V.shape[1], n = V.shape[2]
-    for b in prange(V.shape[0], nogil=True, num_threads=n_par, schedule='dynamic'):
-        step_propagate(&V[b, 0, 0], K, &Wt[0, 0], n, &lam[b, 0, 0, 0], &dz[b, 0, 0, 0], n, 1, True,
-                       &H[threadid(), 0, 0], &out[b, 0, 0])
+    for c in prange(V.shape[0] * splits, nogil=True, num_threads=n_par, schedule='dynamic'):
+        b = c // splits
+        lo = (c % splits) * K // splits
+        hi = (c % splits + 1) * K // splits
+        step_propagate(&V[b, lo, 0], <int> (hi - lo), &Wt[0, 0], n, &lam[b, 0, 0, 0], &dz[b, 0, 0, 0], n, 1,
+                       True, &H[threadid(), 0, 0], &out[b, lo, 0])
 
 
 cdef void _jvp_blocks(const floating[:, :, ::1] V, const floating[:, :] A, char ta, int lda,
@@ -181,7 +193,8 @@ def jvp_dense(V, Ht, out, n_threads):
     Shapes as :func:`kfrtrl._reference.propagate.jvp_dense`: V (B, K, N), Ht (B, N, N),
     out (B, K, N), written in place when each sample's (K, N) block is C-contiguous (the
     batch stride is free), else through a copy. One BLAS GEMM per sample; with several
-    threads and samples the samples run in parallel, BLAS held at one thread.
+    threads the samples run in parallel, BLAS held at one thread (each sample split in row
+    blocks when they are fewer than the threads).
     """
     if not _has_contiguous_blocks(out):
         target = np.empty(out.shape, dtype=out.dtype)
@@ -189,14 +202,15 @@ def jvp_dense(V, Ht, out, n_threads):
         out[...] = target
         return
     V, Ht = np.ascontiguousarray(V), np.ascontiguousarray(Ht)
-    n_par = threads_for(min(n_threads, V.shape[0]), out.size)
+    n_par = threads_for(n_threads, out.size)
+    splits = _splits(n_par, V.shape[0], V.shape[1])
     if n_par > 1:
         from kfrtrl.threads import blas_limit
 
         with blas_limit(1):
-            _jvp_dense_dispatch(V, Ht, out, n_par)
+            _jvp_dense_dispatch(V, Ht, out, n_par, splits)
     else:
-        _jvp_dense_dispatch(V, Ht, out, n_par)
+        _jvp_dense_dispatch(V, Ht, out, n_par, splits)
 
 
 def _has_contiguous_blocks(X):
@@ -205,21 +219,25 @@ def _has_contiguous_blocks(X):
     return (L == 1 or X.strides[2] == item) and (K == 1 or X.strides[1] == L * item)
 
 
-def _jvp_dense_dispatch(V, Ht, out, n_par):
+def _jvp_dense_dispatch(V, Ht, out, n_par, splits):
     if out.dtype == np.float32:
-        _jvp_dense[float](V, Ht, out, n_par)
+        _jvp_dense[float](V, Ht, out, n_par, splits)
     else:
-        _jvp_dense[double](V, Ht, out, n_par)
+        _jvp_dense[double](V, Ht, out, n_par, splits)
 
 
 cdef void _jvp_dense(const floating[:, :, ::1] V, const floating[:, :, ::1] Ht,
-                     floating[:, :, :] out, int n_par) noexcept nogil:
-    """out_b = V_b Ht_b, one GEMM per sample; in parallel over samples when n_par > 1."""
-    cdef Py_ssize_t b
+                     floating[:, :, :] out, int n_par, int splits) noexcept nogil:
+    """out_b = V_b Ht_b, one GEMM per sample (per row block of a sample when ``splits`` > 1);
+    in parallel when n_par > 1."""
+    cdef Py_ssize_t c, b, lo, hi
     cdef int K = V.shape[1], N = V.shape[2]
-    for b in prange(V.shape[0], nogil=True, num_threads=n_par, schedule='dynamic'):
-        gemm(c'n', c'n', K, N, N, <floating> 1.0, &V[b, 0, 0], N, &Ht[b, 0, 0], N,
-             <floating> 0.0, &out[b, 0, 0], N)
+    for c in prange(V.shape[0] * splits, nogil=True, num_threads=n_par, schedule='dynamic'):
+        b = c // splits
+        lo = (c % splits) * K // splits
+        hi = (c % splits + 1) * K // splits
+        gemm(c'n', c'n', <int> (hi - lo), N, N, <floating> 1.0, &V[b, lo, 0], N, &Ht[b, 0, 0], N,
+             <floating> 0.0, &out[b, lo, 0], N)
 
 
 def outer_add(G, Dt, a, n_threads):

@@ -70,6 +70,7 @@ def _past_threshold(work):
     B, n, nf = 4, 16, 128
     V, W = normal((B, work // (B * 2 * n) + 1, 2 * n)), normal((4 * n, n + 3))
     Vf, Wf = normal((B, nf, nf)), normal((nf, nf + 3))                 # the folded Elman route: B nf² >= work
+    V1, V1f = normal((1, 2 * (work // (4 * n)) + 1, 2 * n)), normal((1, 2 * (work // (2 * nf)) + 1, nf))
     m = work // (B * n * n) + 1
     G, Dt, a = normal((B, n, m, n)), normal((B, n, n)), normal((B, m))
     HA, u = normal((B, m, n, n)), normal((B, m, m))
@@ -88,6 +89,10 @@ def _past_threshold(work):
         "jvp_blocks (folded)": ((Vf, Vf, Wf[:, :nf].T, normal((B, 1, 1, nf)), normal((B, 1, 1, nf))),
                                 (np.empty_like(Vf),)),
         "jvp_dense": ((V, normal((B, 2 * n, 2 * n))), (np.empty_like(V),)),
+        # one sample, fewer than the threads: its rows split in blocks (an odd count: unequal blocks)
+        "jvp_dense (batch 1)": ((V1, normal((1, 2 * n, 2 * n))), (np.empty_like(V1),)),
+        "jvp_blocks (folded, batch 1)": ((V1f, V1f, Wf[:, :nf].T, normal((1, 1, 1, nf)), normal((1, 1, 1, nf))),
+                                         (np.empty_like(V1f),)),
         "outer_add": ((G, Dt, a), ()),
         "kf_combine": ((HA, u, Dt, a, c, -c), (np.empty_like(HA), np.empty_like(u))),
         "rank1_update": ((w, normal(B), normal((B, w.shape[1])), normal((B, n)), normal(B)), (np.empty_like(w),)),
@@ -115,7 +120,8 @@ def test_parallel_path_is_exact_and_matches_one_thread(backend, kernel):
     assert max(x.size for x in inputs) >= PARALLEL_MIN_WORK
     results = []
     for ops, n_threads in ((ref, 1), (kernel_module(backend), 1), (kernel_module(backend), 2)):
-        ins, outs = [x.copy() for x in inputs], [np.full_like(x, np.nan) for x in outputs]
+        copies = {id(x): x.copy() for x in inputs}          # one copy per array: V passed as Vr stays V
+        ins, outs = [copies[id(x)] for x in inputs], [np.full_like(x, np.nan) for x in outputs]
         getattr(ops, name)(*ins, *outs, n_threads)
         results.append(outs + [ins[i] for i in UPDATED_IN_PLACE.get(name, ())])
     for want, one, two in zip(*results):

@@ -70,8 +70,9 @@ def test_limit_can_hold_blas_at_one_thread_while_numba_takes_n():
 
 @pytest.mark.parametrize("backend, batch, n_threads, blas", [
     *[(b, 4, 2, 1) for b in COMPILED],          # the kernels parallelise over samples: no BLAS worker woken
+    *[(b, 1, 2, 1) for b in COMPILED],          # one sample: over its row blocks, still no BLAS worker
     ("numpy", 4, 2, 2),                          # the reference's parallelism is BLAS's
-    (COMPILED[0] if COMPILED else "numpy", 1, 2, 2),   # one sample: BLAS takes the threads
+    ("numpy", 1, 2, 2),
     ("numpy", 4, 1, 1),
 ])
 def test_estimator_thread_context_gives_blas_one_thread_only_beside_parallel_kernels(backend, batch, n_threads,

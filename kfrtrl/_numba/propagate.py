@@ -25,16 +25,21 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     one-block layer whose recurrent part is the whole input (the Elman cell)
     and K >= n, each sample's Jacobian ``H_b = diag(dz_b) R + diag(lam_b)`` is
     formed in an (n, n) scratch and ``out_b = V_b H_bᵀ`` is one GEMM while it
-    is in cache (:func:`_jvp_folded`): no extra pass, no (B, n, n) array.
+    is in cache (:func:`_jvp_folded`): no extra pass, no (B, n, n) array; in
+    parallel over the samples, or over row blocks of each when the samples are
+    fewer than the threads (batch 1), BLAS held at one thread.
     """
     B, K, _ = V.shape
     _, S, Z, n = dz.shape
     if S == Z == lam.shape[2] == 1 and Vr.shape[2] == n and K >= n:
         V, R = _blocks_contiguous(V), Wt.T         # R read in place (its rows are contiguous in W)
         target = out if _has_contiguous_blocks(out) else np.empty(out.shape, out.dtype)
-        if B > 1 and _parallel(n_threads, out.size):
+        if _parallel(n_threads, out.size) and get_num_threads() > 1:
             with blas_limit(1):
-                _jvp_folded_par(V, R, lam, dz, target, min(get_num_threads(), B))
+                if B >= get_num_threads():
+                    _jvp_folded_par(V, R, lam, dz, target, get_num_threads())
+                else:
+                    _jvp_folded_rows_par(V, R, lam, dz, target, _splits(B, K))
         else:
             _jvp_folded(V, R, lam, dz, target, 0, B)
         if target is not out:
@@ -75,6 +80,19 @@ def _jvp_folded_par(V, R, lam, dz, out, chunks):
     B = V.shape[0]
     for c in prange(chunks):
         _jvp_folded(V, R, lam, dz, out, c * B // chunks, (c + 1) * B // chunks)
+
+
+@kernel(parallel=True)
+def _jvp_folded_rows_par(V, R, lam, dz, out, splits):
+    """:func:`_jvp_folded` with each sample's K rows split in ``splits`` blocks, all in parallel
+    (fewer samples than threads: each block forms its own H_b, n² work, and runs one GEMM)."""
+    B, K, n = V.shape
+    for c in prange(B * splits):
+        b, s = c // splits, c % splits
+        lo, hi = s * K // splits, (s + 1) * K // splits
+        H = np.empty((n, n), dtype=out.dtype)
+        _diagonal_jacobian(R, lam[:, 0, 0], dz[:, 0], b, H)
+        np.dot(_block(V, b)[lo:hi], H.T, _block(out, b)[lo:hi])
 
 
 @kernel(inline=True)
@@ -118,15 +136,19 @@ def jvp_dense(V, Ht, out, n_threads):
     """``out[b] = V[b] @ Ht[b]``: the formed step Jacobian on a stack of tangents (see the reference).
 
     V : (B, K, N);  Ht : (B, N, N);  out : (B, K, N), written (any layout, fastest with each
-    out[b] C-contiguous). One BLAS GEMM per sample; the samples run in parallel (BLAS held at
-    one thread) from PARALLEL_MIN_WORK elements on, else in turn with BLAS threading each GEMM.
+    out[b] C-contiguous). One BLAS GEMM per sample; from PARALLEL_MIN_WORK elements on the
+    samples run in parallel (BLAS held at one thread), each split in row blocks when they are
+    fewer than the threads; else in turn.
     """
     V, Ht = _blocks_contiguous(V), _blocks_contiguous(Ht)
     target = out if _has_contiguous_blocks(out) else np.empty(out.shape, out.dtype)
-    B = V.shape[0]
-    if B > 1 and _parallel(n_threads, out.size):
+    B, K, _ = V.shape
+    if _parallel(n_threads, out.size) and get_num_threads() > 1:
         with blas_limit(1):
-            _jvp_dense_par(V, Ht, target, min(get_num_threads(), B))
+            if B >= get_num_threads():
+                _jvp_dense_par(V, Ht, target, get_num_threads())
+            else:
+                _jvp_dense_rows_par(V, Ht, target, _splits(B, K))
     else:
         _jvp_dense(V, Ht, target, 0, B)
     if target is not out:
@@ -146,6 +168,22 @@ def _jvp_dense_par(V, Ht, out, chunks):
     B = V.shape[0]
     for c in prange(chunks):
         _jvp_dense(V, Ht, out, c * B // chunks, (c + 1) * B // chunks)
+
+
+@kernel(parallel=True)
+def _jvp_dense_rows_par(V, Ht, out, splits):
+    """:func:`_jvp_dense` with each sample's K rows split in ``splits`` blocks, all in parallel."""
+    B, K = V.shape[0], V.shape[1]
+    for c in prange(B * splits):
+        b, s = c // splits, c % splits
+        lo, hi = s * K // splits, (s + 1) * K // splits
+        np.dot(_block(V, b)[lo:hi], _block(Ht, b), _block(out, b)[lo:hi])
+
+
+def _splits(B, K):
+    """Row blocks per sample when B samples are fewer than the threads: enough blocks for every
+    thread, none empty (K >= 1 rows)."""
+    return max(1, min(K, -(-get_num_threads() // B)))
 
 
 # ---------------------------------------------------------------- outer_add

@@ -195,16 +195,17 @@ class Estimator:
 
         The count is ``n_threads``, or with ``n_threads=None`` all cores or one thread, whichever
         the step's own timing shows faster (:class:`kfrtrl.threads.AutoThreads`). With a compiled
-        backend and a batch > 1 the kernels run their samples in parallel and BLAS is held at one
-        thread, so that no OpenBLAS worker spins on a core the kernels need (:mod:`kfrtrl.threads`);
-        with numpy or one sample, BLAS takes the threads. :class:`kfrtrl.train.Trainer` runs its
-        whole step (readout, optimizer) in it; a context entered inside another changes nothing.
+        backend the kernels own the threads (samples, or row blocks of one sample, in parallel)
+        and BLAS is held at one thread, so that no OpenBLAS worker spins on a core the kernels
+        need (:mod:`kfrtrl.threads`); with numpy, BLAS takes the threads. :class:`kfrtrl.train.Trainer`
+        runs its whole step (readout, optimizer) in it; a context entered inside another changes
+        nothing.
         """
         if self._count is not None:                     # nested: the outer context holds
             yield
             return
         n = self._auto.take() if self._auto is not None else self._n_threads
-        kernels_parallel = self.backend != "numpy" and self.batch_size > 1 and n > 1
+        kernels_parallel = self.backend != "numpy" and n > 1
         self._count = n
         start = time.perf_counter()
         try:
