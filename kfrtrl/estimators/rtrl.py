@@ -119,14 +119,18 @@ class RTRL(Estimator):
         if self.elementwise:
             self._ew.propagate(cache, self.n_threads)
             return
-        imm = self.cell.immediate(cache, self.ops, self.n_threads)
+        diagonal = self.cell.diagonal_step(cache)
+        imm = None if diagonal is not None else self.cell.immediate(cache, self.ops, self.n_threads)
         B, N = self.batch_size, self.cell.n_state
         for name, G in self._G.items():
             _, p, m, _ = G.shape
             HG = self._spare[name]
             self.cell.jvp(cache, G.reshape(B, p * m, N), self.ops, self.n_threads, out=HG.reshape(B, p * m, N))
-            Dt, a = imm[name]
-            self.ops.outer_add(HG, Dt, a, self.n_threads)
+            if diagonal is not None:
+                _add_diagonal_immediate(HG, diagonal[2], diagonal[3])
+            else:
+                Dt, a = imm[name]
+                self.ops.outer_add(HG, Dt, a, self.n_threads)
             self._G[name], self._spare[name] = HG, G
 
     def _gradient(self, c):
@@ -155,3 +159,12 @@ class RTRL(Estimator):
         if self.elementwise:
             return self._ew.E[name].copy()
         return np.moveaxis(self._G[name], 3, 1).copy()
+
+
+def _add_diagonal_immediate(G, dz, a):
+    """G += D ⊗ a in place for an immediate term of diagonal blocks (``Cell.diagonal_step``):
+    G[b, z N + t, j, t] += dz[b, z, t] a[b, j], the only nonzero entries, so B Z N m of them
+    are touched instead of a pass over G (``outer_add``'s). G (B, Z N, m, N); dz (B, Z, N); a (B, m)."""
+    B, Z, N = dz.shape
+    t = np.arange(N)
+    G.reshape(B, Z, N, a.shape[1], N)[:, :, t, :, t] += np.einsum("bzt,bj->tbzj", dz, a)
