@@ -57,8 +57,11 @@ def add_series(sub):
     p.add_argument("--memory", type=_arguments.positive_float, default=None, metavar="M",
                    help="lgss: time constant of the state in steps (default: 100); lob: of the averaged order "
                         "flow the price answers (default: 25)")
-    p.add_argument("--lag", type=_arguments.positive_int, default=5, metavar="L",
-                   help="delay: the target is the input of L - 1 steps before the current one (default: 5)")
+    p.add_argument("--lag", type=_arguments.nonnegative_int, default=None, metavar="L",
+                   help="delay: the target is the input of L - 1 steps before the current one (default: 5); lob: "
+                        "steps between the order flow and the informed traders' reaction to it (default: 0)")
+    p.add_argument("--impact", type=_unit_float, default=None, metavar="I",
+                   help="lob: the informed flow's strength in (0, 1] (default: 0.5)")
     p.add_argument("--obs-noise", type=_arguments.positive_float, default=1.0, metavar="R",
                    help="lgss: observation noise / signal variance (default: 1)")
     p.add_argument("--length", type=_arguments.positive_int, default=None, metavar="T",
@@ -83,6 +86,8 @@ def _error(text):
 #: the options of :func:`kfrtrl.experiments.series` the command passes under their own names
 _OPTIONS = ("target", "inputs", "horizon", "synthetic", "optimizer", "lr_tau", "lr_rho", "kalman_gamma",
             "kalman_damping", "kalman_rank", "state", "memory", "lag", "obs_noise", "length", "save", "resume")
+#: the synthetic series each option of theirs shapes (given with another, it is refused)
+_SYNTHETIC_OPTIONS = {"lag": ("delay", "lob"), "impact": ("lob",), "memory": ("lgss", "lob")}
 
 
 def _cmd_series(args):
@@ -92,6 +97,10 @@ def _cmd_series(args):
         return _error("expected a FILE or --synthetic lgss|lob|delay (exactly one)")
     if args.file is not None and args.target is None:
         return _error("expected --target COL with a FILE")
+    for name, takers in _SYNTHETIC_OPTIONS.items():
+        if getattr(args, name) is not None and args.synthetic not in takers:
+            given = f"--synthetic {args.synthetic}" if args.synthetic else "a FILE"
+            return _error(f"--{name}: only --synthetic {' or '.join(takers)} takes it, got {given}")
     if args.kalman_rank < 0:
         return _error(f"--kalman-rank: expected an integer >= 0, got {args.kalman_rank}")
     if (args.save or args.resume) and len(args.estimator) > 1:
@@ -100,6 +109,7 @@ def _cmd_series(args):
         return 2
     setup = experiments.Setup.from_options(args)
     options = {name: getattr(args, name) for name in _OPTIONS}
+    options["impact"] = 0.5 if args.impact is None else args.impact
     result = experiments.series(args.file, estimators=args.estimator, setup=setup, progress=cli._progress_bar(),
                                 **options)
     optimal = result["optimal"]

@@ -260,8 +260,8 @@ def _log_path(log, spec):
 
 def series(data=None, target=None, inputs=None, horizon=1, synthetic=None, estimators=("ok:2",),
            setup=Setup(batch=1, steps=10000, lr=1e-2), optimizer="adam", lr_tau=None, lr_rho=1.0, kalman_gamma=0.01,
-           kalman_damping=1e-3, kalman_rank=0, state=3, memory=None, lag=5, obs_noise=1.0, length=None, save=None,
-           resume=None, progress=None):
+           kalman_damping=1e-3, kalman_rank=0, state=3, memory=None, lag=None, obs_noise=1.0, impact=0.5, length=None,
+           save=None, resume=None, progress=None):
     """Online regression on a numeric series (:class:`kfrtrl.series.Series`), each estimator on the same data and seed.
 
     Parameters
@@ -270,8 +270,9 @@ def series(data=None, target=None, inputs=None, horizon=1, synthetic=None, estim
     target, inputs : column names or indices of ``data`` (list or comma-separated); inputs None: all columns
     horizon : int >= 1, predict ``horizon`` rows ahead
     synthetic : instead of ``data``, ``"lgss"`` (:func:`kfrtrl.synthetic.lgss_model`: ``state``, ``memory``
-        (default 100), ``obs_noise``), ``"lob"`` (:func:`kfrtrl.synthetic.lob`: ``memory``, default 25) or
-        ``"delay"`` (:func:`kfrtrl.synthetic.delay`: ``lag``), ``setup.batch`` streams of ``length`` rows
+        (default 100), ``obs_noise``), ``"lob"`` (:func:`kfrtrl.synthetic.lob`: ``memory``, default 25,
+        ``impact``, ``lag``, default 0) or ``"delay"`` (:func:`kfrtrl.synthetic.delay`: ``lag``, default 5),
+        ``setup.batch`` streams of ``length`` rows
         (default ``setup.steps + horizon + 1``) drawn from ``setup.seed``; target and inputs default to
         the series' own
     estimators : sequence of estimator specs
@@ -280,7 +281,7 @@ def series(data=None, target=None, inputs=None, horizon=1, synthetic=None, estim
         ``kalman_damping``, ``kalman_rank``)
     kalman_gamma, kalman_damping, kalman_rank : the filter's γ, λ and rank
     lr_tau, lr_rho : the schedule lr / (1 + t/lr_tau)^lr_rho (:class:`kfrtrl.optim.Schedule`)
-    state, memory, lag, obs_noise, length : the synthetic series' (:func:`kfrtrl.synthetic.generate`)
+    state, memory, lag, obs_noise, impact, length : the synthetic series' (:func:`kfrtrl.synthetic.generate`)
     save, resume, progress : checkpoint paths (one estimator); ``progress(done, total, text)``
 
     Returns
@@ -300,7 +301,7 @@ def series(data=None, target=None, inputs=None, horizon=1, synthetic=None, estim
     if (save or resume) and len(estimators) != 1:
         raise ValueError(f"estimators: expected one estimator with save or resume, got {list(estimators)}")
     table, names, target, inputs, model, what = _series_data(data, target, inputs, horizon, synthetic, setup, state,
-                                                             memory, lag, obs_noise, length)
+                                                             memory, lag, obs_noise, impact, length)
 
     def make_task():
         return Series(table, target, inputs, horizon=horizon, batch_size=setup.batch, dtype=setup.dtype, names=names)
@@ -314,6 +315,8 @@ def series(data=None, target=None, inputs=None, horizon=1, synthetic=None, estim
                   horizon=horizon, synthetic=synthetic, optimizer=optimizer, lr_tau=lr_tau, lr_rho=lr_rho,
                   kalman_gamma=kalman_gamma, kalman_damping=kalman_damping, kalman_rank=kalman_rank, state=state,
                   memory=memory, lag=lag, obs_noise=obs_noise, length=table.shape[-2] if synthetic else None)
+    if synthetic == "lob":
+        config.update(impact=impact)
     rows, curves = [], {}
     for spec in estimators:
         task = make_task()
@@ -360,7 +363,7 @@ def _series_rngs(setup):
     return np.random.default_rng(setup.seed).spawn(5)[3:]
 
 
-def _series_data(data, target, inputs, horizon, synthetic, setup, state, memory, lag, obs_noise, length):
+def _series_data(data, target, inputs, horizon, synthetic, setup, state, memory, lag, obs_noise, impact, length):
     """-> (table, column names or None, target, inputs, the LGSS model or None, description)."""
     if synthetic is None:
         if isinstance(data, (str, os.PathLike)):
@@ -372,7 +375,7 @@ def _series_data(data, target, inputs, horizon, synthetic, setup, state, memory,
     check_choice("synthetic", synthetic, ("lgss", "lob", "delay"))
     length = setup.steps + horizon + 1 if length is None else check_int("length", length, 2)
     table, names, default_target, default_inputs, model, what = _synthetic.generate(
-        synthetic, setup.batch, length, _series_rngs(setup)[1], state, memory, lag, obs_noise)
+        synthetic, setup.batch, length, _series_rngs(setup)[1], state, memory, lag, obs_noise, impact)
     return table, names, target or default_target, inputs or default_inputs, model, what
 
 

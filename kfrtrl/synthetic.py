@@ -202,7 +202,7 @@ def kalman_errors(model, ys):
     return np.mean((kalman_predict(model, ys) - ys[1:]) ** 2, axis=1)
 
 
-def lob(steps, memory=25, impact=0.5, rng=None):
+def lob(steps, memory=25, impact=0.5, lag=0, rng=None):
     """A synthetic limit-order-book stream, (steps, 5) float64 with columns :data:`LOB_COLUMNS`.
 
     Per step: buy and sell market orders ~ Poisson(λ) with self-exciting
@@ -212,9 +212,14 @@ def lob(steps, memory=25, impact=0.5, rng=None):
     refills (the spread widens, and closes again when the other side's
     limit orders improve it). On top, slow informed flow: with probability
     ``impact``·|tanh(p_t)| the mid-price moves one tick in the sign of p_t,
-    the order-flow imbalance averaged over the last ~``memory`` steps
-    (exponentially, p_t = (1 − 1/memory) p_{t−1} + OFI_{t−1}/√memory): a
-    dependence on long-lagged features that a model can learn.
+    the order-flow imbalance averaged over ~``memory`` steps, ``lag`` steps
+    old (exponentially, p_t = (1 − 1/memory) p_{t−1} + OFI_{t−1−lag}/√memory;
+    slow informed traders acting on the flow they saw ``lag`` steps before):
+    a dependence on long-lagged features that a model can learn. With
+    ``lag`` = 0 the newest flow already moves p, so a model whose gradient
+    spans one or two steps is rewarded for keeping it; with ``lag`` beyond a
+    truncation and a short ``memory`` the flow must be kept ``lag`` steps
+    before it pays (the README's "Long time series" measures both).
     Columns: mid-price change (ticks), spread (ticks), queue imbalance
     (q_bid − q_ask)/(q_bid + q_ask), order-flow imbalance (buys − sells),
     market orders (buys + sells). Cost O(steps).
@@ -224,6 +229,7 @@ def lob(steps, memory=25, impact=0.5, rng=None):
     steps : int >= 2
     memory : float >= 1, steps the informed flow averages over
     impact : float in [0, 1], the informed flow's strength
+    lag : int >= 0, steps between the order flow and the informed traders' reaction to it
     rng : None, int or numpy.random.Generator
 
     Returns
@@ -233,6 +239,7 @@ def lob(steps, memory=25, impact=0.5, rng=None):
     steps = check_int("steps", steps, 2)
     memory = check_float("memory", memory, 1.0, np.inf)
     impact = check_float("impact", impact, 0.0, 1.0)
+    lag = check_int("lag", lag, 0)
     gen = as_generator(rng)
     mu, alpha, decay = 0.4, 0.5, 0.7        # branching ratio alpha < 1: stationary, mean rate mu / (1 − alpha)
     excite = np.zeros(2)
@@ -259,8 +266,9 @@ def lob(steps, memory=25, impact=0.5, rng=None):
         if gen.random() < impact * abs(np.tanh(pressure)):
             shift = np.sign(pressure)
             bid, ask = bid + shift, ask + shift
-        pressure = (1.0 - 1.0 / memory) * pressure + (buys - sells) / np.sqrt(memory)
         out[t] = (0.5 * (bid + ask) - mid0, ask - bid, (q[0] - q[1]) / (q[0] + q[1]), buys - sells, buys + sells)
+        flow = out[t - lag, 3] if t >= lag else 0.0
+        pressure = (1.0 - 1.0 / memory) * pressure + flow / np.sqrt(memory)
     return out
 
 
@@ -290,7 +298,7 @@ def delay(steps, lag=5, rng=None):
     return np.column_stack([x, np.concatenate([np.zeros(min(lag, steps)), x[:max(steps - lag, 0)]])])
 
 
-def generate(name, streams, length, rng=None, state=3, memory=None, lag=5, obs_noise=1.0):
+def generate(name, streams, length, rng=None, state=3, memory=None, lag=None, obs_noise=1.0, impact=0.5):
     """A synthetic series by name, as the series task and ``kfrtrl series --synthetic`` use it.
 
     Parameters
@@ -301,7 +309,8 @@ def generate(name, streams, length, rng=None, state=3, memory=None, lag=5, obs_n
     rng : None, int or numpy.random.Generator
     state, obs_noise : lgss's state dimension and observation noise (:func:`lgss_model`)
     memory : float or None, lgss's (default 100) or lob's (default 25) memory in steps
-    lag : int >= 1, delay's lag
+    lag : int or None, delay's lag (>= 1, default 5) or lob's (>= 0, default 0)
+    impact : float in [0, 1], lob's informed flow strength
 
     Returns
     -------
@@ -318,10 +327,12 @@ def generate(name, streams, length, rng=None, state=3, memory=None, lag=5, obs_n
         return sample(model, length, batch=streams, rng=gen), None, "0", None, model, \
             f"lgss (state {state}, memory {memory:g}, obs-noise {obs_noise:g})"
     if name == "delay":
+        lag = 5 if lag is None else lag
         table = np.stack([delay(length, lag=lag, rng=g) for g in gen.spawn(streams)])
         return table, None, "1", "0", None, f"delay (lag {lag})"
     if name != "lob":
         raise ValueError(f"name: expected one of ['lgss', 'lob', 'delay'], got {name!r}")
-    memory = memory or 25.0
-    table = np.stack([lob(length, memory=memory, rng=g) for g in gen.spawn(streams)])
-    return table, list(LOB_COLUMNS), "mid_change", None, None, f"synthetic LOB (memory {memory:g})"
+    memory, lag = memory or 25.0, lag or 0
+    table = np.stack([lob(length, memory=memory, impact=impact, lag=lag, rng=g) for g in gen.spawn(streams)])
+    return table, list(LOB_COLUMNS), "mid_change", None, None, \
+        f"synthetic LOB (memory {memory:g}, impact {impact:g}, lag {lag})"

@@ -184,6 +184,17 @@ def test_lob_stream_depends_on_the_lagged_order_flow():
     assert spread.min() == 1.0 and np.all(spread == np.round(spread)) and np.mean(spread == 1.0) > 0.5
 
 
+@pytest.mark.parametrize("lag", [0, 3, 7])
+def test_lob_lag_delays_the_informed_flow(lag):
+    """With memory 1 the informed move of step t follows the sign of the order flow of step t − 1 − lag:
+    the mid-price change correlates with that lag of the flow most (and the flow itself is unchanged)."""
+    data = synthetic.lob(20000, memory=1.0, impact=1.0, lag=lag, rng=4)
+    np.testing.assert_array_equal(data[:, 3:], synthetic.lob(20000, memory=1.0, impact=1.0, rng=4)[:, 3:])
+    mid, sign = data[:, 0], np.sign(data[:, 3])
+    corr = [np.corrcoef(mid[k:], sign[:len(sign) - k])[0, 1] for k in range(1, 12)]
+    assert np.argmax(corr) + 1 == lag + 1 and max(corr) > 0.3
+
+
 def test_delay_series_targets_the_input_lag_minus_one_steps_back():
     data = synthetic.delay(30, lag=4, rng=0)
     np.testing.assert_array_equal(data[4:, 1], data[:-4, 0])

@@ -55,7 +55,7 @@ def test_cli_series_checkpoint_records_the_options_and_a_resume_names_each_diffe
             "--steps", "5", "--length", "16"]
     assert _cli(capsys, *base, "--save", tmp_path / "ckpt")[0] == 0
     run = checkpoint.load(tmp_path / "ckpt")[1]["run"]
-    assert run["estimator"] == "uoro" and run["lr"] == 1e-2 and run["lag"] == 5 and run["length"] == 16
+    assert run["estimator"] == "uoro" and run["lr"] == 1e-2 and run["lag"] is None and run["length"] == 16
     assert not {"steps", "save", "resume", "threads", "json"} & set(run)
     rc, _, err = _cli(capsys, *base, "--lr", "0.002", "--obs-noise", "0.5", "--seed", "3", "--resume",
                       tmp_path / "ckpt")
@@ -70,6 +70,9 @@ def test_cli_series_checkpoint_records_the_options_and_a_resume_names_each_diffe
 
 @pytest.mark.parametrize("argv, match", [
     (["series"], "expected a FILE or --synthetic"),
+    (["series", "--synthetic", "lgss", "--lag", "3"], "--lag: only --synthetic delay or lob takes it, got --synthetic lgss"),
+    (["series", "--synthetic", "delay", "--impact", "0.3"], "--impact: only --synthetic lob takes it, got --synthetic delay"),
+    (["series", "BAD", "--target", "a", "--memory", "4"], "--memory: only --synthetic lgss or lob takes it, got a FILE"),
     (["series", "BAD", "--target", "b"], "row 1, column 'b': expected a number, got 'x'"),
     (["series", "BAD", "--target", "zz"], "target: expected column names or indices among ['a', 'b'], got 'zz'"),
     (["series", "BAD", "--target", "a", "--inputs", "a,q"], "inputs: expected column names"),
