@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Propagation kernels of the Cython backend: ``jvp_blocks``, ``jvp_dense``, ``outer_add``, ``rank1_update``,
+"""Propagation kernels of the Cython backend: ``jvp_blocks``, ``jvp_dense``, ``jvp_state``, ``outer_add``, ``rank1_update``,
 ``kf_combine``, and the fused Elman-type steps ``kf_fused`` and ``uoro_fused``.
 
 Same semantics and argument order as :mod:`kfrtrl._reference.propagate`; the
@@ -12,6 +12,8 @@ it goes through a copy) and must not overlap the inputs, except that ``kf_combin
 ``u_out`` over ``u`` (as the estimators do); ``uoro_fused`` updates its
 C-contiguous ``v``, ``w``, ``w_sq`` in place.
 """
+from contextlib import nullcontext
+
 import numpy as np
 
 cimport cython
@@ -23,7 +25,7 @@ from libc.string cimport memcpy
 
 from _blas cimport KFRTRL_OPENMP, gemm, step_propagate, sumsq
 
-from kfrtrl._thresholds import threads_for
+from kfrtrl._thresholds import row_blocks, threads_for
 
 
 def openmp_enabled():
@@ -108,7 +110,7 @@ def _jvp_folded_call(V, Wt, lam, dz, out, n_threads):
     V, Wt = np.ascontiguousarray(V), np.ascontiguousarray(Wt)
     lam, dz = np.ascontiguousarray(lam), np.ascontiguousarray(dz)
     n_par = threads_for(n_threads, out.size)
-    splits = _splits(n_par, B, K)
+    splits = row_blocks(B, K)
     H = np.empty((n_par, n, n), dtype=out.dtype)
     if n_par > 1:
         from kfrtrl.threads import blas_limit
@@ -117,12 +119,6 @@ def _jvp_folded_call(V, Wt, lam, dz, out, n_threads):
             _jvp_folded_dispatch(V, Wt, lam, dz, out, H, n_par, splits)
     else:
         _jvp_folded_dispatch(V, Wt, lam, dz, out, H, n_par, splits)
-
-
-def _splits(n_par, B, K):
-    """Row blocks per sample: 1, or enough for every thread when the B samples are fewer than
-    the n_par threads (none empty: K >= 1 rows)."""
-    return 1 if B >= n_par else max(1, min(K, -(-n_par // B)))
 
 
 def _jvp_folded_dispatch(V, Wt, lam, dz, out, H, n_par, splits):
@@ -192,25 +188,44 @@ def jvp_dense(V, Ht, out, n_threads):
 
     Shapes as :func:`kfrtrl._reference.propagate.jvp_dense`: V (B, K, N), Ht (B, N, N),
     out (B, K, N), written in place when each sample's (K, N) block is C-contiguous (the
-    batch stride is free), else through a copy. One BLAS GEMM per sample; with several
-    threads the samples run in parallel, BLAS held at one thread (each sample split in row
-    blocks when they are fewer than the threads).
+    batch stride is free), else through a copy. One BLAS GEMM per sample, cut in row blocks
+    when the samples are fewer than the cores (:func:`_batched_gemm`).
     """
+    _batched_gemm(0, V, Ht, out, n_threads)
+
+
+def jvp_state(Ht, G, out, n_threads):
+    """``out[b] = Ht[b]ᵀ @ G[b]``: the formed step Jacobian on a state-major influence.
+
+    Shapes as :func:`kfrtrl._reference.propagate.jvp_state`: Ht (B, N, N), G (B, N, P), out
+    (B, N, P), written in place when each sample's block is C-contiguous, else through a copy.
+    The wide (N, N) @ (N, P) GEMM per sample, cut in column blocks when the samples are fewer
+    than the cores (:func:`_batched_gemm`).
+    """
+    _batched_gemm(1, Ht, G, out, n_threads)
+
+
+def _batched_gemm(kind, X, Y, out, n_threads):
+    """What ``jvp_dense`` (kind 0: out[b] = X[b] @ Y[b], in blocks of X[b]'s rows) and
+    ``jvp_state`` (kind 1: out[b] = X[b]ᵀ @ Y[b], in blocks of Y[b]'s columns) share: the
+    contiguity, the blocks (:func:`kfrtrl._thresholds.row_blocks`: the same on any thread count,
+    so the bits are too) and the threads (in parallel from PARALLEL_MIN_WORK elements on, BLAS
+    held at one thread)."""
     if not _has_contiguous_blocks(out):
         target = np.empty(out.shape, dtype=out.dtype)
-        jvp_dense(V, Ht, target, n_threads)
+        _batched_gemm(kind, X, Y, target, n_threads)
         out[...] = target
         return
-    V, Ht = np.ascontiguousarray(V), np.ascontiguousarray(Ht)
+    X, Y = np.ascontiguousarray(X), np.ascontiguousarray(Y)
     n_par = threads_for(n_threads, out.size)
-    splits = _splits(n_par, V.shape[0], V.shape[1])
-    if n_par > 1:
-        from kfrtrl.threads import blas_limit
+    splits = row_blocks(out.shape[0], X.shape[1] if kind == 0 else Y.shape[2])
+    from kfrtrl.threads import blas_limit
 
-        with blas_limit(1):
-            _jvp_dense_dispatch(V, Ht, out, n_par, splits)
-    else:
-        _jvp_dense_dispatch(V, Ht, out, n_par, splits)
+    with blas_limit(1) if n_par > 1 else nullcontext():
+        if out.dtype == np.float32:
+            _batched[float](kind, X, Y, out, n_par, splits)
+        else:
+            _batched[double](kind, X, Y, out, n_par, splits)
 
 
 def _has_contiguous_blocks(X):
@@ -219,25 +234,22 @@ def _has_contiguous_blocks(X):
     return (L == 1 or X.strides[2] == item) and (K == 1 or X.strides[1] == L * item)
 
 
-def _jvp_dense_dispatch(V, Ht, out, n_par, splits):
-    if out.dtype == np.float32:
-        _jvp_dense[float](V, Ht, out, n_par, splits)
-    else:
-        _jvp_dense[double](V, Ht, out, n_par, splits)
-
-
-cdef void _jvp_dense(const floating[:, :, ::1] V, const floating[:, :, ::1] Ht,
-                     floating[:, :, :] out, int n_par, int splits) noexcept nogil:
-    """out_b = V_b Ht_b, one GEMM per sample (per row block of a sample when ``splits`` > 1);
-    in parallel when n_par > 1."""
+cdef void _batched(int kind, const floating[:, :, ::1] X, const floating[:, :, ::1] Y,
+                   floating[:, :, :] out, int n_par, int splits) noexcept nogil:
+    """The blocks of :func:`_batched_gemm`, one GEMM each; in parallel when n_par > 1."""
     cdef Py_ssize_t c, b, lo, hi
-    cdef int K = V.shape[1], N = V.shape[2]
-    for c in prange(V.shape[0] * splits, nogil=True, num_threads=n_par, schedule='dynamic'):
+    cdef int N = X.shape[2], P = Y.shape[2]
+    cdef int rows = X.shape[1] if kind == 0 else P
+    for c in prange(X.shape[0] * splits, nogil=True, num_threads=n_par, schedule='dynamic'):
         b = c // splits
-        lo = (c % splits) * K // splits
-        hi = (c % splits + 1) * K // splits
-        gemm(c'n', c'n', <int> (hi - lo), N, N, <floating> 1.0, &V[b, lo, 0], N, &Ht[b, 0, 0], N,
-             <floating> 0.0, &out[b, lo, 0], N)
+        lo = (c % splits) * rows // splits
+        hi = (c % splits + 1) * rows // splits
+        if kind == 0:
+            gemm(c'n', c'n', <int> (hi - lo), N, N, <floating> 1.0, &X[b, lo, 0], N, &Y[b, 0, 0], N,
+                 <floating> 0.0, &out[b, lo, 0], N)
+        else:
+            gemm(c't', c'n', N, <int> (hi - lo), N, <floating> 1.0, &X[b, 0, 0], N, &Y[b, 0, lo], P,
+                 <floating> 0.0, &out[b, 0, lo], P)
 
 
 def outer_add(G, Dt, a, n_threads):

@@ -14,6 +14,8 @@ SVD_ZERO = 1e-13
 # compiled backend takes the reference's Householder route in compiled code.
 MIN_PIVOT = 1e-3
 
+import os
+
 # Elements of work below which a kernel runs on one thread: opening a parallel region costs
 # more than it saves there, and far more on a loaded machine (every region waits for its
 # slowest thread to be scheduled).
@@ -23,3 +25,18 @@ PARALLEL_MIN_WORK = 1 << 16
 def threads_for(n_threads, work):
     """The thread count a kernel uses for ``work`` elements: ``n_threads``, or 1 below PARALLEL_MIN_WORK."""
     return n_threads if n_threads > 1 and work >= PARALLEL_MIN_WORK else 1
+
+
+# The cores a parallel kernel may be given on this machine (the count ``n_threads=None`` takes).
+CORES = os.cpu_count() or 1
+
+
+def row_blocks(batch, rows):
+    """Blocks of rows each sample's GEMM is cut into (folded, dense and state-major propagation):
+    1 from ``batch`` >= CORES on, else enough for every core, none empty.
+
+    It depends on the shapes and the machine only, never on the thread count of the call: one
+    thread runs the same GEMMs in turn that several run in parallel, so the bits are the same
+    whatever the count (the default count switches between one and all cores).
+    """
+    return 1 if batch >= CORES else max(1, min(rows, -(-CORES // batch)))

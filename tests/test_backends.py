@@ -10,6 +10,7 @@ import pytest
 import kfrtrl
 from kfrtrl import backends
 from kfrtrl._thresholds import PARALLEL_MIN_WORK
+from kfrtrl.threads import limit
 from kfrtrl.estimators.ok import max_rank
 import kfrtrl._reference as ref
 from kfrtrl.estimators import make_estimator, parse_spec
@@ -71,6 +72,7 @@ def _past_threshold(work):
     V, W = normal((B, work // (B * 2 * n) + 1, 2 * n)), normal((4 * n, n + 3))
     Vf, Wf = normal((B, nf, nf)), normal((nf, nf + 3))                 # the folded Elman route: B nf² >= work
     V1, V1f = normal((1, 2 * (work // (4 * n)) + 1, 2 * n)), normal((1, 2 * (work // (2 * nf)) + 1, nf))
+    Gs, Gs1 = normal((B, 2 * n, work // (B * 2 * n) + 1)), normal((1, 2 * n + 1, work // (2 * n + 1) + 1))
     m = work // (B * n * n) + 1
     G, Dt, a = normal((B, n, m, n)), normal((B, n, n)), normal((B, m))
     HA, u = normal((B, m, n, n)), normal((B, m, m))
@@ -89,6 +91,8 @@ def _past_threshold(work):
         "jvp_blocks (folded)": ((Vf, Vf, Wf[:, :nf].T, normal((B, 1, 1, nf)), normal((B, 1, 1, nf))),
                                 (np.empty_like(Vf),)),
         "jvp_dense": ((V, normal((B, 2 * n, 2 * n))), (np.empty_like(V),)),
+        "jvp_state": ((normal((B, 2 * n, 2 * n)), Gs), (np.empty_like(Gs),)),
+        "jvp_state (batch 1)": ((normal((1, 2 * n + 1, 2 * n + 1)), Gs1), (np.empty_like(Gs1),)),
         # one sample, fewer than the threads: its rows split in blocks (an odd count: unequal blocks)
         "jvp_dense (batch 1)": ((V1, normal((1, 2 * n, 2 * n))), (np.empty_like(V1),)),
         "jvp_blocks (folded, batch 1)": ((V1f, V1f, Wf[:, :nf].T, normal((1, 1, 1, nf)), normal((1, 1, 1, nf))),
@@ -114,7 +118,9 @@ UPDATED_IN_PLACE = {"outer_add": (0,), "uoro_fused": (0, 1, 2)}
 @pytest.mark.parametrize("backend", COMPILED)
 def test_parallel_path_is_exact_and_matches_one_thread(backend, kernel):
     """Past PARALLEL_MIN_WORK the kernels split rows or samples over threads (one BLAS thread
-    each): the same bits on 1 and 2 threads, and the reference's result."""
+    each): the same bits on 1 and 2 threads, and the reference's result. Called as an
+    estimator's step calls them, under ``limit(n, blas=1)`` (with a compiled backend BLAS is
+    held at one thread whatever the count, so the one-thread call does not thread its GEMMs)."""
     inputs, outputs = _past_threshold(PARALLEL_MIN_WORK)[kernel]
     name = kernel.split()[0]
     assert max(x.size for x in inputs) >= PARALLEL_MIN_WORK
@@ -122,11 +128,22 @@ def test_parallel_path_is_exact_and_matches_one_thread(backend, kernel):
     for ops, n_threads in ((ref, 1), (kernel_module(backend), 1), (kernel_module(backend), 2)):
         copies = {id(x): x.copy() for x in inputs}          # one copy per array: V passed as Vr stays V
         ins, outs = [copies[id(x)] for x in inputs], [np.full_like(x, np.nan) for x in outputs]
-        getattr(ops, name)(*ins, *outs, n_threads)
+        with limit(n_threads, blas=1):
+            getattr(ops, name)(*ins, *outs, n_threads)
         results.append(outs + [ins[i] for i in UPDATED_IN_PLACE.get(name, ())])
     for want, one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
         assert rel_max(two, want) <= TOL[np.float64]
+
+
+@pytest.mark.parametrize("cores", [1, 3, 8])
+@pytest.mark.parametrize("kernel", [k for k in _past_threshold(PARALLEL_MIN_WORK) if "batch 1" in k])
+@pytest.mark.parametrize("backend", COMPILED)
+def test_row_blocks_follow_the_machine_not_the_thread_count(monkeypatch, backend, kernel, cores):
+    """One sample's GEMM cut in blocks for the machine's cores (:func:`kfrtrl._thresholds.row_blocks`):
+    any core count gives the reference's result, with the same bits on 1 and 2 threads."""
+    monkeypatch.setattr("kfrtrl._thresholds.CORES", cores)
+    test_parallel_path_is_exact_and_matches_one_thread(backend, kernel)
 
 
 # ---- numba: the prange variants ----

@@ -109,19 +109,23 @@ def test_jvp_blocks(backend, dtype, common, layer, K, out_layout, transposed_wei
     _assert_all_close([out], [want], dtype, "jvp_blocks")
 
 
+@pytest.mark.parametrize("name", ["jvp_dense", "jvp_state"])
 @_every_backend_and_dtype
 @PROPERTY
 @given(_common(), st.integers(1, 9), st.sampled_from(["c", "rows", "strided"]))
-def test_jvp_dense(backend, dtype, common, K, out_layout):
+def test_formed_jacobian_products(name, backend, dtype, common, K, out_layout):
+    """jvp_dense: out[b] = V[b] @ Ht[b], V (B, K, N); jvp_state: out[b] = Ht[b]ᵀ @ G[b], G (B, N, K)."""
     B, N, mask, gen, layout = common
-    V = layout(_normal(gen, (B, K, N), dtype, mask))
+    shape = (B, K, N) if name == "jvp_dense" else (B, N, K)
+    X = layout(_normal(gen, shape, dtype, mask))
     Ht = layout(_normal(gen, (B, N, N), dtype))
-    want = np.full((B, K, N), np.nan, dtype=dtype)
-    ref.jvp_dense(V, Ht, want, 1)
-    big = np.full((B, K + 1, 2 * N), np.nan, dtype=dtype)
-    out = {"c": _unwritten(want), "rows": big[:, :K, :N], "strided": big[:, :K, ::2]}[out_layout]
-    kernel_module(backend).jvp_dense(V, Ht, out, 2)
-    _assert_all_close([out], [want], dtype, "jvp_dense")
+    args = (X, Ht) if name == "jvp_dense" else (Ht, X)
+    want = np.full(shape, np.nan, dtype=dtype)
+    getattr(ref, name)(*args, want, 1)
+    big = np.full((B, shape[1] + 1, 2 * shape[2]), np.nan, dtype=dtype)
+    out = {"c": _unwritten(want), "rows": big[:, :shape[1], :shape[2]], "strided": big[:, :shape[1], ::2]}[out_layout]
+    getattr(kernel_module(backend), name)(*args, out, 2)
+    _assert_all_close([out], [want], dtype, name)
 
 
 @_every_backend_and_dtype

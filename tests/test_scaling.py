@@ -107,7 +107,7 @@ _M0 = _N + scaling.N_IN + 1  # columns of a layer reading [h; x; 1]
     ("elman", "kf", [("H", _B * _N, _N, _N)]),
     ("elman", "kf-3", [("H", _B * 3 * _N, _N, _N)]),
     ("elman", "ok-8", [("H", _B * 8 * _N, _N, _N)]),
-    ("elman", "rtrl", [("W", _B * _N * _M0, _N, _N)]),  # c = N² per tangent: never formed
+    ("elman", "rtrl", [("H", _B * _N * _M0, _N, _N), ("W", _B * _N, _N, _N)]),  # exact RTRL: always formed
     ("elman", "uoro", [("H", _B, _N, _N)]),
     ("elman", "nobacktrack", [("W", _B, _N, _N)]),
     ("elman", "tbptt-25", [("W", _B * 25, _N, _N)]),
@@ -122,7 +122,7 @@ _M0 = _N + scaling.N_IN + 1  # columns of a layer reading [h; x; 1]
                       ("W1", _B * 3 * _N, _N, 2 * _N), ("W2", _B * 5 * _N, _N, 2 * _N)]),
     ("lstm", "kf", [("W", _B * 4 * _N, _N, 4 * _N)]),  # reads h only: n_rec = n although n_state = 2n
     ("lstm", "ok-2", [("W", _B * 8 * _N, _N, 4 * _N)]),
-    ("lstm", "rtrl", [("W", _B * 4 * _N * _M0, _N, 4 * _N)]),
+    ("lstm", "rtrl", [("H", _B * 4 * _N * _M0, 2 * _N, 2 * _N), ("W", _B * 2 * _N, _N, 4 * _N)]),  # N = 2n
     ("lstm", "uoro", [("W", _B, _N, 4 * _N)]),
     ("gru", "kf", [("H", _B * 3 * _N, _N, _N), ("W", _B * _N, _N, 2 * _N), ("Wc", _B * 3 * _N, _N, _N)]),
     ("gru", "ok-3", [("H", _B * 9 * _N, _N, _N), ("W", _B * _N, _N, 2 * _N), ("Wc", _B * 3 * _N, _N, _N)]),
@@ -151,7 +151,7 @@ def test_gemm_flops_hand_totals(cell, spec, flops):
 
 class _CountingOps:
     """A backend proxy adding up the GEMM flops of every kernel call that multiplies by the weights:
-    jvp_blocks (2 · B · K · n_rec · p), jvp_dense (2 · B · K · N²), kf_fused and ok_fused (2 · B · terms · p · n²),
+    jvp_blocks (2 · B · K · n_rec · p), jvp_dense and jvp_state (2 · B · K · N²), kf_fused and ok_fused (2 · B · terms · p · n²),
     uoro_fused (2 · B · n²)."""
 
     def __init__(self, ops):
@@ -169,6 +169,11 @@ class _CountingOps:
         B, K, N = V.shape
         self.flops += 2 * B * K * N * N
         return self._ops.jvp_dense(V, *rest)
+
+    def jvp_state(self, Ht, G, *rest):
+        B, N, P = G.shape
+        self.flops += 2 * B * P * N * N
+        return self._ops.jvp_state(Ht, G, *rest)
 
     def kf_fused(self, A, *rest):
         B, C, p, n = A.shape

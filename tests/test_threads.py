@@ -149,3 +149,28 @@ def test_default_threads_follow_the_steps_own_timing(monkeypatch):
     assert [s[0] for s in seen] == [os.cpu_count()] * 3 + [1] * 2 + [1] * 3   # warm-up, probe, period
     assert seen[0][1:] == (cores, 1) and seen[-1][1:] == (1, 1)
     assert est.n_threads == os.cpu_count()                # between steps: all cores, nothing under way
+
+
+@pytest.mark.skipif(not COMPILED, reason="no compiled backend")
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("cell, spec, batch", [("elman", "rtrl", 1), ("gru", "rtrl", 1), ("gru", "ok:3", 1),
+                                               ("elman", "kf", 3), ("gru", "kf", 3)])
+def test_training_is_bit_identical_on_one_and_several_threads(monkeypatch, backend, cell, spec, batch):
+    """The same parameters after 6 training steps on 1 and 2 threads, also where one sample's GEMMs
+    are cut in blocks (batch below the cores: 3 pretended here), so the default count, which
+    switches between one thread and all cores, never changes the result."""
+    import kfrtrl
+
+    monkeypatch.setattr("kfrtrl._thresholds.CORES", 3)
+    monkeypatch.setattr("kfrtrl._thresholds.PARALLEL_MIN_WORK", 0)
+    params = []
+    for n_threads in (1, 2):
+        gen = np.random.default_rng(0)
+        model = {"elman": kfrtrl.Elman, "gru": kfrtrl.GRU}[cell](3, 65, rng=1)
+        trainer = Trainer(make_estimator(spec, model, batch_size=batch, rng=2, backend=backend, n_threads=n_threads),
+                          4, rng=3)
+        for _ in range(6):
+            trainer.step(gen.standard_normal((batch, 3)), gen.integers(0, 4, batch))
+        params.append({k: v.copy() for k, v in model.params().items()})
+    for name in params[0]:
+        np.testing.assert_array_equal(params[0][name], params[1][name])

@@ -1,4 +1,4 @@
-"""Propagation kernels of the numba backend: ``jvp_blocks``, ``jvp_dense``, ``outer_add``, ``rank1_update``,
+"""Propagation kernels of the numba backend: ``jvp_blocks``, ``jvp_dense``, ``jvp_state``, ``outer_add``, ``rank1_update``,
 ``kf_combine``, and the fused Elman-type steps ``kf_fused`` and ``uoro_fused``.
 
 Same names and arguments as :mod:`kfrtrl._reference.propagate` (see :mod:`._common` for how
@@ -7,9 +7,10 @@ the work is split between BLAS and compiled loops).
 import numpy as np
 from numba import get_num_threads, prange
 
+from .. import _thresholds
 from .._jit import kernel
 from ..threads import blas_limit
-from ._common import _block, _blocks_contiguous, _diagonal_jacobian, _has_contiguous_blocks, _parallel
+from ._common import GEMM, _block, _blocks_contiguous, _diagonal_jacobian, _gemm, _has_contiguous_blocks, _parallel
 
 # ---------------------------------------------------------------- jvp_blocks
 
@@ -25,7 +26,7 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     one-block layer whose recurrent part is the whole input (the Elman cell)
     and K >= n, each sample's Jacobian ``H_b = diag(dz_b) R + diag(lam_b)`` is
     formed in an (n, n) scratch and ``out_b = V_b H_bᵀ`` is one GEMM while it
-    is in cache (:func:`_jvp_folded`): no extra pass, no (B, n, n) array; in
+    is in cache (:func:`_jvp_folded_block`): no extra pass, no (B, n, n) array; in
     parallel over the samples, or over row blocks of each when the samples are
     fewer than the threads (batch 1), BLAS held at one thread.
     """
@@ -33,17 +34,7 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     _, S, Z, n = dz.shape
     if S == Z == lam.shape[2] == 1 and Vr.shape[2] == n and K >= n:
         V, R = _blocks_contiguous(V), Wt.T         # R read in place (its rows are contiguous in W)
-        target = out if _has_contiguous_blocks(out) else np.empty(out.shape, out.dtype)
-        if _parallel(n_threads, out.size) and get_num_threads() > 1:
-            with blas_limit(1):
-                if B >= get_num_threads():
-                    _jvp_folded_par(V, R, lam, dz, target, get_num_threads())
-                else:
-                    _jvp_folded_rows_par(V, R, lam, dz, target, _splits(B, K))
-        else:
-            _jvp_folded(V, R, lam, dz, target, 0, B)
-        if target is not out:
-            out[...] = target
+        _blocked(_jvp_folded, _jvp_folded_par, (V, R, lam, dz), out, _thresholds.row_blocks(B, K), n_threads)
         return
     if S == 1 and Z == 1 and out.flags.c_contiguous:
         Y = out
@@ -56,43 +47,30 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
         _jvp_scale(V, Y, lam, dz, out)
 
 
-@kernel()
-def _jvp_folded(V, R, lam, dz, out, lo, hi):
-    """out[b] = V[b] H_bᵀ for samples lo..hi-1, H_b = diag(dz[b, 0, 0]) R + diag(lam[b, 0, 0]).
-
-    R (n, n), any layout (rows with unit stride, as in W[:, :n], keep the row loop
-    vectorised; copying R would cost a pass per step); one (n, n) scratch holds H_b.
-    """
-    n = R.shape[0]
+@kernel(inline=True)
+def _jvp_folded_block(V, R, lam, dz, out, c, splits):
+    """Block c of the folded route: rows lo..hi of out[b] = V[b] H_bᵀ, H_b = diag(dz[b, 0, 0]) R +
+    diag(lam[b, 0, 0]) formed in the block's own (n, n) scratch (n² work), then one GEMM; each
+    sample's K rows cut in ``splits`` blocks. R (n, n), any layout (rows with unit stride, as in
+    W[:, :n], keep the row loop vectorised; copying R would cost a pass per step)."""
+    K, n = V.shape[1], V.shape[2]
+    b, s = c // splits, c % splits
+    lo, hi = s * K // splits, (s + 1) * K // splits
     H = np.empty((n, n), dtype=out.dtype)
-    for b in range(lo, hi):
-        _diagonal_jacobian(R, lam[:, 0, 0], dz[:, 0], b, H)
-        np.dot(_block(V, b), H.T, _block(out, b))
+    _diagonal_jacobian(R, lam[:, 0, 0], dz[:, 0], b, H)
+    np.dot(_block(V, b)[lo:hi], H.T, _block(out, b)[lo:hi])
+
+
+@kernel()
+def _jvp_folded(V, R, lam, dz, out, splits):
+    for c in range(V.shape[0] * splits):
+        _jvp_folded_block(V, R, lam, dz, out, c, splits)
 
 
 @kernel(parallel=True)
-def _jvp_folded_par(V, R, lam, dz, out, chunks):
-    """:func:`_jvp_folded` over ``chunks`` contiguous sample ranges in parallel (BLAS held at one thread).
-
-    ``chunks`` is the thread count, an argument: numba's thread query is a ctypes call, which
-    would stop the kernel from being cached.
-    """
-    B = V.shape[0]
-    for c in prange(chunks):
-        _jvp_folded(V, R, lam, dz, out, c * B // chunks, (c + 1) * B // chunks)
-
-
-@kernel(parallel=True)
-def _jvp_folded_rows_par(V, R, lam, dz, out, splits):
-    """:func:`_jvp_folded` with each sample's K rows split in ``splits`` blocks, all in parallel
-    (fewer samples than threads: each block forms its own H_b, n² work, and runs one GEMM)."""
-    B, K, n = V.shape
-    for c in prange(B * splits):
-        b, s = c // splits, c % splits
-        lo, hi = s * K // splits, (s + 1) * K // splits
-        H = np.empty((n, n), dtype=out.dtype)
-        _diagonal_jacobian(R, lam[:, 0, 0], dz[:, 0], b, H)
-        np.dot(_block(V, b)[lo:hi], H.T, _block(out, b)[lo:hi])
+def _jvp_folded_par(V, R, lam, dz, out, splits):
+    for c in prange(V.shape[0] * splits):
+        _jvp_folded_block(V, R, lam, dz, out, c, splits)
 
 
 @kernel(inline=True)
@@ -136,54 +114,81 @@ def jvp_dense(V, Ht, out, n_threads):
     """``out[b] = V[b] @ Ht[b]``: the formed step Jacobian on a stack of tangents (see the reference).
 
     V : (B, K, N);  Ht : (B, N, N);  out : (B, K, N), written (any layout, fastest with each
-    out[b] C-contiguous). One BLAS GEMM per sample; from PARALLEL_MIN_WORK elements on the
-    samples run in parallel (BLAS held at one thread), each split in row blocks when they are
-    fewer than the threads; else in turn.
+    out[b] C-contiguous). One BLAS GEMM per sample, cut in row blocks when the samples are fewer
+    than the cores (:func:`kfrtrl._thresholds.row_blocks`: the same blocks on any thread count);
+    see :func:`_blocked` for the threads.
     """
     V, Ht = _blocks_contiguous(V), _blocks_contiguous(Ht)
-    target = out if _has_contiguous_blocks(out) else np.empty(out.shape, out.dtype)
-    B, K, _ = V.shape
-    if _parallel(n_threads, out.size) and get_num_threads() > 1:
-        with blas_limit(1):
-            if B >= get_num_threads():
-                _jvp_dense_par(V, Ht, target, get_num_threads())
-            else:
-                _jvp_dense_rows_par(V, Ht, target, _splits(B, K))
-    else:
-        _jvp_dense(V, Ht, target, 0, B)
-    if target is not out:
-        out[...] = target
+    splits = _thresholds.row_blocks(V.shape[0], V.shape[1])
+    _blocked(_jvp_dense_rows, _jvp_dense_rows_par, (V, Ht), out, splits, n_threads)
+
+
+@kernel(inline=True)
+def _jvp_dense_block(V, Ht, out, c, splits):
+    """Block c of :func:`jvp_dense` with each sample's K rows cut in ``splits`` blocks."""
+    K = V.shape[1]
+    b, s = c // splits, c % splits
+    lo, hi = s * K // splits, (s + 1) * K // splits
+    np.dot(_block(V, b)[lo:hi], _block(Ht, b), _block(out, b)[lo:hi])
 
 
 @kernel()
-def _jvp_dense(V, Ht, out, lo, hi):
-    """out[b] = V[b] @ Ht[b] for samples lo..hi-1 (C-contiguous blocks)."""
-    for b in range(lo, hi):
-        np.dot(_block(V, b), _block(Ht, b), _block(out, b))
-
-
-@kernel(parallel=True)
-def _jvp_dense_par(V, Ht, out, chunks):
-    """:func:`_jvp_dense` over ``chunks`` contiguous sample ranges in parallel."""
-    B = V.shape[0]
-    for c in prange(chunks):
-        _jvp_dense(V, Ht, out, c * B // chunks, (c + 1) * B // chunks)
+def _jvp_dense_rows(V, Ht, out, splits):
+    for c in range(V.shape[0] * splits):
+        _jvp_dense_block(V, Ht, out, c, splits)
 
 
 @kernel(parallel=True)
 def _jvp_dense_rows_par(V, Ht, out, splits):
-    """:func:`_jvp_dense` with each sample's K rows split in ``splits`` blocks, all in parallel."""
-    B, K = V.shape[0], V.shape[1]
-    for c in prange(B * splits):
-        b, s = c // splits, c % splits
-        lo, hi = s * K // splits, (s + 1) * K // splits
-        np.dot(_block(V, b)[lo:hi], _block(Ht, b), _block(out, b)[lo:hi])
+    for c in prange(V.shape[0] * splits):
+        _jvp_dense_block(V, Ht, out, c, splits)
 
 
-def _splits(B, K):
-    """Row blocks per sample when B samples are fewer than the threads: enough blocks for every
-    thread, none empty (K >= 1 rows)."""
-    return max(1, min(K, -(-get_num_threads() // B)))
+def jvp_state(Ht, G, out, n_threads):
+    """``out[b] = Ht[b]ᵀ @ G[b]``: the formed step Jacobian on a state-major influence (see the reference).
+
+    Ht : (B, N, N);  G : (B, N, P);  out : (B, N, P), written. The wide (N, N) @ (N, P) GEMM per
+    sample (through :func:`._common._gemm`: a column block is no ``np.dot`` operand), cut in column
+    blocks when the samples are fewer than the cores; see :func:`_blocked` for the threads.
+    """
+    Ht, G = _blocks_contiguous(Ht), _blocks_contiguous(G)
+    splits = _thresholds.row_blocks(G.shape[0], G.shape[2])
+    _blocked(_jvp_state, _jvp_state_par, (GEMM[G.dtype], Ht, G), out, splits, n_threads)
+
+
+def _blocked(serial, parallel, args, out, splits, n_threads):
+    """Run ``serial(*args, target, splits)`` (or ``parallel``: from PARALLEL_MIN_WORK elements of
+    ``out`` on with several threads, BLAS held at one thread), the blocks' GEMMs writing into
+    ``out``, or into a C-contiguous copy when ``out``'s per-sample blocks are not."""
+    target = out if _has_contiguous_blocks(out) else np.empty(out.shape, out.dtype)
+    if _parallel(n_threads, out.size) and get_num_threads() > 1:
+        with blas_limit(1):
+            parallel(*args, target, splits)
+    else:
+        serial(*args, target, splits)
+    if target is not out:
+        out[...] = target
+
+
+@kernel(inline=True)
+def _jvp_state_block(address, Ht, G, out, c, splits):
+    """Block c of :func:`jvp_state`: columns lo..hi of out[b] = H_b @ G[b][:, lo:hi], one GEMM."""
+    N, P = G.shape[1], G.shape[2]
+    b, s = c // splits, c % splits
+    lo, hi = s * P // splits, (s + 1) * P // splits
+    _gemm(address, 116, 110, N, hi - lo, N, Ht[b], N, G[b, :, lo:], P, out[b, :, lo:], P)   # 't', 'n'
+
+
+@kernel()
+def _jvp_state(address, Ht, G, out, splits):
+    for c in range(G.shape[0] * splits):
+        _jvp_state_block(address, Ht, G, out, c, splits)
+
+
+@kernel(parallel=True)
+def _jvp_state_par(address, Ht, G, out, splits):
+    for c in prange(G.shape[0] * splits):
+        _jvp_state_block(address, Ht, G, out, c, splits)
 
 
 # ---------------------------------------------------------------- outer_add

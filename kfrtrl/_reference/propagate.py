@@ -1,4 +1,4 @@
-"""Reference propagation kernels in plain numpy: ``jvp_blocks``, ``jvp_dense``, ``outer_add``, ``rank1_update``,
+"""Reference propagation kernels in plain numpy: ``jvp_blocks``, ``jvp_dense``, ``jvp_state``, ``outer_add``, ``rank1_update``,
 ``kf_combine``, and the fused Elman-type steps ``kf_fused`` and ``uoro_fused``.
 
 Kernels know nothing of cells or estimators: pure functions on arrays, outputs allocated by
@@ -43,6 +43,17 @@ def jvp_dense(V, Ht, out, n_threads):
     Cost: one (K, N) @ (N, N) GEMM per sample, 2·B·K·N² flops.
     """
     np.matmul(V, Ht, out=out)
+
+
+def jvp_state(Ht, G, out, n_threads):
+    """The formed step Jacobian applied to a state-major influence: ``out[b] = Ht[b]ᵀ @ G[b]``.
+
+    Ht : (B, N, N) with Ht[b] = H_bᵀ (as for :func:`jvp_dense`);  G : (B, N, P), row k the
+    influence on state unit k;  out : (B, N, P), written, not overlapping G or Ht.
+    Cost: one (N, N) @ (N, P) GEMM per sample, 2·B·N²·P flops: the wide product, which BLAS
+    runs faster than the same flops as the tall (P, N) @ (N, N) of the tangent layout.
+    """
+    np.matmul(Ht.transpose(0, 2, 1), G, out=out)
 
 
 def outer_add(G, Dt, a, n_threads):

@@ -202,7 +202,7 @@ class Cell:
         if self.dense_route(cache, V.shape[1]):
             if out is None:
                 out = np.empty(V.shape, dtype=V.dtype)
-            ops.jvp_dense(V, self._jacobian_t(cache, ops, n_threads), out, n_threads)
+            ops.jvp_dense(V, self.jacobian_t(cache, ops, n_threads), out, n_threads)
             return out
         return self._layers_jvp(cache, V, ops, n_threads, out)
 
@@ -239,9 +239,22 @@ class Cell:
             return False
         return getattr(cache, "jacobian_t", None) is not None or K * (c - N * N) > N * c
 
-    def _jacobian_t(self, cache, ops, n_threads):
-        """H_tᵀ per sample (batch, N, N): the tangents e_1 … e_N through the layers (row i is
-        H_t e_i), formed once per step and kept in ``cache``."""
+    def jacobian_t(self, cache, ops, n_threads=1):
+        """The step Jacobian, transposed, per sample: H_tᵀ (batch, N, N), row i = H_t e_i.
+
+        Formed once per step (the N tangents e_i through the layers, one GEMM per layer) and
+        kept in ``cache`` for the step's later calls (:meth:`jvp`'s formed route, exact RTRL).
+
+        Parameters
+        ----------
+        cache : list of Layer, from :meth:`forward`
+        ops : module, a backend's kernels
+        n_threads : int >= 1
+
+        Returns
+        -------
+        (batch, n_state, n_state) array of ``dtype``
+        """
         Ht = getattr(cache, "jacobian_t", None)
         if Ht is None:
             B, N = cache[0].a.shape[0], self.n_state

@@ -51,6 +51,16 @@ class KroneckerSum(Estimator):
 _GER = {}
 
 
+def ger(dtype):
+    """scipy's BLAS rank-one update ``?ger(alpha, x, y, a)`` = a + alpha x yᵀ for ``dtype``
+    (in place when ``a`` is Fortran-ordered and ``overwrite_a=True``)."""
+    if dtype not in _GER:
+        from scipy.linalg.blas import get_blas_funcs
+
+        _GER[dtype] = get_blas_funcs("ger", dtype=dtype)
+    return _GER[dtype]
+
+
 def _outer(x, y):
     """x ⊗ y (p, m), C-contiguous, for x (p,) and y (m,) of one float dtype.
 
@@ -58,9 +68,5 @@ def _outer(x, y):
     (OpenBLAS's GEMM with an inner dimension of 1 and numpy's einsum are slower; see
     docs/performance.md).
     """
-    if x.dtype not in _GER:
-        from scipy.linalg.blas import get_blas_funcs
-
-        _GER[x.dtype] = get_blas_funcs("ger", (x,))
     zeros = np.zeros((y.size, x.size), dtype=x.dtype, order="F")
-    return _GER[x.dtype](1.0, y, x, a=zeros, overwrite_a=True).T
+    return ger(x.dtype)(1.0, y, x, a=zeros, overwrite_a=True).T

@@ -144,7 +144,8 @@ def gemm_layers(est):
     estimator runs fused (``est.fuses``: the Elman cell, the RHN of depth 1 for KF and OK) is one
     GEMM of all tangents with the step Jacobian, named "H": (rows, N) @ (N, N). So is a step
     whose tangents go through the formed Jacobian (``Cell.dense_route``: the GRU, the RHN of
-    depth L), plus the layers' GEMMs that form it (rows = batch · (N + Σ_{j<l} p_j)).
+    depth L; exact RTRL always, ``est.forms_jacobian``), plus the layers' GEMMs that form it
+    (rows = batch · (N + Σ_{j<l} p_j)).
 
     Parameters
     ----------
@@ -164,7 +165,7 @@ def gemm_layers(est):
     shapes = cell.param_shapes()
     dense = est.dense_immediate
     per_sample, out = K, []
-    if cell.dense_route(layers, K):           # K tangents through H_b, which e_1 … e_N form
+    if getattr(est, "forms_jacobian", False) or cell.dense_route(layers, K):   # through H_b, which e_1 … e_N form
         per_sample, out = N, [("H", B * K, N, N)]
     for layer in layers:
         p = shapes[layer.name][0]
