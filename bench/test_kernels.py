@@ -19,6 +19,11 @@ by group (the GEMM right before the steps it bounds):
 - ``rank1`` (UORO, NoBackTrack, TBPTT's step, SnAp-1, RFLO; also at n = 256): the cell's
   (B, m) @ (m, n) product, at batch 1 one (n, m) matrix-vector product.
 
+Each bound is timed in both orders of the same flops, (rows, inner) @ (inner, cols) and
+(cols, inner) @ (inner, rows) (``gemm-wide``): BLAS runs one faster than the other (the tall
+(P, N) @ (N, N) ~20 % slower than the wide (N, N) @ (N, P) in float64 here), and
+``bench/ratios.py`` divides by the faster.
+
 ``extra_info`` carries the kind ("gemm"/"step"), estimator, backend, sizes,
 threads and the GEMM's flop count. Quick grid by default (~2 minutes);
 ``KFRTRL_BENCH_FULL=1`` runs n in {16, 64, 128, 256}, batch {1, 16}, rank {1, 8}.
@@ -79,15 +84,18 @@ def _group(family, n, B, r):
     return f"{family} n={n} B={B}" + (f" r={r}" if family == "kron" else "")
 
 
-def _info(benchmark, kind, family, n, B, r, threads, **extra):
+def _info(benchmark, kind, family, n, B, r, threads, wide=False, **extra):
     rows, inner, cols = _gemm_shape(family, n, B, r)
+    if wide:
+        rows, cols = cols, rows
     benchmark.group = _group(family, n, B, r)
     benchmark.extra_info.update(kind=kind, family=family, n=n, batch=B, rank=r, threads=threads,
                                 gemm_shape=[rows, inner, cols], flops=2 * rows * inner * cols, **extra)
 
 
 MEMBERS = [(family, n, B, r, what) for family, n, B, r in CASES
-           for what in ["gemm"] + [f"{est.format(r=r)}/{backend}" for est in FAMILIES[family] for backend in BACKENDS]]
+           for what in ["gemm", "gemm-wide"] + [f"{est.format(r=r)}/{backend}" for est in FAMILIES[family]
+                                                for backend in BACKENDS]]
 
 
 @pytest.mark.parametrize("family, n, B, r, what", MEMBERS)
@@ -98,20 +106,23 @@ def test_group_member(benchmark, limited_threads, family, n, B, r, what):
     ratio compares timings taken minutes apart at most (this machine's GEMM rate drifts by
     up to 20% over a longer run).
     """
-    if what == "gemm":
-        _bench_gemm(benchmark, limited_threads, family, n, B, r)
+    if what.startswith("gemm"):
+        _bench_gemm(benchmark, limited_threads, family, n, B, r, wide=what == "gemm-wide")
     else:
         estimator, backend = what.split("/")
         _bench_step(benchmark, limited_threads, family, estimator, backend, n, B, r)
 
 
-def _bench_gemm(benchmark, threads, family, n, B, r):
-    """The bare product (float64, BLAS) that lower-bounds the step of the group."""
+def _bench_gemm(benchmark, threads, family, n, B, r, wide=False):
+    """The bare product (float64, BLAS) that lower-bounds the step of the group, in its tall order
+    or (``wide``) the other order of the same flops."""
     rows, inner, cols = _gemm_shape(family, n, B, r)
+    if wide:
+        rows, cols = cols, rows
     gen = np.random.default_rng(0)
     X, W = gen.standard_normal((rows, inner)), gen.standard_normal((inner, cols))
     out = np.empty((rows, cols))
-    _info(benchmark, "gemm", family, n, B, r, threads)
+    _info(benchmark, "gemm", family, n, B, r, threads, wide=wide)
     benchmark(np.matmul, X, W, out=out)
 
 
