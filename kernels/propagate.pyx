@@ -25,6 +25,7 @@ from libc.string cimport memcpy
 
 from _blas cimport KFRTRL_OPENMP, gemm, step_propagate, sumsq
 
+from kfrtrl import _thresholds
 from kfrtrl._thresholds import row_blocks, threads_for
 
 
@@ -66,11 +67,10 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
       With several threads the samples run in parallel, BLAS held at one thread
       (one fork-join instead of one per GEMM; see docs/performance.md), each split
       in row blocks when they are fewer than the threads.
-    - otherwise ``Vr @ Wt`` of the whole batch is one BLAS GEMM, written into
-      ``out`` when Z <= S (else into a temporary), then one fused element-wise
-      pass, parallel over the B*K tangents.
-
-    Otherwise GEMMs run outside any parallel loop, threaded by BLAS.
+    - otherwise in blocks of GEMM_BLOCK_ROWS tangents (:mod:`kfrtrl._thresholds`):
+      ``Vr @ Wt`` of the block is one BLAS GEMM into a per-thread scratch, then
+      the element-wise pass while it is in cache; the blocks run in parallel (BLAS
+      held at one thread), the same blocks on any thread count.
     """
     if not _has_contiguous_blocks(out):
         target = np.empty(out.shape, dtype=out.dtype)  # the kernels write C-contiguous blocks
@@ -86,17 +86,17 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
         return
     A, ta, lda = _gemm_operand(Vr.reshape(B * K, n_rec))
     W, tb, ldb = _gemm_operand(Wt)
-    if Z <= S and out.flags.c_contiguous:
-        Y = out.reshape(B * K, S * n)
-    else:
-        Y = np.empty((B * K, Z * n), dtype=dtype)
-    n_threads = threads_for(n_threads, out.size)
-    rows = np.empty((n_threads, Z * n), dtype=dtype)
+    n_par = threads_for(n_threads, out.size)
+    rows = _thresholds.GEMM_BLOCK_ROWS
+    Y = np.empty((n_par, min(rows, B * K), Z * n), dtype=dtype)
     V, lam, dz = np.ascontiguousarray(V), np.ascontiguousarray(lam), np.ascontiguousarray(dz)
-    if dtype == np.float32:
-        _jvp_blocks[float](V, A, ta, lda, W, tb, ldb, lam, dz, out, Y, rows, n_threads)
-    else:
-        _jvp_blocks[double](V, A, ta, lda, W, tb, ldb, lam, dz, out, Y, rows, n_threads)
+    from kfrtrl.threads import blas_limit
+
+    with blas_limit(1) if n_par > 1 else nullcontext():
+        if dtype == np.float32:
+            _jvp_blocks[float](V, A, ta, lda, W, tb, ldb, lam, dz, out, Y, rows, n_par)
+        else:
+            _jvp_blocks[double](V, A, ta, lda, W, tb, ldb, lam, dz, out, Y, rows, n_par)
 
 
 def _same_array(X, Y):
@@ -152,35 +152,40 @@ cdef void _jvp_folded(const floating[:, :, ::1] V, const floating[:, ::1] Wt,
 cdef void _jvp_blocks(const floating[:, :, ::1] V, const floating[:, :] A, char ta, int lda,
                       const floating[:, :] W, char tb, int ldb,
                       const floating[:, :, :, ::1] lam, const floating[:, :, :, ::1] dz,
-                      floating[:, :, :] out, floating[:, ::1] Y, floating[:, ::1] rows,
+                      floating[:, :, :] out, floating[:, :, ::1] Y, int block_rows,
                       int n_threads) noexcept nogil:
+    """Blocks of ``block_rows`` tangents: Y = A[r0:r1] @ W (one GEMM into the thread's scratch),
+    then out = Λ V + D Y row by row; in parallel over the blocks when n_threads > 1."""
     cdef Py_ssize_t K = V.shape[1], S = dz.shape[1], Z = dz.shape[2], n = dz.shape[3]
     cdef Py_ssize_t S_in = lam.shape[2]
-    cdef Py_ssize_t BK = V.shape[0] * K, bk, b, i, j, z, t
+    cdef Py_ssize_t BK = V.shape[0] * K, blocks = (BK + block_rows - 1) // block_rows
+    cdef Py_ssize_t blk, r0, r1, bk, b, i, j, z, t
     cdef floating *y
     cdef floating *o
     cdef const floating *c
     cdef const floating *v
-    gemm(ta, tb, <int> BK, <int> (Z * n), A.shape[1], <floating> 1.0, &A[0, 0], lda,
-         &W[0, 0], ldb, <floating> 0.0, &Y[0, 0], <int> Y.shape[1])
-    for bk in prange(BK, nogil=True, num_threads=n_threads, schedule='static'):
-        b = bk // K
-        y = &rows[threadid(), 0]               # this row of Y, copied: Y may live in out
-        memcpy(y, &Y[bk, 0], Z * n * sizeof(floating))
-        v = &V[b, bk - b * K, 0]
-        for i in range(S):
-            o = &out[b, bk - b * K, i * n]
-            c = &dz[b, i, 0, 0]
-            for t in range(n):
-                o[t] = c[t] * y[t]
-            for z in range(1, Z):
-                c = &dz[b, i, z, 0]
+    for blk in prange(blocks, nogil=True, num_threads=n_threads, schedule='dynamic'):
+        r0 = blk * block_rows
+        r1 = min(r0 + block_rows, BK)
+        y = &Y[threadid(), 0, 0]
+        gemm(ta, tb, <int> (r1 - r0), <int> (Z * n), A.shape[1], <floating> 1.0,
+             &A[0, 0] + (r0 * lda if ta == c'n' else r0), lda, &W[0, 0], ldb, <floating> 0.0, y, <int> (Z * n))
+        for bk in range(r0, r1):
+            b = bk // K
+            v = &V[b, bk - b * K, 0]
+            for i in range(S):
+                o = &out[b, bk - b * K, i * n]
+                c = &dz[b, i, 0, 0]
                 for t in range(n):
-                    o[t] = o[t] + c[t] * y[z * n + t]
-            for j in range(S_in):
-                c = &lam[b, i, j, 0]
-                for t in range(n):
-                    o[t] = o[t] + c[t] * v[j * n + t]
+                    o[t] = c[t] * y[(bk - r0) * Z * n + t]
+                for z in range(1, Z):
+                    c = &dz[b, i, z, 0]
+                    for t in range(n):
+                        o[t] = o[t] + c[t] * y[(bk - r0) * Z * n + z * n + t]
+                for j in range(S_in):
+                    c = &lam[b, i, j, 0]
+                    for t in range(n):
+                        o[t] = o[t] + c[t] * v[j * n + t]
 
 
 def jvp_dense(V, Ht, out, n_threads):

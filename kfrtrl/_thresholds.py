@@ -27,6 +27,11 @@ def threads_for(n_threads, work):
     return n_threads if n_threads > 1 and work >= PARALLEL_MIN_WORK else 1
 
 
+# Rows per GEMM block of a Jacobian layer applied to a stack of tangents (``jvp_blocks``' general
+# route): the block's product stays in cache for the element-wise pass that follows, and the blocks
+# are the same on any thread count (so are the bits).
+GEMM_BLOCK_ROWS = 256
+
 # The cores a parallel kernel may be given on this machine (the count ``n_threads=None`` takes).
 CORES = os.cpu_count() or 1
 

@@ -154,7 +154,7 @@ def test_default_threads_follow_the_steps_own_timing(monkeypatch):
 @pytest.mark.skipif(not COMPILED, reason="no compiled backend")
 @pytest.mark.parametrize("backend", COMPILED)
 @pytest.mark.parametrize("cell, spec, batch", [("elman", "rtrl", 1), ("gru", "rtrl", 1), ("gru", "ok:3", 1),
-                                               ("elman", "kf", 3), ("gru", "kf", 3)])
+                                               ("elman", "kf", 3), ("gru", "kf", 3), ("lstm", "ok:3", 2)])
 def test_training_is_bit_identical_on_one_and_several_threads(monkeypatch, backend, cell, spec, batch):
     """The same parameters after 6 training steps on 1 and 2 threads, also where one sample's GEMMs
     are cut in blocks (batch below the cores: 3 pretended here), so the default count, which
@@ -166,7 +166,7 @@ def test_training_is_bit_identical_on_one_and_several_threads(monkeypatch, backe
     params = []
     for n_threads in (1, 2):
         gen = np.random.default_rng(0)
-        model = {"elman": kfrtrl.Elman, "gru": kfrtrl.GRU}[cell](3, 65, rng=1)
+        model = {"elman": kfrtrl.Elman, "gru": kfrtrl.GRU, "lstm": kfrtrl.LSTM}[cell](3, 65, rng=1)
         trainer = Trainer(make_estimator(spec, model, batch_size=batch, rng=2, backend=backend, n_threads=n_threads),
                           4, rng=3)
         for _ in range(6):

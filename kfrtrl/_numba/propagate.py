@@ -21,8 +21,9 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     V : (B, K, S_in*n);  Vr : (B, K, n_rec);  Wt : (n_rec, Z*n);
     lam : (B, S, S_in, n);  dz : (B, S, Z, n);  out : (B, K, S*n), written (any
     layout, fastest with each out[b] C-contiguous: the batch stride is free).
-    One GEMM (B*K, n_rec) @ (n_rec, Z*n) through BLAS, written straight into
-    ``out`` when S = Z = 1, then one fused pass applying Λ and D. For a
+    In blocks of GEMM_BLOCK_ROWS tangents (:mod:`kfrtrl._thresholds`): one GEMM (rows, n_rec) @
+    (n_rec, Z*n) through BLAS, then Λ and D applied while the block is in cache; the blocks run in
+    parallel (BLAS held at one thread) from PARALLEL_MIN_WORK elements on. For a
     one-block layer whose recurrent part is the whole input (the Elman cell)
     and K >= n, each sample's Jacobian ``H_b = diag(dz_b) R + diag(lam_b)`` is
     formed in an (n, n) scratch and ``out_b = V_b H_bᵀ`` is one GEMM while it
@@ -36,15 +37,33 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
         V, R = _blocks_contiguous(V), Wt.T         # R read in place (its rows are contiguous in W)
         _blocked(_jvp_folded, _jvp_folded_par, (V, R, lam, dz), out, _thresholds.row_blocks(B, K), n_threads)
         return
-    if S == 1 and Z == 1 and out.flags.c_contiguous:
-        Y = out
+    V = np.ascontiguousarray(V).reshape(B * K, V.shape[2])
+    A, offset = _rows_operand(V, Vr)
+    target = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
+    rows = _thresholds.GEMM_BLOCK_ROWS
+    args = (GEMM[V.dtype], V, A, offset, Vr.shape[2], np.ascontiguousarray(Wt), lam, dz, target.reshape(B * K, -1), K,
+            rows)
+    blocks = -(-B * K // rows)
+    if _parallel(n_threads, B * K * n * S) and get_num_threads() > 1:
+        with blas_limit(1):
+            _jvp_layer_par(*args, blocks)
     else:
-        Y = np.empty((B, K, Z * n), dtype=out.dtype)
-    np.matmul(Vr.reshape(B * K, Vr.shape[2]), Wt, out=Y.reshape(B * K, Z * n))
-    if _parallel(n_threads, B * K * n * S):
-        _jvp_scale_par(V, Y, lam, dz, out)
-    else:
-        _jvp_scale(V, Y, lam, dz, out)
+        _jvp_layer(*args, blocks)
+    if target is not out:
+        out[...] = target
+
+
+def _rows_operand(V2, Vr):
+    """(A, column offset): the recurrent part Vr (B, K, n_rec) as columns of a 2-D row-major A,
+    read in place when Vr is a column slice of V2 (B K, S_in n) (the cells pass V[:, :, rec]),
+    else a C-contiguous copy (offset 0)."""
+    item = V2.itemsize
+    start = Vr.ctypes.data - V2.ctypes.data
+    row = V2.strides[0]
+    if (Vr.strides[2] == item and Vr.strides[1] == row and Vr.strides[0] == Vr.shape[1] * row
+            and 0 <= start < row and start % item == 0 and start // item + Vr.shape[2] <= V2.shape[1]):
+        return V2, start // item
+    return np.ascontiguousarray(Vr).reshape(-1, Vr.shape[2]), 0
 
 
 @kernel(inline=True)
@@ -74,37 +93,40 @@ def _jvp_folded_par(V, R, lam, dz, out, splits):
 
 
 @kernel(inline=True)
-def _jvp_row(V, Y, lam, dz, out, b, k):
-    """out[b, k] = Λ_b V[b, k] + D_b Y[b, k] for one tangent (indexing the full arrays: no views).
-
-    ``Y`` may be ``out`` itself when S = Z = 1 (each entry is read before it is written).
-    """
+def _jvp_layer_block(address, V, A, offset, n_rec, Wt, lam, dz, out, K, rows, c):
+    """Rows r0..r1 (block c of ``rows``) of the general route: Y = A[r0:r1, offset:offset +
+    n_rec] @ Wt in a scratch (one GEMM), then out[r] = Λ_b V[r] + D_b Y[r] while Y is in cache
+    (b = r // K). V, A, out 2-D row-major (B K rows); lam (B, S, S_in, n); dz (B, S, Z, n)."""
     S, Z, n = dz.shape[1], dz.shape[2], dz.shape[3]
     S_in = lam.shape[2]
-    for i in range(S):
-        base = i * n
-        for t in range(n):
-            out[b, k, base + t] = dz[b, i, 0, t] * Y[b, k, t]
-        for z in range(1, Z):
+    r0 = c * rows
+    r1 = min(r0 + rows, V.shape[0])
+    Y = np.empty((r1 - r0, Z * n), dtype=out.dtype)
+    _gemm(address, 110, 110, r1 - r0, Z * n, n_rec, A[r0:, offset:], A.shape[1], Wt, Z * n, Y, Z * n)
+    for r in range(r0, r1):
+        b, y = r // K, r - r0
+        for i in range(S):
+            base = i * n
             for t in range(n):
-                out[b, k, base + t] += dz[b, i, z, t] * Y[b, k, z * n + t]
-        for j in range(S_in):
-            for t in range(n):
-                out[b, k, base + t] += lam[b, i, j, t] * V[b, k, j * n + t]
+                out[r, base + t] = dz[b, i, 0, t] * Y[y, t]
+            for z in range(1, Z):
+                for t in range(n):
+                    out[r, base + t] += dz[b, i, z, t] * Y[y, z * n + t]
+            for j in range(S_in):
+                for t in range(n):
+                    out[r, base + t] += lam[b, i, j, t] * V[r, j * n + t]
 
 
 @kernel()
-def _jvp_scale(V, Y, lam, dz, out):
-    K = V.shape[1]
-    for row in range(V.shape[0] * K):
-        _jvp_row(V, Y, lam, dz, out, row // K, row % K)
+def _jvp_layer(address, V, A, offset, n_rec, Wt, lam, dz, out, K, rows, blocks):
+    for c in range(blocks):
+        _jvp_layer_block(address, V, A, offset, n_rec, Wt, lam, dz, out, K, rows, c)
 
 
 @kernel(parallel=True)
-def _jvp_scale_par(V, Y, lam, dz, out):
-    K = V.shape[1]
-    for row in prange(V.shape[0] * K):
-        _jvp_row(V, Y, lam, dz, out, row // K, row % K)
+def _jvp_layer_par(address, V, A, offset, n_rec, Wt, lam, dz, out, K, rows, blocks):
+    for c in prange(blocks):
+        _jvp_layer_block(address, V, A, offset, n_rec, Wt, lam, dz, out, K, rows, c)
 
 
 # ---------------------------------------------------------------- jvp_dense
