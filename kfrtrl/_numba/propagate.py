@@ -21,9 +21,11 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
     V : (B, K, S_in*n);  Vr : (B, K, n_rec);  Wt : (n_rec, Z*n);
     lam : (B, S, S_in, n);  dz : (B, S, Z, n);  out : (B, K, S*n), written (any
     layout, fastest with each out[b] C-contiguous: the batch stride is free).
-    In blocks of GEMM_BLOCK_ROWS tangents (:mod:`kfrtrl._thresholds`): one GEMM (rows, n_rec) @
-    (n_rec, Z*n) through BLAS, then Λ and D applied while the block is in cache; the blocks run in
-    parallel (BLAS held at one thread) from PARALLEL_MIN_WORK elements on. For a
+    Below PARALLEL_MIN_WORK elements (e.g. one tangent: UORO, NoBackTrack) one numpy GEMM of the
+    whole batch, then Λ and D applied row by row. Above it, in blocks of GEMM_BLOCK_ROWS tangents
+    (:mod:`kfrtrl._thresholds`): one GEMM (rows, n_rec) @ (n_rec, Z*n) through scipy's BLAS, then Λ
+    and D applied while the block is in cache, the blocks in parallel on several threads (BLAS held
+    at one thread). Both choices depend on the shapes only, never the thread count. For a
     one-block layer whose recurrent part is the whole input (the Elman cell)
     and K >= n, each sample's Jacobian ``H_b = diag(dz_b) R + diag(lam_b)`` is
     formed in an (n, n) scratch and ``out_b = V_b H_bᵀ`` is one GEMM while it
@@ -38,11 +40,17 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
         _blocked(_jvp_folded, _jvp_folded_par, (V, R, lam, dz), out, _thresholds.row_blocks(B, K), n_threads)
         return
     V = np.ascontiguousarray(V).reshape(B * K, V.shape[2])
-    A, offset = _rows_operand(V, Vr)
     target = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
+    if not _parallel(2, B * K * n * S):      # small (one tangent: UORO, NoBackTrack): one numpy GEMM
+        Y = np.matmul(Vr.reshape(B * K, Vr.shape[2]), Wt)
+        _jvp_layer_small(V, Y, lam, dz, target.reshape(B * K, -1), K)
+        if target is not out:
+            out[...] = target
+        return
+    A, offset = _rows_operand(V, Vr)
     rows = _thresholds.GEMM_BLOCK_ROWS
-    args = (GEMM[V.dtype], V, A, offset, Vr.shape[2], np.ascontiguousarray(Wt), lam, dz, target.reshape(B * K, -1), K,
-            rows)
+    W, tb, ldb = _matrix_operand(Wt)
+    args = (GEMM[V.dtype], V, A, offset, Vr.shape[2], W, tb, ldb, lam, dz, target.reshape(B * K, -1), K, rows)
     blocks = -(-B * K // rows)
     if _parallel(n_threads, B * K * n * S) and get_num_threads() > 1:
         with blas_limit(1):
@@ -51,6 +59,17 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
         _jvp_layer(*args, blocks)
     if target is not out:
         out[...] = target
+
+
+def _matrix_operand(X):
+    """2-D ``X`` -> (array whose first element starts it, 'n' or 't' as an integer, row stride): read
+    in place when row-major or column-major (the transposed weight W[:, :n_rec].T), else copied."""
+    item = X.itemsize
+    if X.strides[1] == item and X.strides[0] >= X.shape[1] * item:
+        return X, 110, X.strides[0] // item
+    if X.strides[0] == item and X.strides[1] >= X.shape[0] * item:
+        return X.T, 116, X.strides[1] // item
+    return np.ascontiguousarray(X), 110, X.shape[1]
 
 
 def _rows_operand(V2, Vr):
@@ -93,16 +112,24 @@ def _jvp_folded_par(V, R, lam, dz, out, splits):
 
 
 @kernel(inline=True)
-def _jvp_layer_block(address, V, A, offset, n_rec, Wt, lam, dz, out, K, rows, c):
+def _jvp_layer_block(address, V, A, offset, n_rec, W, tb, ldb, lam, dz, out, K, rows, c):
     """Rows r0..r1 (block c of ``rows``) of the general route: Y = A[r0:r1, offset:offset +
-    n_rec] @ Wt in a scratch (one GEMM), then out[r] = Λ_b V[r] + D_b Y[r] while Y is in cache
-    (b = r // K). V, A, out 2-D row-major (B K rows); lam (B, S, S_in, n); dz (B, S, Z, n)."""
-    S, Z, n = dz.shape[1], dz.shape[2], dz.shape[3]
-    S_in = lam.shape[2]
+    n_rec] @ op(W) (= Wt; ``tb``, ``ldb`` from :func:`_matrix_operand`) in a scratch (one GEMM),
+    then :func:`_jvp_layer_rows` while Y is in cache. V, A, out 2-D row-major (B K rows)."""
+    Z, n = dz.shape[2], dz.shape[3]
     r0 = c * rows
     r1 = min(r0 + rows, V.shape[0])
     Y = np.empty((r1 - r0, Z * n), dtype=out.dtype)
-    _gemm(address, 110, 110, r1 - r0, Z * n, n_rec, A[r0:, offset:], A.shape[1], Wt, Z * n, Y, Z * n)
+    _gemm(address, 110, tb, r1 - r0, Z * n, n_rec, A[r0:, offset:], A.shape[1], W, ldb, Y, Z * n)
+    _jvp_layer_rows(V, Y, lam, dz, out, K, r0, r1)
+
+
+@kernel(inline=True)
+def _jvp_layer_rows(V, Y, lam, dz, out, K, r0, r1):
+    """out[r] = Λ_b V[r] + D_b Y[r − r0] for rows r0..r1 (b = r // K); lam (B, S, S_in, n),
+    dz (B, S, Z, n)."""
+    S, Z, n = dz.shape[1], dz.shape[2], dz.shape[3]
+    S_in = lam.shape[2]
     for r in range(r0, r1):
         b, y = r // K, r - r0
         for i in range(S):
@@ -118,15 +145,20 @@ def _jvp_layer_block(address, V, A, offset, n_rec, Wt, lam, dz, out, K, rows, c)
 
 
 @kernel()
-def _jvp_layer(address, V, A, offset, n_rec, Wt, lam, dz, out, K, rows, blocks):
+def _jvp_layer_small(V, Y, lam, dz, out, K):
+    _jvp_layer_rows(V, Y, lam, dz, out, K, 0, V.shape[0])
+
+
+@kernel()
+def _jvp_layer(address, V, A, offset, n_rec, W, tb, ldb, lam, dz, out, K, rows, blocks):
     for c in range(blocks):
-        _jvp_layer_block(address, V, A, offset, n_rec, Wt, lam, dz, out, K, rows, c)
+        _jvp_layer_block(address, V, A, offset, n_rec, W, tb, ldb, lam, dz, out, K, rows, c)
 
 
 @kernel(parallel=True)
-def _jvp_layer_par(address, V, A, offset, n_rec, Wt, lam, dz, out, K, rows, blocks):
+def _jvp_layer_par(address, V, A, offset, n_rec, W, tb, ldb, lam, dz, out, K, rows, blocks):
     for c in prange(blocks):
-        _jvp_layer_block(address, V, A, offset, n_rec, Wt, lam, dz, out, K, rows, c)
+        _jvp_layer_block(address, V, A, offset, n_rec, W, tb, ldb, lam, dz, out, K, rows, c)
 
 
 # ---------------------------------------------------------------- jvp_dense
