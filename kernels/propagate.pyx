@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Propagation kernels of the Cython backend: ``jvp_blocks``, ``jvp_dense``, ``jvp_state``, ``outer_add``, ``rank1_update``,
+"""Propagation kernels of the Cython backend: ``jvp_blocks``, ``jvp_dense``, ``jvp_state``, ``rank1_update``,
 ``kf_combine``, and the fused Elman-type steps ``kf_fused`` and ``uoro_fused``.
 
 Same semantics and argument order as :mod:`kfrtrl._reference.propagate`; the
@@ -255,36 +255,6 @@ cdef void _batched(int kind, const floating[:, :, ::1] X, const floating[:, :, :
         else:
             gemm(c't', c'n', N, <int> (hi - lo), N, <floating> 1.0, &X[b, 0, 0], N, &Y[b, 0, lo], P,
                  <floating> 0.0, &out[b, 0, lo], P)
-
-
-def outer_add(G, Dt, a, n_threads):
-    """Exact RTRL immediate term ``G[b, i, j, :] += Dt[b, i, :] * a[b, j]``, in place.
-
-    G (B, p, m, N) C-contiguous; Dt (B, p, N); a (B, m). Parallel over the B*p rows.
-    """
-    Dt, a = np.ascontiguousarray(Dt), np.ascontiguousarray(a)
-    n_threads = threads_for(n_threads, G.size)
-    if G.dtype == np.float32:
-        _outer_add[float](G, Dt, a, n_threads)
-    else:
-        _outer_add[double](G, Dt, a, n_threads)
-
-
-cdef void _outer_add(floating[:, :, :, ::1] G, const floating[:, :, ::1] Dt,
-                     const floating[:, ::1] a, int n_threads) noexcept nogil:
-    cdef Py_ssize_t p = G.shape[1], m = G.shape[2], N = G.shape[3], bi, b, i, j, t
-    cdef floating aj
-    cdef floating *g
-    cdef const floating *d
-    for bi in prange(G.shape[0] * p, nogil=True, num_threads=n_threads, schedule='static'):
-        b = bi // p
-        i = bi - b * p
-        d = &Dt[b, i, 0]
-        for j in range(m):
-            g = &G[b, i, j, 0]
-            aj = a[b, j]
-            for t in range(N):
-                g[t] = g[t] + d[t] * aj
 
 
 def rank1_update(w, s_w, d, a, s_d, w_out, n_threads):

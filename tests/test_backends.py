@@ -97,7 +97,6 @@ def _past_threshold(work):
         "jvp_dense (batch 1)": ((V1, normal((1, 2 * n, 2 * n))), (np.empty_like(V1),)),
         "jvp_blocks (folded, batch 1)": ((V1f, V1f, Wf[:, :nf].T, normal((1, 1, 1, nf)), normal((1, 1, 1, nf))),
                                          (np.empty_like(V1f),)),
-        "outer_add": ((G, Dt, a), ()),
         "kf_combine": ((HA, u, Dt, a, c, -c), (np.empty_like(HA), np.empty_like(u))),
         "rank1_update": ((w, normal(B), normal((B, w.shape[1])), normal((B, n)), normal(B)), (np.empty_like(w),)),
         "ok_reduce": ((Vk, Uk, random_signs(gen, (B, 4), np.float64)),
@@ -111,7 +110,7 @@ def _past_threshold(work):
     }
 
 
-UPDATED_IN_PLACE = {"outer_add": (0,), "uoro_fused": (0, 1, 2)}
+UPDATED_IN_PLACE = {"uoro_fused": (0, 1, 2)}
 
 
 @pytest.mark.parametrize("kernel", list(_past_threshold(PARALLEL_MIN_WORK)))

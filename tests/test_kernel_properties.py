@@ -130,20 +130,6 @@ def test_formed_jacobian_products(name, backend, dtype, common, K, out_layout):
 
 @_every_backend_and_dtype
 @PROPERTY
-@given(_common(), st.integers(1, 7))
-def test_outer_add(backend, dtype, common, p):
-    B, N, mask, gen, layout = common
-    m = N + 2
-    G = _normal(gen, (B, p, m, N), dtype, mask)
-    Dt, a = layout(_normal(gen, (B, p, N), dtype)), layout(_normal(gen, (B, m), dtype))
-    want, got = G.copy(), G.copy()
-    ref.outer_add(want, Dt, a, 1)
-    kernel_module(backend).outer_add(got, Dt, a, 2)
-    _assert_all_close([got], [want], dtype, "outer_add")
-
-
-@_every_backend_and_dtype
-@PROPERTY
 @given(_common(), st.integers(1, 7), st.booleans())
 def test_rank1_update(backend, dtype, common, p, in_place):
     B, n, mask, gen, layout = common

@@ -60,21 +60,6 @@ def test_jvp_blocks_writes_any_out_layout(backend, K, layout):
     assert not (big[:, K:] if layout == "rows of a larger stack" else big[:, :, 1::2]).any()
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("B", [1, 3])
-@pytest.mark.parametrize("backend", COMPILED)
-def test_outer_add(backend, B, dtype):
-    gen = np.random.default_rng(11)
-    p, m, N = 5, 9, 7
-    G = gen.standard_normal((B, p, m, N)).astype(dtype)
-    Dt = gen.standard_normal((B, p, N)).astype(dtype)
-    a = gen.standard_normal((B, m)).astype(dtype)
-    want, got = G.copy(), G.copy()
-    ref.outer_add(want, Dt, a, 1)
-    kernel_module(backend).outer_add(got, Dt, a, 2)
-    assert rel_max(got, want) <= TOL[dtype]
-
-
 @pytest.mark.parametrize("in_place", [False, True])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("B", [1, 3])

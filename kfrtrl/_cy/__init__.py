@@ -7,7 +7,7 @@ raises ImportError when the extensions are not built.
 try:
     from .elementwise import ew_gradient, ew_propagate
     from .elementwise import openmp_enabled as _elementwise_openmp
-    from .propagate import jvp_blocks, jvp_dense, jvp_state, kf_combine, kf_fused, outer_add, rank1_update, uoro_fused
+    from .propagate import jvp_blocks, jvp_dense, jvp_state, kf_combine, kf_fused, rank1_update, uoro_fused
     from .propagate import openmp_enabled as _propagate_openmp
     from .reduce import ok_fused, ok_reduce
     from .reduce import openmp_enabled as _reduce_openmp
@@ -17,7 +17,7 @@ except ImportError as exc:
     raise ImportError(f"the Cython kernels are not built ({exc}; in a source checkout run `pip install -e .`)") from exc
 
 __all__ = [
-    "ew_gradient", "ew_propagate", "jvp_blocks", "jvp_dense", "jvp_state", "kf_combine", "kf_fused", "ok_fused", "ok_reduce", "outer_add", "rank1_update",
+    "ew_gradient", "ew_propagate", "jvp_blocks", "jvp_dense", "jvp_state", "kf_combine", "kf_fused", "ok_fused", "ok_reduce", "rank1_update",
     "snap1_gradient", "snap1_step", "uoro_fused"]
 
 

@@ -1,4 +1,4 @@
-"""Propagation kernels of the numba backend: ``jvp_blocks``, ``jvp_dense``, ``jvp_state``, ``outer_add``, ``rank1_update``,
+"""Propagation kernels of the numba backend: ``jvp_blocks``, ``jvp_dense``, ``jvp_state``, ``rank1_update``,
 ``kf_combine``, and the fused Elman-type steps ``kf_fused`` and ``uoro_fused``.
 
 Same names and arguments as :mod:`kfrtrl._reference.propagate` (see :mod:`._common` for how
@@ -243,43 +243,6 @@ def _jvp_state(address, Ht, G, out, splits):
 def _jvp_state_par(address, Ht, G, out, splits):
     for c in prange(G.shape[0] * splits):
         _jvp_state_block(address, Ht, G, out, c, splits)
-
-
-# ---------------------------------------------------------------- outer_add
-
-
-def outer_add(G, Dt, a, n_threads):
-    """Exact RTRL immediate term ``G[b, i, j, :] += Dt[b, i, :] * a[b, j]`` (see the reference).
-
-    G : (B, p, m, N) in place;  Dt : (B, p, N);  a : (B, m). One pass over G.
-    """
-    if _parallel(n_threads, G.size):
-        _outer_add_par(G, Dt, a)
-    else:
-        _outer_add(G, Dt, a)
-
-
-@kernel(inline=True)
-def _outer_row(G, Dt, a, b, i):
-    """G[b, i, j, :] += Dt[b, i, :] * a[b, j] for all j (indexing the full arrays: no views)."""
-    for j in range(G.shape[2]):
-        aj = a[b, j]
-        for t in range(G.shape[3]):
-            G[b, i, j, t] += Dt[b, i, t] * aj
-
-
-@kernel()
-def _outer_add(G, Dt, a):
-    p = G.shape[1]
-    for row in range(G.shape[0] * p):
-        _outer_row(G, Dt, a, row // p, row % p)
-
-
-@kernel(parallel=True)
-def _outer_add_par(G, Dt, a):
-    p = G.shape[1]
-    for row in prange(G.shape[0] * p):
-        _outer_row(G, Dt, a, row // p, row % p)
 
 
 # ---------------------------------------------------------------- rank1_update

@@ -1,4 +1,4 @@
-"""Reference propagation kernels in plain numpy: ``jvp_blocks``, ``jvp_dense``, ``jvp_state``, ``outer_add``, ``rank1_update``,
+"""Reference propagation kernels in plain numpy: ``jvp_blocks``, ``jvp_dense``, ``jvp_state``, ``rank1_update``,
 ``kf_combine``, and the fused Elman-type steps ``kf_fused`` and ``uoro_fused``.
 
 Kernels know nothing of cells or estimators: pure functions on arrays, outputs allocated by
@@ -54,14 +54,6 @@ def jvp_state(Ht, G, out, n_threads):
     runs faster than the same flops as the tall (P, N) @ (N, N) of the tangent layout.
     """
     np.matmul(Ht.transpose(0, 2, 1), G, out=out)
-
-
-def outer_add(G, Dt, a, n_threads):
-    """Exact RTRL immediate term: ``G[b, i, j, :] += Dt[b, i, :] * a[b, j]``.
-
-    G : (B, p, m, N) in place;  Dt : (B, p, N);  a : (B, m).
-    """
-    G += Dt[:, :, None, :] * a[:, None, :, None]
 
 
 def rank1_update(w, s_w, d, a, s_d, w_out, n_threads):
