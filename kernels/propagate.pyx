@@ -21,7 +21,6 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport sqrt
-from libc.string cimport memcpy
 
 from _blas cimport KFRTRL_OPENMP, gemm, step_propagate, sumsq
 
@@ -112,12 +111,9 @@ def _jvp_folded_call(V, Wt, lam, dz, out, n_threads):
     n_par = threads_for(n_threads, out.size)
     splits = row_blocks(B, K)
     H = np.empty((n_par, n, n), dtype=out.dtype)
-    if n_par > 1:
-        from kfrtrl.threads import blas_limit
+    from kfrtrl.threads import blas_limit
 
-        with blas_limit(1):
-            _jvp_folded_dispatch(V, Wt, lam, dz, out, H, n_par, splits)
-    else:
+    with blas_limit(1) if n_par > 1 else nullcontext():
         _jvp_folded_dispatch(V, Wt, lam, dz, out, H, n_par, splits)
 
 

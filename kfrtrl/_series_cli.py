@@ -109,7 +109,8 @@ def _cmd_series(args):
         return 2
     setup = experiments.Setup.from_options(args)
     options = {name: getattr(args, name) for name in _OPTIONS}
-    options["impact"] = 0.5 if args.impact is None else args.impact
+    if args.impact is not None:                  # else experiments.series' default
+        options["impact"] = args.impact
     result = experiments.series(args.file, estimators=args.estimator, setup=setup, progress=cli._progress_bar(),
                                 **options)
     optimal = result["optimal"]

@@ -3,6 +3,7 @@
 Kernels read them from this module at each call (not at import or compile time), so a
 test can change one for every backend at once.
 """
+import os
 
 # Singular values below this fraction of the largest are exact zeros in the OK reduction
 # (otherwise the √σ split turns round-off into ~1e-9 errors).
@@ -13,8 +14,6 @@ SVD_ZERO = 1e-13
 # accepts: its error grows as eps / pivot². Below it (exactly or nearly dependent A factors) a
 # compiled backend takes the reference's Householder route in compiled code.
 MIN_PIVOT = 1e-3
-
-import os
 
 # Elements of work below which a kernel runs on one thread: opening a parallel region costs
 # more than it saves there, and far more on a loaded machine (every region waits for its

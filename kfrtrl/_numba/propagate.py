@@ -41,22 +41,19 @@ def jvp_blocks(V, Vr, Wt, lam, dz, out, n_threads):
         return
     V = np.ascontiguousarray(V).reshape(B * K, V.shape[2])
     target = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
+    rows_out = target.reshape(B * K, -1)
     if not _parallel(2, B * K * n * S):      # small (one tangent: UORO, NoBackTrack): one numpy GEMM
-        Y = np.matmul(Vr.reshape(B * K, Vr.shape[2]), Wt)
-        _jvp_layer_small(V, Y, lam, dz, target.reshape(B * K, -1), K)
-        if target is not out:
-            out[...] = target
-        return
-    A, offset = _rows_operand(V, Vr)
-    rows = _thresholds.GEMM_BLOCK_ROWS
-    W, tb, ldb = _matrix_operand(Wt)
-    args = (GEMM[V.dtype], V, A, offset, Vr.shape[2], W, tb, ldb, lam, dz, target.reshape(B * K, -1), K, rows)
-    blocks = -(-B * K // rows)
-    if _parallel(n_threads, B * K * n * S) and get_num_threads() > 1:
-        with blas_limit(1):
-            _jvp_layer_par(*args, blocks)
+        _jvp_layer_small(V, np.matmul(Vr.reshape(B * K, Vr.shape[2]), Wt), lam, dz, rows_out, K)
     else:
-        _jvp_layer(*args, blocks)
+        A, offset = _rows_operand(V, Vr)
+        rows = _thresholds.GEMM_BLOCK_ROWS
+        W, tb, ldb = _matrix_operand(Wt)
+        args = (GEMM[V.dtype], V, A, offset, Vr.shape[2], W, tb, ldb, lam, dz, rows_out, K, rows, -(-B * K // rows))
+        if _parallel(n_threads, B * K * n * S) and get_num_threads() > 1:
+            with blas_limit(1):
+                _jvp_layer_par(*args)
+        else:
+            _jvp_layer(*args)
     if target is not out:
         out[...] = target
 

@@ -43,6 +43,8 @@ class Estimator:
         (numpy when none is available; empty: the estimator calls no kernel)
     dense_immediate : bool, whether the immediate terms of earlier Jacobian
         layers are propagated as dense tangents (the benchmarks' GEMM bound)
+    forms_jacobian : bool, whether every step goes through the formed step Jacobian
+        (``Cell.jacobian_t``; the benchmarks' GEMM bound)
     stacks : bool, whether it runs on a :class:`kfrtrl.Stack` of element-wise cells
     _state_attrs : names of the attributes holding the influence (saved by
         :meth:`state_dict`; every other attribute is configuration or scratch)
@@ -52,6 +54,7 @@ class Estimator:
     param = None
     auto_backends = ()
     dense_immediate = False
+    forms_jacobian = False
     stacks = False
     _state_attrs = ()
     # the most diagonal blocks (Z of Cell.diagonal_step) _propagate_fused takes: 0 (no fused

@@ -165,7 +165,7 @@ def gemm_layers(est):
     shapes = cell.param_shapes()
     dense = est.dense_immediate
     per_sample, out = K, []
-    if getattr(est, "forms_jacobian", False) or cell.dense_route(layers, K):   # through H_b, which e_1 … e_N form
+    if est.forms_jacobian or cell.dense_route(layers, K):   # through H_b, which e_1 … e_N form
         per_sample, out = N, [("H", B * K, N, N)]
     for layer in layers:
         p = shapes[layer.name][0]
