@@ -39,10 +39,10 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.math cimport fabs, sqrt
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from scipy.linalg.cython_lapack cimport dgeqrf, dgesdd, dormqr, dorgqr
 
-from _blas cimport KFRTRL_OPENMP, step_propagate, sumsq
+from _blas cimport KFRTRL_OPENMP, gemm, step_matrix, sumsq
 
 from kfrtrl import _thresholds
 from kfrtrl._thresholds import threads_for
@@ -50,6 +50,7 @@ from kfrtrl._thresholds import threads_for
 
 cdef extern from "reduce.h":
     void kfrtrl_gram(const double *X, int k, Py_ssize_t L, double *G, int ldg) noexcept nogil
+    void kfrtrl_gram_f(const float *X, int k, Py_ssize_t L, double *G, int ldg) noexcept nogil
     void kfrtrl_combine(const double *C, int ldc, int rows, int inner, const double *X, Py_ssize_t L,
                         double *O) noexcept nogil
 
@@ -89,63 +90,70 @@ def _run(V, U, signs, V_out, U_out, ws, iwork, lwork, n_par):
         _ok_reduce[double](V, U, signs, V_out, U_out, ws, iwork, lwork, zero, pivot, n_par)
 
 
-def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
+def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, u_out, n_threads):
     """OK's whole step for a step Jacobian with diagonal blocks (the Elman cell, the RHN of
-    depth 1; see :func:`kfrtrl._reference.reduce.ok_fused`).
+    depth 1), on the deferred factors ``F_i = Σ_{j<r} C_ij A_j + C_ir D(dzp)`` (see
+    :func:`kfrtrl._reference.reduce.ok_fused`), updated in place.
 
     Per sample, in one thread's workspace: ``H_b = diag(lam_b) + Σ_z diag(dz_bz) W_z``
-    formed in a scratch, the r terms ``S = A_b H_bᵀ`` by one GEMM (in float64), their
-    Gram matrix (one pass over S), extended by the immediate term ``D_b ⊗ a_b`` (D_b the
-    diagonal blocks diag(dz_bz) stacked) from diagonals only (``G[i, r] = Σ_zt S_i[z n + t, t]
-    dz_zt``, ``G[r, r] = |dz|²``); then the
-    same coefficients as :func:`ok_reduce`'s Gram route, and ``A_out[b] = C[:, :r] S``
-    (a second pass) plus ``C[:, r] dz`` added on the diagonals. A sample the Gram route declines
-    (nearly dependent terms, or more terms than n² or m) writes the diagonal term out
-    and takes :func:`ok_reduce`'s Householder route. Neither H_b, D_b nor the
-    (r+1)-term stack exists as an array. Samples run in parallel (each GEMM on one
-    BLAS thread) when the work allows, else in turn with BLAS threading each GEMM.
+    formed in a scratch; then in blocks of rows (the same rows of every term,
+    ``kfrtrl._thresholds.ok_block_rows``), each in cache: the factors ``F = C A`` (one GEMM,
+    plus ``C_r dzp`` on the diagonals), the terms ``S = F H_bᵀ`` (a second GEMM), their Gram
+    matrix accumulated in float64 (:c:func:`kfrtrl_gram`), extended by the immediate term
+    ``D_b ⊗ a_b`` from diagonals only (``G[i, r] += Σ S_i[z n + t, t] dz_zt``), and S written
+    over A. Then the same coefficients as :func:`ok_reduce`'s Gram route become the new C
+    (the recombination waits for the next step's first GEMM) and dzp = dz. A sample the Gram
+    route declines (nearly dependent terms, or more terms than n² or m) takes
+    :func:`ok_reduce`'s Householder route and gets its factors recombined (C = [I 0]).
+    Samples run in parallel (each GEMM on one BLAS thread) when the work allows, else in
+    turn with BLAS threading each GEMM.
 
     Parameters
     ----------
-    A : (B, r, p, n) float32 or float64, the factors (tangent layout), p = Z n.
+    A : (B, r, p, n) float32 or float64, C-contiguous, the stored terms (tangent layout),
+        p = Z n; updated in place.
+    C : (B, r, r+1), same dtype, C-contiguous, the coefficients; updated in place.
+    dzp : (B, Z, n), same dtype, C-contiguous, the deferred diagonal term; updated in place.
     u : (B, r, m), same dtype.
     W : (p, m), same dtype, the cell's weight (only ``W[:, :n]`` is read).
     lam : (B, n), same dtype.
     dz : (B, Z, n), or (B, n) when Z = 1, same dtype: the diagonal blocks of D_b.
     a : (B, m), same dtype.
     signs : (B, r+1), same dtype, the mixing signs ±1.
-    A_out : (B, r, p, n), same dtype, C-contiguous, written; may be A itself (each sample's
-        factors are read before its output is written), must not overlap the other inputs.
     u_out : (B, r, m), same dtype, C-contiguous, not overlapping the inputs; written.
     n_threads : int, the OpenMP threads the kernel may use.
 
-    Cost per sample: ~r n³ multiply-adds for the propagation, ~r² n² / 2 for the
-    Gram matrix and r² n² for the recombination, plus O(m r² + r³).
+    Cost per sample: ~r n³ Z multiply-adds for the propagation, r² n² Z for the factors,
+    ~r² n² Z / 2 for the Gram matrix, plus O(m r² + r³); one read and one write of A.
     """
-    B, r, p, n = A_out.shape
+    B, r, p, n = A.shape
     m = u_out.shape[2]
+    if not (A.flags.c_contiguous and C.flags.c_contiguous and dzp.flags.c_contiguous):
+        raise ValueError("ok_fused: A, C and dzp must be C-contiguous (they are updated in place)")
     dz = dz.reshape(B, p)                      # the Z = p / n diagonal blocks, one row per sample
-    A, u, W, lam, dz, a, signs = (np.ascontiguousarray(x) for x in (A, u, W, lam, dz, a, signs))
-    n_par = threads_for(min(n_threads, B), A_out.size)
-    ws, iwork, lwork = _scratch(p * n, m, r + 1, A_out.dtype, n_par)
-    H = np.empty((n_par, n, n), dtype=A_out.dtype)
+    u, W, lam, dz, a, signs = (np.ascontiguousarray(x) for x in (u, W, lam, dz, a, signs))
+    rows = _thresholds.ok_block_rows(r, p, n)
+    n_par = threads_for(min(n_threads, B), A.size)
+    ws, iwork, lwork = _scratch(p * n, m, r + 1, A.dtype, n_par)
+    H = np.empty((n_par, n, n), dtype=A.dtype)
+    FS = np.empty((n_par, 2 * r * rows * n), dtype=A.dtype)
+    args = (A, C, dzp.reshape(B, p), u, W, lam, dz, a, signs, u_out, H, FS, ws, iwork, lwork, rows,
+            _thresholds.SVD_ZERO, _thresholds.MIN_PIVOT, n_par)
     if n_par > 1:
         from kfrtrl.threads import blas_limit
 
         with blas_limit(1):
-            _ok_fused_dispatch(A, u, W, lam, dz, a, signs, A_out, u_out, H, ws, iwork, lwork, n_par)
+            _ok_fused_dispatch(*args)
     else:
-        _ok_fused_dispatch(A, u, W, lam, dz, a, signs, A_out, u_out, H, ws, iwork, lwork, n_par)
+        _ok_fused_dispatch(*args)
 
 
-def _ok_fused_dispatch(A, u, W, lam, dz, a, signs, A_out, u_out, H, ws, iwork, lwork, n_par):
-    """The call for A_out's dtype."""
-    if A_out.dtype == np.float32:
-        _ok_fused[float](A, u, W, lam, dz, a, signs, A_out, u_out, H, ws, iwork, lwork, _thresholds.SVD_ZERO,
-                         _thresholds.MIN_PIVOT, n_par)
+def _ok_fused_dispatch(A, *args):
+    """The call for A's dtype."""
+    if A.dtype == np.float32:
+        _ok_fused[float](A, *args)
     else:
-        _ok_fused[double](A, u, W, lam, dz, a, signs, A_out, u_out, H, ws, iwork, lwork, _thresholds.SVD_ZERO,
-                          _thresholds.MIN_PIVOT, n_par)
+        _ok_fused[double](A, *args)
 
 
 def _scratch(P, m, k, dtype, n_par):
@@ -277,73 +285,88 @@ cdef void _reduce_one(const floating *V, const floating *U, const floating *eps,
         _narrow(Z, P * r, V_out)
 
 
-cdef void _ok_fused(const floating[:, :, :, ::1] A, const floating[:, :, ::1] u,
-                    const floating[:, ::1] W, const floating[:, ::1] lam,
+cdef void _ok_fused(floating[:, :, :, ::1] A, floating[:, :, ::1] C, floating[:, ::1] dzp,
+                    const floating[:, :, ::1] u, const floating[:, ::1] W, const floating[:, ::1] lam,
                     const floating[:, ::1] dz, const floating[:, ::1] a,
-                    const floating[:, ::1] signs, floating[:, :, :, ::1] A_out,
-                    floating[:, :, ::1] u_out, floating[:, :, ::1] H, double[:, ::1] ws,
-                    int[:, ::1] iwork, int lwork, double svd_zero, double min_pivot,
+                    const floating[:, ::1] signs, floating[:, :, ::1] u_out,
+                    floating[:, :, ::1] H, floating[:, ::1] FS, double[:, ::1] ws,
+                    int[:, ::1] iwork, int lwork, int rows, double svd_zero, double min_pivot,
                     int n_par) noexcept nogil:
     cdef Py_ssize_t b
-    cdef int r = A_out.shape[1], n = A_out.shape[3], m = u_out.shape[2]
-    cdef int nz = A_out.shape[2] // n
-    for b in prange(A_out.shape[0], nogil=True, num_threads=n_par, schedule='dynamic'):
-        _fused_one(&A[b, 0, 0, 0], &u[b, 0, 0], &W[0, 0], <int> W.shape[1], &lam[b, 0], &dz[b, 0],
-                   &a[b, 0], &signs[b, 0], r, n, nz, m, &A_out[b, 0, 0, 0], &u_out[b, 0, 0],
-                   &H[threadid(), 0, 0], &ws[threadid(), 0], lwork, &iwork[threadid(), 0],
-                   svd_zero, min_pivot)
+    cdef int r = A.shape[1], n = A.shape[3], m = u_out.shape[2]
+    cdef int nz = A.shape[2] // n
+    for b in prange(A.shape[0], nogil=True, num_threads=n_par, schedule='dynamic'):
+        _fused_one(&A[b, 0, 0, 0], &C[b, 0, 0], &dzp[b, 0], &u[b, 0, 0], &W[0, 0], <int> W.shape[1],
+                   &lam[b, 0], &dz[b, 0], &a[b, 0], &signs[b, 0], r, n, nz, m, rows, &u_out[b, 0, 0],
+                   &H[threadid(), 0, 0], &FS[threadid(), 0], &ws[threadid(), 0], lwork,
+                   &iwork[threadid(), 0], svd_zero, min_pivot)
 
 
-cdef void _fused_one(const floating *A, const floating *u, const floating *W, int ldw,
-                     const floating *lam, const floating *dz, const floating *a,
-                     const floating *eps, int r, int n, int nz, int m, floating *A_out,
-                     floating *u_out, floating *H, double *ws, int lwork, int *iwork,
+cdef void _fused_one(floating *A, floating *C, floating *dzp, const floating *u, const floating *W,
+                     int ldw, const floating *lam, const floating *dz, const floating *a,
+                     const floating *eps, int r, int n, int nz, int m, int rows, floating *u_out,
+                     floating *H, floating *FS, double *ws, int lwork, int *iwork,
                      double svd_zero, double min_pivot) noexcept nogil:
-    """One sample of :func:`ok_fused`: A (r, p, n), u (r, m) -> A_out (r, p, n), u_out (r, m),
-    p = nz n; dz (nz, n).
-
-    The r terms S = H A_i, (r, P = p n) row-major, are the first r rows of w.Wv in
-    float64 (float32: computed in w.Z, then widened); the diagonal term, row r,
-    is written there only for the Householder route. H (n, n) is this thread's scratch.
-    """
-    cdef int k = r + 1, P = nz * n * n, i, t, z
+    """One sample of :func:`ok_fused`: A (r, p, n), C (r, r+1), dzp (p,) updated, u (r, m) ->
+    u_out (r, m); p = nz n, dz (p,) the diagonal blocks flat. H (n, n) and FS (2 r rows n) are
+    this thread's scratch: the block's factors F and terms S."""
+    cdef int k = r + 1, p = nz * n, P = p * n, i, j, t, q, q0, q1, L
     cdef Work w = _carve(ws, iwork, P, m, k, lwork)
-    cdef double *S = w.Wv
+    cdef double *G = w.Rv                      # (k, k) row-major, as _gram_coefficients reads it
+    cdef double *Gb = w.core                   # (r, r): one block's Gram matrix
+    cdef floating *F = FS
+    cdef floating *S = FS + r * rows * n
     cdef double *Z
     cdef double acc
-    if floating is double:
-        step_propagate(A, r * nz * n, W, ldw, lam, dz, n, nz, False, H, S)
-        Z = A_out
-    else:                                      # the float32 GEMM lands in Z (2 r P floats of room),
-        Z = w.Z                                # so A_out may be A: A is only read here
-        step_propagate(A, r * nz * n, W, ldw, lam, dz, n, nz, False, H, <floating *> Z)
-        _widen(<floating *> Z, r * P, S)
-    kfrtrl_gram(S, r, P, w.Rv, k)              # G_V of the r terms
-    for i in range(r):                         # ... and of D (diagonal blocks): diagonals only
-        acc = 0.0
-        for z in range(nz):
-            for t in range(n):
-                acc = acc + S[i * P + z * n * n + t * (n + 1)] * dz[z * n + t]
-        w.Rv[i * k + r] = acc
-        w.Rv[r * k + i] = acc
-    w.Rv[r * k + r] = sumsq(dz, nz * n)
+    cdef floating c
+    step_matrix(W, ldw, lam, dz, n, nz, False, H)
+    memset(G, 0, k * k * sizeof(double))
+    q0 = 0
+    while q0 < p:                              # blocks of rows (range() with a variable step is Python's)
+        q1 = min(p, q0 + rows)
+        L = (q1 - q0) * n
+        gemm(c'n', c'n', r, L, r, <floating> 1.0, C, k, A + q0 * n, P, <floating> 0.0, F, L)
+        for i in range(r):
+            c = C[i * k + r]
+            if c != 0.0:
+                for q in range(q0, q1):
+                    F[i * L + (q - q0) * n + q % n] += c * dzp[q]
+        gemm(c'n', c't', r * (q1 - q0), n, n, <floating> 1.0, F, n, H, n, <floating> 0.0, S, n)
+        if floating is double:
+            kfrtrl_gram(S, r, L, Gb, r)
+        else:
+            kfrtrl_gram_f(S, r, L, Gb, r)
+        for i in range(r):
+            acc = 0.0
+            for q in range(q0, q1):
+                acc = acc + <double> S[i * L + (q - q0) * n + q % n] * dz[q]
+            G[i * k + r] += acc
+            for j in range(r):
+                G[i * k + j] += Gb[i * r + j]
+            memcpy(A + i * P + q0 * n, S + i * L, L * sizeof(floating))
+        q0 = q1
+    for i in range(r):
+        G[r * k + i] = G[i * k + r]
+    G[r * k + r] = sumsq(dz, p)
     _stack_u(u, a, r, m, w.Wu)
     if _gram_coefficients(eps, k, P, m, u_out, &w, svd_zero, min_pivot):
-        kfrtrl_combine(w.Tk, k, r, r, S, P, Z)
-        for i in range(r):
-            acc = w.Tk[i * k + r]
-            for z in range(nz):
-                for t in range(n):
-                    Z[i * P + z * n * n + t * (n + 1)] += acc * dz[z * n + t]
+        for i in range(r * k):
+            C[i] = <floating> w.Tk[i]
     else:
-        memset(S + r * P, 0, P * sizeof(double))
-        for z in range(nz):
-            for t in range(n):
-                S[r * P + z * n * n + t * (n + 1)] = dz[z * n + t]
+        _widen(A, r * P, w.Wv)                 # the terms, then the diagonal one, as rows of Wv
+        memset(w.Wv + r * P, 0, P * sizeof(double))
+        for q in range(p):
+            w.Wv[r * P + q * n + q % n] = dz[q]
         _stack_u(u, a, r, m, w.Wu)
+        Z = w.Z if floating is float else <double *> A
         _householder_route(eps, k, P, m, u_out, Z, &w, svd_zero)
-    if floating is float:
-        _narrow(Z, r * P, A_out)
+        if floating is float:
+            _narrow(Z, r * P, A)
+        memset(C, 0, r * k * sizeof(floating))
+        for i in range(r):
+            C[i * k + i] = 1.0
+    for q in range(p):
+        dzp[q] = dz[q]
 
 
 cdef inline void _stack_u(const floating *u, const floating *a, int r, int m,

@@ -31,6 +31,18 @@ def threads_for(n_threads, work):
 # are the same on any thread count (so are the bits).
 GEMM_BLOCK_ROWS = 256
 
+# Elements (r terms x rows x n) of one block of OK's fused step (``ok_fused``): the block's
+# factors, their propagation and the Jacobian stay in a core's L2 cache while the block is
+# recombined, propagated and added to the Gram matrix (docs/performance.md).
+OK_BLOCK_ELEMENTS = 1 << 15
+
+
+def ok_block_rows(r, p, n):
+    """Rows of each term per block of ``ok_fused`` (r terms of p rows of n): about
+    OK_BLOCK_ELEMENTS elements, at least one row, at most p."""
+    return max(1, min(p, OK_BLOCK_ELEMENTS // (r * n)))
+
+
 # The cores a parallel kernel may be given on this machine (the count ``n_threads=None`` takes).
 CORES = os.cpu_count() or 1
 

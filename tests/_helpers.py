@@ -21,6 +21,24 @@ def random_signs(gen, shape, dtype):
     return (2 * gen.integers(0, 2, size=shape) - 1).astype(dtype)
 
 
+def ok_fused_step(ops, A, u, W, lam, dz, a, signs, n_threads=2, C=None, dzp=None):
+    """One ``ok_fused`` call of the kernel module ``ops`` on copies of the deferred state (A, C,
+    dzp); by default C = [I 0] and dzp = 0 (the factors are A as given).
+
+    Returns (F, u_out, (A, C, dzp)): the new factors (``ok_factors`` of the state after), the
+    new u's and the state after (each backend may split the same factors differently).
+    """
+    from kfrtrl._reference.reduce import ok_factors
+
+    B, r, p, n = A.shape
+    A = np.array(A, order="C")
+    C = np.tile(np.eye(r, r + 1, dtype=A.dtype), (B, 1, 1)) if C is None else np.array(C, order="C")
+    dzp = np.zeros((B, p // n, n), dtype=A.dtype) if dzp is None else np.array(dzp, order="C")
+    u_out = np.full(u.shape, np.nan, dtype=u.dtype)
+    ops.ok_fused(A, C, dzp, u, W, lam, dz, a, signs, u_out, n_threads)
+    return ok_factors(A, C, dzp), u_out, (A, C, dzp)
+
+
 def make_or_skip(spec, cell, **kwargs):
     """``make_estimator(spec, cell, **kwargs)``, skipping the test if the estimator refuses the cell (TypeError)."""
     try:

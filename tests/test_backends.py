@@ -103,14 +103,14 @@ def _past_threshold(work):
                       (np.empty((B, 3, Vk.shape[2])), np.empty((B, 3, Uk.shape[2])))),
         "kf_fused": ((A2[:, :1], u2[:, :1], Wd, lam, dz, ad, c[:, :1], -c[:, :1]),
                      (np.empty_like(A2[:, :1]), np.empty_like(u2[:, :1]))),
-        "ok_fused": ((A2, u2, Wd, lam, dz, ad, random_signs(gen, (B, 3), np.float64)),
-                     (np.empty_like(A2), np.empty_like(u2))),
+        "ok_fused": ((A2, np.tile(np.eye(2, 3), (B, 1, 1)), np.zeros((B, 1, dz.shape[1])), u2, Wd, lam, dz, ad,
+                      random_signs(gen, (B, 3), np.float64)), (np.empty_like(u2),)),
         "uoro_fused": ((normal((B, 8)), wu, np.einsum("bpm,bpm->b", wu, wu), Wu, gen.uniform(0, 1, (B, 8)),
                         normal((B, 8)), au, random_signs(gen, (B, 8), np.float64)), ()),
     }
 
 
-UPDATED_IN_PLACE = {"uoro_fused": (0, 1, 2)}
+UPDATED_IN_PLACE = {"uoro_fused": (0, 1, 2), "ok_fused": (0, 1, 2)}
 
 
 @pytest.mark.parametrize("kernel", list(_past_threshold(PARALLEL_MIN_WORK)))
@@ -130,9 +130,11 @@ def test_parallel_path_is_exact_and_matches_one_thread(backend, kernel):
         with limit(n_threads, blas=1):
             getattr(ops, name)(*ins, *outs, n_threads)
         results.append(outs + [ins[i] for i in UPDATED_IN_PLACE.get(name, ())])
-    for want, one, two in zip(*results):
+    if name == "ok_fused":          # its state (A, C, dzp): the same factors, however a backend splits them
+        results = [[res[0], ref.reduce.ok_factors(*res[1:])] + res[1:] for res in results]
+    for i, (want, one, two) in enumerate(zip(*results)):
         np.testing.assert_array_equal(one, two)
-        assert rel_max(two, want) <= TOL[np.float64]
+        assert name == "ok_fused" and i > 1 or rel_max(two, want) <= TOL[np.float64]
 
 
 @pytest.mark.parametrize("cores", [1, 3, 8])

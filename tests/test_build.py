@@ -74,9 +74,11 @@ ref.ok_reduce(Vk, Uk, s, *outs[0], 1)
 red.ok_reduce(Vk, Uk, s, *outs[1], 2)
 A, u, W = gen.standard_normal((3, 2, 4, 4)), gen.standard_normal((3, 2, 7)), gen.standard_normal((4, 7))
 lam, dz, a = gen.uniform(0.0, 1.0, (3, 4)), gen.standard_normal((3, 4)), gen.standard_normal((3, 7))
-fused = [(np.empty_like(A), np.empty_like(u)) for _ in range(2)]
-ref.ok_fused(A, u, W, lam, dz, a, s, *fused[0], 1)
-red.ok_fused(A, u, W, lam, dz, a, s, *fused[1], 2)
+states = [[A.copy(), np.tile(np.eye(2, 3), (3, 1, 1)), np.zeros((3, 1, 4))] for _ in range(2)]
+u_new = [np.empty_like(u) for _ in range(2)]
+ref.ok_fused(*states[0], u, W, lam, dz, a, s, u_new[0], 1)
+red.ok_fused(*states[1], u, W, lam, dz, a, s, u_new[1], 2)
+fused = [(ref.reduce.ok_factors(*st), un) for st, un in zip(states, u_new)]
 err = max(np.abs(o2 - o1).max(), *(np.abs(x - y).max() for x, y in [*zip(*outs), *zip(*fused)]))
 print(prop.openmp_enabled(), red.openmp_enabled(), err)
 """

@@ -215,3 +215,22 @@ def test_a_kill_during_save_leaves_the_previous_or_the_new_checkpoint(tmp_path):
     found = kill_during_save(tmp_path, KILLS)
     print(f"\n[kill during save] {KILLS} kills; checkpoints found: {found}", end="")
     assert len(found) == KILLS
+
+
+def test_an_ok_state_saved_without_deferred_factors_still_loads():
+    """OK's fused step holds its factors deferred (A, C, dzp); a state saved as plain factors (A, u),
+    as before that form, loads and continues with the same estimates up to round-off."""
+    gen = np.random.default_rng(3)
+    cell = kfrtrl.Elman(n_in=3, n_hidden=5, rng=0)
+    est = kfrtrl.OK(cell, rank=2, batch_size=2, rng=1)
+    for _ in range(4):
+        est.step(gen.standard_normal((2, 3)))
+    saved = est.state_dict()
+    saved["influence"] = {"_A": {"W": est.factors("W")[0]}, "_u": saved["influence"]["_u"]}
+    again = kfrtrl.OK(cell, rank=2, batch_size=2, rng=9)
+    again.load_state_dict(saved)
+    x, dl = gen.standard_normal((2, 3)), gen.standard_normal((2, 5))
+    for e in (est, again):
+        e.step(x)
+    np.testing.assert_allclose(again.gradient(dl)["W"], est.gradient(dl)["W"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(again.influence("W"), est.influence("W"), rtol=1e-10, atol=1e-12)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kfrtrl._reference as ref
-from _helpers import COMPILED, kernel_module, random_signs, rel_max
+from _helpers import COMPILED, kernel_module, ok_fused_step, random_signs, rel_max
 
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
 EXAMPLES = int(os.environ.get("KFRTRL_HYPOTHESIS_EXAMPLES", "12"))
@@ -203,19 +203,21 @@ def test_uoro_fused(backend, dtype, common):
 
 @_every_backend_and_dtype
 @PROPERTY
-@given(_common(max_n=5), st.integers(1, 4), st.booleans())
-def test_ok_fused(backend, dtype, common, r, in_place):
+@given(_common(max_n=5), st.integers(1, 4), st.integers(1, 3))
+def test_ok_fused(backend, dtype, common, r, steps):
+    """``steps`` steps in a row, each backend from its own deferred state (A, C, dzp)."""
     B, n, mask, gen, layout = common
-    W, lam, dz, a = _diagonal_step(gen, B, n, dtype, layout)
     A = _normal(gen, (B, r, n, n), dtype, mask)
     u = _normal(gen, (B, r, n + 3), dtype, mask)
-    signs = layout(random_signs(gen, (B, r + 1), dtype))
+    calls = [(*_diagonal_step(gen, B, n, dtype, layout), layout(random_signs(gen, (B, r + 1), dtype)))
+             for _ in range(steps)]
     results = []
     for ops in (ref, kernel_module(backend)):
-        A_in = A.copy()
-        A_out, u_out = (A_in if in_place else _unwritten(A)), _unwritten(u)
-        ops.ok_fused(A_in if in_place else layout(A_in), layout(u.copy()), W, lam, dz, a, signs, A_out, u_out, 2)
-        results.append([A_out, u_out, np.einsum("brij,brm->bijm", A_out, u_out)])
+        state, u_now = (A, None, None), u
+        for W, lam, dz, a, signs in calls:
+            F, u_now, state = ok_fused_step(ops, state[0], layout(u_now.copy()), W, lam, dz, a, signs,
+                                            C=state[1], dzp=state[2])
+        results.append([F, u_now, np.einsum("brij,brm->bijm", F, u_now)])
     _assert_all_close(results[1], results[0], dtype, "ok_fused")
 
 

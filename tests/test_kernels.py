@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import kfrtrl._reference as ref
-from _helpers import COMPILED, kernel_module, random_signs, rel_max
+from _helpers import COMPILED, kernel_module, ok_fused_step, random_signs, rel_max
 
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
 
@@ -182,14 +182,19 @@ def test_uoro_fused(backend, n, B, dtype):
     assert rel_max(w_sq_new, np.einsum("bpm,bpm->b", w_new, w_new, dtype=np.float64)) <= TOL[dtype]
 
 
+@pytest.mark.parametrize("block_elements", [None, 1])
 @pytest.mark.parametrize("Z", [None, 2])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n, B, r", [(1, 1, 1), (3, 5, 2), (7, 5, 3), (7, 1, 4), (3, 1, 4)])
 @pytest.mark.parametrize("backend", COMPILED)
-def test_ok_fused(backend, n, B, r, dtype, Z):
+def test_ok_fused(monkeypatch, backend, n, B, r, dtype, Z, block_elements):
     """Random factors, a reset sample (exact immediate term) and, when B > 1, a sample with two
     equal A factors (linearly dependent terms: the compiled Gram route must decline or cope);
-    also written in place over A. Elman steps and gated ones (Z = 2, the RHN's)."""
+    Elman steps and gated ones (Z = 2, the RHN's). Two steps: the second starts from each
+    backend's own deferred state (its C and dzp not the identity and zero). Blocks of the
+    default size and of one row (``block_elements=1``: every row its own block)."""
+    if block_elements is not None:
+        monkeypatch.setattr("kfrtrl._thresholds.OK_BLOCK_ELEMENTS", block_elements)
     gen = np.random.default_rng(41 + n + B + r)
     m = n + 3
     W, lam, dz, a = _diagonal_step(gen, B, n, m, dtype, Z)
@@ -200,15 +205,18 @@ def test_ok_fused(backend, n, B, r, dtype, Z):
     if B > 1 and r > 1:
         A[1, 1] = A[1, 0]
     signs = random_signs(gen, (B, r + 1), dtype)
-    want, got = _fused_both(backend, "ok_fused", (A, u, W, lam, dz, a, signs), (A, u))
-    in_place, u_out = A.copy(), np.empty_like(u)                 # A_out may be A (what OK does)
-    kernel_module(backend).ok_fused(in_place, u, W, lam, dz, a, signs, in_place, u_out, 2)
-    assert rel_max(in_place, got[0]) <= TOL[dtype] and rel_max(u_out, got[1]) <= TOL[dtype]
-    whole = [np.einsum("brij,brm->bijm", Ao, uo) for Ao, uo in (want, got)]
-    assert rel_max(whole[1], whole[0]) <= TOL[dtype]
-    for x, y in zip(got, want):
+    want, got = (ok_fused_step(ops, A, u, W, lam, dz, a, signs) for ops in (ref, kernel_module(backend)))
+    for x, y in zip(got[:2], want[:2]):
         assert rel_max(x, y) <= TOL[dtype]
+    whole = [np.einsum("brij,brm->bijm", F, uo) for F, uo, _ in (want, got)]
+    assert rel_max(whole[1], whole[0]) <= TOL[dtype]
     assert rel_max(whole[1][0], _immediate(dz[0], a[0])) <= TOL[dtype]
+    W2, lam2, dz2, a2 = _diagonal_step(gen, B, n, m, dtype, Z)
+    signs2 = random_signs(gen, (B, r + 1), dtype)
+    again = [ok_fused_step(ops, state[0], uo, W2, lam2, dz2, a2, signs2, C=state[1], dzp=state[2])
+             for ops, (_, uo, state) in zip((ref, kernel_module(backend)), (want, got))]
+    assert rel_max(again[1][0], again[0][0]) <= 10 * TOL[dtype]
+    assert rel_max(again[1][1], again[0][1]) <= 10 * TOL[dtype]
 
 
 def _ok_inputs(gen, B, r, P, m, dtype, zero_frac=0.3):
@@ -361,13 +369,15 @@ def test_ok_fused_edges(backend, case, spread, dtype, route, monkeypatch):
         _ok_edge(gen, A, u, case, spread)
     A, u = A[:, :r], u[:, :r]
     inputs = tuple(x.astype(dtype) for x in (A, u, W, lam, dz, a, random_signs(gen, (B, r + 1), dtype)))
-    want = [np.empty(A.shape, dtype), np.empty(u.shape, dtype)]
-    ref.ok_fused(*inputs, *want, 1)
-    got = [np.full_like(x, np.nan) for x in want]
-    assert _python_calls_into_reference(lambda: kernel_module(backend).ok_fused(*inputs, *got, 2)) == []
+    want = ok_fused_step(ref, *inputs, n_threads=1)[:2]
+    state = [inputs[0].copy(), np.tile(np.eye(r, r + 1, dtype=dtype), (B, 1, 1)), np.zeros((B, 1, n), dtype)]
+    u_out = np.full_like(inputs[1], np.nan)
+    call = lambda: kernel_module(backend).ok_fused(*state, *inputs[1:], u_out, 2)   # noqa: E731
+    assert _python_calls_into_reference(call) == []
+    got = [ref.reduce.ok_factors(*state), u_out]
     for x, y in zip(got, want):
         assert rel_max(x, y) <= TOL[dtype]
-    whole = [np.einsum("brij,brm->bijm", Ao, uo) for Ao, uo in (want, got)]
+    whole = [np.einsum("brij,brm->bijm", F, uo) for F, uo in (want, got)]
     assert rel_max(whole[1], whole[0]) <= TOL[dtype]
 
 

@@ -188,7 +188,7 @@ def test_long_run_stays_finite(make):
         est.step(x)
         g = est.gradient(dl)["W"]
         largest_grad = max(largest_grad, float(np.abs(g).max()))
-        largest_factor = max(largest_factor, float(np.abs(est._A["W"]).max()), float(np.abs(est._u["W"]).max()))
+        largest_factor = max(largest_factor, float(np.abs(est.factors("W")[0]).max()), float(np.abs(est._u["W"]).max()))
     print(f"\n[long run] {type(est).__name__}: max |factor entry| {largest_factor:.3g}, "
           f"max |gradient entry| {largest_grad:.3g}", end="")
     assert np.isfinite(g).all() and np.isfinite(est.state).all()

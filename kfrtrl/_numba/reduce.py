@@ -10,7 +10,7 @@ from numba import get_num_threads, prange
 from .. import _thresholds
 from .._jit import kernel
 from ..threads import blas_limit
-from ._common import _block, _blocks_contiguous, _diagonal_jacobian, _has_contiguous_blocks, _parallel
+from ._common import GEMM, _block, _blocks_contiguous, _diagonal_jacobian, _gemm, _has_contiguous_blocks, _parallel
 
 # ---------------------------------------------------------------- ok_reduce
 
@@ -74,89 +74,119 @@ def _ok_reduce_par(V, U, signs, zero, pivot, V_out, U_out, chunks):
         _ok_reduce_range(V, U, signs, zero, pivot, V_out, U_out, c * B // chunks, (c + 1) * B // chunks)
 
 
-def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
-    """OK's whole step for a diagonal step Jacobian (see the reference).
+def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, u_out, n_threads):
+    """OK's whole step for a diagonal step Jacobian, on deferred factors (see the reference).
 
-    A : (B, r, p, n), p = Z n;  u : (B, r, m);  W : (p, m);  lam : (B, n);  dz : (B, Z, n)
-    (or (B, n) for Z = 1);  a : (B, m);  signs : (B, r+1);  A_out : (B, r, p, n), written, may be A itself (any layout, fastest
-    C-contiguous: each sample's factors are read before its output is written);
-    u_out : (B, r, m), written, not overlapping the inputs.
-    Per sample (:func:`_ok_fused`), with everything in cache: H_b formed in a scratch,
-    one GEMM for the r terms ``H A_i``, their Gram matrix extended by the diagonal term
-    (whose products need only its diagonals dz_b), the reduction's coefficients as in
-    :func:`ok_reduce`, and one GEMM recombining the terms plus a diagonal update for D_b.
-    A sample the Gram route declines takes the Householder route in the same loop.
-    Samples run in parallel (BLAS held at one thread) from PARALLEL_MIN_WORK elements on.
+    A : (B, r, p, n), p = Z n;  C : (B, r, r+1);  dzp : (B, Z, n): the deferred factors
+    ``F_i = Σ_{j<r} C_ij A_j + C_ir D(dzp)``, C-contiguous, updated in place;  u : (B, r, m);
+    W : (p, m);  lam : (B, n);  dz : (B, Z, n) (or (B, n) for Z = 1);  a : (B, m);
+    signs : (B, r+1);  u_out : (B, r, m), written, not overlapping the inputs.
+    Per sample (:func:`_ok_fused`): H_b formed in a scratch; then in blocks of rows (the same
+    rows of every term, :func:`kfrtrl._thresholds.ok_block_rows`), with the block in cache:
+    the factors ``F = C A (+ C_r D)`` by one GEMM, the r terms ``H F_i`` by a second, their
+    Gram matrix (extended by the diagonal term, whose products need only its diagonals)
+    accumulated, and the terms written over A. The reduction's coefficients (as in
+    :func:`ok_reduce`) become the new C: the recombination waits for the next step, where it
+    costs no pass over memory. A sample the Gram route declines takes the Householder route
+    and gets its factors recombined (C = [I 0]). Samples run in parallel (BLAS held at one
+    thread) from PARALLEL_MIN_WORK elements on.
     """
     B, r, p, n = A.shape
-    A3 = np.ascontiguousarray(A).reshape(B, r * p, n)
-    target = A_out if A_out.flags.c_contiguous else np.empty(A_out.shape, A_out.dtype)
-    out = target.reshape(B, r, p * n)
+    A3 = A.reshape(B, r * p, n)
     W, dz = np.ascontiguousarray(W), dz.reshape(B, p // n, n)
     zero, pivot = _thresholds.SVD_ZERO, _thresholds.MIN_PIVOT
+    rows = _thresholds.ok_block_rows(r, p, n)
+    address = GEMM[A.dtype]
     if B > 1 and _parallel(n_threads, A.size):
         with blas_limit(1):
-            _ok_fused_par(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, min(get_num_threads(), B))
+            _ok_fused_par(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, address, rows,
+                          min(get_num_threads(), B))
     else:
-        _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, 0, B)
-    if target is not A_out:
-        A_out[...] = target
+        _ok_fused(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, address, rows, 0, B)
 
 
 @kernel()
-def _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, lo, hi):
-    """Samples lo..hi-1 of :func:`ok_fused`; A3 (B, r*p, n) and out (B, r, p*n) C-contiguous blocks."""
+def _ok_fused(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, address, rows, lo, hi):
+    """Samples lo..hi-1 of :func:`ok_fused`; A3 (B, r*p, n) C-contiguous, blocks of ``rows`` rows."""
     n, Z = A3.shape[2], dz.shape[1]
     p = Z * n
     r = A3.shape[1] // p
     k, m = r + 1, a.shape[1]
-    H = np.empty((n, n), dtype=out.dtype)
-    S = np.empty((r * p, n), dtype=out.dtype)
-    T = S.reshape(r, p * n)
+    H = np.empty((n, n), dtype=A3.dtype)
+    F = np.empty((r * rows, n), dtype=A3.dtype)
+    S = np.empty((r * rows, n), dtype=A3.dtype)
     G = np.empty((k, k))
+    Gb = np.empty((r, r))
     Ub = np.empty((k, m), dtype=u.dtype)
     coef = np.empty((r, k))
     for b in range(lo, hi):
         _diagonal_jacobian(W, lam, dz, b, H)
-        np.dot(_block(A3, b), H.T, S)
-        _gram(T, G[:r, :r])
+        Ab = _block(A3, b).reshape(r, p * n)
+        G[:, :] = 0.0
+        for q0 in range(0, p, rows):
+            q1 = min(p, q0 + rows)
+            _ok_block(Ab, C[b], dzp[b], dz[b], H, q0, q1, address, F, S, Gb, G)
+        for t in range(r):
+            G[r, t] = G[t, r]
         sq = 0.0
         for z in range(Z):
             for t in range(n):
                 sq += np.float64(dz[b, z, t]) * np.float64(dz[b, z, t])
         G[r, r] = sq
-        for i in range(r):
-            acc = 0.0
-            for z in range(Z):
-                for t in range(n):
-                    acc += np.float64(S[i * p + z * n + t, t]) * np.float64(dz[b, z, t])
-            G[i, r] = acc
-            G[r, i] = acc
         Ub[:r] = u[b]
         Ub[r] = a[b]
-        Ob = _block(out, b)
         if _ok_gram_route(G, Ub, p * n, signs[b], zero, pivot, coef, u_out[b]):
-            np.dot(coef[:, :r].astype(out.dtype), T, Ob)
-            for j in range(r):
-                cj = coef[j, r]
-                for z in range(Z):
-                    for t in range(n):
-                        Ob[j, z * n * n + t * (n + 1)] += cj * dz[b, z, t]
+            for i in range(r):
+                for j in range(k):
+                    C[b, i, j] = coef[i, j]
         else:
             X = np.zeros((k, p * n))
-            X[:r] = T
+            X[:r] = Ab
             for z in range(Z):
                 for t in range(n):
                     X[r, z * n * n + t * (n + 1)] = dz[b, z, t]
-            _householder_reduce(X, Ub, signs[b], zero, Ob, u_out[b])
+            _householder_reduce(X, Ub, signs[b], zero, Ab, u_out[b])
+            C[b] = 0.0
+            for i in range(r):
+                C[b, i, i] = 1.0
+        dzp[b] = dz[b]
+
+
+@kernel()
+def _ok_block(Ab, Cb, dzp, dz, H, q0, q1, address, F, S, Gb, G):
+    """Rows q0..q1-1 of every term of one sample: F = C A (+ C_r D(dzp)), S = F Hᵀ written over
+    them, G[:r, :r] += S Sᵀ and G[i, r] += <S_i, D(dz)>; F, S (r (q1-q0), n) scratch, Gb (r, r)."""
+    r, L = Ab.shape[0], (q1 - q0) * H.shape[0]
+    n, k = H.shape[0], Cb.shape[1]
+    P = Ab.shape[1]
+    F2 = F[:r * (q1 - q0)].reshape(r, L)
+    _gemm(address, 110, 110, r, L, r, Cb, k, Ab[:, q0 * n:], P, F2, L)
+    for i in range(r):
+        c = Cb[i, r]
+        if c != 0.0:
+            for q in range(q0, q1):
+                F2[i, (q - q0) * n + q % n] += c * dzp[q // n, q % n]
+    S2 = S[:r * (q1 - q0)]
+    _gemm(address, 110, 116, r * (q1 - q0), n, n, F[:r * (q1 - q0)], n, H, n, S2, n)
+    S3 = S2.reshape(r, L)
+    _gram(S3, Gb)
+    for i in range(r):
+        acc = 0.0
+        for q in range(q0, q1):
+            acc += np.float64(S3[i, (q - q0) * n + q % n]) * np.float64(dz[q // n, q % n])
+        G[i, r] += acc
+        for j in range(r):
+            G[i, j] += Gb[i, j]
+        Ab[i, q0 * n:q1 * n] = S3[i]
 
 
 @kernel(parallel=True)
-def _ok_fused_par(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, chunks):
+def _ok_fused_par(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, address, rows, chunks):
     """:func:`_ok_fused` over ``chunks`` contiguous sample ranges in parallel."""
     B = A3.shape[0]
     for c in prange(chunks):
-        _ok_fused(A3, u, W, lam, dz, a, signs, zero, pivot, out, u_out, c * B // chunks, (c + 1) * B // chunks)
+        _ok_fused(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, address, rows,
+                  c * B // chunks, (c + 1) * B // chunks)
 
 
 @kernel()

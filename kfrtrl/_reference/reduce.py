@@ -1,5 +1,7 @@
-"""Reference OK kernels in plain numpy: the reduction ``ok_reduce`` and the fused Elman-type step
-``ok_fused`` (the same names in every backend's ``reduce`` module; see :mod:`.propagate`).
+"""Reference OK kernels in plain numpy: the reduction ``ok_reduce``, the fused Elman-type step
+``ok_fused`` (the same names in every backend's ``reduce`` module; see :mod:`.propagate`) and
+``ok_factors``, the factors of the fused step's deferred form (numpy only: every backend's
+estimators call it from here).
 """
 import numpy as np
 
@@ -7,25 +9,34 @@ from .. import _thresholds
 from .propagate import _diagonal_blocks, jvp_blocks
 
 
-def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
-    """OK's whole step (propagation and reduction) for a step Jacobian with diagonal blocks.
+def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, u_out, n_threads):
+    """OK's whole step (propagation and reduction) for a step Jacobian with diagonal blocks, on
+    the deferred factors (A, C, dzp), updated in place.
 
     For a step whose Jacobian is ``H_b = diag(lam_b) + Σ_z diag(dz_bz) W[z n:(z+1) n, :n]``
     and whose immediate term is ``D_b ⊗ a_b`` with D_b (Z n, n) the diagonal blocks
     diag(dz_bz) stacked (Z = 1: the Elman cell, Z = 2: the RHN of depth 1; see
-    ``Cell.diagonal_step``): :func:`ok_reduce` of the r + 1 terms ``(H A_i, u_i)`` and
-    ``(D_b, a_b)``, in a compiled backend without forming D_b or the (r + 1)-term stack.
+    ``Cell.diagonal_step``): :func:`ok_reduce` of the r + 1 terms ``(H F_i, u_i)`` and
+    ``(D_b, a_b)``, F the factors (:func:`ok_factors`).
 
-    A : (B, r, p, n) factors (tangent layout), p = Z n;  u : (B, r, m);  W : (p, m)
-    lam : (B, n);  dz : (B, Z, n), or (B, n) when Z = 1;  a : (B, m);  signs : (B, r+1) of ±1,
-    the mixing signs;  A_out : (B, r, p, n), written, may be A itself;  u_out : (B, r, m),
-    written, not overlapping the inputs.
-    Cost per sample: one (r p, n) @ (n, n) GEMM (H_b: Z n³ flops) plus the reduction's O(r² p n).
+    The factors are held deferred: ``F_i = Σ_{j<r} C_ij A_j + C_ir D(dzp)``, so that a compiled
+    backend can leave the reduction's recombination to the next step, where it runs on
+    blocks of rows in cache before the propagation (:func:`kfrtrl._numba.reduce.ok_fused`).
+    Any (A, C, dzp) with the same factors is the same state; this reference returns them
+    recombined: A = F', C = [I 0], dzp = dz.
+
+    A : (B, r, p, n) stored terms (tangent layout), p = Z n;  C : (B, r, r+1) coefficients
+    ([I 0] for factors held as they are);  dzp : (B, Z, n) the diagonal term's blocks;
+    all three C-contiguous, same dtype, updated in place.
+    u : (B, r, m);  W : (p, m);  lam : (B, n);  dz : (B, Z, n), or (B, n) when Z = 1;  a : (B, m);
+    signs : (B, r+1) of ±1, the mixing signs;  u_out : (B, r, m), written, not overlapping the inputs.
+    Cost per sample: one (r p, n) @ (n, n) GEMM (H_b: Z n³ flops per term) plus the reduction's O(r² p n).
     """
     B, r, p, n = A.shape
     Z = p // n
+    F = ok_factors(A, C, dzp)
     HA = np.empty((B, r * p, n), dtype=A.dtype)
-    V3 = A.reshape(B, r * p, n)
+    V3 = F.reshape(B, r * p, n)
     jvp_blocks(V3, V3, W[:, :n].T, lam.reshape(B, 1, 1, n), dz.reshape(B, 1, Z, n), HA, n_threads)
     V = np.zeros((B, r + 1, p * n), dtype=A.dtype)
     V[:, :r] = HA.reshape(B, r, p * n)
@@ -33,7 +44,25 @@ def ok_fused(A, u, W, lam, dz, a, signs, A_out, u_out, n_threads):
     U = np.concatenate([u, a[:, None]], axis=1)
     out = np.empty((B, r, p * n), dtype=A.dtype)
     ok_reduce(V, U, signs, out, u_out, n_threads)
-    A_out[...] = out.reshape(A_out.shape)
+    A[...] = out.reshape(A.shape)
+    C[...] = np.eye(r, r + 1, dtype=C.dtype)
+    dzp[...] = dz.reshape(B, Z, n)
+
+
+def ok_factors(A, C, dzp):
+    """The factors F (B, r, p, n) of deferred ones: ``F_i = Σ_{j<r} C_ij A_j + C_ir D(dzp)``.
+
+    A (B, r, p, n), C (B, r, r+1), dzp (B, Z, n) with p = Z n, as :func:`ok_fused` holds them;
+    D(dzp) (p, n) stacks the blocks diag(dzp_z). Exact (bit for bit A) when C = [I 0].
+    Cost per sample: r² p n multiply-adds.
+    """
+    B, r, p, n = A.shape
+    Z = p // n
+    F = np.einsum("bij,bjpn->bipn", C[:, :, :r], A)
+    D = np.zeros((B, p * n), dtype=A.dtype)
+    _diagonal_blocks(D, dzp.reshape(B, Z, n))
+    F += C[:, :, r, None, None] * D.reshape(B, 1, p, n)
+    return F
 
 
 def ok_reduce(V, U, signs, V_out, U_out, n_threads):

@@ -34,18 +34,31 @@ class KroneckerSum(Estimator):
         # Σ_bt (A_bt c_b) ⊗ u_bt: a batched matrix-vector product, then one small GEMM (BLAS);
         # the weight scales the small (B T, p) side, not the (p, m) result
         grads = {}
-        for name, A in self._A.items():
-            B, T, p, N = A.shape
-            Ac = np.matmul(A.reshape(B, T * p, N), c[:, :, None]).reshape(B * T, p)
+        for name in self._A:
+            Ac = self._factor_products(name, c)
+            B, T, p = Ac.shape
+            Ac = Ac.reshape(B * T, p)
             if self._weight != 1.0:
                 Ac *= self._weight
             U = self._u[name].reshape(B * T, -1)
             grads[name] = Ac.T @ U if B * T > 1 else _outer(Ac[0], U[0])
         return grads
 
+    def _factor_products(self, name, c):
+        """(B, T, p): A_bt c_b, a batched matrix-vector product (one pass over the A factors)."""
+        A = self._A[name]
+        B, T, p, N = A.shape
+        return np.matmul(A.reshape(B, T * p, N), c[:, :, None]).reshape(B, T, p)
+
+    def factors(self, name):
+        """The Kronecker factors of weight ``name``: (A (batch, terms, p, n_state), u (batch, terms, m)),
+        G ≈ weight · Σ_i A_i ⊗ u_i."""
+        return self._A[name], self._u[name]
+
     def influence(self, name):
         """The estimate of G for weight ``name`` as (batch, n_state, p, m) (materialised: tests only)."""
-        return np.einsum("btpn,btm->bnpm", self._A[name], self._u[name]) * self._weight
+        A, u = self.factors(name)
+        return np.einsum("btpn,btm->bnpm", A, u) * self._weight
 
 
 _GER = {}

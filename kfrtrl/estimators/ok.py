@@ -9,6 +9,7 @@ after a reset. Cost O(r N² p + r² N p) per sample, memory O(r N p).
 """
 import numpy as np
 
+from .._reference.reduce import ok_factors
 from .._validation import check_int
 from ..cells import Cell
 from ._kron import KroneckerSum
@@ -69,26 +70,51 @@ class OK(KroneckerSum):
         self._weight = 1.0
         super().__init__(cell, batch_size, rng, backend, n_threads)
 
+    _state_attrs = ("_A", "_u", "_C", "_dzp")
+
     def _allocate(self):
         super()._allocate()
-        # the fused path writes the reduced A's over the old ones (still in cache: faster than a
-        # second buffer, docs/performance.md) and the u's into a spare that swaps roles with u; the
-        # general path builds the r+1 terms in _V (both allocated at the first step that
-        # needs them: a fresh multi-MB array per step costs more in page faults than a pass)
+        # the fused path holds the factors deferred, F_i = Σ_j C_ij A_j + C_ir D(dzp): the
+        # reduction's recombination runs in cache at the next step (``ok_fused``); None: the
+        # factors are A itself. Its u's go to a spare that swaps roles with u; the general
+        # path builds the r+1 terms in _V (all allocated at the first step that needs them:
+        # a fresh multi-MB array per step costs more in page faults than a pass)
+        self._C = self._dzp = None
         self._u_spare = self._V = None
+
+    def factors(self, name):
+        """The Kronecker factors of weight ``name``: (A (batch, r, p, n_state), u (batch, r, m)),
+        G ≈ Σ_i A_i ⊗ u_i (the fused path's deferred ones recombined: a copy)."""
+        if self._C is None:
+            return self._A[name], self._u[name]
+        return ok_factors(self._A[name], self._C[name], self._dzp[name]), self._u[name]
 
     def _propagate_fused(self, name, lam, dz, a):
         """The Elman-type step: propagation and reduction in one kernel (``ok_fused``)."""
         if self._u_spare is None:
             self._u_spare = {k: np.empty_like(u) for k, u in self._u.items()}
-        A, u, u_out = self._A[name], self._u[name], self._u_spare[name]
+        if self._C is None:
+            B, r = self.batch_size, self.rank
+            self._C = {k: np.tile(np.eye(r, r + 1, dtype=self.dtype), (B, 1, 1)) for k in self._A}
+            self._dzp = {k: np.zeros((B, p // self.cell.n_state, self.cell.n_state), dtype=self.dtype)
+                         for k, (p, m) in self._shapes.items()}
+        u, u_out = self._u[name], self._u_spare[name]
         signs = self._draw_signs((self.batch_size, self.rank + 1))
-        self.ops.ok_fused(A, u, self.cell.params()[name], lam, dz, a, signs, A, u_out, self.n_threads)
+        self.ops.ok_fused(self._A[name], self._C[name], self._dzp[name], u, self.cell.params()[name],
+                          lam, dz, a, signs, u_out, self.n_threads)
         self._u[name], self._u_spare[name] = u_out, u
-        self._check_factors(u_out)
+        self._check_factors(u_out, self._C[name])
+
+    def _recombine(self):
+        """Hold the factors as they are (A = F, no C): what the general path and tests read."""
+        if self._C is not None:
+            for name in self._A:
+                self._A[name] = self.factors(name)[0]
+            self._C = self._dzp = None
 
     def _propagate_layers(self, cache):
         """Any cell: the r+1 terms (H A_i by the cell's jvp, and the immediate term), then ``ok_reduce``."""
+        self._recombine()
         B, r, N = self.batch_size, self.rank, self.cell.n_state
         if self._V is None:
             # H A_i written straight into the first r rows, the immediate term D into the
@@ -106,6 +132,29 @@ class OK(KroneckerSum):
             signs = self._draw_signs((B, r + 1))
             self.ops.ok_reduce(V, U, signs, A.reshape(B, r, p * N), self._u[name], self.n_threads)
             self._check_factors(self._u[name])
+
+    def _reset_influence(self, mask):
+        super()._reset_influence(mask)
+        if self._dzp is not None:
+            for dzp in self._dzp.values():
+                dzp[mask] = 0.0                 # with A = 0 the factors are 0 whatever C holds
+
+    def _factor_products(self, name, c):
+        """(B, r, p): F_i c per sample, from the deferred factors without recombining them:
+        Σ_j C_ij (A_j c) + C_ir (D(dzp) c), D(dzp) c = dzp_z ⊙ c per block."""
+        if self._C is None:
+            return super()._factor_products(name, c)
+        Ac = super()._factor_products(name, c)
+        C, dzp = self._C[name], self._dzp[name]
+        r = self.rank
+        Dc = (dzp * c[:, None, :]).reshape(self.batch_size, 1, -1)
+        return np.matmul(C[:, :, :r], Ac) + C[:, :, r:] * Dc
+
+    def load_state_dict(self, state):
+        # a checkpoint written before the deferred form holds its factors as they are
+        if "_C" not in state["influence"]:
+            state = dict(state, influence=dict(state["influence"], _C=None, _dzp=None))
+        super().load_state_dict(state)
 
 
 def max_rank(cell):
