@@ -51,8 +51,17 @@ class KroneckerSum(Estimator):
         return np.matmul(A.reshape(B, T * p, N), c[:, :, None]).reshape(B, T, p)
 
     def factors(self, name):
-        """The Kronecker factors of weight ``name``: (A (batch, terms, p, n_state), u (batch, terms, m)),
-        G ≈ weight · Σ_i A_i ⊗ u_i."""
+        """The Kronecker factors of weight ``name``: G ≈ weight · Σ_i A_i ⊗ u_i.
+
+        Parameters
+        ----------
+        name : str, a parameter name of the cell
+
+        Returns
+        -------
+        A : (batch, terms, p, n_state) array, the estimator's own (not a copy)
+        u : (batch, terms, m) array, the estimator's own
+        """
         return self._A[name], self._u[name]
 
     def influence(self, name):

@@ -83,8 +83,18 @@ class OK(KroneckerSum):
         self._u_spare = self._V = None
 
     def factors(self, name):
-        """The Kronecker factors of weight ``name``: (A (batch, r, p, n_state), u (batch, r, m)),
-        G ≈ Σ_i A_i ⊗ u_i (the fused path's deferred ones recombined: a copy)."""
+        """The Kronecker factors of weight ``name``: G ≈ Σ_i A_i ⊗ u_i.
+
+        Parameters
+        ----------
+        name : str, a parameter name of the cell
+
+        Returns
+        -------
+        A : (batch, r, p, n_state) array, the fused path's deferred factors recombined (a copy;
+            O(r² p n_state) per sample), else the estimator's own array
+        u : (batch, r, m) array, the estimator's own
+        """
         if self._C is None:
             return self._A[name], self._u[name]
         return ok_factors(self._A[name], self._C[name], self._dzp[name]), self._u[name]
@@ -151,7 +161,13 @@ class OK(KroneckerSum):
         return np.matmul(C[:, :, :r], Ac) + C[:, :, r:] * Dc
 
     def load_state_dict(self, state):
-        # a checkpoint written before the deferred form holds its factors as they are
+        """Restore :meth:`state_dict`'s output, also one whose factors are held as they are
+        (no ``_C``, ``_dzp``: saved before the fused step held them deferred).
+
+        Parameters
+        ----------
+        state : dict, as :meth:`state_dict` returns
+        """
         if "_C" not in state["influence"]:
             state = dict(state, influence=dict(state["influence"], _C=None, _dzp=None))
         super().load_state_dict(state)
