@@ -90,7 +90,7 @@ def _run(V, U, signs, V_out, U_out, ws, iwork, lwork, n_par):
         _ok_reduce[double](V, U, signs, V_out, U_out, ws, iwork, lwork, zero, pivot, n_par)
 
 
-def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, u_out, n_threads):
+def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, c, u_out, Fc, n_threads):
     """OK's whole step for a step Jacobian with diagonal blocks (the Elman cell, the RHN of
     depth 1), on the deferred factors ``F_i = Σ_{j<r} C_ij A_j + C_ir D(dzp)`` (see
     :func:`kfrtrl._reference.reduce.ok_fused`), updated in place.
@@ -101,8 +101,9 @@ def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, u_out, n_threads):
     plus ``C_r dzp`` on the diagonals), the terms ``S = F H_bᵀ`` (a second GEMM), their Gram
     matrix accumulated in float64 (:c:func:`kfrtrl_gram`), extended by the immediate term
     ``D_b ⊗ a_b`` from diagonals only (``G[i, r] += Σ S_i[z n + t, t] dz_zt``), and S written
-    over A. Then the same coefficients as :func:`ok_reduce`'s Gram route become the new C
-    (the recombination waits for the next step's first GEMM) and dzp = dz. A sample the Gram
+    over A, its products with c kept (r p numbers). Then the same coefficients as
+    :func:`ok_reduce`'s Gram route become the new C (the recombination waits for the next
+    step's first GEMM), dzp = dz, and Fc = C (S c) + C_r (D c). A sample the Gram
     route declines (nearly dependent terms, or more terms than n² or m) takes
     :func:`ok_reduce`'s Householder route and gets its factors recombined (C = [I 0]).
     Samples run in parallel (each GEMM on one BLAS thread) when the work allows, else in
@@ -120,7 +121,9 @@ def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, u_out, n_threads):
     dz : (B, Z, n), or (B, n) when Z = 1, same dtype: the diagonal blocks of D_b.
     a : (B, m), same dtype.
     signs : (B, r+1), same dtype, the mixing signs ±1.
+    c : (B, n), same dtype, or None: the gradient's state cotangent, when known before the step.
     u_out : (B, r, m), same dtype, C-contiguous, not overlapping the inputs; written.
+    Fc : (B, r, p), same dtype, C-contiguous, written when c is given: the new factors times c.
     n_threads : int, the OpenMP threads the kernel may use.
 
     Cost per sample: ~r n³ Z multiply-adds for the propagation, r² n² Z for the factors,
@@ -137,8 +140,14 @@ def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, u_out, n_threads):
     ws, iwork, lwork = _scratch(p * n, m, r + 1, A.dtype, n_par)
     H = np.empty((n_par, n, n), dtype=A.dtype)
     FS = np.empty((n_par, 2 * r * rows * n), dtype=A.dtype)
-    args = (A, C, dzp.reshape(B, p), u, W, lam, dz, a, signs, u_out, H, FS, ws, iwork, lwork, rows,
-            _thresholds.SVD_ZERO, _thresholds.MIN_PIVOT, n_par)
+    Sc = np.empty((n_par, r * p))
+    products = c is not None
+    if products:
+        c = np.ascontiguousarray(c)
+    else:                                      # nothing to compute: empty stand-ins of the right types
+        c, Fc = np.empty((B, 1), A.dtype), np.empty((B, 1, 1), A.dtype)
+    args = (A, C, dzp.reshape(B, p), u, W, lam, dz, a, signs, u_out, products, c, Fc, H, FS, Sc, ws, iwork,
+            lwork, rows, _thresholds.SVD_ZERO, _thresholds.MIN_PIVOT, n_par)
     if n_par > 1:
         from kfrtrl.threads import blas_limit
 
@@ -288,8 +297,9 @@ cdef void _reduce_one(const floating *V, const floating *U, const floating *eps,
 cdef void _ok_fused(floating[:, :, :, ::1] A, floating[:, :, ::1] C, floating[:, ::1] dzp,
                     const floating[:, :, ::1] u, const floating[:, ::1] W, const floating[:, ::1] lam,
                     const floating[:, ::1] dz, const floating[:, ::1] a,
-                    const floating[:, ::1] signs, floating[:, :, ::1] u_out,
-                    floating[:, :, ::1] H, floating[:, ::1] FS, double[:, ::1] ws,
+                    const floating[:, ::1] signs, floating[:, :, ::1] u_out, bint products,
+                    const floating[:, ::1] c, floating[:, :, ::1] Fc,
+                    floating[:, :, ::1] H, floating[:, ::1] FS, double[:, ::1] Sc, double[:, ::1] ws,
                     int[:, ::1] iwork, int lwork, int rows, double svd_zero, double min_pivot,
                     int n_par) noexcept nogil:
     cdef Py_ssize_t b
@@ -298,18 +308,20 @@ cdef void _ok_fused(floating[:, :, :, ::1] A, floating[:, :, ::1] C, floating[:,
     for b in prange(A.shape[0], nogil=True, num_threads=n_par, schedule='dynamic'):
         _fused_one(&A[b, 0, 0, 0], &C[b, 0, 0], &dzp[b, 0], &u[b, 0, 0], &W[0, 0], <int> W.shape[1],
                    &lam[b, 0], &dz[b, 0], &a[b, 0], &signs[b, 0], r, n, nz, m, rows, &u_out[b, 0, 0],
-                   &H[threadid(), 0, 0], &FS[threadid(), 0], &ws[threadid(), 0], lwork,
+                   &c[b, 0] if products else NULL, &Fc[b, 0, 0] if products else NULL,
+                   &H[threadid(), 0, 0], &FS[threadid(), 0], &Sc[threadid(), 0], &ws[threadid(), 0], lwork,
                    &iwork[threadid(), 0], svd_zero, min_pivot)
 
 
 cdef void _fused_one(floating *A, floating *C, floating *dzp, const floating *u, const floating *W,
                      int ldw, const floating *lam, const floating *dz, const floating *a,
                      const floating *eps, int r, int n, int nz, int m, int rows, floating *u_out,
-                     floating *H, floating *FS, double *ws, int lwork, int *iwork,
-                     double svd_zero, double min_pivot) noexcept nogil:
+                     const floating *c, floating *Fc, floating *H, floating *FS, double *Sc, double *ws,
+                     int lwork, int *iwork, double svd_zero, double min_pivot) noexcept nogil:
     """One sample of :func:`ok_fused`: A (r, p, n), C (r, r+1), dzp (p,) updated, u (r, m) ->
-    u_out (r, m); p = nz n, dz (p,) the diagonal blocks flat. H (n, n) and FS (2 r rows n) are
-    this thread's scratch: the block's factors F and terms S."""
+    u_out (r, m); p = nz n, dz (p,) the diagonal blocks flat; c (n,) and Fc (r, p), or NULL.
+    H (n, n), FS (2 r rows n) and Sc (r p) are this thread's scratch: the block's factors F
+    and terms S, and the terms times c."""
     cdef int k = r + 1, p = nz * n, P = p * n, i, j, t, q, q0, q1, L
     cdef Work w = _carve(ws, iwork, P, m, k, lwork)
     cdef double *G = w.Rv                      # (k, k) row-major, as _gram_coefficients reads it
@@ -318,7 +330,7 @@ cdef void _fused_one(floating *A, floating *C, floating *dzp, const floating *u,
     cdef floating *S = FS + r * rows * n
     cdef double *Z
     cdef double acc
-    cdef floating c
+    cdef floating cf
     step_matrix(W, ldw, lam, dz, n, nz, False, H)
     memset(G, 0, k * k * sizeof(double))
     q0 = 0
@@ -327,10 +339,10 @@ cdef void _fused_one(floating *A, floating *C, floating *dzp, const floating *u,
         L = (q1 - q0) * n
         gemm(c'n', c'n', r, L, r, <floating> 1.0, C, k, A + q0 * n, P, <floating> 0.0, F, L)
         for i in range(r):
-            c = C[i * k + r]
-            if c != 0.0:
+            cf = C[i * k + r]
+            if cf != 0.0:
                 for q in range(q0, q1):
-                    F[i * L + (q - q0) * n + q % n] += c * dzp[q]
+                    F[i * L + (q - q0) * n + q % n] += cf * dzp[q]
         gemm(c'n', c't', r * (q1 - q0), n, n, <floating> 1.0, F, n, H, n, <floating> 0.0, S, n)
         if floating is double:
             kfrtrl_gram(S, r, L, Gb, r)
@@ -343,6 +355,9 @@ cdef void _fused_one(floating *A, floating *C, floating *dzp, const floating *u,
             G[i * k + r] += acc
             for j in range(r):
                 G[i * k + j] += Gb[i * r + j]
+            if c != NULL:
+                for q in range(q0, q1):
+                    Sc[i * p + q] = _dot(S + i * L + (q - q0) * n, c, n)
             memcpy(A + i * P + q0 * n, S + i * L, L * sizeof(floating))
         q0 = q1
     for i in range(r):
@@ -352,6 +367,13 @@ cdef void _fused_one(floating *A, floating *C, floating *dzp, const floating *u,
     if _gram_coefficients(eps, k, P, m, u_out, &w, svd_zero, min_pivot):
         for i in range(r * k):
             C[i] = <floating> w.Tk[i]
+        if c != NULL:                          # F'c = C (S c) + C_r (D c), with the C just stored
+            for i in range(r):
+                for q in range(p):
+                    acc = <double> C[i * k + r] * dz[q] * c[q % n]
+                    for j in range(r):
+                        acc = acc + <double> C[i * k + j] * Sc[j * p + q]
+                    Fc[i * p + q] = <floating> acc
     else:
         _widen(A, r * P, w.Wv)                 # the terms, then the diagonal one, as rows of Wv
         memset(w.Wv + r * P, 0, P * sizeof(double))
@@ -365,8 +387,20 @@ cdef void _fused_one(floating *A, floating *C, floating *dzp, const floating *u,
         memset(C, 0, r * k * sizeof(floating))
         for i in range(r):
             C[i * k + i] = 1.0
+        if c != NULL:                          # the factors are A itself now
+            for i in range(r * p):
+                Fc[i] = <floating> _dot(A + i * n, c, n)
     for q in range(p):
         dzp[q] = dz[q]
+
+
+cdef inline double _dot(const floating *x, const floating *y, int n) noexcept nogil:
+    """Σ x_t y_t in float64."""
+    cdef double acc = 0.0
+    cdef int t
+    for t in range(n):
+        acc = acc + <double> x[t] * y[t]
+    return acc
 
 
 cdef inline void _stack_u(const floating *u, const floating *a, int r, int m,

@@ -128,12 +128,19 @@ class Trainer:
         B = self.estimator.batch_size
         if reset is not None and np.any(reset):
             self.estimator.reset(reset)
-        h = self.estimator.step(x)
-        loss, dlogits, correct = self._loss(h, y)
+        readout = {}
+
+        def loss_grad(h):                       # the readout's part, known before the influence moves
+            readout["loss"] = self._loss(h, y)
+            readout["backward"] = self.readout.backward(h, (readout["loss"][1] / B).astype(self.cell.dtype))
+            return readout["backward"][1].astype(self.cell.dtype)
+
+        h = self.estimator.step(x, loss_grad=loss_grad)
+        loss, dlogits, correct = readout["loss"]
         if getattr(self.optimizer, "needs_fisher", False):
             factors = self.optimizer.fisher_factors(self.loss, self.output)
             self.optimizer.observe([self._gradients(h, d) for d in factors])
-        grads = self._gradients(h, dlogits / B)
+        grads = self._gradients(h, dlogits / B, readout["backward"])
         for k, g in grads.items():
             self._accum[k] += g
         self.steps += 1
@@ -144,9 +151,10 @@ class Trainer:
         self._sums["count"] += B
         return loss
 
-    def _gradients(self, h, dlogits):
-        """{"cell.<name>", "readout.W"} gradients for ∂L/∂logits = dlogits (B, n_out)."""
-        gW, dl_dh = self.readout.backward(h, dlogits.astype(self.cell.dtype))
+    def _gradients(self, h, dlogits, backward=None):
+        """{"cell.<name>", "readout.W"} gradients for ∂L/∂logits = dlogits (B, n_out); ``backward``:
+        the readout's (gW, dl_dh) for them, when the step's loss_grad has it already."""
+        gW, dl_dh = backward if backward is not None else self.readout.backward(h, dlogits.astype(self.cell.dtype))
         grads = {f"cell.{k}": g for k, g in self.estimator.gradient(dl_dh.astype(self.cell.dtype)).items()}
         grads["readout.W"] = gW
         return grads

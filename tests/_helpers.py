@@ -21,12 +21,14 @@ def random_signs(gen, shape, dtype):
     return (2 * gen.integers(0, 2, size=shape) - 1).astype(dtype)
 
 
-def ok_fused_step(ops, A, u, W, lam, dz, a, signs, n_threads=2, C=None, dzp=None):
+def ok_fused_step(ops, A, u, W, lam, dz, a, signs, n_threads=2, C=None, dzp=None, c=None):
     """One ``ok_fused`` call of the kernel module ``ops`` on copies of the deferred state (A, C,
-    dzp); by default C = [I 0] and dzp = 0 (the factors are A as given).
+    dzp); by default C = [I 0] and dzp = 0 (the factors are A as given). ``c`` (B, n): the
+    gradient's cotangent, whose products the step returns.
 
-    Returns (F, u_out, (A, C, dzp)): the new factors (``ok_factors`` of the state after), the
-    new u's and the state after (each backend may split the same factors differently).
+    Returns (F, u_out, (A, C, dzp), Fc): the new factors (``ok_factors`` of the state after), the
+    new u's, the state after (each backend may split the same factors differently) and the
+    products F_i c (None without c).
     """
     from kfrtrl._reference.reduce import ok_factors
 
@@ -35,8 +37,9 @@ def ok_fused_step(ops, A, u, W, lam, dz, a, signs, n_threads=2, C=None, dzp=None
     C = np.tile(np.eye(r, r + 1, dtype=A.dtype), (B, 1, 1)) if C is None else np.array(C, order="C")
     dzp = np.zeros((B, p // n, n), dtype=A.dtype) if dzp is None else np.array(dzp, order="C")
     u_out = np.full(u.shape, np.nan, dtype=u.dtype)
-    ops.ok_fused(A, C, dzp, u, W, lam, dz, a, signs, u_out, n_threads)
-    return ok_factors(A, C, dzp), u_out, (A, C, dzp)
+    Fc = None if c is None else np.full((B, r, p), np.nan, dtype=A.dtype)
+    ops.ok_fused(A, C, dzp, u, W, lam, dz, a, signs, c, u_out, Fc, n_threads)
+    return ok_factors(A, C, dzp), u_out, (A, C, dzp), Fc
 
 
 def make_or_skip(spec, cell, **kwargs):

@@ -104,7 +104,8 @@ def _past_threshold(work):
         "kf_fused": ((A2[:, :1], u2[:, :1], Wd, lam, dz, ad, c[:, :1], -c[:, :1]),
                      (np.empty_like(A2[:, :1]), np.empty_like(u2[:, :1]))),
         "ok_fused": ((A2, np.tile(np.eye(2, 3), (B, 1, 1)), np.zeros((B, 1, dz.shape[1])), u2, Wd, lam, dz, ad,
-                      random_signs(gen, (B, 3), np.float64)), (np.empty_like(u2),)),
+                      random_signs(gen, (B, 3), np.float64), normal((B, nf))),
+                     (np.empty_like(u2), np.empty(A2.shape[:3]))),
         "uoro_fused": ((normal((B, 8)), wu, np.einsum("bpm,bpm->b", wu, wu), Wu, gen.uniform(0, 1, (B, 8)),
                         normal((B, 8)), au, random_signs(gen, (B, 8), np.float64)), ()),
     }
@@ -131,10 +132,10 @@ def test_parallel_path_is_exact_and_matches_one_thread(backend, kernel):
             getattr(ops, name)(*ins, *outs, n_threads)
         results.append(outs + [ins[i] for i in UPDATED_IN_PLACE.get(name, ())])
     if name == "ok_fused":          # its state (A, C, dzp): the same factors, however a backend splits them
-        results = [[res[0], ref.reduce.ok_factors(*res[1:])] + res[1:] for res in results]
+        results = [res[:2] + [ref.reduce.ok_factors(*res[2:])] + res[2:] for res in results]
     for i, (want, one, two) in enumerate(zip(*results)):
         np.testing.assert_array_equal(one, two)
-        assert name == "ok_fused" and i > 1 or rel_max(two, want) <= TOL[np.float64]
+        assert name == "ok_fused" and i > 2 or rel_max(two, want) <= TOL[np.float64]
 
 
 @pytest.mark.parametrize("cores", [1, 3, 8])
@@ -243,3 +244,44 @@ def test_auto_takes_the_next_compiled_backend_with_a_warning(monkeypatch):
         with pytest.warns(UserWarning, match=f"using {name!r}"):
             assert kfrtrl.OK(kfrtrl.Elman(N_IN, 3, rng=22), rank=2, backend="auto").backend == name
 
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell_name", ["elman", "rhn"])
+@pytest.mark.parametrize("backend", ["numpy"] + COMPILED)
+def test_a_step_given_the_loss_gradient_brings_the_gradient_products(monkeypatch, backend, cell_name, dtype):
+    """OK's fused step given ``loss_grad`` takes F c from the terms in cache: ``gradient`` with that
+    dl_dh equals the plain one's and makes no pass over the factors; another dl_dh, or one after a
+    reset, takes the pass."""
+    def make():
+        cell = (kfrtrl.Elman(n_in=3, n_hidden=6, rng=0, dtype=dtype) if cell_name == "elman"
+                else kfrtrl.cells.RHN(n_in=3, n_hidden=6, depth=1, rng=0, dtype=dtype))
+        return kfrtrl.OK(cell, rank=3, batch_size=4, rng=1, backend=backend, n_threads=2)
+
+    gen = np.random.default_rng(5)
+    xs, dls = gen.standard_normal((8, 4, 3)).astype(dtype), gen.standard_normal((8, 4, 6)).astype(dtype)
+    plain, fused = make(), make()
+    pass_over_factors = kfrtrl.estimators._kron.KroneckerSum._factor_products
+    tol = {np.float64: 1e-10, np.float32: 1e-4}[dtype]
+    for t, (x, dl) in enumerate(zip(xs, dls)):
+        plain.step(x)
+        fused.step(x, loss_grad=lambda h, dl=dl: dl)
+        if t == 5:
+            for est in (plain, fused):
+                est.reset(np.array([True, False, True, False]))
+            assert rel_max(fused.gradient(dl)["W"], plain.gradient(dl)["W"]) <= tol
+            continue
+        want = plain.gradient(dl)["W"]
+        with monkeypatch.context() as m:
+            m.setattr(kfrtrl.estimators._kron.KroneckerSum, "_factor_products",
+                      lambda *a: pytest.fail("a pass over the factors"))
+            assert rel_max(fused.gradient(dl)["W"], want) <= tol
+        other = 2 * dl
+        assert kfrtrl.estimators._kron.KroneckerSum._factor_products is pass_over_factors
+        assert rel_max(fused.gradient(other)["W"], plain.gradient(other)["W"]) <= tol
+
+
+def test_loss_grad_of_the_wrong_shape_is_refused():
+    est = kfrtrl.OK(kfrtrl.Elman(n_in=3, n_hidden=6, rng=0), rank=2, batch_size=4, rng=1)
+    with pytest.raises(ValueError, match=r"loss_grad\(h\).*\(4, 6\)"):
+        est.step(np.ones((4, 3)), loss_grad=lambda h: np.ones((4, 5)))

@@ -76,8 +76,8 @@ A, u, W = gen.standard_normal((3, 2, 4, 4)), gen.standard_normal((3, 2, 7)), gen
 lam, dz, a = gen.uniform(0.0, 1.0, (3, 4)), gen.standard_normal((3, 4)), gen.standard_normal((3, 7))
 states = [[A.copy(), np.tile(np.eye(2, 3), (3, 1, 1)), np.zeros((3, 1, 4))] for _ in range(2)]
 u_new = [np.empty_like(u) for _ in range(2)]
-ref.ok_fused(*states[0], u, W, lam, dz, a, s, u_new[0], 1)
-red.ok_fused(*states[1], u, W, lam, dz, a, s, u_new[1], 2)
+ref.ok_fused(*states[0], u, W, lam, dz, a, s, None, u_new[0], None, 1)
+red.ok_fused(*states[1], u, W, lam, dz, a, s, None, u_new[1], None, 2)
 fused = [(ref.reduce.ok_factors(*st), un) for st, un in zip(states, u_new)]
 err = max(np.abs(o2 - o1).max(), *(np.abs(x - y).max() for x, y in [*zip(*outs), *zip(*fused)]))
 print(prop.openmp_enabled(), red.openmp_enabled(), err)

@@ -215,9 +215,9 @@ def test_ok_fused(backend, dtype, common, r, steps):
     for ops in (ref, kernel_module(backend)):
         state, u_now = (A, None, None), u
         for W, lam, dz, a, signs in calls:
-            F, u_now, state = ok_fused_step(ops, state[0], layout(u_now.copy()), W, lam, dz, a, signs,
-                                            C=state[1], dzp=state[2])
-        results.append([F, u_now, np.einsum("brij,brm->bijm", F, u_now)])
+            F, u_now, state, Fc = ok_fused_step(ops, state[0], layout(u_now.copy()), W, lam, dz, a, signs,
+                                                C=state[1], dzp=state[2], c=layout(lam.copy()))
+        results.append([F, u_now, np.einsum("brij,brm->bijm", F, u_now), Fc])
     _assert_all_close(results[1], results[0], dtype, "ok_fused")
 
 

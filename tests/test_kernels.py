@@ -208,15 +208,18 @@ def test_ok_fused(monkeypatch, backend, n, B, r, dtype, Z, block_elements):
     want, got = (ok_fused_step(ops, A, u, W, lam, dz, a, signs) for ops in (ref, kernel_module(backend)))
     for x, y in zip(got[:2], want[:2]):
         assert rel_max(x, y) <= TOL[dtype]
-    whole = [np.einsum("brij,brm->bijm", F, uo) for F, uo, _ in (want, got)]
+    whole = [np.einsum("brij,brm->bijm", F, uo) for F, uo, *_ in (want, got)]
     assert rel_max(whole[1], whole[0]) <= TOL[dtype]
     assert rel_max(whole[1][0], _immediate(dz[0], a[0])) <= TOL[dtype]
     W2, lam2, dz2, a2 = _diagonal_step(gen, B, n, m, dtype, Z)
-    signs2 = random_signs(gen, (B, r + 1), dtype)
-    again = [ok_fused_step(ops, state[0], uo, W2, lam2, dz2, a2, signs2, C=state[1], dzp=state[2])
-             for ops, (_, uo, state) in zip((ref, kernel_module(backend)), (want, got))]
-    assert rel_max(again[1][0], again[0][0]) <= 10 * TOL[dtype]
-    assert rel_max(again[1][1], again[0][1]) <= 10 * TOL[dtype]
+    signs2, c = random_signs(gen, (B, r + 1), dtype), gen.standard_normal((B, n)).astype(dtype)
+    again = [ok_fused_step(ops, state[0], uo, W2, lam2, dz2, a2, signs2, C=state[1], dzp=state[2], c=c)
+             for ops, (_, uo, state, _) in zip((ref, kernel_module(backend)), (want, got))]
+    for x, y in zip(again[1][:2], again[0][:2]):
+        assert rel_max(x, y) <= 10 * TOL[dtype]
+    products = np.einsum("birn,bn->bir", again[1][0].reshape(B, r, p, n).astype(np.float64), c)
+    assert rel_max(again[1][3], products.astype(dtype)) <= TOL[dtype]      # F c, as the gradient reads it
+    assert rel_max(again[1][3], again[0][3]) <= 10 * TOL[dtype]
 
 
 def _ok_inputs(gen, B, r, P, m, dtype, zero_frac=0.3):
@@ -372,7 +375,7 @@ def test_ok_fused_edges(backend, case, spread, dtype, route, monkeypatch):
     want = ok_fused_step(ref, *inputs, n_threads=1)[:2]
     state = [inputs[0].copy(), np.tile(np.eye(r, r + 1, dtype=dtype), (B, 1, 1)), np.zeros((B, 1, n), dtype)]
     u_out = np.full_like(inputs[1], np.nan)
-    call = lambda: kernel_module(backend).ok_fused(*state, *inputs[1:], u_out, 2)   # noqa: E731
+    call = lambda: kernel_module(backend).ok_fused(*state, *inputs[1:], None, u_out, None, 2)   # noqa: E731
     assert _python_calls_into_reference(call) == []
     got = [ref.reduce.ok_factors(*state), u_out]
     for x, y in zip(got, want):

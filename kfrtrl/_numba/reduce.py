@@ -74,20 +74,21 @@ def _ok_reduce_par(V, U, signs, zero, pivot, V_out, U_out, chunks):
         _ok_reduce_range(V, U, signs, zero, pivot, V_out, U_out, c * B // chunks, (c + 1) * B // chunks)
 
 
-def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, u_out, n_threads):
+def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, c, u_out, Fc, n_threads):
     """OK's whole step for a diagonal step Jacobian, on deferred factors (see the reference).
 
     A : (B, r, p, n), p = Z n;  C : (B, r, r+1);  dzp : (B, Z, n): the deferred factors
     ``F_i = Σ_{j<r} C_ij A_j + C_ir D(dzp)``, C-contiguous, updated in place;  u : (B, r, m);
     W : (p, m);  lam : (B, n);  dz : (B, Z, n) (or (B, n) for Z = 1);  a : (B, m);
-    signs : (B, r+1);  u_out : (B, r, m), written, not overlapping the inputs.
+    signs : (B, r+1);  c : (B, n) or None;  u_out : (B, r, m), written, not overlapping the inputs;
+    Fc : (B, r, p), written when c is given: the new factors times c (the gradient's products).
     Per sample (:func:`_ok_fused`): H_b formed in a scratch; then in blocks of rows (the same
     rows of every term, :func:`kfrtrl._thresholds.ok_block_rows`), with the block in cache:
     the factors ``F = C A (+ C_r D)`` by one GEMM, the r terms ``H F_i`` by a second, their
     Gram matrix (extended by the diagonal term, whose products need only its diagonals)
-    accumulated, and the terms written over A. The reduction's coefficients (as in
+    accumulated, the terms times c kept (r p numbers), and the terms written over A. The reduction's coefficients (as in
     :func:`ok_reduce`) become the new C: the recombination waits for the next step, where it
-    costs no pass over memory. A sample the Gram route declines takes the Householder route
+    costs no pass over memory, and Fc = C (S c) + C_r (D c). A sample the Gram route declines takes the Householder route
     and gets its factors recombined (C = [I 0]). Samples run in parallel (BLAS held at one
     thread) from PARALLEL_MIN_WORK elements on.
     """
@@ -97,16 +98,19 @@ def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, u_out, n_threads):
     zero, pivot = _thresholds.SVD_ZERO, _thresholds.MIN_PIVOT
     rows = _thresholds.ok_block_rows(r, p, n)
     address = GEMM[A.dtype]
+    products = c is not None
+    if not products:                           # nothing to compute: empty stand-ins of the right types
+        c, Fc = np.empty((B, 0), A.dtype), np.empty((B, 0, 0), A.dtype)
+    args = (A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, products, c, Fc, address, rows)
     if B > 1 and _parallel(n_threads, A.size):
         with blas_limit(1):
-            _ok_fused_par(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, address, rows,
-                          min(get_num_threads(), B))
+            _ok_fused_par(*args, min(get_num_threads(), B))
     else:
-        _ok_fused(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, address, rows, 0, B)
+        _ok_fused(*args, 0, B)
 
 
 @kernel()
-def _ok_fused(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, address, rows, lo, hi):
+def _ok_fused(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, products, c, Fc, address, rows, lo, hi):
     """Samples lo..hi-1 of :func:`ok_fused`; A3 (B, r*p, n) C-contiguous, blocks of ``rows`` rows."""
     n, Z = A3.shape[2], dz.shape[1]
     p = Z * n
@@ -115,6 +119,7 @@ def _ok_fused(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, address, 
     H = np.empty((n, n), dtype=A3.dtype)
     F = np.empty((r * rows, n), dtype=A3.dtype)
     S = np.empty((r * rows, n), dtype=A3.dtype)
+    Sc = np.zeros((r, p))
     G = np.empty((k, k))
     Gb = np.empty((r, r))
     Ub = np.empty((k, m), dtype=u.dtype)
@@ -126,6 +131,8 @@ def _ok_fused(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, address, 
         for q0 in range(0, p, rows):
             q1 = min(p, q0 + rows)
             _ok_block(Ab, C[b], dzp[b], dz[b], H, q0, q1, address, F, S, Gb, G)
+            if products:
+                _block_products(S, c[b], q0, q1, Sc)
         for t in range(r):
             G[r, t] = G[t, r]
         sq = 0.0
@@ -139,6 +146,8 @@ def _ok_fused(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, address, 
             for i in range(r):
                 for j in range(k):
                     C[b, i, j] = coef[i, j]
+            if products:
+                _new_products(C[b], Sc, dz[b], c[b], Fc[b])
         else:
             X = np.zeros((k, p * n))
             X[:r] = Ab
@@ -149,6 +158,13 @@ def _ok_fused(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, address, 
             C[b] = 0.0
             for i in range(r):
                 C[b, i, i] = 1.0
+            if products:
+                for i in range(r):
+                    for q in range(p):
+                        acc = 0.0
+                        for t in range(n):
+                            acc += np.float64(Ab[i, q * n + t]) * np.float64(c[b, t])
+                        Fc[b, i, q] = acc
         dzp[b] = dz[b]
 
 
@@ -180,13 +196,40 @@ def _ok_block(Ab, Cb, dzp, dz, H, q0, q1, address, F, S, Gb, G):
         Ab[i, q0 * n:q1 * n] = S3[i]
 
 
+@kernel()
+def _block_products(S, cb, q0, q1, Sc):
+    """Sc[i, q] = <S_i row q, c> (float64) for the block's rows q0..q1-1; S (r (q1-q0), n) holds them."""
+    n = cb.shape[0]
+    rows = q1 - q0
+    for i in range(Sc.shape[0]):
+        for q in range(rows):
+            acc = 0.0
+            for t in range(n):
+                acc += np.float64(S[i * rows + q, t]) * np.float64(cb[t])
+            Sc[i, q0 + q] = acc
+
+
+@kernel()
+def _new_products(coef, Sc, dzb, cb, Fcb):
+    """Fcb (r, p) = coef[:, :r] Sc + coef[:, r] (D(dz) c): the reduced factors times c (coef = the new C)."""
+    r, p = Sc.shape
+    n = cb.shape[0]
+    for i in range(r):
+        for q in range(p):
+            acc = np.float64(coef[i, r]) * np.float64(dzb[q // n, q % n]) * np.float64(cb[q % n])
+            for j in range(r):
+                acc += np.float64(coef[i, j]) * Sc[j, q]
+            Fcb[i, q] = acc
+
+
 @kernel(parallel=True)
-def _ok_fused_par(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, address, rows, chunks):
+def _ok_fused_par(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, products, c, Fc, address, rows,
+                  chunks):
     """:func:`_ok_fused` over ``chunks`` contiguous sample ranges in parallel."""
     B = A3.shape[0]
-    for c in prange(chunks):
-        _ok_fused(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, address, rows,
-                  c * B // chunks, (c + 1) * B // chunks)
+    for j in prange(chunks):
+        _ok_fused(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, products, c, Fc, address, rows,
+                  j * B // chunks, (j + 1) * B // chunks)
 
 
 @kernel()

@@ -9,7 +9,7 @@ from .. import _thresholds
 from .propagate import _diagonal_blocks, jvp_blocks
 
 
-def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, u_out, n_threads):
+def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, c, u_out, Fc, n_threads):
     """OK's whole step (propagation and reduction) for a step Jacobian with diagonal blocks, on
     the deferred factors (A, C, dzp), updated in place.
 
@@ -29,7 +29,11 @@ def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, u_out, n_threads):
     ([I 0] for factors held as they are);  dzp : (B, Z, n) the diagonal term's blocks;
     all three C-contiguous, same dtype, updated in place.
     u : (B, r, m);  W : (p, m);  lam : (B, n);  dz : (B, Z, n), or (B, n) when Z = 1;  a : (B, m);
-    signs : (B, r+1) of ±1, the mixing signs;  u_out : (B, r, m), written, not overlapping the inputs.
+    signs : (B, r+1) of ±1, the mixing signs;  c : (B, n) or None, the gradient's state cotangent
+    when it is known before the step (see ``Estimator.step``'s ``loss_grad``);
+    u_out : (B, r, m), written, not overlapping the inputs;  Fc : (B, r, p), written when c is given: ``F'_i c``, what
+    the gradient needs (a compiled backend takes it from the terms in cache, without a pass over
+    the new factors).
     Cost per sample: one (r p, n) @ (n, n) GEMM (H_b: Z n³ flops per term) plus the reduction's O(r² p n).
     """
     B, r, p, n = A.shape
@@ -47,6 +51,8 @@ def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, u_out, n_threads):
     A[...] = out.reshape(A.shape)
     C[...] = np.eye(r, r + 1, dtype=C.dtype)
     dzp[...] = dz.reshape(B, Z, n)
+    if c is not None:
+        Fc[...] = np.matmul(A.reshape(B, r * p, n), c[:, :, None]).reshape(B, r, p)
 
 
 def ok_factors(A, C, dzp):

@@ -158,17 +158,36 @@ class Estimator:
         if mask.all():
             self._cache = None
 
-    def step(self, x):
-        """Advance one step. x (batch, n_in) of the cell's dtype -> h_t (batch, n_hidden)."""
+    def step(self, x, loss_grad=None):
+        """Advance one step. x (batch, n_in) of the cell's dtype -> h_t (batch, n_hidden).
+
+        ``loss_grad``, if given, is called once with h_t before the influence is propagated and
+        returns dl_dh = ∂L_t/∂h_t (batch, n_hidden) of the cell's dtype (a readout of h_t can:
+        :class:`kfrtrl.train.Trainer` passes its own). An estimator that can (OK's fused step)
+        then takes the gradient's products from the propagated terms while they are in cache,
+        and :meth:`gradient` with that dl_dh makes no pass over the influence; any other
+        gives the same result as without it.
+        """
         check_array("x", x, (self.batch_size, self.cell.n_in), self.dtype)
+        self._cotangent = None
         with self.threads():
             s_new, cache = self.cell.forward(self._s, x)
             if not np.isfinite(s_new).all():
                 raise FloatingPointError("step: the new state is not finite (weights or inputs too large?)")
+            if loss_grad is not None:
+                dl_dh = check_array("loss_grad(h)", loss_grad(s_new[:, self.cell.out]),
+                                    (self.batch_size, self.cell.n_hidden), self.dtype)
+                self._cotangent = self._state_cotangent(dl_dh)
             self._propagate(cache)
         self._s = s_new
         self._cache = cache
         return s_new[:, self.cell.out]
+
+    def _state_cotangent(self, dl_dh):
+        """c (batch, n_state): dl_dh on the output units, 0 elsewhere."""
+        c = np.zeros((self.batch_size, self.cell.n_state), dtype=self.dtype)
+        c[:, self.cell.out] = dl_dh
+        return c
 
     def gradient(self, dl_dh):
         """Estimate ∂L_t/∂θ summed over the batch, from dl_dh = ∂L_t/∂h_t (batch, n_hidden).
@@ -178,8 +197,7 @@ class Estimator:
         if self._cache is None:
             raise RuntimeError("gradient: call step(x) first (no step since construction or reset)")
         check_array("dl_dh", dl_dh, (self.batch_size, self.cell.n_hidden), self.dtype)
-        c = np.zeros((self.batch_size, self.cell.n_state), dtype=self.dtype)
-        c[:, self.cell.out] = dl_dh
+        c = self._state_cotangent(dl_dh)
         with self.threads():
             grads = self._gradient(c)
         for name, g in grads.items():

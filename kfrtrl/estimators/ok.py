@@ -81,6 +81,7 @@ class OK(KroneckerSum):
         # a fresh multi-MB array per step costs more in page faults than a pass)
         self._C = self._dzp = None
         self._u_spare = self._V = None
+        self._products = None           # (c, {name: F c (B, r, p)}) of the last fused step, or None
 
     def factors(self, name):
         """The Kronecker factors of weight ``name``: G ≈ Σ_i A_i ⊗ u_i.
@@ -110,8 +111,12 @@ class OK(KroneckerSum):
                          for k, (p, m) in self._shapes.items()}
         u, u_out = self._u[name], self._u_spare[name]
         signs = self._draw_signs((self.batch_size, self.rank + 1))
+        c, Fc = self._cotangent, None
+        if c is not None:                       # the gradient's products, taken in the same pass
+            Fc = np.empty(self._A[name].shape[:3], dtype=self.dtype)
+            self._products = (c, {name: Fc})
         self.ops.ok_fused(self._A[name], self._C[name], self._dzp[name], u, self.cell.params()[name],
-                          lam, dz, a, signs, u_out, self.n_threads)
+                          lam, dz, a, signs, c, u_out, Fc, self.n_threads)
         self._u[name], self._u_spare[name] = u_out, u
         self._check_factors(u_out, self._C[name])
 
@@ -145,13 +150,21 @@ class OK(KroneckerSum):
 
     def _reset_influence(self, mask):
         super()._reset_influence(mask)
+        self._products = None
         if self._dzp is not None:
             for dzp in self._dzp.values():
                 dzp[mask] = 0.0                 # with A = 0 the factors are 0 whatever C holds
 
+    def _propagate(self, cache):
+        self._products = None
+        super()._propagate(cache)
+
     def _factor_products(self, name, c):
-        """(B, r, p): F_i c per sample, from the deferred factors without recombining them:
+        """(B, r, p): F_i c per sample: the fused step's own when it was given this c (no pass
+        over the factors), else from the deferred factors without recombining them:
         Σ_j C_ij (A_j c) + C_ir (D(dzp) c), D(dzp) c = dzp_z ⊙ c per block."""
+        if self._products is not None and name in self._products[1] and np.array_equal(c, self._products[0]):
+            return self._products[1][name]
         if self._C is None:
             return super()._factor_products(name, c)
         Ac = super()._factor_products(name, c)
@@ -171,6 +184,7 @@ class OK(KroneckerSum):
         if "_C" not in state["influence"]:
             state = dict(state, influence=dict(state["influence"], _C=None, _dzp=None))
         super().load_state_dict(state)
+        self._products = None
 
 
 def max_rank(cell):
