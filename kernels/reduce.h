@@ -64,6 +64,31 @@ static KFRTRL_CLONES void NAME(const T *X, int k, Py_ssize_t L, double *G, int l
 KFRTRL_GRAM(kfrtrl_gram, double, KFRTRL_LD)
 KFRTRL_GRAM(kfrtrl_gram_f, float, KFRTRL_LD_F)
 
+/* NAME(X, rows, L, c, out): out[i] = <X_i, c> in float64 for X (rows, L) row-major and c (L,) of
+   element type T, loaded 4 at a time by LOAD, two vector sums per row. */
+#define KFRTRL_ROWS_DOT(NAME, T, LOAD) \
+static KFRTRL_CLONES void NAME(const T *X, int rows, Py_ssize_t L, const T *c, double *out) { \
+    Py_ssize_t t, end = L - L % 8; \
+    int i; \
+    for (i = 0; i < rows; i++) { \
+        const T *x = X + (Py_ssize_t) i * L; \
+        kfrtrl_v4 s0 = {0}, s1 = {0}, x0, x1, c0, c1; \
+        double tot; \
+        for (t = 0; t < end; t += 8) { \
+            LOAD(x0, x + t); LOAD(x1, x + t + 4); LOAD(c0, c + t); LOAD(c1, c + t + 4); \
+            s0 += x0 * c0; s1 += x1 * c1; \
+        } \
+        s0 += s1; \
+        tot = KFRTRL_HSUM(s0); \
+        for (t = end; t < L; t++) \
+            tot += (double) x[t] * (double) c[t]; \
+        out[i] = tot; \
+    } \
+}
+
+KFRTRL_ROWS_DOT(kfrtrl_rows_dot, double, KFRTRL_LD)
+KFRTRL_ROWS_DOT(kfrtrl_rows_dot_f, float, KFRTRL_LD_F)
+
 /* O (rows, L) = C X: C (rows, inner) row-major with row stride ldc, X (inner, L) and O
    row-major, O not overlapping X. Tiles of 4 output rows x 8 columns in registers, edge
    tiles repeating the last row (the same values written twice). */

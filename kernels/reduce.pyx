@@ -51,6 +51,8 @@ from kfrtrl._thresholds import threads_for
 cdef extern from "reduce.h":
     void kfrtrl_gram(const double *X, int k, Py_ssize_t L, double *G, int ldg) noexcept nogil
     void kfrtrl_gram_f(const float *X, int k, Py_ssize_t L, double *G, int ldg) noexcept nogil
+    void kfrtrl_rows_dot(const double *X, int rows, Py_ssize_t L, const double *c, double *out) noexcept nogil
+    void kfrtrl_rows_dot_f(const float *X, int rows, Py_ssize_t L, const float *c, double *out) noexcept nogil
     void kfrtrl_combine(const double *C, int ldc, int rows, int inner, const double *X, Py_ssize_t L,
                         double *O) noexcept nogil
 
@@ -355,9 +357,8 @@ cdef void _fused_one(floating *A, floating *C, floating *dzp, const floating *u,
             G[i * k + r] += acc
             for j in range(r):
                 G[i * k + j] += Gb[i * r + j]
-            if c != NULL:
-                for q in range(q0, q1):
-                    Sc[i * p + q] = _dot(S + i * L + (q - q0) * n, c, n)
+            if c != NULL:                      # the block's rows of S_i times c
+                _rows_dot(S + i * L, q1 - q0, n, c, Sc + i * p + q0)
             memcpy(A + i * P + q0 * n, S + i * L, L * sizeof(floating))
         q0 = q1
     for i in range(r):
@@ -388,19 +389,19 @@ cdef void _fused_one(floating *A, floating *C, floating *dzp, const floating *u,
         for i in range(r):
             C[i * k + i] = 1.0
         if c != NULL:                          # the factors are A itself now
+            _rows_dot(A, r * p, n, c, Sc)
             for i in range(r * p):
-                Fc[i] = <floating> _dot(A + i * n, c, n)
+                Fc[i] = <floating> Sc[i]
     for q in range(p):
         dzp[q] = dz[q]
 
 
-cdef inline double _dot(const floating *x, const floating *y, int n) noexcept nogil:
-    """Σ x_t y_t in float64."""
-    cdef double acc = 0.0
-    cdef int t
-    for t in range(n):
-        acc = acc + <double> x[t] * y[t]
-    return acc
+cdef inline void _rows_dot(const floating *X, int rows, int n, const floating *c, double *out) noexcept nogil:
+    """out[i] = <X_i, c> in float64 for X (rows, n) row-major (vectorised C, :c:func:`kfrtrl_rows_dot`)."""
+    if floating is double:
+        kfrtrl_rows_dot(X, rows, n, c, out)
+    else:
+        kfrtrl_rows_dot_f(X, rows, n, c, out)
 
 
 cdef inline void _stack_u(const floating *u, const floating *a, int r, int m,

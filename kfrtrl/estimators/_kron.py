@@ -59,9 +59,13 @@ class KroneckerSum(Estimator):
 
         Returns
         -------
-        A : (batch, terms, p, n_state) array, the estimator's own (not a copy)
+        A : (batch, terms, p, n_state) array: the estimator's own, or a copy where it holds them in
+            another form (OK's fused step, O(r² p n_state) per sample to form)
         u : (batch, terms, m) array, the estimator's own
         """
+        return self._factors(name)
+
+    def _factors(self, name):
         return self._A[name], self._u[name]
 
     def influence(self, name):

@@ -83,19 +83,8 @@ class OK(KroneckerSum):
         self._u_spare = self._V = None
         self._products = None           # (c, {name: F c (B, r, p)}) of the last fused step, or None
 
-    def factors(self, name):
-        """The Kronecker factors of weight ``name``: G ≈ Σ_i A_i ⊗ u_i.
-
-        Parameters
-        ----------
-        name : str, a parameter name of the cell
-
-        Returns
-        -------
-        A : (batch, r, p, n_state) array, the fused path's deferred factors recombined (a copy;
-            O(r² p n_state) per sample), else the estimator's own array
-        u : (batch, r, m) array, the estimator's own
-        """
+    def _factors(self, name):
+        """(A, u) with the deferred factors recombined (a copy)."""
         if self._C is None:
             return self._A[name], self._u[name]
         return ok_factors(self._A[name], self._C[name], self._dzp[name]), self._u[name]
