@@ -4,7 +4,7 @@
 #define KFRTRL_REDUCE_H
 
 #include "clones.h"
-/* The two long passes of the Gram route over the A side (float64), as plain C with
+/* The long passes of the Gram route over the A side (float64) and the fused step's row dots, as plain C with
    GCC/Clang vector extensions (4 doubles; setup.py's flags already assume GCC or
    Clang), compiled for several x86-64 instruction sets and one picked at load time
    (KFRTRL_CLONES, clones.h; the build targets baseline x86-64).
@@ -16,53 +16,48 @@ typedef double kfrtrl_v4 __attribute__((vector_size(32)));
 #define KFRTRL_HSUM(v) (((v)[0] + (v)[1]) + ((v)[2] + (v)[3]))
 #define KFRTRL_ROW(X, i, k, L) ((X) + (Py_ssize_t) ((i) < (k) ? (i) : (k) - 1) * (L))
 
-/* 4 doubles from 4 doubles (KFRTRL_LD) or from 4 floats, widened. */
+/* G[i ldg + j] = <X_i, X_j> for i, j < k, X (k, L) row-major: 3 x 3 tiles of row pairs
+   (6 row loads per 9 products), edge tiles repeating the last row. */
+static KFRTRL_CLONES void kfrtrl_gram(const double *X, int k, Py_ssize_t L, double *G, int ldg) {
+    Py_ssize_t t, end = L - L % 4;
+    int ib, jb, a, c;
+    for (ib = 0; ib < k; ib += 3)
+        for (jb = 0; jb <= ib; jb += 3) {
+            const double *x[3], *y[3];
+            double tot[9];
+            kfrtrl_v4 a00 = {0}, a01 = {0}, a02 = {0}, a10 = {0}, a11 = {0}, a12 = {0},
+                      a20 = {0}, a21 = {0}, a22 = {0}, x0, x1, x2, y0, y1, y2;
+            for (a = 0; a < 3; a++) {
+                x[a] = KFRTRL_ROW(X, ib + a, k, L);
+                y[a] = KFRTRL_ROW(X, jb + a, k, L);
+            }
+            for (t = 0; t < end; t += 4) {
+                KFRTRL_LD(x0, x[0] + t); KFRTRL_LD(x1, x[1] + t); KFRTRL_LD(x2, x[2] + t);
+                KFRTRL_LD(y0, y[0] + t); KFRTRL_LD(y1, y[1] + t); KFRTRL_LD(y2, y[2] + t);
+                a00 += x0 * y0; a01 += x0 * y1; a02 += x0 * y2;
+                a10 += x1 * y0; a11 += x1 * y1; a12 += x1 * y2;
+                a20 += x2 * y0; a21 += x2 * y1; a22 += x2 * y2;
+            }
+            tot[0] = KFRTRL_HSUM(a00); tot[1] = KFRTRL_HSUM(a01); tot[2] = KFRTRL_HSUM(a02);
+            tot[3] = KFRTRL_HSUM(a10); tot[4] = KFRTRL_HSUM(a11); tot[5] = KFRTRL_HSUM(a12);
+            tot[6] = KFRTRL_HSUM(a20); tot[7] = KFRTRL_HSUM(a21); tot[8] = KFRTRL_HSUM(a22);
+            for (t = end; t < L; t++)
+                for (a = 0; a < 3; a++)
+                    for (c = 0; c < 3; c++)
+                        tot[3 * a + c] += x[a][t] * y[c][t];
+            for (a = 0; a < 3; a++)
+                for (c = 0; c < 3; c++) {
+                    int i = ib + a < k ? ib + a : k - 1, j = jb + c < k ? jb + c : k - 1;
+                    G[i * ldg + j] = tot[3 * a + c];
+                    G[j * ldg + i] = tot[3 * a + c];
+                }
+        }
+}
+
+/* 4 doubles from 4 floats, widened. */
 typedef float kfrtrl_f4 __attribute__((vector_size(16)));
 #define KFRTRL_LD_F(v, p) do { kfrtrl_f4 f_; memcpy(&f_, (p), sizeof(kfrtrl_f4)); \
                                (v) = __builtin_convertvector(f_, kfrtrl_v4); } while (0)
-
-/* NAME(X, k, L, G, ldg): G[i ldg + j] = <X_i, X_j> in float64 for i, j < k, X (k, L) row-major
-   of element type T, loaded 4 at a time by LOAD: 3 x 3 tiles of row pairs (6 row loads per 9
-   products), edge tiles repeating the last row. */
-#define KFRTRL_GRAM(NAME, T, LOAD) \
-static KFRTRL_CLONES void NAME(const T *X, int k, Py_ssize_t L, double *G, int ldg) { \
-    Py_ssize_t t, end = L - L % 4; \
-    int ib, jb, a, c; \
-    for (ib = 0; ib < k; ib += 3) \
-        for (jb = 0; jb <= ib; jb += 3) { \
-            const T *x[3], *y[3]; \
-            double tot[9]; \
-            kfrtrl_v4 a00 = {0}, a01 = {0}, a02 = {0}, a10 = {0}, a11 = {0}, a12 = {0}, \
-                      a20 = {0}, a21 = {0}, a22 = {0}, x0, x1, x2, y0, y1, y2; \
-            for (a = 0; a < 3; a++) { \
-                x[a] = KFRTRL_ROW(X, ib + a, k, L); \
-                y[a] = KFRTRL_ROW(X, jb + a, k, L); \
-            } \
-            for (t = 0; t < end; t += 4) { \
-                LOAD(x0, x[0] + t); LOAD(x1, x[1] + t); LOAD(x2, x[2] + t); \
-                LOAD(y0, y[0] + t); LOAD(y1, y[1] + t); LOAD(y2, y[2] + t); \
-                a00 += x0 * y0; a01 += x0 * y1; a02 += x0 * y2; \
-                a10 += x1 * y0; a11 += x1 * y1; a12 += x1 * y2; \
-                a20 += x2 * y0; a21 += x2 * y1; a22 += x2 * y2; \
-            } \
-            tot[0] = KFRTRL_HSUM(a00); tot[1] = KFRTRL_HSUM(a01); tot[2] = KFRTRL_HSUM(a02); \
-            tot[3] = KFRTRL_HSUM(a10); tot[4] = KFRTRL_HSUM(a11); tot[5] = KFRTRL_HSUM(a12); \
-            tot[6] = KFRTRL_HSUM(a20); tot[7] = KFRTRL_HSUM(a21); tot[8] = KFRTRL_HSUM(a22); \
-            for (t = end; t < L; t++) \
-                for (a = 0; a < 3; a++) \
-                    for (c = 0; c < 3; c++) \
-                        tot[3 * a + c] += (double) x[a][t] * (double) y[c][t]; \
-            for (a = 0; a < 3; a++) \
-                for (c = 0; c < 3; c++) { \
-                    int i = ib + a < k ? ib + a : k - 1, j = jb + c < k ? jb + c : k - 1; \
-                    G[i * ldg + j] = tot[3 * a + c]; \
-                    G[j * ldg + i] = tot[3 * a + c]; \
-                } \
-        } \
-}
-
-KFRTRL_GRAM(kfrtrl_gram, double, KFRTRL_LD)
-KFRTRL_GRAM(kfrtrl_gram_f, float, KFRTRL_LD_F)
 
 /* NAME(X, rows, L, c, out): out[i] = <X_i, c> in float64 for X (rows, L) row-major and c (L,) of
    element type T, loaded 4 at a time by LOAD, two vector sums per row. */

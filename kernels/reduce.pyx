@@ -50,7 +50,6 @@ from kfrtrl._thresholds import threads_for
 
 cdef extern from "reduce.h":
     void kfrtrl_gram(const double *X, int k, Py_ssize_t L, double *G, int ldg) noexcept nogil
-    void kfrtrl_gram_f(const float *X, int k, Py_ssize_t L, double *G, int ldg) noexcept nogil
     void kfrtrl_rows_dot(const double *X, int rows, Py_ssize_t L, const double *c, double *out) noexcept nogil
     void kfrtrl_rows_dot_f(const float *X, int rows, Py_ssize_t L, const float *c, double *out) noexcept nogil
     void kfrtrl_combine(const double *C, int ldc, int rows, int inner, const double *X, Py_ssize_t L,
@@ -342,18 +341,23 @@ cdef void _fused_one(floating *A, floating *C, floating *dzp, const floating *u,
         gemm(c'n', c'n', r, L, r, <floating> 1.0, C, k, A + q0 * n, P, <floating> 0.0, F, L)
         for i in range(r):
             cf = C[i * k + r]
-            if cf != 0.0:
+            if cf != 0.0:                      # row q of the block has its diagonal entry at column q mod n
+                t = q0 % n
                 for q in range(q0, q1):
-                    F[i * L + (q - q0) * n + q % n] += cf * dzp[q]
+                    F[i * L + (q - q0) * n + t] += cf * dzp[q]
+                    t = t + 1 if t + 1 < n else 0
         gemm(c'n', c't', r * (q1 - q0), n, n, <floating> 1.0, F, n, H, n, <floating> 0.0, S, n)
         if floating is double:
             kfrtrl_gram(S, r, L, Gb, r)
-        else:
-            kfrtrl_gram_f(S, r, L, Gb, r)
+        else:                                  # widened in cache first: faster than widening in the tiles
+            _widen(S, r * L, w.Wv)
+            kfrtrl_gram(w.Wv, r, L, Gb, r)
         for i in range(r):
             acc = 0.0
+            t = q0 % n
             for q in range(q0, q1):
-                acc = acc + <double> S[i * L + (q - q0) * n + q % n] * dz[q]
+                acc = acc + <double> S[i * L + (q - q0) * n + t] * dz[q]
+                t = t + 1 if t + 1 < n else 0
             G[i * k + r] += acc
             for j in range(r):
                 G[i * k + j] += Gb[i * r + j]
@@ -369,12 +373,16 @@ cdef void _fused_one(floating *A, floating *C, floating *dzp, const floating *u,
         for i in range(r * k):
             C[i] = <floating> w.Tk[i]
         if c != NULL:                          # F'c = C (S c) + C_r (D c), with the C just stored
+            Z = w.Wv                           # (p,) float64 scratch: one row of F'c
             for i in range(r):
                 for q in range(p):
-                    acc = <double> C[i * k + r] * dz[q] * c[q % n]
-                    for j in range(r):
-                        acc = acc + <double> C[i * k + j] * Sc[j * p + q]
-                    Fc[i * p + q] = <floating> acc
+                    Z[q] = <double> C[i * k + r] * dz[q] * c[q - (q // n) * n]
+                for j in range(r):
+                    acc = C[i * k + j]
+                    for q in range(p):
+                        Z[q] += acc * Sc[j * p + q]
+                for q in range(p):
+                    Fc[i * p + q] = <floating> Z[q]
     else:
         _widen(A, r * P, w.Wv)                 # the terms, then the diagonal one, as rows of Wv
         memset(w.Wv + r * P, 0, P * sizeof(double))
