@@ -61,6 +61,7 @@ class OK(KroneckerSum):
     param = "rank"
     auto_backends = ("cython", "numba")     # cython's fused step is ahead at small n and at large r·n
     fused_blocks = None                # kf_fused/ok_fused: any number of diagonal blocks
+    _state_attrs = ("_A", "_u", "_C", "_dzp")
 
     def __init__(self, cell, rank=1, batch_size=1, rng=None, backend="auto", n_threads=None):
         self.rank = self._n_terms = check_int("rank", rank, 1)
@@ -69,8 +70,6 @@ class OK(KroneckerSum):
                              f"{type(cell).__name__} has a higher Kronecker rank), got {rank}")
         self._weight = 1.0
         super().__init__(cell, batch_size, rng, backend, n_threads)
-
-    _state_attrs = ("_A", "_u", "_C", "_dzp")
 
     def _allocate(self):
         super()._allocate()
@@ -86,7 +85,7 @@ class OK(KroneckerSum):
     def _factors(self, name):
         """(A, u) with the deferred factors recombined (a copy)."""
         if self._C is None:
-            return self._A[name], self._u[name]
+            return super()._factors(name)
         return ok_factors(self._A[name], self._C[name], self._dzp[name]), self._u[name]
 
     def _propagate_fused(self, name, lam, dz, a):
