@@ -374,13 +374,15 @@ def test_ok_fused_edges(backend, case, spread, dtype, route, monkeypatch):
     inputs = tuple(x.astype(dtype) for x in (A, u, W, lam, dz, a, random_signs(gen, (B, r + 1), dtype)))
     want = ok_fused_step(ref, *inputs, n_threads=1)[:2]
     state = [inputs[0].copy(), np.tile(np.eye(r, r + 1, dtype=dtype), (B, 1, 1)), np.zeros((B, 1, n), dtype)]
-    u_out = np.full_like(inputs[1], np.nan)
-    call = lambda: kernel_module(backend).ok_fused(*state, *inputs[1:], None, u_out, None, 2)   # noqa: E731
+    u_out, c = np.full_like(inputs[1], np.nan), gen.standard_normal((B, n)).astype(dtype)
+    Fc = np.full((B, r, n), np.nan, dtype)
+    call = lambda: kernel_module(backend).ok_fused(*state, *inputs[1:], c, u_out, Fc, 2)   # noqa: E731
     assert _python_calls_into_reference(call) == []
     got = [ref.reduce.ok_factors(*state), u_out]
     for x, y in zip(got, want):
         assert rel_max(x, y) <= TOL[dtype]
     whole = [np.einsum("brij,brm->bijm", F, uo) for F, uo in (want, got)]
     assert rel_max(whole[1], whole[0]) <= TOL[dtype]
+    assert rel_max(Fc, np.einsum("brij,bj->bri", got[0], c)) <= TOL[dtype]        # on either route
 
 
