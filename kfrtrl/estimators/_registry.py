@@ -51,7 +51,9 @@ n_threads : int >= 1 or None
     Threads for kernels, numba and BLAS inside each call (None: leave them at all cores).""",
     "[step and gradient]": """``step(x)`` takes x (batch_size, n_in) of the cell's dtype (float32 or float64) and returns
 h_t (batch_size, n_hidden); ``gradient(dl_dh)`` takes ∂L_t/∂h_t (batch_size, n_hidden) and
-returns {name: (p, m)} for every weight matrix of ``cell.params()``, summed over the batch.""",
+returns {name: (p, m)} for every weight matrix of ``cell.params()``, summed over the batch.
+``step(x, loss_grad=f)``: f(h_t) -> dl_dh is called before the influence moves, so that an
+estimator that can (OK's fused step) brings the gradient's products with the step.""",
 }
 
 
