@@ -106,7 +106,8 @@ def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, c, u_out, Fc, n_threads):
     :func:`ok_reduce`'s Gram route become the new C (the recombination waits for the next
     step's first GEMM), dzp = dz, and Fc = C (S c) + C_r (D c). A sample the Gram
     route declines (nearly dependent terms, or more terms than n² or m) takes
-    :func:`ok_reduce`'s Householder route and gets its factors recombined (C = [I 0]).
+    :func:`ok_reduce`'s Householder route and gets its factors recombined (C = [I 0]). A sample
+    whose u's are all zero (right after a reset) skips the propagation: its terms weigh nothing.
     Samples run in parallel (each GEMM on one BLAS thread) when the work allows, else in
     turn with BLAS threading each GEMM.
 
@@ -332,9 +333,11 @@ cdef void _fused_one(floating *A, floating *C, floating *dzp, const floating *u,
     cdef double *Z
     cdef double acc
     cdef floating cf
-    step_matrix(W, ldw, lam, dz, n, nz, False, H)
     memset(G, 0, k * k * sizeof(double))
-    q0 = 0
+    memset(Sc, 0, r * p * sizeof(double))
+    q0 = p if sumsq(u, r * m) == 0.0 else 0    # all-zero u's (a reset sample): the terms weigh nothing
+    if q0 == 0:
+        step_matrix(W, ldw, lam, dz, n, nz, False, H)
     while q0 < p:                              # blocks of rows (range() with a variable step is Python's)
         q1 = min(p, q0 + rows)
         L = (q1 - q0) * n

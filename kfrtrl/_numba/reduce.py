@@ -89,7 +89,8 @@ def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, c, u_out, Fc, n_threads):
     accumulated, the terms times c kept (r p numbers), and the terms written over A. The reduction's coefficients (as in
     :func:`ok_reduce`) become the new C: the recombination waits for the next step, where it
     costs no pass over memory, and Fc = C (S c) + C_r (D c). A sample the Gram route declines takes the Householder route
-    and gets its factors recombined (C = [I 0]). Samples run in parallel (BLAS held at one
+    and gets its factors recombined (C = [I 0]). A sample whose u's are all zero (right after a
+    reset) skips the propagation: its terms weigh nothing in the reduction. Samples run in parallel (BLAS held at one
     thread) from PARALLEL_MIN_WORK elements on.
     """
     B, r, p, n = A.shape
@@ -125,14 +126,16 @@ def _ok_fused(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, products,
     Ub = np.empty((k, m), dtype=u.dtype)
     coef = np.empty((r, k))
     for b in range(lo, hi):
-        _diagonal_jacobian(W, lam, dz, b, H)
         Ab = _block(A3, b).reshape(r, p * n)
         G[:, :] = 0.0
-        for q0 in range(0, p, rows):
-            q1 = min(p, q0 + rows)
-            _ok_block(Ab, C[b], dzp[b], dz[b], H, q0, q1, address, F, S, Gb, G)
-            if products:
-                _block_products(S, c[b], q0, q1, Sc)
+        Sc[:, :] = 0.0
+        if _any_nonzero(u[b]):                 # else (a reset sample) the terms weigh nothing: no propagation
+            _diagonal_jacobian(W, lam, dz, b, H)
+            for q0 in range(0, p, rows):
+                q1 = min(p, q0 + rows)
+                _ok_block(Ab, C[b], dzp[b], dz[b], H, q0, q1, address, F, S, Gb, G)
+                if products:
+                    _block_products(S, c[b], q0, q1, Sc)
         for t in range(r):
             G[r, t] = G[t, r]
         sq = 0.0
@@ -194,6 +197,16 @@ def _ok_block(Ab, Cb, dzp, dz, H, q0, q1, address, F, S, Gb, G):
         for j in range(r):
             G[i, j] += Gb[i, j]
         Ab[i, q0 * n:q1 * n] = S3[i]
+
+
+@kernel()
+def _any_nonzero(X):
+    """True if the 2-D X has an entry other than 0."""
+    for i in range(X.shape[0]):
+        for t in range(X.shape[1]):
+            if X[i, t] != 0.0:
+                return True
+    return False
 
 
 @kernel()
