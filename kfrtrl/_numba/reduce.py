@@ -86,12 +86,13 @@ def ok_fused(A, C, dzp, u, W, lam, dz, a, signs, c, u_out, Fc, n_threads):
     rows of every term, :func:`kfrtrl._thresholds.ok_block_rows`), with the block in cache:
     the factors ``F = C A (+ C_r D)`` by one GEMM, the r terms ``H F_i`` by a second, their
     Gram matrix (extended by the diagonal term, whose products need only its diagonals)
-    accumulated, the terms times c kept (r p numbers), and the terms written over A. The reduction's coefficients (as in
-    :func:`ok_reduce`) become the new C: the recombination waits for the next step, where it
-    costs no pass over memory, and Fc = C (S c) + C_r (D c). A sample the Gram route declines takes the Householder route
-    and gets its factors recombined (C = [I 0]). A sample whose u's are all zero (right after a
-    reset) skips the propagation: its terms weigh nothing in the reduction. Samples run in parallel (BLAS held at one
-    thread) from PARALLEL_MIN_WORK elements on.
+    accumulated, the terms times c kept (r p numbers), and the terms written over A. The
+    reduction's coefficients (as in :func:`ok_reduce`) become the new C: the recombination
+    waits for the next step, where it costs no pass over memory, and Fc = C (S c) + C_r (D c).
+    A sample the Gram route declines takes the Householder route and gets its factors
+    recombined (C = [I 0]). A sample whose u's are all zero (right after a reset) skips the
+    propagation: its terms weigh nothing in the reduction. Samples run in parallel (BLAS held
+    at one thread) from PARALLEL_MIN_WORK elements on.
     """
     B, r, p, n = A.shape
     A3 = A.reshape(B, r * p, n)
@@ -161,13 +162,11 @@ def _ok_fused(A3, C, dzp, u, W, lam, dz, a, signs, zero, pivot, u_out, products,
             C[b] = 0.0
             for i in range(r):
                 C[b, i, i] = 1.0
-            if products:
+            if products:                       # the factors are A itself now
+                _block_products(Ab.reshape(r * p, n), c[b], 0, p, Sc)
                 for i in range(r):
                     for q in range(p):
-                        acc = 0.0
-                        for t in range(n):
-                            acc += np.float64(Ab[i, q * n + t]) * np.float64(c[b, t])
-                        Fc[b, i, q] = acc
+                        Fc[b, i, q] = Sc[i, q]
         dzp[b] = dz[b]
 
 

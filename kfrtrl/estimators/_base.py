@@ -79,6 +79,7 @@ class Estimator:
         self._shapes = cell.param_shapes()
         self._s = cell.initial_state(self.batch_size)
         self._cache = None
+        self._cotangent = None                  # step's loss_grad cotangent (batch, n_state) while it propagates
         self._allocate()
 
     def _allocate(self):

@@ -80,7 +80,7 @@ class OK(KroneckerSum):
         # a fresh multi-MB array per step costs more in page faults than a pass)
         self._C = self._dzp = None
         self._u_spare = self._V = None
-        self._products = None           # (c, {name: F c (B, r, p)}) of the last fused step, or None
+        self._products = None           # (c, name, F c (B, r, p)) of the last fused step, or None
 
     def _factors(self, name):
         """(A, u) with the deferred factors recombined (a copy)."""
@@ -102,7 +102,7 @@ class OK(KroneckerSum):
         c, Fc = self._cotangent, None
         if c is not None:                       # the gradient's products, taken in the same pass
             Fc = np.empty(self._A[name].shape[:3], dtype=self.dtype)
-            self._products = (c, {name: Fc})
+            self._products = (c, name, Fc)
         self.ops.ok_fused(self._A[name], self._C[name], self._dzp[name], u, self.cell.params()[name],
                           lam, dz, a, signs, c, u_out, Fc, self.n_threads)
         self._u[name], self._u_spare[name] = u_out, u
@@ -151,8 +151,8 @@ class OK(KroneckerSum):
         """(B, r, p): F_i c per sample: the fused step's own when it was given this c (no pass
         over the factors), else from the deferred factors without recombining them:
         Σ_j C_ij (A_j c) + C_ir (D(dzp) c), D(dzp) c = dzp_z ⊙ c per block."""
-        if self._products is not None and name in self._products[1] and np.array_equal(c, self._products[0]):
-            return self._products[1][name]
+        if self._products is not None and self._products[1] == name and np.array_equal(c, self._products[0]):
+            return self._products[2]
         if self._C is None:
             return super()._factor_products(name, c)
         Ac = super()._factor_products(name, c)
