@@ -47,4 +47,5 @@ def test_step_beside_a_busy_core(benchmark, busy_core, config, backend, threads)
     def batch():
         return next_batch(), {}
 
-    benchmark.pedantic(trainer.step, setup=batch, rounds=ROUNDS, warmup_rounds=WARMUP)
+    benchmark.pedantic(trainer.step, setup=batch, rounds=ROUNDS,
+                       warmup_rounds=workloads.settled_warmup(trainer.estimator, WARMUP))

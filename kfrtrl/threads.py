@@ -129,6 +129,8 @@ class AutoThreads:
 
     def __init__(self, cores, period=200, probe=6, warmup=3, margin=0.97):
         self.cores, self.period, self.probe, self.margin = cores, period, probe, margin
+        #: steps (calls of :meth:`take`) before the first choice: the warm-up and the first probe
+        self.first_choice = warmup + 2 * (probe + 1)
         self.current = cores
         self._queue = [(cores, False)] * warmup        # (count, timed) of the next steps
         self._pending = None

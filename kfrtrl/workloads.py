@@ -187,6 +187,24 @@ def time_interleaved(trainer, next_batch, n, columns, n_threads, steps, warmup):
     return float(np.median(step_times)), float(np.median(gemm_times)), layout
 
 
+def settled_warmup(estimator, warmup):
+    """The untimed steps to take before timing ``estimator``: ``warmup``, and with ``n_threads=None``
+    at least until its :class:`kfrtrl.threads.AutoThreads` has made its first choice (else the
+    timed steps would mix the probe's one-thread and all-core steps).
+
+    Parameters
+    ----------
+    estimator : kfrtrl.estimators.Estimator
+    warmup : int >= 0
+
+    Returns
+    -------
+    int
+    """
+    auto = estimator.auto_threads
+    return warmup if auto is None else max(warmup, auto.first_choice)
+
+
 def measure(workload, backends=("numba", "cython"), dtypes=("float32", "float64"), threads=(1, None),
             steps=30, warmup=20, inputs=("task",), corpus=None, progress=None):
     """Time every configuration of ``workload``; -> list of records (dicts).
@@ -202,7 +220,8 @@ def measure(workload, backends=("numba", "cython"), dtypes=("float32", "float64"
     backends : sequence of str
     dtypes : sequence of "float32" / "float64"
     threads : sequence of int or None
-    steps, warmup : int, timed and untimed steps per configuration
+    steps, warmup : int, timed and untimed steps per configuration (with None, at least until the
+        default has chosen its count: :func:`settled_warmup`)
     inputs : sequence of {"task", "random"}
     corpus : kfrtrl.tasks.Corpus or None
     progress : callable or None
@@ -224,7 +243,7 @@ def measure(workload, backends=("numba", "cython"), dtypes=("float32", "float64"
                         trainer, next_batch = build(config, workload, backend, np.dtype(dtype), n_threads, kind, corpus)
                         columns = bound_columns(trainer.estimator, config.n)
                         step_s, gemm_s, layout = time_interleaved(trainer, next_batch, config.n, columns, count,
-                                                                  steps, warmup)
+                                                                  steps, settled_warmup(trainer.estimator, warmup))
                         flops = 2.0 * config.n * config.n * columns
                         record = {"workload": workload, "cell": config.cell, "n": config.n, "spec": config.spec,
                                   "batch": config.batch, "backend": backend, "dtype": dtype, "threads": count,

@@ -129,6 +129,30 @@ def test_auto_threads_keeps_the_faster_count_and_probes_again_each_period(second
     assert taken[20:] == [kept] * 5
 
 
+def test_first_choice_counts_the_steps_until_the_count_is_chosen():
+    auto = AutoThreads(4)                                # the defaults: warm-up 3, probes of 1 + 6 steps
+    assert auto.first_choice == 17
+    taken = _drive(auto, lambda c: 1.0 if c == 4 else 2.0, auto.first_choice + 5)
+    assert taken[auto.first_choice - 1] == 1            # the last step of the first probe (one thread)
+    assert taken[auto.first_choice:] == [4] * 5         # then the chosen count
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="n_threads=None is a fixed count on one core")
+def test_workload_timing_waits_until_the_default_has_chosen_its_count(monkeypatch):
+    from kfrtrl import workloads
+
+    est = make_estimator("kf", Elman(3, 5, rng=0), batch_size=2, rng=0, backend="numpy")
+    assert workloads.settled_warmup(est, 4) == est.auto_threads.first_choice
+    assert workloads.settled_warmup(est, 40) == 40
+    fixed = make_estimator("kf", Elman(3, 5, rng=0), batch_size=2, rng=0, backend="numpy", n_threads=2)
+    assert fixed.auto_threads is None and workloads.settled_warmup(fixed, 4) == 4
+    warmups = []
+    monkeypatch.setitem(workloads.WORKLOADS, "copy", (workloads.Config("elman", 4, "kf", 2),))
+    monkeypatch.setattr(workloads, "time_interleaved", lambda *args: warmups.append(args[-1]) or (1.0, 1.0, "x"))
+    workloads.measure("copy", backends=("numpy",), dtypes=("float64",), threads=(1, None), steps=1, warmup=2)
+    assert warmups == [2, est.auto_threads.first_choice]
+
+
 @pytest.mark.skipif(not COMPILED or (os.cpu_count() or 1) < 2, reason="needs a compiled backend and 2 cores")
 def test_default_threads_follow_the_steps_own_timing(monkeypatch):
     from kfrtrl.estimators import _base

@@ -211,6 +211,12 @@ class Estimator:
         """The thread count of the step under way (else the fixed ``n_threads``, or all cores)."""
         return self._n_threads if self._count is None else self._count
 
+    @property
+    def auto_threads(self):
+        """The :class:`kfrtrl.threads.AutoThreads` choosing each step's count with ``n_threads=None``
+        on several cores, else None (a fixed count)."""
+        return self._auto
+
     @contextlib.contextmanager
     def threads(self):
         """The thread context of a step: :func:`kfrtrl.threads.limit` at the step's thread count.
