@@ -39,7 +39,7 @@ class KroneckerSum(Estimator):
             B, T, p = Ac.shape
             Ac = Ac.reshape(B * T, p)
             if self._weight != 1.0:
-                Ac *= self._weight
+                Ac = Ac * self._weight          # not in place: the products may be the step's own (OK)
             U = self._u[name].reshape(B * T, -1)
             grads[name] = Ac.T @ U if B * T > 1 else _outer(Ac[0], U[0])
         return grads
