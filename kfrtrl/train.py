@@ -132,15 +132,16 @@ class Trainer:
 
         def loss_grad(h):                       # the readout's part, known before the influence moves
             readout["loss"] = self._loss(h, y)
-            readout["backward"] = self.readout.backward(h, (readout["loss"][1] / B).astype(self.cell.dtype))
+            readout["dlogits"] = readout["loss"][1] / B
+            readout["backward"] = self.readout.backward(h, readout["dlogits"].astype(self.cell.dtype))
             return readout["backward"][1].astype(self.cell.dtype)
 
         h = self.estimator.step(x, loss_grad=loss_grad)
-        loss, dlogits, correct = readout["loss"]
+        loss, _, correct = readout["loss"]
         if getattr(self.optimizer, "needs_fisher", False):
             factors = self.optimizer.fisher_factors(self.loss, self.output)
             self.optimizer.observe([self._gradients(h, d) for d in factors])
-        grads = self._gradients(h, dlogits / B, readout["backward"])
+        grads = self._gradients(h, readout["dlogits"], readout["backward"])
         for k, g in grads.items():
             self._accum[k] += g
         self.steps += 1
