@@ -16,41 +16,79 @@ typedef double kfrtrl_v4 __attribute__((vector_size(32)));
 #define KFRTRL_HSUM(v) (((v)[0] + (v)[1]) + ((v)[2] + (v)[3]))
 #define KFRTRL_ROW(X, i, k, L) ((X) + (Py_ssize_t) ((i) < (k) ? (i) : (k) - 1) * (L))
 
-/* G[i ldg + j] = <X_i, X_j> for i, j < k, X (k, L) row-major: 3 x 3 tiles of row pairs
-   (6 row loads per 9 products), edge tiles repeating the last row. */
-static KFRTRL_CLONES void kfrtrl_gram(const double *X, int k, Py_ssize_t L, double *G, int ldg) {
+/* G[i ldg + j] = <X_i, X_j> for i, j < k, X (k, L) row-major (kfrtrl_gram): 4 x 4 tiles of row
+   pairs when k is a multiple of 4 and the clone has 32 vector registers (8 row loads per 16
+   products; with 16 registers the tile spills), else 3 x 3 (6 per 9, fewer tiles wasted on
+   repeated edge rows): the loads from cache, not the products, set the pace. Edge tiles repeat
+   the last row. */
+#define KFRTRL_GRAM_ROWS(W) \
+    const double *x[W], *y[W]; \
+    double tot[W][W]; \
+    for (a = 0; a < W; a++) { \
+        x[a] = KFRTRL_ROW(X, ib + a, k, L); \
+        y[a] = KFRTRL_ROW(X, jb + a, k, L); \
+    }
+#define KFRTRL_GRAM_STORE(W) \
+    for (a = 0; a < W; a++) \
+        for (c = 0; c < W; c++) { \
+            int i = ib + a < k ? ib + a : k - 1, j = jb + c < k ? jb + c : k - 1; \
+            for (t = end; t < L; t++) \
+                tot[a][c] += x[a][t] * y[c][t]; \
+            G[i * ldg + j] = tot[a][c]; \
+            G[j * ldg + i] = tot[a][c]; \
+        }
+
+static KFRTRL_CLONES void kfrtrl_gram_tile3(const double *X, int k, Py_ssize_t L, double *G, int ldg,
+                                             int ib, int jb) {
     Py_ssize_t t, end = L - L % 4;
-    int ib, jb, a, c;
-    for (ib = 0; ib < k; ib += 3)
-        for (jb = 0; jb <= ib; jb += 3) {
-            const double *x[3], *y[3];
-            double tot[9];
-            kfrtrl_v4 a00 = {0}, a01 = {0}, a02 = {0}, a10 = {0}, a11 = {0}, a12 = {0},
-                      a20 = {0}, a21 = {0}, a22 = {0}, x0, x1, x2, y0, y1, y2;
-            for (a = 0; a < 3; a++) {
-                x[a] = KFRTRL_ROW(X, ib + a, k, L);
-                y[a] = KFRTRL_ROW(X, jb + a, k, L);
-            }
-            for (t = 0; t < end; t += 4) {
-                KFRTRL_LD(x0, x[0] + t); KFRTRL_LD(x1, x[1] + t); KFRTRL_LD(x2, x[2] + t);
-                KFRTRL_LD(y0, y[0] + t); KFRTRL_LD(y1, y[1] + t); KFRTRL_LD(y2, y[2] + t);
-                a00 += x0 * y0; a01 += x0 * y1; a02 += x0 * y2;
-                a10 += x1 * y0; a11 += x1 * y1; a12 += x1 * y2;
-                a20 += x2 * y0; a21 += x2 * y1; a22 += x2 * y2;
-            }
-            tot[0] = KFRTRL_HSUM(a00); tot[1] = KFRTRL_HSUM(a01); tot[2] = KFRTRL_HSUM(a02);
-            tot[3] = KFRTRL_HSUM(a10); tot[4] = KFRTRL_HSUM(a11); tot[5] = KFRTRL_HSUM(a12);
-            tot[6] = KFRTRL_HSUM(a20); tot[7] = KFRTRL_HSUM(a21); tot[8] = KFRTRL_HSUM(a22);
-            for (t = end; t < L; t++)
-                for (a = 0; a < 3; a++)
-                    for (c = 0; c < 3; c++)
-                        tot[3 * a + c] += x[a][t] * y[c][t];
-            for (a = 0; a < 3; a++)
-                for (c = 0; c < 3; c++) {
-                    int i = ib + a < k ? ib + a : k - 1, j = jb + c < k ? jb + c : k - 1;
-                    G[i * ldg + j] = tot[3 * a + c];
-                    G[j * ldg + i] = tot[3 * a + c];
-                }
+    int a, c;
+    kfrtrl_v4 a00 = {0}, a01 = {0}, a02 = {0}, a10 = {0}, a11 = {0}, a12 = {0},
+              a20 = {0}, a21 = {0}, a22 = {0}, x0, x1, x2, y0, y1, y2;
+    KFRTRL_GRAM_ROWS(3)
+    for (t = 0; t < end; t += 4) {
+        KFRTRL_LD(x0, x[0] + t); KFRTRL_LD(x1, x[1] + t); KFRTRL_LD(x2, x[2] + t);
+        KFRTRL_LD(y0, y[0] + t); KFRTRL_LD(y1, y[1] + t); KFRTRL_LD(y2, y[2] + t);
+        a00 += x0 * y0; a01 += x0 * y1; a02 += x0 * y2;
+        a10 += x1 * y0; a11 += x1 * y1; a12 += x1 * y2;
+        a20 += x2 * y0; a21 += x2 * y1; a22 += x2 * y2;
+    }
+    tot[0][0] = KFRTRL_HSUM(a00); tot[0][1] = KFRTRL_HSUM(a01); tot[0][2] = KFRTRL_HSUM(a02);
+    tot[1][0] = KFRTRL_HSUM(a10); tot[1][1] = KFRTRL_HSUM(a11); tot[1][2] = KFRTRL_HSUM(a12);
+    tot[2][0] = KFRTRL_HSUM(a20); tot[2][1] = KFRTRL_HSUM(a21); tot[2][2] = KFRTRL_HSUM(a22);
+    KFRTRL_GRAM_STORE(3)
+}
+
+static KFRTRL_CLONES void kfrtrl_gram_tile4(const double *X, int k, Py_ssize_t L, double *G, int ldg,
+                                             int ib, int jb) {
+    Py_ssize_t t, end = L - L % 4;
+    int a, c;
+    kfrtrl_v4 a00 = {0}, a01 = {0}, a02 = {0}, a03 = {0}, a10 = {0}, a11 = {0}, a12 = {0}, a13 = {0},
+              a20 = {0}, a21 = {0}, a22 = {0}, a23 = {0}, a30 = {0}, a31 = {0}, a32 = {0}, a33 = {0},
+              x0, x1, x2, x3, y0, y1, y2, y3;
+    KFRTRL_GRAM_ROWS(4)
+    for (t = 0; t < end; t += 4) {
+        KFRTRL_LD(x0, x[0] + t); KFRTRL_LD(x1, x[1] + t); KFRTRL_LD(x2, x[2] + t); KFRTRL_LD(x3, x[3] + t);
+        KFRTRL_LD(y0, y[0] + t); KFRTRL_LD(y1, y[1] + t); KFRTRL_LD(y2, y[2] + t); KFRTRL_LD(y3, y[3] + t);
+        a00 += x0 * y0; a01 += x0 * y1; a02 += x0 * y2; a03 += x0 * y3;
+        a10 += x1 * y0; a11 += x1 * y1; a12 += x1 * y2; a13 += x1 * y3;
+        a20 += x2 * y0; a21 += x2 * y1; a22 += x2 * y2; a23 += x2 * y3;
+        a30 += x3 * y0; a31 += x3 * y1; a32 += x3 * y2; a33 += x3 * y3;
+    }
+    tot[0][0] = KFRTRL_HSUM(a00); tot[0][1] = KFRTRL_HSUM(a01); tot[0][2] = KFRTRL_HSUM(a02); tot[0][3] = KFRTRL_HSUM(a03);
+    tot[1][0] = KFRTRL_HSUM(a10); tot[1][1] = KFRTRL_HSUM(a11); tot[1][2] = KFRTRL_HSUM(a12); tot[1][3] = KFRTRL_HSUM(a13);
+    tot[2][0] = KFRTRL_HSUM(a20); tot[2][1] = KFRTRL_HSUM(a21); tot[2][2] = KFRTRL_HSUM(a22); tot[2][3] = KFRTRL_HSUM(a23);
+    tot[3][0] = KFRTRL_HSUM(a30); tot[3][1] = KFRTRL_HSUM(a31); tot[3][2] = KFRTRL_HSUM(a32); tot[3][3] = KFRTRL_HSUM(a33);
+    KFRTRL_GRAM_STORE(4)
+}
+
+static void kfrtrl_gram(const double *X, int k, Py_ssize_t L, double *G, int ldg) {
+    int ib, jb, w = k % 4 == 0 && KFRTRL_WIDE_TILES ? 4 : 3;
+    for (ib = 0; ib < k; ib += w)
+        for (jb = 0; jb <= ib; jb += w) {
+            if (w == 4)
+                kfrtrl_gram_tile4(X, k, L, G, ldg, ib, jb);
+            else
+                kfrtrl_gram_tile3(X, k, L, G, ldg, ib, jb);
         }
 }
 

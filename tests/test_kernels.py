@@ -185,7 +185,7 @@ def test_uoro_fused(backend, n, B, dtype):
 @pytest.mark.parametrize("block_elements", [None, 1])
 @pytest.mark.parametrize("Z", [None, 2])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("n, B, r", [(1, 1, 1), (3, 5, 2), (7, 5, 3), (7, 1, 4), (3, 1, 4)])
+@pytest.mark.parametrize("n, B, r", [(1, 1, 1), (3, 5, 2), (7, 5, 3), (7, 1, 4), (3, 1, 4), (5, 3, 8)])
 @pytest.mark.parametrize("backend", COMPILED)
 def test_ok_fused(monkeypatch, backend, n, B, r, dtype, Z, block_elements):
     """Random factors, a reset sample (exact immediate term) and, when B > 1, a sample with two
@@ -224,6 +224,21 @@ def test_ok_fused(monkeypatch, backend, n, B, r, dtype, Z, block_elements):
     assert rel_max(again[1][3], again[0][3]) <= 10 * TOL[dtype]
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 7, 8, 9, 12, 16, 17])
+def test_numba_gram(k, dtype):
+    """The numba Gram helper (3 x 3 tiles, 4 x 4 when k is a multiple of 4; edge tiles repeat the
+    last row) against X Xᵀ in float64, on rows of odd length (the vector loop's tail)."""
+    pytest.importorskip("numba")
+    from kfrtrl._numba.reduce import _gram
+
+    X = np.random.default_rng(k).standard_normal((k, 37)).astype(dtype)
+    G = np.full((k, k), np.nan)
+    _gram(X, G)
+    want = X.astype(np.float64) @ X.astype(np.float64).T
+    assert rel_max(G, want) <= 1e-13
+
+
 def _ok_inputs(gen, B, r, P, m, dtype, zero_frac=0.3):
     """Random (V, U, signs) with terms of very different scales and some factors exactly zero."""
     k = r + 1
@@ -256,7 +271,7 @@ def _assert_ok_equal(results, tol):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("P, m", [(35, 9), (49, 13), (3, 11), (30, 2), (1, 1)])
-@pytest.mark.parametrize("r", [1, 2, 3, 4])
+@pytest.mark.parametrize("r", [1, 2, 3, 4, 7])
 @pytest.mark.parametrize("B", [1, 5])
 @pytest.mark.parametrize("backend", COMPILED)
 def test_ok_reduce(backend, B, r, P, m, dtype):

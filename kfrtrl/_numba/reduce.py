@@ -226,12 +226,20 @@ def _new_products(coef, Sc, dzb, cb, Fcb):
     """Fcb (r, p) = coef[:, :r] Sc + coef[:, r] (D(dz) c): the reduced factors times c (coef = the new C)."""
     r, p = Sc.shape
     n = cb.shape[0]
-    for i in range(r):
+    Dc = np.empty(p)
+    for q in range(p):
+        Dc[q] = np.float64(dzb[q // n, q % n]) * np.float64(cb[q % n])
+    acc = np.empty(p)
+    for i in range(r):                         # row by row, each pass contiguous over q
+        w = np.float64(coef[i, r])
         for q in range(p):
-            acc = np.float64(coef[i, r]) * np.float64(dzb[q // n, q % n]) * np.float64(cb[q % n])
-            for j in range(r):
-                acc += np.float64(coef[i, j]) * Sc[j, q]
-            Fcb[i, q] = acc
+            acc[q] = w * Dc[q]
+        for j in range(r):
+            w = np.float64(coef[i, j])
+            for q in range(p):
+                acc[q] += w * Sc[j, q]
+        for q in range(p):
+            Fcb[i, q] = acc[q]
 
 
 @kernel(parallel=True)
@@ -294,26 +302,35 @@ def _householder_reduce(V, U, eps, zero, V_out, U_out):
 def _gram(X, G):
     """G = X Xᵀ (k, k) accumulated in float64, for X (k, L) C-contiguous.
 
-    In 3 x 3 tiles of row pairs (:func:`_gram_tile`): 6 row loads per 9 multiply-adds
-    instead of 2 per 1: faster than row-by-row dots and than BLAS on these short-and-wide
-    shapes (docs/performance.md). Edge tiles repeat the last row (same values written twice).
+    In tiles of row pairs, 4 x 4 when k is a multiple of 4 (:func:`_gram_tile4`: 8 row loads
+    per 16 multiply-adds), else 3 x 3 (:func:`_gram_tile`: 6 per 9, fewer tiles wasted on
+    repeated edge rows): faster than row-by-row dots and than BLAS on these short-and-wide
+    shapes, and the loads from cache, not the multiply-adds, set the pace (docs/performance.md).
+    Edge tiles repeat the last row (same values written twice).
     """
     k = X.shape[0]
-    T = np.empty((3, 3))
-    for ib in range(0, k, 3):
-        i0, i1, i2 = ib, min(ib + 1, k - 1), min(ib + 2, k - 1)
-        for jb in range(0, ib + 1, 3):
-            j0, j1, j2 = jb, min(jb + 1, k - 1), min(jb + 2, k - 1)
-            _gram_tile(X, i0, i1, i2, j0, j1, j2, T)
-            for a, i in enumerate((i0, i1, i2)):
-                for c, j in enumerate((j0, j1, j2)):
+    w = 4 if k % 4 == 0 else 3
+    T = np.empty((4, 4))
+    for ib in range(0, k, w):
+        i0, i1, i2, i3 = ib, min(ib + 1, k - 1), min(ib + 2, k - 1), min(ib + 3, k - 1)
+        for jb in range(0, ib + 1, w):
+            j0, j1, j2, j3 = jb, min(jb + 1, k - 1), min(jb + 2, k - 1), min(jb + 3, k - 1)
+            if w == 4:
+                _gram_tile4(X, i0, i1, i2, i3, j0, j1, j2, j3, T)
+            else:
+                _gram_tile(X, i0, i1, i2, j0, j1, j2, T)
+            for a in range(w):
+                i = min(ib + a, k - 1)
+                for c in range(w):
+                    j = min(jb + c, k - 1)
                     G[i, j] = T[a, c]
                     G[j, i] = T[a, c]
 
 
 @kernel()
 def _gram_tile(X, i0, i1, i2, j0, j1, j2, T):
-    """T[a, c] = <X[i_a], X[j_c]> in float64, one pass over the six rows (vectorised over columns)."""
+    """T[a, c] = <X[i_a], X[j_c]> in float64 for a, c < 3, one pass over the six rows (vectorised
+    over columns)."""
     a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = 0.0
     for t in range(X.shape[1]):
         x0, x1, x2 = np.float64(X[i0, t]), np.float64(X[i1, t]), np.float64(X[i2, t])
@@ -330,6 +347,36 @@ def _gram_tile(X, i0, i1, i2, j0, j1, j2, T):
     T[0, 0], T[0, 1], T[0, 2] = a00, a01, a02
     T[1, 0], T[1, 1], T[1, 2] = a10, a11, a12
     T[2, 0], T[2, 1], T[2, 2] = a20, a21, a22
+
+
+@kernel()
+def _gram_tile4(X, i0, i1, i2, i3, j0, j1, j2, j3, T):
+    """T[a, c] = <X[i_a], X[j_c]> in float64 for a, c < 4, one pass over the eight rows."""
+    a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = 0.0
+    a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = 0.0
+    for t in range(X.shape[1]):
+        x0, x1, x2, x3 = np.float64(X[i0, t]), np.float64(X[i1, t]), np.float64(X[i2, t]), np.float64(X[i3, t])
+        y0, y1, y2, y3 = np.float64(X[j0, t]), np.float64(X[j1, t]), np.float64(X[j2, t]), np.float64(X[j3, t])
+        a00 += x0 * y0
+        a01 += x0 * y1
+        a02 += x0 * y2
+        a03 += x0 * y3
+        a10 += x1 * y0
+        a11 += x1 * y1
+        a12 += x1 * y2
+        a13 += x1 * y3
+        a20 += x2 * y0
+        a21 += x2 * y1
+        a22 += x2 * y2
+        a23 += x2 * y3
+        a30 += x3 * y0
+        a31 += x3 * y1
+        a32 += x3 * y2
+        a33 += x3 * y3
+    T[0, 0], T[0, 1], T[0, 2], T[0, 3] = a00, a01, a02, a03
+    T[1, 0], T[1, 1], T[1, 2], T[1, 3] = a10, a11, a12, a13
+    T[2, 0], T[2, 1], T[2, 2], T[2, 3] = a20, a21, a22, a23
+    T[3, 0], T[3, 1], T[3, 2], T[3, 3] = a30, a31, a32, a33
 
 
 @kernel()
@@ -372,10 +419,11 @@ def _ok_gram_route(Gv, U, P, eps, zero, pivot, coef, U_out):
     for j in range(qa):
         sig[j] = sigma[j] if sigma[j] >= zero * sigma[0] else 0.0
     m_star = q if q <= r else _n_kept(sig, r)
+    leftT = np.ascontiguousarray(left.T)                         # (qa, m): the rows below run contiguous
     for j in range(min(m_star, qa)):
         root = np.sqrt(sig[j])
         for t in range(m):
-            U_out[j, t] = left[t, j] * root
+            U_out[j, t] = leftT[j, t] * root
         for i in range(ka):
             coef[j, idx[i]] = Cr[i, j] * root
     S = sig[m_star:].sum()
@@ -388,8 +436,9 @@ def _ok_gram_route(Gv, U, P, eps, zero, pivot, coef, U_out):
         for jj in range(min(kk, qa - m_star)):                  # zero directions carry no weight
             j = m_star + jj
             for ll in range(kk - 1):
+                w = M[jj, ll]
                 for t in range(m):
-                    U_out[m_star + ll, t] += left[t, j] * M[jj, ll]
+                    U_out[m_star + ll, t] += leftT[j, t] * w
                 for i in range(ka):
                     coef[m_star + ll, idx[i]] += Cr[i, j] * M[jj, ll]
     return True
