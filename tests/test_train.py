@@ -59,6 +59,30 @@ def test_adam_first_step_is_lr_times_sign_and_sgd_step():
     np.testing.assert_allclose(p["w"], [0.84, 0.01, 0.49], rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_adam_equals_the_textbook_update_over_steps(dtype):
+    """Five Adam steps in place against Kingma & Ba's update written out (changing rates, a
+    gradient of another dtype, a zero gradient entry)."""
+    rng = np.random.default_rng(3)
+    p = {"w": rng.standard_normal((4, 3)).astype(dtype), "b": rng.standard_normal(5).astype(dtype)}
+    want = {k: v.astype(np.float64) for k, v in p.items()}
+    m = {k: np.zeros_like(v) for k, v in want.items()}
+    v2 = {k: np.zeros_like(v) for k, v in want.items()}
+    opt = train.Adam(lr=0.05, beta1=0.8, beta2=0.95, eps=1e-6)
+    for t in range(1, 6):
+        g = {"w": rng.standard_normal((4, 3)), "b": rng.standard_normal(5).astype(dtype)}
+        g["b"][0] = 0.0
+        lr = 0.05 / t
+        opt.update(p, g, lr)
+        for k in want:
+            m[k] = 0.8 * m[k] + 0.2 * g[k]
+            v2[k] = 0.95 * v2[k] + 0.05 * g[k].astype(np.float64) ** 2
+            want[k] -= lr * (m[k] / (1 - 0.8 ** t)) / (np.sqrt(v2[k] / (1 - 0.95 ** t)) + 1e-6)
+    for k in want:
+        assert p[k].dtype == dtype
+        np.testing.assert_allclose(p[k], want[k], rtol=1e-12 if dtype == np.float64 else 1e-5, atol=1e-12)
+
+
 def test_clip_global_norm():
     grads = {"a": np.array([3.0, 0.0]), "b": np.array([[4.0]])}
     assert train.clip_global_norm(grads, 1.0) == pytest.approx(5.0)
