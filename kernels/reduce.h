@@ -92,13 +92,8 @@ static void kfrtrl_gram(const double *X, int k, Py_ssize_t L, double *G, int ldg
         }
 }
 
-/* 4 doubles from 4 floats, widened. */
-typedef float kfrtrl_f4 __attribute__((vector_size(16)));
-#define KFRTRL_LD_F(v, p) do { kfrtrl_f4 f_; memcpy(&f_, (p), sizeof(kfrtrl_f4)); \
-                               (v) = __builtin_convertvector(f_, kfrtrl_v4); } while (0)
-
 /* NAME(X, rows, L, c, out): out[i] = <X_i, c> in float64 for X (rows, L) row-major and c (L,) of
-   element type T, loaded 4 at a time by LOAD, two vector sums per row. */
+   element type T, loaded 4 at a time by LOAD, two vector sums per row (kfrtrl_rows_dot: double). */
 #define KFRTRL_ROWS_DOT(NAME, T, LOAD) \
 static KFRTRL_CLONES void NAME(const T *X, int rows, Py_ssize_t L, const T *c, double *out) { \
     Py_ssize_t t, end = L - L % 8; \
@@ -120,7 +115,32 @@ static KFRTRL_CLONES void NAME(const T *X, int rows, Py_ssize_t L, const T *c, d
 }
 
 KFRTRL_ROWS_DOT(kfrtrl_rows_dot, double, KFRTRL_LD)
-KFRTRL_ROWS_DOT(kfrtrl_rows_dot_f, float, KFRTRL_LD_F)
+
+/* kfrtrl_rows_dot_f(X, rows, L, c, out): out[i] = <X_i, c> for float X (rows, L) and c (L,),
+   products summed in float (four vectors of 8 lanes, each lane ~L/32 products: the factors'
+   own precision, as a float GEMV), the lanes and the tail in double. Widening every element
+   first, as kfrtrl_rows_dot's loads would, costs twice the time. */
+typedef float kfrtrl_f8 __attribute__((vector_size(32)));
+static KFRTRL_CLONES void kfrtrl_rows_dot_f(const float *X, int rows, Py_ssize_t L, const float *c, double *out) {
+    Py_ssize_t t, end = L - L % 32;
+    int i, j;
+    for (i = 0; i < rows; i++) {
+        const float *x = X + (Py_ssize_t) i * L;
+        kfrtrl_f8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, x0, x1, x2, x3, c0, c1, c2, c3;
+        double tot = 0.0;
+        for (t = 0; t < end; t += 32) {
+            memcpy(&x0, x + t, 32); memcpy(&x1, x + t + 8, 32); memcpy(&x2, x + t + 16, 32); memcpy(&x3, x + t + 24, 32);
+            memcpy(&c0, c + t, 32); memcpy(&c1, c + t + 8, 32); memcpy(&c2, c + t + 16, 32); memcpy(&c3, c + t + 24, 32);
+            s0 += x0 * c0; s1 += x1 * c1; s2 += x2 * c2; s3 += x3 * c3;
+        }
+        s0 += s1; s2 += s3; s0 += s2;
+        for (j = 0; j < 8; j++)
+            tot += (double) s0[j];
+        for (t = end; t < L; t++)
+            tot += (double) x[t] * (double) c[t];
+        out[i] = tot;
+    }
+}
 
 /* O (rows, L) = C X: C (rows, inner) row-major with row stride ldc, X (inner, L) and O
    row-major, O not overlapping X. Tiles of 4 output rows x 8 columns in registers, edge

@@ -185,14 +185,15 @@ def test_uoro_fused(backend, n, B, dtype):
 @pytest.mark.parametrize("block_elements", [None, 1])
 @pytest.mark.parametrize("Z", [None, 2])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("n, B, r", [(1, 1, 1), (3, 5, 2), (7, 5, 3), (7, 1, 4), (3, 1, 4), (5, 3, 8)])
+@pytest.mark.parametrize("n, B, r", [(1, 1, 1), (3, 5, 2), (7, 5, 3), (7, 1, 4), (3, 1, 4), (5, 3, 8), (37, 2, 2)])
 @pytest.mark.parametrize("backend", COMPILED)
 def test_ok_fused(monkeypatch, backend, n, B, r, dtype, Z, block_elements):
     """Random factors, a reset sample (exact immediate term) and, when B > 1, a sample with two
     equal A factors (linearly dependent terms: the compiled Gram route must decline or cope);
     Elman steps and gated ones (Z = 2, the RHN's). Two steps: the second starts from each
     backend's own deferred state (its C and dzp not the identity and zero). Blocks of the
-    default size and of one row (``block_elements=1``: every row its own block)."""
+    default size and of one row (``block_elements=1``: every row its own block). n = 37: rows
+    long enough for the vector loops of the row products, with a tail."""
     if block_elements is not None:
         monkeypatch.setattr("kfrtrl._thresholds.OK_BLOCK_ELEMENTS", block_elements)
     gen = np.random.default_rng(41 + n + B + r)

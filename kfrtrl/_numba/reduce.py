@@ -210,14 +210,17 @@ def _any_nonzero(X):
 
 @kernel()
 def _block_products(S, cb, q0, q1, Sc):
-    """Sc[i, q] = <S_i row q, c> (float64) for the block's rows q0..q1-1; S (r (q1-q0), n) holds them."""
+    """Sc[i, q] = <S_i row q, c> for the block's rows q0..q1-1; S (r (q1-q0), n) holds them.
+    Summed in S's dtype (the factors' own precision, as a GEMV would): widening each float32
+    entry to float64 first costs twice the time."""
     n = cb.shape[0]
     rows = q1 - q0
+    zero = S[0, 0] * 0                         # 0 of S's dtype
     for i in range(Sc.shape[0]):
         for q in range(rows):
-            acc = 0.0
+            acc = zero
             for t in range(n):
-                acc += np.float64(S[i * rows + q, t]) * np.float64(cb[t])
+                acc += S[i * rows + q, t] * cb[t]
             Sc[i, q0 + q] = acc
 
 
