@@ -408,7 +408,8 @@ cdef void _fused_one(floating *A, floating *C, floating *dzp, const floating *u,
 
 
 cdef inline void _rows_dot(const floating *X, int rows, int n, const floating *c, double *out) noexcept nogil:
-    """out[i] = <X_i, c> in float64 for X (rows, n) row-major (vectorised C, :c:func:`kfrtrl_rows_dot`)."""
+    """out[i] = <X_i, c> (float64 out) for X (rows, n) row-major (vectorised C: :c:func:`kfrtrl_rows_dot`
+    sums in double, :c:func:`kfrtrl_rows_dot_f` in float vectors, then double)."""
     if floating is double:
         kfrtrl_rows_dot(X, rows, n, c, out)
     else:
