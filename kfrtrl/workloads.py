@@ -151,7 +151,9 @@ def time_interleaved(trainer, next_batch, n, columns, n_threads, steps, warmup):
     of :data:`PARK_S` for BLAS's worker threads to sleep and :data:`REWARM` untimed steps, then
     :data:`ROUND` steps: both medians see the same machine (on a shared machine the GEMM rate
     itself moves by 2x within a minute), and the steps do not compete with the GEMM's spinning
-    threads.
+    threads. The same pause comes before the untimed warm-up: the default count's first probe
+    (:class:`kfrtrl.threads.AutoThreads`) runs there, and beside the layout tries' spinning threads
+    its all-core steps look slow (the RHN KF-RTRL copy step then ran on one thread, ~1.3x slower).
 
     Parameters
     ----------
@@ -172,6 +174,8 @@ def time_interleaved(trainer, next_batch, n, columns, n_threads, steps, warmup):
         tries = {k: min(_timed(np.matmul, a, b, out) for _ in range(3)) for k, (a, b, out) in operands.items()}
         layout = min(tries, key=tries.get)
         left, right, out = operands[layout]
+        if n_threads > 1:
+            time.sleep(PARK_S)
         for _ in range(warmup):
             trainer.step(*next_batch())
         while len(step_times) < steps:

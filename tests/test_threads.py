@@ -153,6 +153,36 @@ def test_workload_timing_waits_until_the_default_has_chosen_its_count(monkeypatc
     assert warmups == [2, est.auto_threads.first_choice]
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_workload_timing_lets_the_gemm_threads_sleep_before_any_step(monkeypatch, n_threads):
+    """With several threads, BLAS's workers spin after the layout tries and each round of GEMMs:
+    a pause of PARK_S comes before the warm-up (where the default's first probe runs) and before
+    each round's steps; with one thread there is nothing to wait for."""
+    from kfrtrl import workloads
+
+    events = []
+
+    class Trainer:
+        cell = Elman(3, 4, rng=0)
+
+        def step(self, *batch):
+            events.append("step")
+
+    monkeypatch.setattr(workloads.time, "sleep", lambda s: events.append(("sleep", s)))
+    def timed(fn, *args):                                # the GEMMs run, the timed steps are only noted
+        events.append("gemm" if fn is np.matmul else "timed step")
+        if fn is np.matmul:
+            fn(*args)
+        return 1.0
+
+    monkeypatch.setattr(workloads, "_timed", timed)
+    workloads.time_interleaved(Trainer(), lambda: (None, None, None), 4, 8, n_threads, steps=2, warmup=3)
+    pause = [("sleep", workloads.PARK_S)] if n_threads > 1 else []
+    tries = ["gemm"] * (3 * len(workloads._gemm_operands(4, 8, np.float64)))
+    rewarm = ["step"] * workloads.REWARM if n_threads > 1 else []
+    assert events == tries + pause + ["step"] * 3 + ["gemm"] * 2 + pause + rewarm + ["timed step"] * 2
+
+
 @pytest.mark.skipif(not COMPILED or (os.cpu_count() or 1) < 2, reason="needs a compiled backend and 2 cores")
 def test_default_threads_follow_the_steps_own_timing(monkeypatch):
     from kfrtrl.estimators import _base
