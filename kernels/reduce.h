@@ -92,34 +92,31 @@ static void kfrtrl_gram(const double *X, int k, Py_ssize_t L, double *G, int ldg
         }
 }
 
-/* NAME(X, rows, L, c, out): out[i] = <X_i, c> in float64 for X (rows, L) row-major and c (L,) of
-   element type T, loaded 4 at a time by LOAD, two vector sums per row (kfrtrl_rows_dot: double). */
-#define KFRTRL_ROWS_DOT(NAME, T, LOAD) \
-static KFRTRL_CLONES void NAME(const T *X, int rows, Py_ssize_t L, const T *c, double *out) { \
-    Py_ssize_t t, end = L - L % 8; \
-    int i; \
-    for (i = 0; i < rows; i++) { \
-        const T *x = X + (Py_ssize_t) i * L; \
-        kfrtrl_v4 s0 = {0}, s1 = {0}, x0, x1, c0, c1; \
-        double tot; \
-        for (t = 0; t < end; t += 8) { \
-            LOAD(x0, x + t); LOAD(x1, x + t + 4); LOAD(c0, c + t); LOAD(c1, c + t + 4); \
-            s0 += x0 * c0; s1 += x1 * c1; \
-        } \
-        s0 += s1; \
-        tot = KFRTRL_HSUM(s0); \
-        for (t = end; t < L; t++) \
-            tot += (double) x[t] * (double) c[t]; \
-        out[i] = tot; \
-    } \
+/* kfrtrl_rows_dot(X, rows, L, c, out): out[i] = <X_i, c> for double X (rows, L) row-major and c
+   (L,), loaded 4 at a time, two vector sums per row. */
+static KFRTRL_CLONES void kfrtrl_rows_dot(const double *X, int rows, Py_ssize_t L, const double *c, double *out) {
+    Py_ssize_t t, end = L - L % 8;
+    int i;
+    for (i = 0; i < rows; i++) {
+        const double *x = X + (Py_ssize_t) i * L;
+        kfrtrl_v4 s0 = {0}, s1 = {0}, x0, x1, c0, c1;
+        double tot;
+        for (t = 0; t < end; t += 8) {
+            KFRTRL_LD(x0, x + t); KFRTRL_LD(x1, x + t + 4); KFRTRL_LD(c0, c + t); KFRTRL_LD(c1, c + t + 4);
+            s0 += x0 * c0; s1 += x1 * c1;
+        }
+        s0 += s1;
+        tot = KFRTRL_HSUM(s0);
+        for (t = end; t < L; t++)
+            tot += x[t] * c[t];
+        out[i] = tot;
+    }
 }
-
-KFRTRL_ROWS_DOT(kfrtrl_rows_dot, double, KFRTRL_LD)
 
 /* kfrtrl_rows_dot_f(X, rows, L, c, out): out[i] = <X_i, c> for float X (rows, L) and c (L,),
    products summed in float (four vectors of 8 lanes, each lane ~L/32 products: the factors'
    own precision, as a float GEMV), the lanes and the tail in double. Widening every element
-   first, as kfrtrl_rows_dot's loads would, costs twice the time. */
+   first costs twice the time. */
 typedef float kfrtrl_f8 __attribute__((vector_size(32)));
 static KFRTRL_CLONES void kfrtrl_rows_dot_f(const float *X, int rows, Py_ssize_t L, const float *c, double *out) {
     Py_ssize_t t, end = L - L % 32;

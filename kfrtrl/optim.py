@@ -354,11 +354,11 @@ class Adam:
         c2 = 1.0 - self.beta2 ** self.t
         for k, p in params.items():
             g = grads[k]
-            m = self.m.setdefault(k, np.zeros_like(p))
-            v = self.v.setdefault(k, np.zeros_like(p))
-            s = self._scratch.get(k)
-            if s is None or s.shape != p.shape or s.dtype != p.dtype:
-                s = self._scratch[k] = np.empty_like(p)
+            if k not in self.m:
+                self.m[k], self.v[k] = np.zeros_like(p), np.zeros_like(p)
+            if k not in self._scratch:                      # also after load_state_dict
+                self._scratch[k] = np.empty_like(p)
+            m, v, s = self.m[k], self.v[k], self._scratch[k]
             np.subtract(g, m, out=s, casting="unsafe")      # m += (1 - β1)(g - m)
             s *= 1.0 - self.beta1
             m += s
